@@ -1,0 +1,256 @@
+//! The validated configuration types. Every value here has already been checked: code that
+//! receives a [`Config`] never re-validates it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+/// The whole, validated configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners, TLS and trusted peers.
+    pub server: Server,
+    /// The OpenID provider sekisho logs users in with.
+    pub oidc: Oidc,
+    /// Session cookies.
+    pub session: Session,
+    /// The key that signs identity assertions for upstreams.
+    pub signing: Signing,
+    /// Names of the identity headers sent to upstreams.
+    pub identity_headers: IdentityHeaders,
+    /// Origins (besides each route's own) a user may be sent back to after login or logout.
+    pub allowed_redirect_origins: Vec<Origin>,
+    /// Routes, in file order. Ids are unique.
+    pub routes: Vec<Route>,
+}
+
+/// Listeners and the network facts sekisho trusts.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Plain HTTP listener (local use, or behind a TLS-terminating load balancer).
+    pub http_listen: Option<SocketAddr>,
+    /// TLS listener; present exactly when `tls` is non-empty.
+    pub https_listen: Option<SocketAddr>,
+    /// Certificates served by SNI; the first is the default. Non-empty when `https_listen` is set.
+    pub tls: Vec<TlsCertificate>,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Phase timeouts applied to downstream connections.
+    pub timeouts: ServerTimeouts,
+}
+
+/// A certificate chain and its private key, both PEM files (paths as written, resolved against
+/// the config file's directory when relative).
+#[derive(Debug, Clone)]
+pub struct TlsCertificate {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// Downstream timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerTimeouts {
+    /// Time allowed for a client to send the request head (default 10s).
+    pub read_header: Duration,
+    /// Idle keep-alive connection lifetime (default 60s).
+    pub idle: Duration,
+    /// TLS handshake limit (default 10s).
+    pub tls_handshake: Duration,
+}
+
+/// The OpenID provider.
+#[derive(Debug, Clone)]
+pub struct Oidc {
+    /// Issuer URL; discovery is `{issuer}/.well-known/openid-configuration`.
+    pub issuer: Url,
+    /// OAuth client id registered at the provider.
+    pub client_id: String,
+    /// OAuth client secret (resolved from literal, file or environment).
+    pub client_secret: SecretString,
+    /// Scopes requested at login; always contains `openid`.
+    pub scopes: Vec<String>,
+    /// ID-token (or userinfo) claim that holds the user's groups (default `groups`).
+    pub groups_claim: String,
+    /// Audiences accepted on `Authorization: Bearer` JWTs (default: just `client_id`).
+    pub bearer_audiences: Vec<String>,
+    /// Signature algorithms accepted on ID tokens and bearer JWTs (default RS256, ES256, EdDSA).
+    pub allowed_algorithms: Vec<SigningAlgorithm>,
+    /// Where the provider sends the user after RP-initiated logout; default: `/` of the route.
+    pub post_logout_redirect_uri: Option<Url>,
+    /// Allowed clock skew when checking `exp`, `iat`, `nbf` (default 60s).
+    pub clock_skew: Duration,
+}
+
+/// An asymmetric JWS algorithm. HMAC and `none` are not representable on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigningAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    Rs384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    Rs512,
+    /// RSASSA-PSS with SHA-256.
+    Ps256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// ECDSA P-384 with SHA-384.
+    Es384,
+    /// Ed25519.
+    EdDsa,
+}
+
+/// Session cookie settings.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Base cookie name (default `_sekisho`). Over TLS the cookie is sent as `__Host-{name}`.
+    pub cookie_name: String,
+    /// AEAD keys, each exactly 32 bytes after base64 decoding. The first encrypts; all decrypt.
+    /// Non-empty.
+    pub keys: Vec<SecretBytes>,
+    /// A session ends this long after login whatever happens (default 12h).
+    pub absolute_lifetime: Duration,
+    /// A session ends after this long without a request (default 1h). Not above `absolute_lifetime`.
+    pub idle_lifetime: Duration,
+    /// File where revoked session ids are persisted (default `{state_dir}/revoked-sessions`).
+    pub revocation_file: PathBuf,
+}
+
+/// The key that signs the `X-Sekisho-Jwt-Assertion` header.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// PKCS#8 PEM of an ECDSA P-256 private key.
+    pub key: SecretString,
+    /// Assertion lifetime (default 5m, at most 1h).
+    pub assertion_lifetime: Duration,
+    /// `iss` of the assertions (default `sekisho`).
+    pub issuer: String,
+}
+
+/// Names of the identity headers sent to upstreams. Validated as HTTP header names, stored
+/// lowercase.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// Default `x-sekisho-user` (the subject).
+    pub user: String,
+    /// Default `x-sekisho-email`.
+    pub email: String,
+    /// Default `x-sekisho-groups` (comma-separated).
+    pub groups: String,
+    /// Default `x-sekisho-jwt-assertion`.
+    pub jwt_assertion: String,
+}
+
+/// One route: requests matching `from` are forwarded to one of `to`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique id (default `route-{index}`), used as assertion audience and in logs.
+    pub id: String,
+    /// What requests this route matches.
+    pub from: RouteMatch,
+    /// Upstream base URLs (`http` or `https`, no query or fragment). Non-empty.
+    pub to: Vec<Url>,
+    /// Send the client's `Host` to the upstream instead of the upstream's own (default false).
+    pub preserve_host: bool,
+    /// Allow WebSocket upgrades (authorized at the upgrade) (default false).
+    pub allow_websockets: bool,
+    /// Send identity headers and the signed assertion (default true).
+    pub pass_identity_headers: bool,
+    /// Speak HTTP/2 to the upstream (h2c for `http`, ALPN h2 for `https`) (default false).
+    pub upstream_http2: bool,
+    /// Upstream timeouts.
+    pub timeouts: RouteTimeouts,
+}
+
+/// Route-level timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTimeouts {
+    /// TCP/TLS connect to the upstream (default 5s).
+    pub connect: Duration,
+    /// From sending the request to receiving the response head (default 30s).
+    pub response_header: Duration,
+    /// Longest pause while streaming a body either way (default 60s).
+    pub idle: Duration,
+}
+
+/// The `from` of a route: scheme, host, optional port and path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Lowercase host name (IDNA-normalised by `url`).
+    pub host: String,
+    /// Explicit port, when the URL had a non-default one.
+    pub port: Option<u16>,
+    /// Path prefix, normalised, starting with `/`; `/` matches everything.
+    pub path_prefix: String,
+}
+
+/// URL scheme of a route or origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// A web origin: scheme, host, port (explicit or default).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Lowercase host.
+    pub host: String,
+    /// Port, with the scheme's default filled in.
+    pub port: u16,
+}
+
+/// A secret text (client secret, PEM key). Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a resolved secret.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+/// Secret key material (decoded bytes). Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    /// Wraps resolved key bytes.
+    pub fn new(value: Vec<u8>) -> Self {
+        Self(value)
+    }
+
+    /// The key bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}

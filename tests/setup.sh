@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything the quickstart and the test suite need on a fresh Debian 12 machine of this
+# kind (root, Rust stable + nightly via rustup, Node.js 20). Idempotent: re-running skips what is there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+need_apt=()
+for pair in chromium:/usr/bin/chromium nginx:/usr/sbin/nginx wrk:/usr/bin/wrk redis-server:/usr/bin/redis-server; do
+  pkg=${pair%%:*}; bin=${pair#*:}
+  [ -x "$bin" ] || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  # nginx-light is the smallest Debian nginx; it carries the proxy module the benchmark needs.
+  pkgs=("${need_apt[@]/nginx/nginx-light}")
+  echo "setup: apt-get install ${pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+
+# Kernel-side Rust: nightly with rust-src, and bpf-linker built against nightly's own LLVM.
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  echo "setup: rustup component add rust-src --toolchain nightly"
+  rustup component add rust-src --toolchain nightly
+fi
+if ! command -v bpf-linker >/dev/null 2>&1; then
+  echo "setup: building bpf-linker 0.13.0 against nightly's LLVM (about 2 minutes)"
+  SYSROOT=$(rustc +nightly --print sysroot)
+  MAJOR=$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+  LIB=$(ls "$SYSROOT"/lib/libLLVM.so.*-rust-* | head -1)
+  PREFIX=${BPF_LLVM_PREFIX:-$HOME/.local/bpf-llvm}
+  mkdir -p "$PREFIX/lib"
+  ln -sf "$LIB" "$PREFIX/lib/$(basename "$LIB")"
+  ln -sf "$(basename "$LIB")" "$PREFIX/lib/libLLVM.so"
+  LLVM_PREFIX="$PREFIX" cargo install bpf-linker@0.13.0 --locked --no-default-features --features "llvm-$MAJOR"
+fi
+
+# Node side: the test OpenID provider and the browser driver.
+if [ ! -d "$here/node/node_modules/oidc-provider" ] || [ ! -d "$here/node/node_modules/playwright-core" ]; then
+  echo "setup: npm ci in tests/node"
+  (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+echo "setup: ok"
