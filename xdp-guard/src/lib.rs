@@ -1,1 +1,299 @@
-//! placeholder
+//! The NIC guard: an XDP program that drops TCP segments to protected ports unless their source
+//! holds an authenticated session or lies in a trusted range, and the [`Guard`] that loads it and
+//! manages its maps.
+//!
+//! # What the program does
+//!
+//! For every frame received on the interface the program parses Ethernet (up to two VLAN tags),
+//! IPv4 or IPv6 and TCP, and decides:
+//!
+//! | frame | verdict |
+//! | --- | --- |
+//! | not IPv4/IPv6, not TCP, or a non-first IP fragment | pass |
+//! | TCP to a port that is not protected | pass |
+//! | TCP to a protected port from an admitted source | pass |
+//! | TCP to a protected port from any other source | **drop** |
+//! | TCP to a protected port with a truncated TCP header (shorter than 20 bytes or than its data offset), whatever the source | **drop**, counted malformed |
+//! | TCP whose destination port cannot be read (fewer than 4 bytes of TCP header, or an IPv6 extension header chain longer than six headers) | **drop**, counted malformed |
+//! | truncated or inconsistent Ethernet/VLAN/IP header, truncated TCP to an unprotected port | pass, counted malformed (the kernel's stack discards them itself) |
+//!
+//! A source is admitted when `ALLOWED_V4`/`ALLOWED_V6` holds it with an expiry later than
+//! `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`), or when `TRUSTED_V4`/`TRUSTED_V6` has a prefix that
+//! covers it. The parsing and the table above are plain Rust in [`xdp_guard_common`]
+//! (`classify`, `decide`), unit-tested on the host.
+//!
+//! IPv6 is guarded like IPv4: the fixed header, then up to six hop-by-hop, routing, destination
+//! options, fragment or AH extension headers. IPv4 options are skipped using the header length.
+//!
+//! # Maps
+//!
+//! | name | type | key | value |
+//! | --- | --- | --- | --- |
+//! | `ALLOWED_V4` | hash, 65 536 | [`SourceV4`]: 4 address octets, wire order | [`AllowEntry`]: `expires_at_ns: u64`, `CLOCK_MONOTONIC` ns |
+//! | `ALLOWED_V6` | hash, 65 536 | [`SourceV6`]: 16 address octets, wire order | [`AllowEntry`] |
+//! | `TRUSTED_V4` | LPM trie, 1 024 | `{prefix_len: u32 (host order), [u8; 4] wire order}` | `u8` = 1 |
+//! | `TRUSTED_V6` | LPM trie, 1 024 | `{prefix_len: u32 (host order), [u8; 16] wire order}` | `u8` = 1 |
+//! | `PROTECTED_PORTS` | hash, 1 024 | `u16` TCP destination port, **host** order | `u8` = 1 |
+//! | `STATS` | per-CPU array, 3 | index: 0 passed, 1 dropped, 2 malformed | `u64` count per CPU |
+//!
+//! # Not done yet
+//!
+//! - The maps are not pinned: they live as long as the [`Guard`] (dropping it detaches the
+//!   program and frees them). Pinning under `/sys/fs/bpf/sekisho`, so that admitted sources
+//!   survive a proxy restart, comes later.
+//! - No per-source rate limit on the proxy's own public port yet.
+//! - Expired `ALLOWED_*` entries are ignored by the program but not removed; the caller revokes
+//!   them (the map holds 65 536 sources per family).
+//! - The kernel object is licensed `Apache-2.0` like the workspace, which the kernel accepts as
+//!   long as the program calls no GPL-only helper.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfError,
+    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    programs::{ProgramError, Xdp, XdpMode},
+};
+use ipnet::IpNet;
+pub use xdp_guard_common;
+use xdp_guard_common::{
+    ALLOWED_V4, ALLOWED_V6, AllowEntry, Counter, PROGRAM, PROTECTED, PROTECTED_PORTS, STATS,
+    SourceV4, SourceV6, TRUSTED, TRUSTED_V4, TRUSTED_V6,
+};
+
+/// The loaded and attached guard. Dropping it detaches the program and frees its maps.
+pub struct Guard {
+    allowed_v4: HashMap<MapData, SourceV4, AllowEntry>,
+    allowed_v6: HashMap<MapData, SourceV6, AllowEntry>,
+    trusted_v4: LpmTrie<MapData, [u8; 4], u8>,
+    trusted_v6: LpmTrie<MapData, [u8; 16], u8>,
+    protected_ports: HashMap<MapData, u16, u8>,
+    stats: PerCpuArray<MapData, u64>,
+    /// Owns the program and its link; declared last so the maps above are dropped first.
+    _ebpf: Ebpf,
+}
+
+/// How the program is attached to the interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Let the kernel choose: the driver's native XDP if it has it, generic otherwise.
+    #[default]
+    Auto,
+    /// The driver's native XDP (`xdpdrv`); fails on drivers without it.
+    Native,
+    /// Generic XDP (`xdpgeneric`), after the socket buffer is allocated; works everywhere.
+    Generic,
+}
+
+/// The program's counters, summed over all CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames passed to the stack.
+    pub passed: u64,
+    /// Frames dropped.
+    pub dropped: u64,
+    /// Frames with truncated or inconsistent headers (also counted in `passed` or `dropped`).
+    pub malformed: u64,
+}
+
+/// Why a [`Guard`] operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The embedded object file could not be parsed or its maps could not be created.
+    #[error("loading the xdp-guard object")]
+    Load(#[source] EbpfError),
+    /// The embedded object lacks a program or map this crate expects (a build mismatch).
+    #[error("the xdp-guard object has no {0}")]
+    Missing(&'static str),
+    /// The kernel refused to verify the program.
+    #[error("verifying the {PROGRAM} program")]
+    Verify(#[source] ProgramError),
+    /// The program could not be attached to the interface (unknown name, mode unsupported).
+    #[error("attaching the {PROGRAM} program to {iface}")]
+    Attach {
+        /// The interface name given to [`Guard::load`].
+        iface: String,
+        /// What the kernel or aya said.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map read or update failed.
+    #[error("{operation} map {map}")]
+    Map {
+        /// What was being done, e.g. "updating".
+        operation: &'static str,
+        /// The map's name.
+        map: &'static str,
+        /// What the kernel or aya said.
+        #[source]
+        source: MapError,
+    },
+    /// The monotonic clock could not be read to compute an expiry.
+    #[error("reading CLOCK_MONOTONIC")]
+    Clock,
+}
+
+impl Guard {
+    /// Loads the program and attaches it to `iface`, resolved in the calling thread's network
+    /// namespace. All maps start empty, so until [`Guard::protect_port`] is called every frame
+    /// passes.
+    pub fn load(iface: &str, mode: AttachMode) -> Result<Self, Error> {
+        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/xdp-guard"
+        )))
+        .map_err(Error::Load)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing(PROGRAM))?
+            .try_into()
+            .map_err(Error::Verify)?;
+        program.load().map_err(Error::Verify)?;
+        let mode = match mode {
+            AttachMode::Auto => XdpMode::Default,
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        };
+        program
+            .attach(iface, mode)
+            .map_err(|source| Error::Attach {
+                iface: iface.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            allowed_v4: take_map(&mut ebpf, ALLOWED_V4, HashMap::try_from)?,
+            allowed_v6: take_map(&mut ebpf, ALLOWED_V6, HashMap::try_from)?,
+            trusted_v4: take_map(&mut ebpf, TRUSTED_V4, LpmTrie::try_from)?,
+            trusted_v6: take_map(&mut ebpf, TRUSTED_V6, LpmTrie::try_from)?,
+            protected_ports: take_map(&mut ebpf, PROTECTED_PORTS, HashMap::try_from)?,
+            stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Admits `ip` to protected ports for `valid_for` from now (saturating at "forever"), replacing
+    /// any earlier expiry.
+    pub fn allow_source(&mut self, ip: IpAddr, valid_for: Duration) -> Result<(), Error> {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let now_ns = u64::try_from(now.tv_sec)
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000_000))
+            .and_then(|ns| ns.checked_add(u64::try_from(now.tv_nsec).ok()?))
+            .ok_or(Error::Clock)?;
+        let valid_for_ns = u64::try_from(valid_for.as_nanos()).unwrap_or(u64::MAX);
+        let entry = AllowEntry {
+            expires_at_ns: now_ns.saturating_add(valid_for_ns),
+        };
+        match ip {
+            IpAddr::V4(ip) => self.allowed_v4.insert(source_v4(ip), entry, 0),
+            IpAddr::V6(ip) => self.allowed_v6.insert(source_v6(ip), entry, 0),
+        }
+        .map_err(map_error("updating", allowed_map(ip)))
+    }
+
+    /// Withdraws `ip`'s admission. Revoking a source that is not admitted is not an error.
+    pub fn revoke_source(&mut self, ip: IpAddr) -> Result<(), Error> {
+        let removed = match ip {
+            IpAddr::V4(ip) => self.allowed_v4.remove(&source_v4(ip)),
+            IpAddr::V6(ip) => self.allowed_v6.remove(&source_v6(ip)),
+        };
+        match removed {
+            Ok(()) => Ok(()),
+            Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            Err(source) => Err(map_error("deleting from", allowed_map(ip))(source)),
+        }
+    }
+
+    /// Starts guarding TCP destination port `port`.
+    pub fn protect_port(&mut self, port: u16) -> Result<(), Error> {
+        self.protected_ports
+            .insert(port, PROTECTED, 0)
+            .map_err(map_error("updating", PROTECTED_PORTS))
+    }
+
+    /// Admits every source in `range` (host bits are ignored) to protected ports, with no expiry.
+    pub fn trust_range(&mut self, range: IpNet) -> Result<(), Error> {
+        match range.trunc() {
+            IpNet::V4(net) => self
+                .trusted_v4
+                .insert(
+                    &Key::new(u32::from(net.prefix_len()), net.addr().octets()),
+                    TRUSTED,
+                    0,
+                )
+                .map_err(map_error("updating", TRUSTED_V4)),
+            IpNet::V6(net) => self
+                .trusted_v6
+                .insert(
+                    &Key::new(u32::from(net.prefix_len()), net.addr().octets()),
+                    TRUSTED,
+                    0,
+                )
+                .map_err(map_error("updating", TRUSTED_V6)),
+        }
+    }
+
+    /// The program's counters, summed over all CPUs.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let read = |counter: Counter| -> Result<u64, Error> {
+            let per_cpu = self
+                .stats
+                .get(&(counter as u32), 0)
+                .map_err(map_error("reading", STATS))?;
+            Ok(per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)))
+        };
+        Ok(Stats {
+            passed: read(Counter::Passed)?,
+            dropped: read(Counter::Dropped)?,
+            malformed: read(Counter::Malformed)?,
+        })
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+fn take_map<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    typed: impl FnOnce(aya::maps::Map) -> Result<M, MapError>,
+) -> Result<M, Error> {
+    let map = ebpf.take_map(name).ok_or(Error::Missing(name))?;
+    typed(map).map_err(map_error("opening", name))
+}
+
+fn map_error(operation: &'static str, map: &'static str) -> impl FnOnce(MapError) -> Error {
+    move |source| Error::Map {
+        operation,
+        map,
+        source,
+    }
+}
+
+const fn allowed_map(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => ALLOWED_V4,
+        IpAddr::V6(_) => ALLOWED_V6,
+    }
+}
+
+const fn source_v4(ip: Ipv4Addr) -> SourceV4 {
+    SourceV4 {
+        octets: ip.octets(),
+    }
+}
+
+const fn source_v6(ip: Ipv6Addr) -> SourceV6 {
+    SourceV6 {
+        octets: ip.octets(),
+    }
+}

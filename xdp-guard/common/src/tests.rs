@@ -1,0 +1,313 @@
+#![allow(
+    clippy::indexing_slicing,
+    reason = "test frames are built with known lengths"
+)]
+
+use super::*;
+
+struct Slice<'a>(&'a [u8]);
+
+impl FrameBytes for Slice<'_> {
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        self.0.get(offset..end)?.try_into().ok()
+    }
+}
+
+/// Protects port 22 only; admits 192.0.2.7 and 2001:db8::7.
+struct Fixture;
+
+const ADMITTED_V4: [u8; 4] = [192, 0, 2, 7];
+const OTHER_V4: [u8; 4] = [192, 0, 2, 8];
+const ADMITTED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+const OTHER_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8];
+
+impl Policy for Fixture {
+    fn is_protected(&self, port: u16) -> bool {
+        port == 22
+    }
+    fn admits(&self, source: Source) -> bool {
+        match source {
+            Source::V4(s) => s.octets == ADMITTED_V4,
+            Source::V6(s) => s.octets == ADMITTED_V6,
+        }
+    }
+}
+
+fn ethernet(ethertype: u16) -> Vec<u8> {
+    let mut f = vec![0x02; 12];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+fn ipv4(source: [u8; 4], protocol: u8, fragment: u16, options: usize) -> Vec<u8> {
+    let ihl = u8::try_from(5 + options / 4).unwrap_or(15);
+    let mut h = vec![0x40 | ihl, 0, 0, 0, 0, 0];
+    h.extend_from_slice(&fragment.to_be_bytes());
+    h.extend_from_slice(&[64, protocol, 0, 0]);
+    h.extend_from_slice(&source);
+    h.extend_from_slice(&[192, 0, 2, 1]);
+    h.extend(std::iter::repeat_n(1u8, options));
+    h
+}
+
+fn ipv6(source: [u8; 16], next_header: u8) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0, 0, 0, next_header, 64];
+    h.extend_from_slice(&source);
+    h.extend_from_slice(&ADMITTED_V6.map(|b| b ^ 0xff));
+    h
+}
+
+fn tcp(dport: u16) -> Vec<u8> {
+    let mut h = vec![0xc3, 0x50];
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[0; 8]);
+    h.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    h
+}
+
+fn v4_frame(source: [u8; 4], dport: u16) -> Vec<u8> {
+    [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(source, IPPROTO_TCP, 0, 0),
+        tcp(dport),
+    ]
+    .concat()
+}
+
+fn v6_frame(source: [u8; 16], dport: u16) -> Vec<u8> {
+    [
+        ethernet(ETHERTYPE_IPV6),
+        ipv6(source, IPPROTO_TCP),
+        tcp(dport),
+    ]
+    .concat()
+}
+
+fn verdict(frame: &[u8]) -> Decision {
+    decide(classify(&Slice(frame)), &Fixture)
+}
+
+const PASS: Decision = Decision {
+    verdict: Verdict::Pass,
+    malformed: false,
+};
+const DROP: Decision = Decision {
+    verdict: Verdict::Drop,
+    malformed: false,
+};
+const PASS_MALFORMED: Decision = Decision {
+    verdict: Verdict::Pass,
+    malformed: true,
+};
+const DROP_MALFORMED: Decision = Decision {
+    verdict: Verdict::Drop,
+    malformed: true,
+};
+
+#[test]
+fn classifies_ipv4_tcp() {
+    assert_eq!(
+        classify(&Slice(&v4_frame(OTHER_V4, 22))),
+        Packet::Tcp {
+            source: Source::V4(SourceV4 { octets: OTHER_V4 }),
+            dport: 22,
+            truncated: false
+        }
+    );
+}
+
+#[test]
+fn classifies_ipv6_tcp() {
+    assert_eq!(
+        classify(&Slice(&v6_frame(OTHER_V6, 443))),
+        Packet::Tcp {
+            source: Source::V6(SourceV6 { octets: OTHER_V6 }),
+            dport: 443,
+            truncated: false
+        }
+    );
+}
+
+#[test]
+fn protected_port_passes_only_admitted_sources() {
+    assert_eq!(verdict(&v4_frame(ADMITTED_V4, 22)), PASS);
+    assert_eq!(verdict(&v4_frame(OTHER_V4, 22)), DROP);
+    assert_eq!(verdict(&v6_frame(ADMITTED_V6, 22)), PASS);
+    assert_eq!(verdict(&v6_frame(OTHER_V6, 22)), DROP);
+}
+
+#[test]
+fn unprotected_port_passes_any_source() {
+    assert_eq!(verdict(&v4_frame(OTHER_V4, 80)), PASS);
+    assert_eq!(verdict(&v6_frame(OTHER_V6, 80)), PASS);
+}
+
+#[test]
+fn non_ip_and_non_tcp_pass() {
+    let arp = [ethernet(0x0806), vec![0; 28]].concat();
+    assert_eq!(verdict(&arp), PASS);
+    let udp = [ethernet(ETHERTYPE_IPV4), ipv4(OTHER_V4, 17, 0, 0), tcp(22)].concat();
+    assert_eq!(verdict(&udp), PASS);
+    let icmpv6 = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, 58), vec![0; 8]].concat();
+    assert_eq!(verdict(&icmpv6), PASS);
+}
+
+#[test]
+fn ipv4_options_move_the_tcp_header() {
+    let frame = [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(OTHER_V4, IPPROTO_TCP, 0, 8),
+        tcp(22),
+    ]
+    .concat();
+    assert_eq!(verdict(&frame), DROP);
+    let frame = [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(OTHER_V4, IPPROTO_TCP, 0, 8),
+        tcp(80),
+    ]
+    .concat();
+    assert_eq!(verdict(&frame), PASS);
+}
+
+#[test]
+fn vlan_tags_are_looked_through() {
+    let tagged = |outer: u16| {
+        let mut f = ethernet(outer);
+        f.extend_from_slice(&[0, 7]);
+        f.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        f.extend_from_slice(&[0, 8]);
+        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        [f, ipv4(OTHER_V4, IPPROTO_TCP, 0, 0), tcp(22)].concat()
+    };
+    assert_eq!(verdict(&tagged(ETHERTYPE_QINQ)), DROP);
+    assert_eq!(verdict(&tagged(ETHERTYPE_VLAN)), DROP);
+}
+
+#[test]
+fn non_first_fragments_pass_first_fragments_are_judged() {
+    let later = [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(OTHER_V4, IPPROTO_TCP, 185, 0),
+        tcp(22),
+    ]
+    .concat();
+    assert_eq!(verdict(&later), PASS);
+    // More-fragments flag set, offset 0: this fragment carries the TCP header.
+    let first = [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(OTHER_V4, IPPROTO_TCP, 0x2000, 0),
+        tcp(22),
+    ]
+    .concat();
+    assert_eq!(verdict(&first), DROP);
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    let mut frame = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, IPPROTO_HOPOPTS)].concat();
+    // Hop-by-hop, 16 bytes long, then destination options (8), then a first fragment (8), then AH (12).
+    frame.extend_from_slice(&[IPPROTO_DSTOPTS, 1]);
+    frame.extend_from_slice(&[0; 14]);
+    frame.extend_from_slice(&[IPPROTO_FRAGMENT, 0, 0, 0, 0, 0, 0, 0]);
+    frame.extend_from_slice(&[IPPROTO_AH, 0, 0x00, 0x01, 0, 0, 0, 1]);
+    frame.extend_from_slice(&[IPPROTO_TCP, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    frame.extend_from_slice(&tcp(22));
+    assert_eq!(verdict(&frame), DROP);
+}
+
+#[test]
+fn ipv6_later_fragment_passes() {
+    let mut frame = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, IPPROTO_FRAGMENT)].concat();
+    frame.extend_from_slice(&[IPPROTO_TCP, 0, 0x05, 0x01, 0, 0, 0, 1]);
+    frame.extend_from_slice(&[0; 20]);
+    assert_eq!(verdict(&frame), PASS);
+}
+
+#[test]
+fn ipv6_chain_longer_than_the_walk_is_dropped() {
+    let mut frame = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, IPPROTO_DSTOPTS)].concat();
+    for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
+        frame.extend_from_slice(&[IPPROTO_DSTOPTS, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    frame.extend_from_slice(&tcp(80));
+    assert_eq!(verdict(&frame), DROP_MALFORMED);
+}
+
+#[test]
+fn ipv6_chain_of_exactly_the_walk_reaches_tcp() {
+    let mut frame = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, IPPROTO_DSTOPTS)].concat();
+    for i in 0..MAX_IPV6_EXTENSION_HEADERS {
+        let next = if i + 1 == MAX_IPV6_EXTENSION_HEADERS {
+            IPPROTO_TCP
+        } else {
+            IPPROTO_DSTOPTS
+        };
+        frame.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    frame.extend_from_slice(&tcp(80));
+    assert_eq!(verdict(&frame), PASS);
+}
+
+#[test]
+fn truncated_tcp_to_a_protected_port_is_dropped_even_from_admitted_sources() {
+    for len in 4..20 {
+        let mut frame = v4_frame(ADMITTED_V4, 22);
+        frame.truncate(14 + 20 + len);
+        assert_eq!(verdict(&frame), DROP_MALFORMED, "tcp header of {len} bytes");
+    }
+    // Data offset claims 24 bytes, only 20 present.
+    let mut frame = v4_frame(ADMITTED_V4, 22);
+    frame[14 + 20 + 12] = 0x60;
+    assert_eq!(verdict(&frame), DROP_MALFORMED);
+    // Data offset below the minimum.
+    frame[14 + 20 + 12] = 0x40;
+    assert_eq!(verdict(&frame), DROP_MALFORMED);
+}
+
+#[test]
+fn truncated_tcp_to_an_unprotected_port_passes() {
+    let mut frame = v4_frame(OTHER_V4, 80);
+    frame.truncate(14 + 20 + 10);
+    assert_eq!(verdict(&frame), PASS_MALFORMED);
+}
+
+#[test]
+fn tcp_without_a_readable_port_is_dropped() {
+    for len in 0..4 {
+        let mut frame = v4_frame(OTHER_V4, 80);
+        frame.truncate(14 + 20 + len);
+        assert_eq!(verdict(&frame), DROP_MALFORMED, "tcp header of {len} bytes");
+    }
+}
+
+#[test]
+fn truncated_or_bad_ip_headers_pass_as_malformed() {
+    let frame = v4_frame(OTHER_V4, 22);
+    for len in [0, 5, 13, 14 + 19] {
+        assert_eq!(
+            verdict(&frame[..len]),
+            PASS_MALFORMED,
+            "frame of {len} bytes"
+        );
+    }
+    let frame = v6_frame(OTHER_V6, 22);
+    assert_eq!(verdict(&frame[..14 + 39]), PASS_MALFORMED);
+    let mut bad_ihl = v4_frame(OTHER_V4, 22);
+    bad_ihl[14] = 0x44;
+    assert_eq!(verdict(&bad_ihl), PASS_MALFORMED);
+    let mut bad_version = v4_frame(OTHER_V4, 22);
+    bad_version[14] = 0x65;
+    assert_eq!(verdict(&bad_version), PASS_MALFORMED);
+}
+
+#[test]
+fn allow_entries_expire() {
+    let entry = AllowEntry {
+        expires_at_ns: 1_000,
+    };
+    assert!(entry.admits_at(999));
+    assert!(!entry.admits_at(1_000));
+    assert!(!entry.admits_at(u64::MAX));
+}
