@@ -1,1 +1,17 @@
-//! placeholder
+//! sekisho: a zero-trust, identity-aware access proxy. The request path lives in [`proxy`];
+//! ARCHITECTURE.md draws its phases.
+#![forbid(unsafe_code)]
+
+pub mod assertion;
+pub mod error;
+pub mod headers;
+pub mod normalize;
+pub mod oidc;
+pub mod proxy;
+pub mod redirect;
+pub mod revocation;
+pub mod routes;
+pub mod seal;
+pub mod server;
+pub mod session;
+pub mod upstream;

@@ -1,0 +1,210 @@
+//! Errors of the request path and the one place they become HTTP responses. Each error says
+//! where it came from (the client, the upstream, or sekisho itself) so the status, the page and
+//! the log line are chosen together. Pages are short and carry the request id; the detail only
+//! goes to the log.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, combinators::UnsyncBoxBody};
+
+/// The error type of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every response sekisho produces.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Where a failure originated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The client sent something unacceptable.
+    Downstream,
+    /// The upstream failed or was too slow.
+    Upstream,
+    /// sekisho itself (or its provider) could not serve the request.
+    Internal,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// Malformed request (path, host, header); `reason` is safe to show.
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// Short, client-safe reason.
+        reason: &'static str,
+    },
+    /// No credentials, or credentials that did not verify.
+    #[error("unauthenticated: {detail}")]
+    Unauthenticated {
+        /// Log-only detail.
+        detail: String,
+        /// `error` parameter of `WWW-Authenticate` (`invalid_token`), when a token was presented.
+        invalid_token: bool,
+    },
+    /// Authenticated but not allowed.
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// Short, client-safe reason.
+        reason: String,
+    },
+    /// No route matches the host and path.
+    #[error("no route")]
+    NoRoute,
+    /// The upstream could not be reached or broke the exchange.
+    #[error("upstream failed: {detail}")]
+    BadGateway {
+        /// Log-only detail.
+        detail: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    GatewayTimeout,
+    /// A dependency (the provider) is unavailable.
+    #[error("unavailable: {detail}")]
+    Unavailable {
+        /// Log-only detail.
+        detail: String,
+    },
+    /// A bug or an environment failure inside sekisho.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// Log-only detail.
+        detail: String,
+    },
+}
+
+impl ProxyError {
+    /// Where this error came from.
+    pub fn origin(&self) -> Origin {
+        match self {
+            ProxyError::BadRequest { .. }
+            | ProxyError::Unauthenticated { .. }
+            | ProxyError::Forbidden { .. }
+            | ProxyError::NoRoute => Origin::Downstream,
+            ProxyError::BadGateway { .. } | ProxyError::GatewayTimeout => Origin::Upstream,
+            ProxyError::Unavailable { .. } | ProxyError::Internal { .. } => Origin::Internal,
+        }
+    }
+
+    /// The status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The sentence shown to the client: never internal detail.
+    fn public_reason(&self) -> String {
+        match self {
+            ProxyError::BadRequest { reason } => (*reason).to_owned(),
+            ProxyError::Unauthenticated { .. } => "Sign-in required.".to_owned(),
+            ProxyError::Forbidden { reason } => reason.clone(),
+            ProxyError::NoRoute => "No route for this address.".to_owned(),
+            ProxyError::BadGateway { .. } => "The service behind this address failed.".to_owned(),
+            ProxyError::GatewayTimeout => "The service behind this address did not answer in time.".to_owned(),
+            ProxyError::Unavailable { .. } => "Temporarily unavailable; try again shortly.".to_owned(),
+            ProxyError::Internal { .. } => "Something went wrong.".to_owned(),
+        }
+    }
+
+    /// Logs the error and renders the client's page.
+    pub fn into_response(self, request_id: &str, browser: bool) -> Response<ProxyBody> {
+        let status = self.status();
+        match self.origin() {
+            Origin::Downstream => tracing::debug!(request_id, %status, error = %self, "request refused"),
+            Origin::Upstream => tracing::warn!(request_id, %status, error = %self, "upstream error"),
+            Origin::Internal => tracing::error!(request_id, %status, error = %self, "internal error"),
+        }
+        let mut response = page(status, &self.public_reason(), request_id, browser);
+        if let ProxyError::Unauthenticated { invalid_token, .. } = &self {
+            let challenge = if *invalid_token {
+                r#"Bearer realm="sekisho", error="invalid_token""#
+            } else {
+                r#"Bearer realm="sekisho""#
+            };
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+}
+
+/// A short page (HTML for browsers, text otherwise) with the request id.
+pub fn page(status: StatusCode, reason: &str, request_id: &str, browser: bool) -> Response<ProxyBody> {
+    let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let (content_type, body) = if browser {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+                 <body><h1>{title}</h1><p>{}</p><p><small>Request id: <code>{request_id}</code></small></p></body></html>\n",
+                html_escape(reason)
+            ),
+        )
+    } else {
+        ("text/plain; charset=utf-8", format!("{title}\n{reason}\nrequest id: {request_id}\n"))
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", id);
+    }
+    response
+}
+
+/// A complete body from bytes.
+pub fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Escapes text for HTML.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_hide_internal_detail_and_carry_the_request_id() {
+        let e = ProxyError::Internal { detail: "db password is hunter2".into() };
+        let response = e.into_response("req-123", false);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("req-123"));
+    }
+
+    #[test]
+    fn unauthenticated_carries_a_challenge() {
+        let e = ProxyError::Unauthenticated { detail: "x".into(), invalid_token: true };
+        let response = e.into_response("r", false);
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+        assert_eq!(challenge, Some(r#"Bearer realm="sekisho", error="invalid_token""#));
+    }
+
+    #[test]
+    fn reasons_are_escaped() {
+        assert_eq!(html_escape("<script>&\""), "&lt;script&gt;&amp;&quot;");
+    }
+}

@@ -1,0 +1,810 @@
+//! The request path: one function per phase, in the order of the chart in ARCHITECTURE.md —
+//! normalise, route, authenticate (session cookie or bearer JWT, with the login flow for
+//! browsers), authorize, forward. Errors leave through [`ProxyError::into_response`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::BodyExt as _;
+use sekisho_config::{Config, Origin, Scheme};
+use serde::{Deserialize, Serialize};
+
+use crate::assertion::{AssertionError, AssertionSigner};
+use crate::error::{BoxError, ProxyBody, ProxyError, full, html_escape, page};
+use crate::headers::{Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop};
+use crate::normalize::normalize_path;
+use crate::oidc::{OidcError, OidcProvider};
+use crate::redirect::{origin_string, validate_return_to};
+use crate::revocation::{RevocationError, RevocationList};
+use crate::routes::RouteTable;
+use crate::seal::{Purpose, SealError, Sealer};
+use crate::session::{CookieCodec, Identity, SessionRejection, SessionState, request_cookies, strip_own_cookies, unix_now};
+use crate::upstream::{IdleTimeout, Upstream, splice_upgrades};
+
+/// Path of the OIDC callback on every route host.
+pub const CALLBACK_PATH: &str = "/.sekisho/callback";
+/// Path that ends the session.
+pub const LOGOUT_PATH: &str = "/.sekisho/logout";
+/// Page shown after logout.
+pub const SIGNED_OUT_PATH: &str = "/.sekisho/signed-out";
+/// Public keys of the identity assertions.
+pub const JWKS_PATH: &str = "/.well-known/sekisho/jwks.json";
+/// Lifetime of a login flow (state, nonce, PKCE verifier).
+const FLOW_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Why sekisho could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The session keys are unusable.
+    #[error("session keys: {0}")]
+    Keys(#[source] SealError),
+    /// The assertion signing key is unusable.
+    #[error("signing key: {0}")]
+    Signing(#[source] AssertionError),
+    /// The revocation list could not be loaded.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+    /// The provider client could not be built.
+    #[error("OpenID provider: {0}")]
+    Oidc(#[source] OidcError),
+    /// An upstream client could not be built.
+    #[error("route {route}: {source}")]
+    Upstream {
+        /// Route id.
+        route: String,
+        /// Cause.
+        #[source]
+        source: ProxyError,
+    },
+}
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the listener terminated TLS.
+    pub tls: bool,
+}
+
+/// Counters exposed for operators (and asserted by tests).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Session cookies that did not decrypt or parse.
+    pub invalid_cookies: AtomicU64,
+    /// Bearer tokens rejected.
+    pub rejected_tokens: AtomicU64,
+    /// Callbacks refused (bad state, replay, failed exchange).
+    pub rejected_callbacks: AtomicU64,
+    /// Requests forwarded upstream.
+    pub forwarded: AtomicU64,
+}
+
+/// The proxy: configuration turned into the state the request path needs.
+pub struct Proxy {
+    config: Config,
+    routes: RouteTable,
+    upstreams: Vec<Upstream>,
+    sealer: Sealer,
+    secure_cookies: CookieCodec,
+    plain_cookies: CookieCodec,
+    oidc: OidcProvider,
+    signer: AssertionSigner,
+    revoked: RevocationList,
+    used_states: Mutex<HashMap<String, u64>>,
+    refreshes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(RefreshOutcome, Instant)>>>>>,
+    identity_names: Vec<String>,
+    request_ids: RequestIds,
+    /// Operational counters.
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("routes", &self.routes.routes().len()).finish_non_exhaustive()
+    }
+}
+
+/// What the login-flow cookie carries between the redirect and the callback.
+#[derive(Debug, Serialize, Deserialize)]
+struct FlowState {
+    state: String,
+    nonce: String,
+    pkce_verifier: String,
+    redirect_uri: String,
+    return_to: String,
+    created_at: u64,
+}
+
+/// A request's addressing facts, computed once.
+#[derive(Debug, Clone)]
+struct Target {
+    scheme: Scheme,
+    host: String,
+    port: Option<u16>,
+    path: String,
+    forwarded: Forwarded,
+}
+
+impl Target {
+    fn origin(&self) -> Origin {
+        let default = match self.scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        };
+        Origin { scheme: self.scheme, host: self.host.clone(), port: self.port.unwrap_or(default) }
+    }
+}
+
+/// How the request authenticated.
+#[derive(Debug)]
+enum Authenticated {
+    /// A session cookie; `reissue` when the cookie must be rewritten (activity, refresh).
+    Session { state: Box<SessionState>, reissue: bool },
+    /// A bearer JWT.
+    Bearer { identity: Identity, token_hash: String },
+}
+
+impl Authenticated {
+    fn identity(&self) -> &Identity {
+        match self {
+            Authenticated::Session { state, .. } => &state.identity,
+            Authenticated::Bearer { identity, .. } => identity,
+        }
+    }
+
+    fn cache_key(&self) -> String {
+        match self {
+            Authenticated::Session { state, .. } => state.sid_hash(),
+            Authenticated::Bearer { token_hash, .. } => token_hash.clone(),
+        }
+    }
+}
+
+/// The result of a (single-flight) session refresh.
+#[derive(Debug, Clone)]
+enum RefreshOutcome {
+    Refreshed(Box<SessionState>),
+    Ended,
+    Kept,
+}
+
+impl Proxy {
+    /// Builds the proxy from a validated configuration.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let sealer = Sealer::new(config.session.keys.iter().map(|k| k.expose())).map_err(StartError::Keys)?;
+        let signer = AssertionSigner::new(
+            config.signing.key.expose(),
+            &config.signing.issuer,
+            config.signing.assertion_lifetime,
+        )
+        .map_err(StartError::Signing)?;
+        let (revoked, malformed) = RevocationList::load(&config.session.revocation_file, unix_now())?;
+        if malformed > 0 {
+            tracing::warn!(malformed, file = %config.session.revocation_file.display(), "skipped malformed revocation entries");
+        }
+        let upstreams = config
+            .routes
+            .iter()
+            .map(|r| Upstream::new(r).map_err(|source| StartError::Upstream { route: r.id.clone(), source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let oidc = OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?;
+        let h = &config.identity_headers;
+        let identity_names = vec![h.user.clone(), h.email.clone(), h.groups.clone(), h.jwt_assertion.clone()];
+        Ok(Proxy {
+            routes: RouteTable::new(config.routes.clone()),
+            upstreams,
+            secure_cookies: CookieCodec::new(&config.session.cookie_name, true),
+            plain_cookies: CookieCodec::new(&config.session.cookie_name, false),
+            sealer,
+            oidc,
+            signer,
+            revoked,
+            used_states: Mutex::new(HashMap::new()),
+            refreshes: Mutex::new(HashMap::new()),
+            identity_names,
+            request_ids: RequestIds::new(),
+            counters: Counters::default(),
+            config,
+        })
+    }
+
+    /// The OpenID relying party (for startup discovery).
+    pub fn oidc(&self) -> &OidcProvider {
+        &self.oidc
+    }
+
+    /// Serves one request. Never fails: every error becomes a short page.
+    pub async fn handle<B>(&self, request: Request<B>, conn: Connection) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let request_id = self.request_ids.next();
+        let browser = is_browser(request.headers());
+        let mut response = match self.process(request, conn, &request_id, browser).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(&request_id, browser),
+        };
+        if let Ok(id) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", id);
+        }
+        response
+    }
+
+    async fn process<B>(&self, mut request: Request<B>, conn: Connection, request_id: &str, browser: bool) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        // Phase: normalise.
+        let target = self.target(&request, conn)?;
+
+        // Phase: sekisho's own endpoints.
+        if target.path == JWKS_PATH {
+            return Ok(self.jwks_response());
+        }
+        if target.path.starts_with("/.sekisho/") {
+            if !self.routes.serves_host(target.scheme, &target.host, target.port) {
+                return Err(ProxyError::NoRoute);
+            }
+            return match target.path.as_str() {
+                CALLBACK_PATH => self.callback(&request, &target).await,
+                LOGOUT_PATH => self.logout(&request, &target).await,
+                SIGNED_OUT_PATH => Ok(signed_out_page(request_id)),
+                _ => Err(ProxyError::NoRoute),
+            };
+        }
+
+        // Phase: route.
+        let (route_index, route) = self
+            .routes
+            .find(target.scheme, &target.host, target.port, &target.path)
+            .ok_or(ProxyError::NoRoute)?;
+        let upstream = self.upstreams.get(route_index).ok_or(ProxyError::Internal { detail: "route without upstream".into() })?;
+
+        // Phase: authenticate.
+        let codec = self.codec(target.scheme);
+        let mut set_cookies: Vec<HeaderValue> = Vec::new();
+        let auth = match self.authenticate(request.headers(), codec, &mut set_cookies).await? {
+            Some(auth) => auth,
+            None => {
+                let websocket = is_websocket_upgrade(request.headers());
+                if browser && !websocket && matches!(*request.method(), Method::GET | Method::HEAD) {
+                    let mut return_to = target.path.clone();
+                    if let Some(q) = request.uri().query() {
+                        return_to.push('?');
+                        return_to.push_str(q);
+                    }
+                    let mut response = self.start_login(&target, &return_to).await?;
+                    for c in set_cookies {
+                        response.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    return Ok(response);
+                }
+                let mut response = ProxyError::Unauthenticated { detail: "no credentials".into(), invalid_token: false }
+                    .into_response(request_id, browser);
+                for c in set_cookies {
+                    response.headers_mut().append(header::SET_COOKIE, c);
+                }
+                return Ok(response);
+            }
+        };
+
+        // Phase: authorize. Until per-route policy lands: any authenticated identity.
+        let identity = auth.identity().clone();
+
+        if let Authenticated::Session { state, reissue: true } = &auth {
+            let cookies = codec
+                .write(&self.sealer, state, self.config.session.absolute_lifetime)
+                .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+            set_cookies.extend(cookies);
+        }
+
+        // Phase: forward.
+        let websocket = is_websocket_upgrade(request.headers());
+        if websocket && !route.allow_websockets {
+            return Err(ProxyError::Forbidden { reason: "WebSockets are not enabled for this route.".into() });
+        }
+        if websocket && request.version() != Version::HTTP_11 {
+            return Err(ProxyError::BadRequest { reason: "WebSocket upgrades need HTTP/1.1" });
+        }
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+        let target_url = upstream.pick().ok_or(ProxyError::Internal { detail: "route has no targets".into() })?;
+        let uri = Upstream::uri_for(target_url, &target.path, request.uri().query())?;
+        let (mut parts, body) = request.into_parts();
+        parts.uri = uri;
+        let keep_te_trailers = route.upstream_http2
+            && parts.headers.get(header::TE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
+        let bearer_used = matches!(auth, Authenticated::Bearer { .. });
+        self.rewrite_request_headers(&mut parts.headers, &target, websocket, bearer_used, codec);
+        if keep_te_trailers {
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        let host = if route.preserve_host {
+            match target.port {
+                Some(p) => format!("{}:{p}", target.host),
+                None => target.host.clone(),
+            }
+        } else {
+            crate::upstream::authority(target_url)
+        };
+        if let Ok(host) = HeaderValue::from_str(&host) {
+            parts.headers.insert(header::HOST, host);
+        }
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            parts.headers.insert("x-request-id", id);
+        }
+        if route.pass_identity_headers {
+            self.set_identity_headers(&mut parts.headers, &auth, &route.id)?;
+        }
+        let body = IdleTimeout::new(body, route.timeouts.idle).boxed_unsync();
+        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        let mut response = upstream.send(Request::from_parts(parts, body)).await?;
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            match client_upgrade {
+                Some(client) => splice_upgrades(client, hyper::upgrade::on(&mut response), route.timeouts.idle),
+                None => return Err(ProxyError::BadGateway { detail: "upstream switched protocols unasked".into() }),
+            }
+        } else {
+            strip_hop_by_hop(response.headers_mut(), false);
+        }
+        for c in set_cookies {
+            response.headers_mut().append(header::SET_COOKIE, c);
+        }
+        tracing::debug!(request_id, route = %route.id, sub = %identity.sub, status = %response.status(), "forwarded");
+        Ok(response)
+    }
+
+    /// Normalises the addressing of a request: host (one, consistent), port, scheme, path.
+    fn target<B>(&self, request: &Request<B>, conn: Connection) -> Result<Target, ProxyError> {
+        let bad = |reason| ProxyError::BadRequest { reason };
+        let mut hosts = request.headers().get_all(header::HOST).iter();
+        let host_header = hosts.next();
+        if hosts.next().is_some() {
+            return Err(bad("more than one Host header"));
+        }
+        let host_header = host_header
+            .map(|h| h.to_str().map_err(|_| bad("Host header is not text")))
+            .transpose()?;
+        let authority_text = match (request.uri().authority(), host_header) {
+            (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => {
+                return Err(bad("Host header disagrees with the request target"));
+            }
+            (Some(a), _) => a.as_str().to_owned(),
+            (None, Some(h)) => h.to_owned(),
+            (None, None) => return Err(bad("missing Host")),
+        };
+        let authority: http::uri::Authority = authority_text.parse().map_err(|_| bad("malformed Host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("malformed Host"));
+        }
+        let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(bad("malformed Host"));
+        }
+        let port = authority.port_u16();
+        let path = normalize_path(request.uri().path()).map_err(|e| {
+            tracing::debug!(error = %e, path = request.uri().path(), "path refused");
+            bad("malformed request path")
+        })?;
+        let listener_scheme = if conn.tls { "https" } else { "http" };
+        let forwarded =
+            Forwarded::from_request(request.headers(), conn.peer.ip(), listener_scheme, &authority_text, &self.config.server.trusted_proxies);
+        let scheme = if forwarded.proto == "https" { Scheme::Https } else { Scheme::Http };
+        Ok(Target { scheme, host, port, path, forwarded })
+    }
+
+    fn codec(&self, scheme: Scheme) -> &CookieCodec {
+        match scheme {
+            Scheme::Https => &self.secure_cookies,
+            Scheme::Http => &self.plain_cookies,
+        }
+    }
+
+    /// Authenticates by bearer token (when an `Authorization: Bearer` header is present) or by
+    /// session cookie. `Ok(None)` is "no valid credential"; cookies to clear land in `set_cookies`.
+    async fn authenticate(&self, headers: &HeaderMap, codec: &CookieCodec, set_cookies: &mut Vec<HeaderValue>) -> Result<Option<Authenticated>, ProxyError> {
+        let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
+        let authorization = authorizations.next();
+        if authorizations.next().is_some() {
+            return Err(ProxyError::BadRequest { reason: "more than one Authorization header" });
+        }
+        if let Some(value) = authorization {
+            let text = value.to_str().map_err(|_| ProxyError::BadRequest { reason: "Authorization header is not text" })?;
+            if let Some((scheme, token)) = text.split_once(' ') {
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    let token = token.trim();
+                    return match self.oidc.verify_bearer(token).await {
+                        Ok(identity) => Ok(Some(Authenticated::Bearer { identity, token_hash: crate::session::sid_hash(token) })),
+                        Err(OidcError::Unavailable | OidcError::Discovery(_)) => {
+                            Err(ProxyError::Unavailable { detail: "provider unavailable for bearer validation".into() })
+                        }
+                        Err(e) => {
+                            self.counters.rejected_tokens.fetch_add(1, Ordering::Relaxed);
+                            Err(ProxyError::Unauthenticated { detail: e.to_string(), invalid_token: true })
+                        }
+                    };
+                }
+            }
+        }
+        let state = match codec.read(&self.sealer, headers) {
+            Ok(state) => state,
+            Err(SessionRejection::Absent) => return Ok(None),
+            Err(rejection) => {
+                self.counters.invalid_cookies.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%rejection, "session cookie refused");
+                set_cookies.extend(codec.clear());
+                return Ok(None);
+            }
+        };
+        let now = unix_now();
+        let session = &self.config.session;
+        if let Err(rejection) = state.check_lifetimes(now, session.absolute_lifetime, session.idle_lifetime) {
+            tracing::debug!(%rejection, sid = %state.sid_hash(), "session ended");
+            set_cookies.extend(codec.clear());
+            return Ok(None);
+        }
+        if self.revoked.is_revoked(&state.sid_hash()) {
+            tracing::debug!(sid = %state.sid_hash(), "revoked session presented");
+            set_cookies.extend(codec.clear());
+            return Ok(None);
+        }
+        let mut reissue = false;
+        let mut state = state;
+        if state.refresh_due(now) {
+            match self.refresh_session(&state).await {
+                RefreshOutcome::Refreshed(fresh) => {
+                    state = *fresh;
+                    reissue = true;
+                }
+                RefreshOutcome::Ended => {
+                    set_cookies.extend(codec.clear());
+                    return Ok(None);
+                }
+                RefreshOutcome::Kept => {}
+            }
+        }
+        if state.touch_due(now, session.idle_lifetime) {
+            state.seen_at = now;
+            reissue = true;
+        }
+        Ok(Some(Authenticated::Session { state: Box::new(state), reissue }))
+    }
+
+    /// Refreshes a session once even when many requests carrying it arrive together.
+    async fn refresh_session(&self, state: &SessionState) -> RefreshOutcome {
+        let slot = {
+            let Ok(mut map) = self.refreshes.lock() else { return RefreshOutcome::Kept };
+            map.retain(|_, v| Arc::strong_count(v) > 1 || v.try_lock().map(|g| g.as_ref().is_some_and(|(_, t)| t.elapsed() < Duration::from_secs(30))).unwrap_or(true));
+            map.entry(state.sid.clone()).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some((outcome, at)) = guard.as_ref() {
+            if at.elapsed() < Duration::from_secs(30) {
+                return outcome.clone();
+            }
+        }
+        let Some(refresh_token) = state.refresh_token.as_deref() else { return RefreshOutcome::Kept };
+        let outcome = match self.oidc.refresh(refresh_token, &state.identity).await {
+            Ok(tokens) => {
+                let mut fresh = state.clone();
+                fresh.identity = tokens.identity;
+                fresh.refresh_token = tokens.refresh_token;
+                fresh.tokens_expire_at = tokens.expires_at;
+                if tokens.id_token.is_some() {
+                    fresh.id_token = tokens.id_token;
+                }
+                tracing::info!(sid = %state.sid_hash(), "session refreshed");
+                RefreshOutcome::Refreshed(Box::new(fresh))
+            }
+            Err(OidcError::Refused(reason) | OidcError::Rejected(reason)) => {
+                tracing::info!(sid = %state.sid_hash(), %reason, "provider refused the refresh; session ended");
+                if let Err(e) = self.revoked.revoke(&state.sid_hash(), self.revoke_until(state)) {
+                    tracing::error!(error = %e, "could not persist revocation");
+                }
+                RefreshOutcome::Ended
+            }
+            Err(e) => {
+                tracing::warn!(sid = %state.sid_hash(), error = %e, "refresh failed; session kept until the provider answers");
+                RefreshOutcome::Kept
+            }
+        };
+        *guard = Some((outcome.clone(), Instant::now()));
+        outcome
+    }
+
+    fn revoke_until(&self, state: &SessionState) -> u64 {
+        state.login_at.saturating_add(self.config.session.absolute_lifetime.as_secs()).saturating_add(60)
+    }
+
+    /// Strips hop-by-hop, spoofable and sekisho's own headers, then sets the forwarded set.
+    fn rewrite_request_headers(&self, headers: &mut HeaderMap, target: &Target, websocket: bool, bearer_used: bool, codec: &CookieCodec) {
+        let names: Vec<&str> = self.identity_names.iter().map(String::as_str).collect();
+        sanitize_request_headers(headers, &names, websocket);
+        strip_own_cookies(headers, codec);
+        if bearer_used {
+            headers.remove(header::AUTHORIZATION);
+        }
+        set_forwarded(headers, &target.forwarded);
+    }
+
+    fn set_identity_headers(&self, headers: &mut HeaderMap, auth: &Authenticated, audience: &str) -> Result<(), ProxyError> {
+        let identity = auth.identity();
+        let names = &self.config.identity_headers;
+        let mut put = |name: &str, value: &str| {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&header_safe(value))) {
+                headers.insert(name, value);
+            }
+        };
+        put(&names.user, &identity.sub);
+        if let Some(email) = &identity.email {
+            put(&names.email, email);
+        }
+        let groups: Vec<String> = identity.groups.iter().map(|g| header_safe(g).replace(',', "%2C")).collect();
+        put(&names.groups, &groups.join(","));
+        let assertion = self
+            .signer
+            .assertion(&auth.cache_key(), audience, identity, unix_now())
+            .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        put(&names.jwt_assertion, &assertion);
+        Ok(())
+    }
+
+    fn jwks_response(&self) -> Response<ProxyBody> {
+        let mut response = Response::new(full(self.signer.jwks().to_owned()));
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        response
+    }
+
+    /// Redirects a browser to the provider, remembering state, nonce, PKCE verifier and where
+    /// to return in a sealed, short-lived cookie bound to this browser.
+    async fn start_login(&self, target: &Target, return_to: &str) -> Result<Response<ProxyBody>, ProxyError> {
+        let state = self.random_token(24)?;
+        let nonce = self.random_token(24)?;
+        let redirect_uri = format!("{}{CALLBACK_PATH}", origin_string(&target.origin()));
+        let login = self.oidc.authorization_url(&redirect_uri, &state, &nonce).await.map_err(|e| ProxyError::Unavailable { detail: e.to_string() })?;
+        let flow = FlowState {
+            state: state.clone(),
+            nonce,
+            pkce_verifier: login.pkce_verifier,
+            redirect_uri,
+            return_to: return_to.to_owned(),
+            created_at: unix_now(),
+        };
+        let plain = serde_json::to_vec(&flow).map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        let sealed = self.sealer.seal(Purpose::LoginFlow, &plain).map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        let codec = self.codec(target.scheme);
+        let cookie = codec
+            .set_cookie(&flow_cookie_name(codec, &state), &sealed, FLOW_LIFETIME.as_secs())
+            .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        Ok(redirect(login.url.as_str(), vec![cookie]))
+    }
+
+    /// The provider's redirect back: checks state (bound to this browser's flow cookie, single
+    /// use), exchanges the code with PKCE, validates the ID token and nonce, starts a session.
+    async fn callback<B>(&self, request: &Request<B>, target: &Target) -> Result<Response<ProxyBody>, ProxyError> {
+        let refuse = |detail: &str| {
+            self.counters.rejected_callbacks.fetch_add(1, Ordering::Relaxed);
+            ProxyError::Unauthenticated { detail: detail.to_owned(), invalid_token: false }
+        };
+        let params: HashMap<String, String> =
+            url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+        if let Some(error) = params.get("error") {
+            tracing::info!(%error, description = params.get("error_description").map(String::as_str).unwrap_or(""), "provider returned an error");
+            return Err(refuse("provider returned an error"));
+        }
+        let (Some(state), Some(code)) = (params.get("state"), params.get("code")) else {
+            return Err(ProxyError::BadRequest { reason: "callback lacks state or code" });
+        };
+        let codec = self.codec(target.scheme);
+        let cookie_name = flow_cookie_name(codec, state);
+        let sealed = request_cookies(request.headers())
+            .find(|(name, _)| *name == cookie_name)
+            .map(|(_, v)| v.to_owned())
+            .ok_or_else(|| refuse("no login flow for this state in this browser"))?;
+        let flow: FlowState = self
+            .sealer
+            .open(Purpose::LoginFlow, &sealed)
+            .ok()
+            .and_then(|plain| serde_json::from_slice(&plain).ok())
+            .ok_or_else(|| refuse("login flow cookie invalid"))?;
+        if !constant_time_eq(flow.state.as_bytes(), state.as_bytes()) {
+            return Err(refuse("state mismatch"));
+        }
+        let now = unix_now();
+        if now >= flow.created_at.saturating_add(FLOW_LIFETIME.as_secs()) {
+            return Err(refuse("login flow expired"));
+        }
+        if !self.claim_state(state, now) {
+            return Err(refuse("state already used"));
+        }
+        let tokens = self
+            .oidc
+            .exchange_code(code, &flow.redirect_uri, &flow.pkce_verifier, &flow.nonce)
+            .await
+            .map_err(|e| match e {
+                OidcError::Unavailable | OidcError::Discovery(_) | OidcError::Transport(_) => ProxyError::Unavailable { detail: e.to_string() },
+                other => refuse(&other.to_string()),
+            })?;
+        let mut sid = [0u8; 16];
+        self.sealer.random(&mut sid).map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        let session = SessionState {
+            sid: URL_SAFE_NO_PAD.encode(sid),
+            identity: tokens.identity,
+            login_at: now,
+            seen_at: now,
+            tokens_expire_at: tokens.expires_at,
+            refresh_token: tokens.refresh_token,
+            id_token: tokens.id_token,
+        };
+        tracing::info!(sub = %session.identity.sub, sid = %session.sid_hash(), "login");
+        let mut cookies = codec
+            .write(&self.sealer, &session, self.config.session.absolute_lifetime)
+            .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        cookies.push(codec.set_cookie(&cookie_name, "", 0).map_err(|e| ProxyError::Internal { detail: e.to_string() })?);
+        let return_to = validate_return_to(&flow.return_to, &target.origin(), &self.config.allowed_redirect_origins).unwrap_or_else(|_| "/".to_owned());
+        Ok(redirect(&return_to, cookies))
+    }
+
+    /// Marks a state as used; false when it already was (a replayed callback).
+    fn claim_state(&self, state: &str, now: u64) -> bool {
+        let Ok(mut used) = self.used_states.lock() else { return false };
+        if used.len() > 10_000 {
+            used.retain(|_, until| *until > now);
+        }
+        used.insert(state.to_owned(), now.saturating_add(FLOW_LIFETIME.as_secs())).is_none()
+    }
+
+    /// Ends the session: revokes its id (durably), clears cookies, and sends the browser through
+    /// the provider's RP-initiated logout when it has one.
+    async fn logout<B>(&self, request: &Request<B>, target: &Target) -> Result<Response<ProxyBody>, ProxyError> {
+        let codec = self.codec(target.scheme);
+        let session = codec.read(&self.sealer, request.headers()).ok();
+        if let Some(state) = &session {
+            self.revoked
+                .revoke(&state.sid_hash(), self.revoke_until(state))
+                .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+            self.signer.forget(&state.sid_hash());
+            tracing::info!(sub = %state.identity.sub, sid = %state.sid_hash(), "logout");
+        }
+        let post_logout = match &self.config.oidc.post_logout_redirect_uri {
+            Some(url) => url.to_string(),
+            None => format!("{}{SIGNED_OUT_PATH}", origin_string(&target.origin())),
+        };
+        let id_token = session.as_ref().and_then(|s| s.id_token.as_deref());
+        let location = match self.oidc.end_session_url(id_token, &post_logout).await {
+            Some(url) => url.to_string(),
+            None => post_logout,
+        };
+        Ok(redirect(&location, codec.clear()))
+    }
+
+    fn random_token(&self, len: usize) -> Result<String, ProxyError> {
+        let mut bytes = vec![0u8; len];
+        self.sealer.random(&mut bytes).map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        Ok(URL_SAFE_NO_PAD.encode(bytes))
+    }
+}
+
+fn flow_cookie_name(codec: &CookieCodec, state: &str) -> String {
+    let prefix: String = state.chars().take(12).collect();
+    format!("{}_flow_{prefix}", codec.name)
+}
+
+fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::FOUND;
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for c in cookies {
+        h.append(header::SET_COOKIE, c);
+    }
+    response
+}
+
+fn signed_out_page(request_id: &str) -> Response<ProxyBody> {
+    let mut response = page(StatusCode::OK, "You are signed out.", request_id, true);
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
+         <body><h1>Signed out</h1><p>You are signed out.</p><p><a href=\"/\">Sign in again</a></p>\
+         <p><small>Request id: <code>{}</code></small></p></body></html>\n",
+        html_escape(request_id)
+    );
+    *response.body_mut() = full(body);
+    response
+}
+
+/// A browser navigation (as opposed to an API call): accepts HTML and is not an XHR.
+fn is_browser(headers: &HeaderMap) -> bool {
+    let html = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"));
+    let xhr = headers
+        .get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("xmlhttprequest"));
+    html && !xhr
+}
+
+/// Identity values as header text: non-visible characters and `%` are percent-encoded.
+fn header_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x21..0x7f).contains(&b) && b != b'%' || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Request ids: a random per-process prefix and a counter, so ids are unique and cheap.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut bytes = [0u8; 6];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        RequestIds { prefix: URL_SAFE_NO_PAD.encode(bytes), counter: AtomicU64::new(0) }
+    }
+
+    fn next(&self) -> String {
+        format!("{}-{:x}", self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_are_told_from_programs() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml"));
+        assert!(is_browser(&h));
+        h.insert("x-requested-with", HeaderValue::from_static("XMLHttpRequest"));
+        assert!(!is_browser(&h));
+        let mut api = HeaderMap::new();
+        api.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!is_browser(&api));
+        assert!(!is_browser(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn identity_values_are_header_safe() {
+        assert_eq!(header_safe("alice@example.com"), "alice@example.com");
+        assert_eq!(header_safe("a\r\nb"), "a%0D%0Ab");
+        assert_eq!(header_safe("100%"), "100%25");
+        assert_eq!(header_safe("café"), "caf%C3%A9");
+    }
+}

@@ -1,0 +1,246 @@
+//! Listeners: plain HTTP and TLS (rustls, SNI over several certificates, ALPN h2/http1.1),
+//! HTTP/1.1 and HTTP/2 with upgrades, phase timeouts, and graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use sekisho_config::{Config, TlsCertificate};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::proxy::{Connection, Proxy};
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding a socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate or key could not be loaded.
+    #[error("TLS certificate {path}: {reason}")]
+    Certificate {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Bound listeners, ready to serve.
+pub struct Listeners {
+    http: Option<TcpListener>,
+    https: Option<(TcpListener, TlsAcceptor)>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners").field("addresses", &self.addresses()).finish()
+    }
+}
+
+impl Listeners {
+    /// Binds the configured listeners (port 0 picks a free port; see [`Listeners::addresses`]).
+    pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let http = match config.server.http_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+            None => None,
+        };
+        let https = match config.server.https_listen {
+            Some(addr) => {
+                let acceptor = tls_acceptor(&config.server.tls)?;
+                let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
+        Ok(Listeners { http, https })
+    }
+
+    /// The actual bound addresses (http, https).
+    pub fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (
+            self.http.as_ref().and_then(|l| l.local_addr().ok()),
+            self.https.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+        )
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight connections finish (up to 10 s).
+    pub async fn serve(self, proxy: Arc<Proxy>, timeouts: sekisho_config::ServerTimeouts, shutdown: impl std::future::Future<Output = ()>) {
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(listener) = self.http {
+            tasks.spawn(accept_loop(listener, None, proxy.clone(), timeouts, graceful.clone()));
+        }
+        if let Some((listener, acceptor)) = self.https {
+            tasks.spawn(accept_loop(listener, Some(acceptor), proxy.clone(), timeouts, graceful.clone()));
+        }
+        shutdown.await;
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        if let Ok(graceful) = Arc::try_unwrap(graceful) {
+            if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+                tracing::warn!("connections still open after 10 s; closing them");
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    timeouts: sekisho_config::ServerTimeouts,
+    graceful: Arc<GracefulShutdown>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.read_header)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(timeouts.idle / 2))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(250);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = timeouts.tls_handshake;
+        tokio::spawn(async move {
+            let conn = Connection { peer, tls: tls.is_some() };
+            let service = service_fn(move |request| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, conn).await) }
+            });
+            match tls {
+                None => {
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A TLS acceptor serving each certificate by SNI (the first one when SNI is absent or unknown).
+fn tls_acceptor(certificates: &[TlsCertificate]) -> Result<TlsAcceptor, ServerError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut by_name = HashMap::new();
+    let mut default = None;
+    for cert in certificates {
+        let key = load_certified_key(cert, &provider)?;
+        for name in names_of(&key) {
+            by_name.entry(name).or_insert_with(|| key.clone());
+        }
+        default.get_or_insert(key);
+    }
+    let default = default.ok_or_else(|| ServerError::Certificate { path: "(none)".into(), reason: "no certificate configured".into() })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Certificate { path: "(config)".into(), reason: e.to_string() })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { by_name, default }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[derive(Debug)]
+struct SniResolver {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else { return Some(self.default.clone()) };
+        let name = name.to_ascii_lowercase();
+        if let Some(key) = self.by_name.get(&name) {
+            return Some(key.clone());
+        }
+        // One wildcard level: "*.example.com" serves "app.example.com".
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(key) = self.by_name.get(&format!("*.{parent}")) {
+                return Some(key.clone());
+            }
+        }
+        Some(self.default.clone())
+    }
+}
+
+fn load_certified_key(cert: &TlsCertificate, provider: &rustls::crypto::CryptoProvider) -> Result<Arc<CertifiedKey>, ServerError> {
+    let err = |path: &Path, reason: String| ServerError::Certificate { path: path.display().to_string(), reason };
+    let cert_pem = std::fs::read(&cert.cert_file).map_err(|e| err(&cert.cert_file, e.to_string()))?;
+    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(&cert.cert_file, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(err(&cert.cert_file, "no certificate in file".into()));
+    }
+    let key_pem = std::fs::read(&cert.key_file).map_err(|e| err(&cert.key_file, e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| err(&cert.key_file, e.to_string()))?
+        .ok_or_else(|| err(&cert.key_file, "no private key in file".into()))?;
+    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| err(&cert.key_file, e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+}
+
+/// DNS names (SAN) of a certificate's leaf.
+fn names_of(key: &CertifiedKey) -> Vec<String> {
+    let Some(leaf) = key.cert.first() else { return Vec::new() };
+    match webpki::EndEntityCert::try_from(leaf) {
+        Ok(cert) => cert
+            .valid_dns_names()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}

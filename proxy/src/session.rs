@@ -1,0 +1,385 @@
+//! Sessions: who a request is, carried in an encrypted cookie so the hot path needs no network
+//! round trip. Owns the session state, its lifetimes, and the cookie codec (split across numbered
+//! cookies when large, so nothing is ever silently cut).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use http::header::{COOKIE, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::seal::{Purpose, SealError, Sealer};
+
+/// Largest value put in one cookie; browsers cap a cookie (name + value + attributes) at 4096.
+pub const MAX_COOKIE_VALUE: usize = 3800;
+/// Most chunks a session may take; more would push the Cookie header past common server limits.
+pub const MAX_CHUNKS: usize = 8;
+
+/// A verified identity, from a session cookie or a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Subject at the issuer.
+    pub sub: String,
+    /// Email, when the provider supplied one.
+    pub email: Option<String>,
+    /// Display name, when supplied.
+    pub name: Option<String>,
+    /// Group names from the configured claim.
+    pub groups: Vec<String>,
+    /// Issuer that vouched for this identity.
+    pub issuer: String,
+}
+
+/// Everything a session cookie holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// Random session id, fresh at every login (base64url of 16 bytes).
+    pub sid: String,
+    /// Who is logged in.
+    pub identity: Identity,
+    /// Unix seconds of the login; the absolute lifetime counts from here.
+    pub login_at: u64,
+    /// Unix seconds of the last request seen (updated coarsely, see [`SessionState::touch_due`]).
+    pub seen_at: u64,
+    /// Unix seconds when the provider's tokens expire; a refresh is due before this.
+    pub tokens_expire_at: Option<u64>,
+    /// Refresh token, when the provider issued one.
+    pub refresh_token: Option<String>,
+    /// The last ID token, kept for `id_token_hint` at logout.
+    pub id_token: Option<String>,
+}
+
+/// Why a presented session is not usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionRejection {
+    /// No session cookie was sent.
+    #[error("no session cookie")]
+    Absent,
+    /// The cookie did not decrypt or parse: tampered, truncated, or foreign.
+    #[error("session cookie is invalid")]
+    Invalid,
+    /// Past the absolute lifetime.
+    #[error("session passed its absolute lifetime")]
+    Expired,
+    /// Idle for longer than the idle lifetime.
+    #[error("session was idle too long")]
+    Idle,
+    /// Logged out: the session id is on the revocation list.
+    #[error("session was revoked")]
+    Revoked,
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl SessionState {
+    /// Checks the lifetimes at `now`.
+    pub fn check_lifetimes(&self, now: u64, absolute: Duration, idle: Duration) -> Result<(), SessionRejection> {
+        if now >= self.login_at.saturating_add(absolute.as_secs()) {
+            return Err(SessionRejection::Expired);
+        }
+        if now >= self.seen_at.saturating_add(idle.as_secs()) {
+            return Err(SessionRejection::Idle);
+        }
+        Ok(())
+    }
+
+    /// True when the cookie should be re-issued to record activity: `seen_at` is updated at a
+    /// coarse grain (a tenth of the idle lifetime, at most a minute) so most requests cost no
+    /// encryption and no `Set-Cookie`.
+    pub fn touch_due(&self, now: u64, idle: Duration) -> bool {
+        let grain = (idle.as_secs() / 10).clamp(1, 60);
+        now >= self.seen_at.saturating_add(grain)
+    }
+
+    /// True when the provider tokens are close enough to expiry that a refresh is due.
+    pub fn refresh_due(&self, now: u64) -> bool {
+        match (self.tokens_expire_at, &self.refresh_token) {
+            (Some(exp), Some(_)) => now.saturating_add(60) >= exp,
+            _ => false,
+        }
+    }
+
+    /// Hash of the session id, safe to log and to key caches with.
+    pub fn sid_hash(&self) -> String {
+        sid_hash(&self.sid)
+    }
+}
+
+/// SHA-256 of a session id, base64url, first 16 characters.
+pub fn sid_hash(sid: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, sid.as_bytes());
+    let mut text = URL_SAFE_NO_PAD.encode(digest.as_ref());
+    text.truncate(16);
+    text
+}
+
+/// Encodes and decodes session cookies.
+#[derive(Debug)]
+pub struct CookieCodec {
+    /// Cookie name as sent (`__Host-` prefixed when secure).
+    pub name: String,
+    /// Whether cookies carry `Secure` (and the `__Host-` prefix).
+    pub secure: bool,
+}
+
+impl CookieCodec {
+    /// A codec for `base` name; `secure` adds `Secure` and the `__Host-` prefix.
+    pub fn new(base: &str, secure: bool) -> Self {
+        let name = if secure { format!("__Host-{base}") } else { base.to_owned() };
+        CookieCodec { name, secure }
+    }
+
+    /// Reads the session from request cookies. A missing cookie is `Absent`; anything that does
+    /// not decrypt and parse is `Invalid`.
+    pub fn read(&self, sealer: &Sealer, headers: &HeaderMap) -> Result<SessionState, SessionRejection> {
+        let sealed = self.collect(headers).ok_or(SessionRejection::Absent)?;
+        let plain = sealer.open(Purpose::Session, &sealed).map_err(|_| SessionRejection::Invalid)?;
+        serde_json::from_slice(&plain).map_err(|_| SessionRejection::Invalid)
+    }
+
+    /// The sealed value, from one cookie or reassembled from numbered chunks.
+    fn collect(&self, headers: &HeaderMap) -> Option<String> {
+        let mut whole = None;
+        let mut chunks: Vec<Option<&str>> = vec![None; MAX_CHUNKS];
+        for (name, value) in request_cookies(headers) {
+            if name == self.name {
+                whole = Some(value.to_owned());
+            } else if let Some(index) = name
+                .strip_prefix(self.name.as_str())
+                .and_then(|rest| rest.strip_prefix('_'))
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                if let Some(slot) = chunks.get_mut(index) {
+                    *slot = Some(value);
+                }
+            }
+        }
+        if whole.is_some() {
+            return whole;
+        }
+        let mut joined = String::new();
+        for chunk in chunks {
+            match chunk {
+                Some(part) => joined.push_str(part),
+                None => break,
+            }
+        }
+        (!joined.is_empty()).then_some(joined)
+    }
+
+    /// `Set-Cookie` values that store `state`, and clear the cookies of the other shape (single
+    /// vs chunked) that the browser may still hold.
+    pub fn write(&self, sealer: &Sealer, state: &SessionState, max_age: Duration) -> Result<Vec<HeaderValue>, CookieError> {
+        let plain = serde_json::to_vec(state).map_err(|_| CookieError::Encode)?;
+        let sealed = sealer.seal(Purpose::Session, &plain).map_err(CookieError::Seal)?;
+        let max_age = max_age.as_secs();
+        let mut out = Vec::new();
+        if sealed.len() <= MAX_COOKIE_VALUE {
+            out.push(self.set_cookie(&self.name, &sealed, max_age)?);
+            for i in 0..MAX_CHUNKS {
+                out.push(self.set_cookie(&format!("{}_{i}", self.name), "", 0)?);
+            }
+            return Ok(out);
+        }
+        let parts: Vec<&[u8]> = sealed.as_bytes().chunks(MAX_COOKIE_VALUE).collect();
+        if parts.len() > MAX_CHUNKS {
+            return Err(CookieError::TooLarge(sealed.len()));
+        }
+        out.push(self.set_cookie(&self.name, "", 0)?);
+        for i in 0..MAX_CHUNKS {
+            match parts.get(i) {
+                Some(part) => {
+                    let text = std::str::from_utf8(part).map_err(|_| CookieError::Encode)?;
+                    out.push(self.set_cookie(&format!("{}_{i}", self.name), text, max_age)?);
+                }
+                None => out.push(self.set_cookie(&format!("{}_{i}", self.name), "", 0)?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `Set-Cookie` values that delete the session in every shape.
+    pub fn clear(&self) -> Vec<HeaderValue> {
+        let mut out = Vec::new();
+        if let Ok(v) = self.set_cookie(&self.name, "", 0) {
+            out.push(v);
+        }
+        for i in 0..MAX_CHUNKS {
+            if let Ok(v) = self.set_cookie(&format!("{}_{i}", self.name), "", 0) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// One `Set-Cookie` value with sekisho's attributes.
+    pub fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> Result<HeaderValue, CookieError> {
+        let secure = if self.secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"))
+            .map_err(|_| CookieError::Encode)
+    }
+
+    /// True when a cookie name belongs to sekisho (session, chunks, login flows) and so must not
+    /// be forwarded to upstreams.
+    pub fn owns(&self, cookie_name: &str) -> bool {
+        cookie_name.starts_with(self.name.as_str())
+    }
+}
+
+/// Why a cookie could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CookieError {
+    /// Serialising the state failed.
+    #[error("session state could not be encoded")]
+    Encode,
+    /// Sealing failed.
+    #[error("session state could not be sealed: {0}")]
+    Seal(#[source] SealError),
+    /// Even split into chunks the session is too large; never cut silently.
+    #[error("session is too large for cookies ({0} bytes sealed)")]
+    TooLarge(usize),
+}
+
+/// Iterates `(name, value)` over all `Cookie` headers (HTTP/2 may send several).
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim(), value.trim()))
+        })
+}
+
+/// Rebuilds the `Cookie` header without sekisho's own cookies, so session material never
+/// reaches an upstream.
+pub fn strip_own_cookies(headers: &mut HeaderMap, codec: &CookieCodec) {
+    let kept: Vec<String> = request_cookies(headers)
+        .filter(|(name, _)| !codec.owns(name))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(COOKIE, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(groups: usize) -> SessionState {
+        SessionState {
+            sid: "sid-1".into(),
+            identity: Identity {
+                sub: "alice".into(),
+                email: Some("alice@example.com".into()),
+                name: None,
+                groups: (0..groups).map(|i| format!("group-number-{i:05}")).collect(),
+                issuer: "http://idp".into(),
+            },
+            login_at: 1000,
+            seen_at: 1000,
+            tokens_expire_at: Some(2000),
+            refresh_token: Some("rt".into()),
+            id_token: None,
+        }
+    }
+
+    fn sealer() -> Sealer {
+        Sealer::new([[7u8; 32].as_slice()]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn request_with(set_cookies: &[HeaderValue]) -> HeaderMap {
+        let pairs: Vec<String> = set_cookies
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| !v.contains("Max-Age=0"))
+            .filter_map(|v| v.split(';').next().map(str::to_owned))
+            .collect();
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap_or_else(|e| panic!("{e}")));
+        headers
+    }
+
+    #[test]
+    fn small_session_round_trips_in_one_cookie() {
+        let codec = CookieCodec::new("_sekisho", true);
+        let cookies = codec.write(&sealer(), &state(3), Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+        let first = cookies[0].to_str().unwrap_or_default();
+        assert!(first.starts_with("__Host-_sekisho="));
+        assert!(first.contains("HttpOnly") && first.contains("SameSite=Lax") && first.contains("Secure"));
+        assert_eq!(codec.read(&sealer(), &request_with(&cookies)), Ok(state(3)));
+    }
+
+    #[test]
+    fn large_group_lists_are_split_not_cut() {
+        let codec = CookieCodec::new("_sekisho", false);
+        let big = state(400);
+        let cookies = codec.write(&sealer(), &big, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+        let live: Vec<_> = cookies.iter().filter(|c| !c.to_str().unwrap_or("").contains("Max-Age=0")).collect();
+        assert!(live.len() > 1, "expected chunks");
+        for c in &live {
+            assert!(c.len() < 4096);
+        }
+        assert_eq!(codec.read(&sealer(), &request_with(&cookies)), Ok(big));
+    }
+
+    #[test]
+    fn oversized_sessions_are_refused() {
+        let codec = CookieCodec::new("_sekisho", false);
+        assert!(matches!(
+            codec.write(&sealer(), &state(5000), Duration::from_secs(60)),
+            Err(CookieError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_cookies_are_invalid_not_errors() {
+        let codec = CookieCodec::new("_sekisho", false);
+        for value in ["", "x", "%%%", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(COOKIE, HeaderValue::from_str(&format!("_sekisho={value}")).unwrap_or_else(|e| panic!("{e}")));
+            let got = codec.read(&sealer(), &headers);
+            assert!(matches!(got, Err(SessionRejection::Invalid | SessionRejection::Absent)), "{value:?}: {got:?}");
+        }
+        assert_eq!(codec.read(&sealer(), &HeaderMap::new()), Err(SessionRejection::Absent));
+    }
+
+    #[test]
+    fn lifetimes() {
+        let s = state(0);
+        let abs = Duration::from_secs(3600);
+        let idle = Duration::from_secs(600);
+        assert_eq!(s.check_lifetimes(1500, abs, idle), Ok(()));
+        assert_eq!(s.check_lifetimes(1600, abs, idle), Err(SessionRejection::Idle));
+        let mut active = s.clone();
+        active.seen_at = 4500;
+        assert_eq!(active.check_lifetimes(4600, abs, idle), Err(SessionRejection::Expired));
+        assert!(!s.touch_due(1030, idle));
+        assert!(s.touch_due(1060, idle));
+        assert!(s.refresh_due(1950));
+        assert!(!s.refresh_due(1900));
+    }
+
+    #[test]
+    fn own_cookies_are_not_forwarded() {
+        let codec = CookieCodec::new("_sekisho", false);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; _sekisho=secret; _sekisho_0=x; _sekisho_flow_abc=y; b=2"),
+        );
+        strip_own_cookies(&mut headers, &codec);
+        assert_eq!(headers.get(COOKIE).and_then(|v| v.to_str().ok()), Some("a=1; b=2"));
+    }
+}

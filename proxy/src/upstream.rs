@@ -1,0 +1,190 @@
+//! Forwarding to upstreams: one pooled hyper client per route (HTTP/1.1, or HTTP/2 — h2c for
+//! `http`, ALPN for `https` — when the route asks), round-robin over the route's targets, the
+//! response-header timeout, body idle timeouts, and WebSocket upgrades.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sekisho_config::{Route, RouteTimeouts};
+use tokio::time::Sleep;
+use url::Url;
+
+use crate::error::{BoxError, ProxyBody, ProxyError};
+
+/// A route's upstream targets and the client that reaches them.
+pub struct Upstream {
+    targets: Vec<Url>,
+    next: AtomicUsize,
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    http2: bool,
+    timeouts: RouteTimeouts,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("targets", &self.targets).field("http2", &self.http2).finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A client for `route`'s targets.
+    pub fn new(route: &Route) -> Result<Self, ProxyError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(route.timeouts.connect));
+        http.set_nodelay(true);
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ProxyError::Internal { detail: e.to_string() })?
+            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+            .with_no_client_auth();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let connector = if route.upstream_http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
+        if route.upstream_http2 {
+            client.http2_only(true);
+        }
+        Ok(Upstream {
+            targets: route.to.clone(),
+            next: AtomicUsize::new(0),
+            client: client.build(connector),
+            http2: route.upstream_http2,
+            timeouts: route.timeouts,
+        })
+    }
+
+    /// The target for the next request (round-robin).
+    pub fn pick(&self) -> Option<&Url> {
+        let len = self.targets.len();
+        if len == 0 {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % len;
+        self.targets.get(i)
+    }
+
+    /// The URI for `path_and_query` on `target`: the target's own path is a prefix.
+    pub fn uri_for(target: &Url, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+        let base = target.path().trim_end_matches('/');
+        let mut text = format!("{}://{}{base}{path}", target.scheme(), authority(target));
+        if let Some(q) = query {
+            text.push('?');
+            text.push_str(q);
+        }
+        text.parse().map_err(|_| ProxyError::BadRequest { reason: "request target cannot be forwarded" })
+    }
+
+    /// Sends `request` (already rewritten) and waits for the response head within the route's
+    /// response-header timeout. Bodies stream both ways, each under the idle timeout.
+    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        parts.version = if self.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        let request = Request::from_parts(parts, body);
+        let response = tokio::time::timeout(self.timeouts.response_header, self.client.request(request))
+            .await
+            .map_err(|_| ProxyError::GatewayTimeout)?
+            .map_err(|e| ProxyError::BadGateway { detail: crate::oidc::error_chain(&e) })?;
+        let idle = self.timeouts.idle;
+        Ok(response.map(|body| IdleTimeout::new(body, idle).boxed_unsync()))
+    }
+}
+
+/// `host[:port]` of a URL, bracketing IPv6.
+pub fn authority(url: &Url) -> String {
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(h) => h.to_string(),
+        None => String::new(),
+    };
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
+}
+
+/// Joins a client's and an upstream's upgraded connections (WebSocket) until either closes.
+pub fn splice_upgrades(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, idle: Duration) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        let _ = idle;
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+        }
+    });
+}
+
+/// A body that fails when no frame arrives for `idle`; streaming stays streaming.
+#[derive(Debug)]
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleTimeout { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+/// A body stalled for longer than its idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("body idle timeout")]
+pub struct BodyIdleTimeout;
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            // An error, not an early end: a chunked body must never look complete when it is not.
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdleTimeout)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
