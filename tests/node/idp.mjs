@@ -483,7 +483,32 @@ async function mintToken(instance, query) {
 }
 
 async function handleTest(req, res, instance, path, query) {
-  await readBody(req);
+  const body = await readBody(req);
+  if (path === '/test/clients' && req.method === 'POST') {
+    // Registers (or replaces) a client at run time: the proxy under test binds port 0, so its
+    // redirect URIs are only known after the IdP has started.
+    let client;
+    try {
+      client = JSON.parse(body);
+    } catch (err) {
+      return sendJson(res, 400, { error: `invalid JSON: ${err.message}` });
+    }
+    if (!client || typeof client.client_id !== 'string') return sendJson(res, 400, { error: 'client_id is required' });
+    const entry = { grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], ...client };
+    const previous = clients.findIndex((c) => c.client_id === entry.client_id);
+    if (previous >= 0) clients.splice(previous, 1, entry);
+    else clients.push(entry);
+    rebuildProviders();
+    try {
+      if (!await instances.http.provider.Client.find(entry.client_id)) throw new Error('not found');
+    } catch (err) {
+      clients.splice(clients.indexOf(entry), 1);
+      rebuildProviders();
+      return sendJson(res, 400, { error: `invalid client: ${err.message} ${err.error_description || ''}` });
+    }
+    log(`registered client ${entry.client_id}`);
+    return sendJson(res, 200, { client_id: entry.client_id });
+  }
   if (path === '/test/revoke-refresh' && req.method === 'POST') {
     const sub = query.get('sub');
     if (!sub) return sendJson(res, 400, { error: 'sub is required' });
