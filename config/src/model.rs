@@ -1,6 +1,7 @@
 //! The validated configuration types. Every value here has already been checked: code that
 //! receives a [`Config`] never re-validates it.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +12,9 @@ use url::Url;
 /// The whole, validated configuration file.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Directory for sekisho's own state (default `.sekisho` next to the config file), resolved
+    /// against the config file's directory when relative.
+    pub state_dir: PathBuf,
     /// Listeners, TLS and trusted peers.
     pub server: Server,
     /// The OpenID provider sekisho logs users in with.
@@ -115,7 +119,8 @@ pub struct Session {
     pub keys: Vec<SecretBytes>,
     /// A session ends this long after login whatever happens (default 12h).
     pub absolute_lifetime: Duration,
-    /// A session ends after this long without a request (default 1h). Not above `absolute_lifetime`.
+    /// A session ends after this long without a request (default 1h, or `absolute_lifetime` if
+    /// that is shorter). Not above `absolute_lifetime`.
     pub idle_lifetime: Duration,
     /// File where revoked session ids are persisted (default `{state_dir}/revoked-sessions`).
     pub revocation_file: PathBuf,
@@ -252,5 +257,109 @@ impl SecretBytes {
 impl std::fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
+impl Default for ServerTimeouts {
+    /// The documented defaults: 10s, 60s, 10s.
+    fn default() -> Self {
+        Self {
+            read_header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            tls_handshake: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for RouteTimeouts {
+    /// The documented defaults: 5s, 30s, 60s.
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            response_header: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for IdentityHeaders {
+    /// `x-sekisho-user`, `x-sekisho-email`, `x-sekisho-groups`, `x-sekisho-jwt-assertion`.
+    fn default() -> Self {
+        Self {
+            user: "x-sekisho-user".to_owned(),
+            email: "x-sekisho-email".to_owned(),
+            groups: "x-sekisho-groups".to_owned(),
+            jwt_assertion: "x-sekisho-jwt-assertion".to_owned(),
+        }
+    }
+}
+
+impl SigningAlgorithm {
+    /// The JOSE `alg` name, like `RS256` or `EdDSA`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Rs384 => "RS384",
+            Self::Rs512 => "RS512",
+            Self::Ps256 => "PS256",
+            Self::Es256 => "ES256",
+            Self::Es384 => "ES384",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+}
+
+impl fmt::Display for SigningAlgorithm {
+    /// The JOSE `alg` name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    /// 80 or 443.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    /// `http` or `https`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for RouteMatch {
+    /// `scheme://host[:port]/prefix`, as it would be written in the config file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(&self.path_prefix)
+    }
+}
+
+impl fmt::Display for Origin {
+    /// The serialisation browsers send in `Origin`: `scheme://host`, plus `:port` when it is
+    /// not the scheme's default.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        if self.port != self.scheme.default_port() {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
     }
 }
