@@ -1,7 +1,44 @@
 //! sekisho's configuration: one YAML file parsed into validated types ([`Config`]), with every
 //! error reported at once by file, line, column and field.
+//!
+//! [`load`] reads a file and takes secrets from the process environment; [`parse`] does the
+//! same from text and an environment lookup the caller provides (tests, `sekisho check`).
 #![forbid(unsafe_code)]
 
+mod error;
 mod model;
+mod parse;
+mod summary;
+mod value;
+mod walk;
 
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+
+/// Reads and parses the configuration file at `path`. Relative paths in it are resolved against
+/// its directory and `{env: VAR}` secrets are read from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigErrors {
+        errors: vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: error::Problem::Read(source).to_string(),
+        }],
+    })?;
+    parse(&source, path, &|name| std::env::var(name).ok())
+}
+
+/// Parses `source`, the text of the configuration file `file` (which need not exist: it names
+/// the file in errors and its directory anchors relative paths). `env` looks up the
+/// environment variables named by `{env: VAR}` secrets.
+pub fn parse(
+    source: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    parse::document(source, file, env).map_err(|errors| ConfigErrors { errors })
+}

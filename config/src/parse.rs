@@ -1,0 +1,791 @@
+//! Turns one YAML document into a [`Config`]: each section of the schema is walked by hand,
+//! defaults are filled in, secrets resolved and cross-field rules checked, and every problem
+//! is collected rather than stopping at the first.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use marked_yaml::{LoadError, LoaderOptions, Node};
+
+use crate::error::{ConfigError, Problem};
+use crate::model::{
+    Config, IdentityHeaders, Oidc, Origin, Route, RouteMatch, RouteTimeouts, SecretBytes,
+    SecretString, Server, ServerTimeouts, Session, Signing, SigningAlgorithm, TlsCertificate,
+};
+use crate::value;
+use crate::walk::{Field, Map, Pos, Walker};
+
+/// Keys of the top-level mapping.
+const TOP_LEVEL: &[&str] = &[
+    "state_dir",
+    "server",
+    "oidc",
+    "session",
+    "signing",
+    "identity_headers",
+    "allowed_redirect_origins",
+    "routes",
+];
+/// Keys of `server`.
+const SERVER: &[&str] = &[
+    "http_listen",
+    "https_listen",
+    "tls",
+    "trusted_proxies",
+    "timeouts",
+];
+/// Keys of each `server.tls` entry.
+const TLS_CERTIFICATE: &[&str] = &["cert_file", "key_file"];
+/// Keys of `server.timeouts`.
+const SERVER_TIMEOUTS: &[&str] = &["read_header", "idle", "tls_handshake"];
+/// Keys of `oidc`.
+const OIDC: &[&str] = &[
+    "issuer",
+    "client_id",
+    "client_secret",
+    "scopes",
+    "groups_claim",
+    "bearer_audiences",
+    "allowed_algorithms",
+    "post_logout_redirect_uri",
+    "clock_skew",
+];
+/// Keys of `session`.
+const SESSION: &[&str] = &[
+    "cookie_name",
+    "keys",
+    "absolute_lifetime",
+    "idle_lifetime",
+    "revocation_file",
+];
+/// Keys of `signing`.
+const SIGNING: &[&str] = &["key", "assertion_lifetime", "issuer"];
+/// Keys of `identity_headers`.
+const IDENTITY_HEADERS: &[&str] = &["user", "email", "groups", "jwt_assertion"];
+/// Keys of each route.
+const ROUTE: &[&str] = &[
+    "id",
+    "from",
+    "to",
+    "preserve_host",
+    "allow_websockets",
+    "pass_identity_headers",
+    "upstream_http2",
+    "timeouts",
+];
+/// Keys of a route's `timeouts`.
+const ROUTE_TIMEOUTS: &[&str] = &["connect", "response_header", "idle"];
+/// Keys of a secret written as a mapping.
+const SECRET: &[&str] = &["file", "env"];
+
+/// Longest allowed `signing.assertion_lifetime`.
+const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Parses `source`, the text of `file`, resolving relative paths against `file`'s directory and
+/// `{env: VAR}` secrets through `env`. On failure, returns every problem found, sorted by
+/// position.
+pub(crate) fn document(
+    source: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut walk = Walker::new(file);
+    let options = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
+    let root = match marked_yaml::parse_yaml_with_options(0, source, options) {
+        Ok(root) => root,
+        Err(error) => {
+            let (pos, field, problem) = describe_load_error(&error);
+            walk.report(pos, &field, problem);
+            return Err(walk.finish());
+        }
+    };
+    let mut parser = Parser {
+        walk,
+        base_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        env,
+    };
+    let config = parser.config(&Field::root(&root));
+    let errors = parser.walk.finish();
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ if !errors.is_empty() => Err(errors),
+        _ => {
+            // Every `None` above is reported where it arises; this keeps a missed report from
+            // turning into an empty error list.
+            let mut walk = Walker::new(file);
+            walk.report(Pos { line: 0, column: 0 }, "", Problem::Unreported);
+            Err(walk.finish())
+        }
+    }
+}
+
+/// Walks the document, holding what relative paths and `{env: VAR}` secrets resolve against.
+struct Parser<'a> {
+    /// Collects the problems.
+    walk: Walker<'a>,
+    /// The config file's directory.
+    base_dir: PathBuf,
+    /// Looks up environment variables.
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Parser<'_> {
+    /// The whole document.
+    fn config(&mut self, root: &Field<'_>) -> Option<Config> {
+        let map = self.walk.mapping(root, TOP_LEVEL)?;
+        let state_dir =
+            self.or_default(&map, "state_dir", Self::path, || PathBuf::from(".sekisho"));
+        let state_dir = state_dir.map(|dir| self.base_dir.join(dir));
+        let server = self
+            .walk
+            .required(&map, "server")
+            .and_then(|field| self.server(&field));
+        let oidc = self
+            .walk
+            .required(&map, "oidc")
+            .and_then(|field| self.oidc(&field));
+        let session = self
+            .walk
+            .required(&map, "session")
+            .and_then(|field| self.session(&field, state_dir.as_deref()));
+        let signing = self
+            .walk
+            .required(&map, "signing")
+            .and_then(|field| self.signing(&field));
+        let identity_headers = self.or_default(
+            &map,
+            "identity_headers",
+            Self::identity_headers,
+            IdentityHeaders::default,
+        );
+        let allowed_redirect_origins =
+            self.or_default(&map, "allowed_redirect_origins", Self::origins, Vec::new);
+        let routes = self
+            .walk
+            .required(&map, "routes")
+            .and_then(|field| self.routes(&field));
+        Some(Config {
+            state_dir: state_dir?,
+            server: server?,
+            oidc: oidc?,
+            session: session?,
+            signing: signing?,
+            identity_headers: identity_headers?,
+            allowed_redirect_origins: allowed_redirect_origins?,
+            routes: routes?,
+        })
+    }
+
+    /// `server`.
+    fn server(&mut self, field: &Field<'_>) -> Option<Server> {
+        let map = self.walk.mapping(field, SERVER)?;
+        let http_field = map.get("http_listen");
+        let https_field = map.get("https_listen");
+        let http_listen = self.optional(&map, "http_listen", |p, f| {
+            p.walk.value(f, value::socket_addr)
+        });
+        let https_listen = self.optional(&map, "https_listen", |p, f| {
+            p.walk.value(f, value::socket_addr)
+        });
+        let tls_field = map.get("tls");
+        let tls = self.or_default(&map, "tls", Self::tls, Vec::new);
+        let trusted_proxies = self.or_default(
+            &map,
+            "trusted_proxies",
+            |p, f| p.list_of(f, |p, item| p.walk.value(item, value::ip_net)),
+            Vec::new,
+        );
+        let timeouts = self.or_default(&map, "timeouts", Self::server_timeouts, || {
+            ServerTimeouts::default()
+        });
+
+        if http_field.is_none() && https_field.is_none() {
+            self.walk
+                .report(map.pos(), &field.path, Problem::NoListener);
+        }
+        if let (Some(https_field), Some(tls)) = (&https_field, &tls)
+            && tls.is_empty()
+        {
+            self.walk.report_at(https_field, Problem::HttpsWithoutTls);
+        }
+        if let (None, Some(tls_field), Some(tls)) = (&https_field, &tls_field, &tls)
+            && !tls.is_empty()
+        {
+            self.walk.report_at(tls_field, Problem::TlsWithoutHttps);
+        }
+
+        Some(Server {
+            http_listen: http_listen?,
+            https_listen: https_listen?,
+            tls: tls?,
+            trusted_proxies: trusted_proxies?,
+            timeouts: timeouts?,
+        })
+    }
+
+    /// `server.tls`.
+    fn tls(&mut self, field: &Field<'_>) -> Option<Vec<TlsCertificate>> {
+        self.list_of(field, |p, item| {
+            let map = p.walk.mapping(item, TLS_CERTIFICATE)?;
+            let cert_file = p.walk.required(&map, "cert_file").and_then(|f| p.path(&f));
+            let key_file = p.walk.required(&map, "key_file").and_then(|f| p.path(&f));
+            Some(TlsCertificate {
+                cert_file: p.base_dir.join(cert_file?),
+                key_file: p.base_dir.join(key_file?),
+            })
+        })
+    }
+
+    /// `server.timeouts`.
+    fn server_timeouts(&mut self, field: &Field<'_>) -> Option<ServerTimeouts> {
+        let map = self.walk.mapping(field, SERVER_TIMEOUTS)?;
+        let defaults = ServerTimeouts::default();
+        let read_header =
+            self.or_default(&map, "read_header", Self::duration, || defaults.read_header);
+        let idle = self.or_default(&map, "idle", Self::duration, || defaults.idle);
+        let tls_handshake = self.or_default(&map, "tls_handshake", Self::duration, || {
+            defaults.tls_handshake
+        });
+        Some(ServerTimeouts {
+            read_header: read_header?,
+            idle: idle?,
+            tls_handshake: tls_handshake?,
+        })
+    }
+
+    /// `oidc`.
+    fn oidc(&mut self, field: &Field<'_>) -> Option<Oidc> {
+        let map = self.walk.mapping(field, OIDC)?;
+        let issuer = self
+            .walk
+            .required(&map, "issuer")
+            .and_then(|f| self.walk.value(&f, value::issuer));
+        let client_id = self
+            .walk
+            .required(&map, "client_id")
+            .and_then(|f| self.walk.value(&f, value::non_empty));
+        let client_secret = self
+            .walk
+            .required(&map, "client_secret")
+            .and_then(|f| self.secret(&f));
+        let scopes = self.or_default(
+            &map,
+            "scopes",
+            |p, f| p.list_of(f, |p, item| p.walk.value(item, value::scope)),
+            || {
+                vec![
+                    "openid".to_owned(),
+                    "email".to_owned(),
+                    "profile".to_owned(),
+                ]
+            },
+        );
+        let groups_claim = self.or_default(
+            &map,
+            "groups_claim",
+            |p, f| p.walk.value(f, value::non_empty),
+            || "groups".to_owned(),
+        );
+        let bearer_audiences = self.optional(&map, "bearer_audiences", |p, f| {
+            p.non_empty_list_of(f, |p, item| p.walk.value(item, value::non_empty))
+        });
+        let allowed_algorithms = self.or_default(
+            &map,
+            "allowed_algorithms",
+            |p, f| p.non_empty_list_of(f, |p, item| p.walk.value(item, value::signing_algorithm)),
+            || {
+                vec![
+                    SigningAlgorithm::Rs256,
+                    SigningAlgorithm::Es256,
+                    SigningAlgorithm::EdDsa,
+                ]
+            },
+        );
+        let post_logout_redirect_uri = self.optional(&map, "post_logout_redirect_uri", |p, f| {
+            p.walk.value(f, value::http_url)
+        });
+        let clock_skew = self.or_default(&map, "clock_skew", Self::duration, || {
+            Duration::from_secs(60)
+        });
+
+        let client_id = client_id?;
+        let mut scopes = scopes?;
+        if !scopes.iter().any(|scope| scope == "openid") {
+            scopes.insert(0, "openid".to_owned());
+        }
+        Some(Oidc {
+            issuer: issuer?,
+            bearer_audiences: bearer_audiences?.unwrap_or_else(|| vec![client_id.clone()]),
+            client_id,
+            client_secret: SecretString::new(client_secret?),
+            scopes: dedup(scopes),
+            groups_claim: groups_claim?,
+            allowed_algorithms: dedup(allowed_algorithms?),
+            post_logout_redirect_uri: post_logout_redirect_uri?,
+            clock_skew: clock_skew?,
+        })
+    }
+
+    /// `session`; `state_dir` gives the default revocation file.
+    fn session(&mut self, field: &Field<'_>, state_dir: Option<&Path>) -> Option<Session> {
+        let map = self.walk.mapping(field, SESSION)?;
+        let cookie_name = self.or_default(
+            &map,
+            "cookie_name",
+            |p, f| p.walk.value(f, value::cookie_name),
+            || "_sekisho".to_owned(),
+        );
+        let keys = self.walk.required(&map, "keys").and_then(|f| {
+            self.non_empty_list_of(&f, |p, item| {
+                let secret = p.secret(item)?;
+                match value::session_key(&secret) {
+                    Ok(key) => Some(SecretBytes::new(key)),
+                    Err(error) => {
+                        p.walk.report_at(item, error);
+                        None
+                    }
+                }
+            })
+        });
+        let absolute_lifetime = self.or_default(&map, "absolute_lifetime", Self::duration, || {
+            Duration::from_secs(12 * 3600)
+        });
+        let idle_field = map.get("idle_lifetime");
+        let idle_lifetime = self.optional(&map, "idle_lifetime", Self::duration);
+        let revocation_file = self.optional(&map, "revocation_file", Self::path);
+
+        let absolute_lifetime = absolute_lifetime?;
+        let idle_lifetime = match (idle_lifetime?, idle_field) {
+            (Some(idle), Some(idle_field)) if idle > absolute_lifetime => {
+                let problem = Problem::IdleAboveAbsolute {
+                    idle: value::format_duration(idle),
+                    absolute: value::format_duration(absolute_lifetime),
+                };
+                self.walk.report_at(&idle_field, problem);
+                return None;
+            }
+            (Some(idle), _) => idle,
+            (None, _) => Duration::from_secs(3600).min(absolute_lifetime),
+        };
+        let revocation_file = match revocation_file? {
+            Some(path) => self.base_dir.join(path),
+            None => state_dir?.join("revoked-sessions"),
+        };
+        Some(Session {
+            cookie_name: cookie_name?,
+            keys: keys?,
+            absolute_lifetime,
+            idle_lifetime,
+            revocation_file,
+        })
+    }
+
+    /// `signing`.
+    fn signing(&mut self, field: &Field<'_>) -> Option<Signing> {
+        let map = self.walk.mapping(field, SIGNING)?;
+        let key = self.walk.required(&map, "key").and_then(|f| {
+            let pem = self.secret(&f)?;
+            match value::private_key_pem(&pem) {
+                Ok(()) => Some(SecretString::new(pem)),
+                Err(error) => {
+                    self.walk.report_at(&f, error);
+                    None
+                }
+            }
+        });
+        let assertion_lifetime =
+            self.or_default(&map, "assertion_lifetime", Self::duration, || {
+                Duration::from_secs(300)
+            });
+        if let (Some(lifetime), Some(lifetime_field)) =
+            (assertion_lifetime, map.get("assertion_lifetime"))
+            && lifetime > MAX_ASSERTION_LIFETIME
+        {
+            let problem = Problem::AssertionTooLong(value::format_duration(lifetime));
+            self.walk.report_at(&lifetime_field, problem);
+            return None;
+        }
+        let issuer = self.or_default(
+            &map,
+            "issuer",
+            |p, f| p.walk.value(f, value::non_empty),
+            || "sekisho".to_owned(),
+        );
+        Some(Signing {
+            key: key?,
+            assertion_lifetime: assertion_lifetime?,
+            issuer: issuer?,
+        })
+    }
+
+    /// `identity_headers`: valid, lowercase and pairwise distinct names.
+    fn identity_headers(&mut self, field: &Field<'_>) -> Option<IdentityHeaders> {
+        let map = self.walk.mapping(field, IDENTITY_HEADERS)?;
+        let defaults = IdentityHeaders::default();
+        let mut named: Vec<(&'static str, Option<String>, Option<Field<'_>>)> = Vec::new();
+        for (key, default) in [
+            ("user", defaults.user),
+            ("email", defaults.email),
+            ("groups", defaults.groups),
+            ("jwt_assertion", defaults.jwt_assertion),
+        ] {
+            let header_field = map.get(key);
+            let name = match &header_field {
+                Some(f) => self.walk.value(f, value::header_name),
+                None => Some(default),
+            };
+            named.push((key, name, header_field));
+        }
+
+        let mut distinct = true;
+        for (index, (key, name, header_field)) in named.iter().enumerate() {
+            let earlier = named
+                .iter()
+                .take(index)
+                .find(|(_, other, _)| other.is_some() && other == name);
+            if let (Some(name), Some((first, _, first_field))) = (name, earlier) {
+                distinct = false;
+                let at = header_field.as_ref().or(first_field.as_ref());
+                let pos = at.map_or_else(|| map.pos(), Field::pos);
+                let problem = Problem::DuplicateHeader {
+                    name: name.clone(),
+                    first,
+                };
+                self.walk
+                    .report(pos, &format!("{}.{key}", &field.path), problem);
+            }
+        }
+
+        let mut names = named.into_iter().map(|(_, name, _)| name);
+        let headers = IdentityHeaders {
+            user: names.next().flatten()?,
+            email: names.next().flatten()?,
+            groups: names.next().flatten()?,
+            jwt_assertion: names.next().flatten()?,
+        };
+        distinct.then_some(headers)
+    }
+
+    /// `allowed_redirect_origins`.
+    fn origins(&mut self, field: &Field<'_>) -> Option<Vec<Origin>> {
+        self.list_of(field, |p, item| p.walk.value(item, value::origin))
+    }
+
+    /// `routes`: non-empty, ids unique, no two with the same `from`.
+    fn routes(&mut self, field: &Field<'_>) -> Option<Vec<Route>> {
+        let items = self.walk.non_empty_list(field)?;
+        let mut seen = Seen::default();
+        let routes: Vec<Option<Route>> = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| self.route(item, index, &mut seen))
+            .collect();
+        routes.into_iter().collect()
+    }
+
+    /// One route; `seen` holds the ids and matches of the routes before it.
+    fn route(&mut self, field: &Field<'_>, index: usize, seen: &mut Seen) -> Option<Route> {
+        let map = self.walk.mapping(field, ROUTE)?;
+        let id_field = map.get("id");
+        let id = self.or_default(
+            &map,
+            "id",
+            |p, f| p.walk.value(f, value::route_id),
+            || format!("route-{index}"),
+        );
+        if let Some(id) = &id {
+            if let Some((_, first)) = seen.ids.iter().find(|(other, _)| other == id) {
+                let pos = id_field.as_ref().map_or_else(|| map.pos(), Field::pos);
+                let problem = Problem::DuplicateRouteId {
+                    id: id.clone(),
+                    first: *first,
+                };
+                self.walk
+                    .report(pos, &format!("{}.id", &field.path), problem);
+            }
+            seen.ids.push((id.clone(), index));
+        }
+        let from = self.walk.required(&map, "from").and_then(|f| {
+            let from = self.walk.value(&f, value::route_match)?;
+            if let Some((_, first)) = seen.froms.iter().find(|(other, _)| *other == from) {
+                let problem = Problem::DuplicateRouteFrom {
+                    from: from.to_string(),
+                    first: *first,
+                };
+                self.walk.report_at(&f, problem);
+            }
+            seen.froms.push((from.clone(), index));
+            Some(from)
+        });
+        let to = self
+            .walk
+            .required(&map, "to")
+            .and_then(|f| self.upstreams(&f));
+        let preserve_host = self.flag(&map, "preserve_host", false);
+        let allow_websockets = self.flag(&map, "allow_websockets", false);
+        let pass_identity_headers = self.flag(&map, "pass_identity_headers", true);
+        let upstream_http2 = self.flag(&map, "upstream_http2", false);
+        let timeouts = self.or_default(&map, "timeouts", Self::route_timeouts, || {
+            RouteTimeouts::default()
+        });
+        Some(Route {
+            id: id?,
+            from: from?,
+            to: to?,
+            preserve_host: preserve_host?,
+            allow_websockets: allow_websockets?,
+            pass_identity_headers: pass_identity_headers?,
+            upstream_http2: upstream_http2?,
+            timeouts: timeouts?,
+        })
+    }
+
+    /// A route's `to`: one URL or a non-empty list of them.
+    fn upstreams(&mut self, field: &Field<'_>) -> Option<Vec<url::Url>> {
+        match field.node {
+            Node::Scalar(_) => self.walk.value(field, value::http_url).map(|url| vec![url]),
+            Node::Sequence(_) => {
+                self.non_empty_list_of(field, |p, item| p.walk.value(item, value::http_url))
+            }
+            Node::Mapping(_) => {
+                let problem = Problem::WrongType {
+                    expected: "a URL or a list of URLs",
+                    found: "a mapping",
+                };
+                self.walk.report_at(field, problem);
+                None
+            }
+        }
+    }
+
+    /// A route's `timeouts`.
+    fn route_timeouts(&mut self, field: &Field<'_>) -> Option<RouteTimeouts> {
+        let map = self.walk.mapping(field, ROUTE_TIMEOUTS)?;
+        let defaults = RouteTimeouts::default();
+        let connect = self.or_default(&map, "connect", Self::duration, || defaults.connect);
+        let response_header = self.or_default(&map, "response_header", Self::duration, || {
+            defaults.response_header
+        });
+        let idle = self.or_default(&map, "idle", Self::duration, || defaults.idle);
+        Some(RouteTimeouts {
+            connect: connect?,
+            response_header: response_header?,
+            idle: idle?,
+        })
+    }
+
+    /// A secret: a literal string, `{file: PATH}` (read, trailing newlines trimmed) or
+    /// `{env: VAR}`. Problems are reported against `field`'s path.
+    fn secret(&mut self, field: &Field<'_>) -> Option<String> {
+        let secret = match field.node {
+            Node::Scalar(_) => self.walk.string(field)?.to_owned(),
+            Node::Mapping(_) => {
+                let map = self.walk.mapping(field, SECRET)?;
+                match (map.get("file"), map.get("env")) {
+                    (Some(file), None) => {
+                        let written = self.path(&file)?;
+                        let path = self.base_dir.join(written);
+                        match std::fs::read_to_string(&path) {
+                            Ok(text) => text.trim_end_matches(['\n', '\r']).to_owned(),
+                            Err(source) => {
+                                let problem = Problem::SecretFile {
+                                    path: path.display().to_string(),
+                                    source,
+                                };
+                                self.walk.report(file.pos(), &field.path, problem);
+                                return None;
+                            }
+                        }
+                    }
+                    (None, Some(var)) => {
+                        let name = self.walk.string(&var)?.trim();
+                        match (self.env)(name) {
+                            Some(value) => value,
+                            None => {
+                                let problem = Problem::EnvUnset(name.to_owned());
+                                self.walk.report(var.pos(), &field.path, problem);
+                                return None;
+                            }
+                        }
+                    }
+                    // Only unknown keys, each already reported.
+                    (None, None) if !map.is_empty() && !SECRET.iter().any(|key| map.has(key)) => {
+                        return None;
+                    }
+                    _ => {
+                        self.walk.report_at(field, Problem::SecretForm);
+                        return None;
+                    }
+                }
+            }
+            Node::Sequence(_) => {
+                let problem = Problem::WrongType {
+                    expected: "a string, `{file: PATH}` or `{env: VAR}`",
+                    found: "a list",
+                };
+                self.walk.report_at(field, problem);
+                return None;
+            }
+        };
+        if secret.is_empty() {
+            self.walk.report_at(field, Problem::SecretEmpty);
+            return None;
+        }
+        Some(secret)
+    }
+
+    /// A duration like `30s`.
+    fn duration(&mut self, field: &Field<'_>) -> Option<Duration> {
+        self.walk.value(field, value::duration)
+    }
+
+    /// A file system path as written (callers resolve it against the config directory).
+    fn path(&mut self, field: &Field<'_>) -> Option<PathBuf> {
+        self.walk
+            .value(field, |text| value::non_empty(text).map(PathBuf::from))
+    }
+
+    /// An optional boolean.
+    fn flag(&mut self, map: &Map<'_>, key: &str, default: bool) -> Option<bool> {
+        self.or_default(map, key, |p, f| p.walk.bool(f), || default)
+    }
+
+    /// Each element of the list `field`, parsed by `parse`; all elements are parsed, so that
+    /// all their problems are reported.
+    fn list_of<T>(
+        &mut self,
+        field: &Field<'_>,
+        parse: impl FnMut(&mut Self, &Field<'_>) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let items = self.walk.list(field)?;
+        self.each(&items, parse)
+    }
+
+    /// Like [`Self::list_of`], for a list that must have at least one element.
+    fn non_empty_list_of<T>(
+        &mut self,
+        field: &Field<'_>,
+        parse: impl FnMut(&mut Self, &Field<'_>) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let items = self.walk.non_empty_list(field)?;
+        self.each(&items, parse)
+    }
+
+    /// Parses every item, then succeeds only if all did.
+    fn each<T>(
+        &mut self,
+        items: &[Field<'_>],
+        mut parse: impl FnMut(&mut Self, &Field<'_>) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let results: Vec<Option<T>> = items.iter().map(|item| parse(self, item)).collect();
+        results.into_iter().collect()
+    }
+
+    /// `key` parsed by `parse`, or `default()` when absent or null.
+    fn or_default<T>(
+        &mut self,
+        map: &Map<'_>,
+        key: &str,
+        parse: impl FnOnce(&mut Self, &Field<'_>) -> Option<T>,
+        default: impl FnOnce() -> T,
+    ) -> Option<T> {
+        match map.get(key) {
+            Some(field) => parse(self, &field),
+            None => Some(default()),
+        }
+    }
+
+    /// `Some(Some(value))` when `key` is present and valid, `Some(None)` when absent or null,
+    /// `None` when invalid (and reported).
+    fn optional<T>(
+        &mut self,
+        map: &Map<'_>,
+        key: &str,
+        parse: impl FnOnce(&mut Self, &Field<'_>) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match map.get(key) {
+            Some(field) => parse(self, &field).map(Some),
+            None => Some(None),
+        }
+    }
+}
+
+/// Route ids and matches already taken, with the index of the route that took each.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Ids, in route order.
+    ids: Vec<(String, usize)>,
+    /// `from` matches, in route order.
+    froms: Vec<(RouteMatch, usize)>,
+}
+
+/// Removes later duplicates, keeping the first occurrence's position.
+fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut unique: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !unique.contains(&item) {
+            unique.push(item);
+        }
+    }
+    unique
+}
+
+/// Position, field and problem for a document marked-yaml refused.
+fn describe_load_error(error: &LoadError) -> (Pos, String, Problem) {
+    let at = |mark: &marked_yaml::Marker| Pos {
+        line: mark.line(),
+        column: mark.column(),
+    };
+    match error {
+        LoadError::TopLevelMustBeMapping(mark) | LoadError::TopLevelMustBeSequence(mark) => (
+            at(mark),
+            String::new(),
+            Problem::Syntax(
+                "the top level must be a mapping of sections (server, oidc, session, signing, routes, ...)"
+                    .to_owned(),
+            ),
+        ),
+        LoadError::UnexpectedAnchor(mark) => (
+            at(mark),
+            String::new(),
+            Problem::Syntax("anchors and aliases (`&name`, `*name`) are not supported".to_owned()),
+        ),
+        LoadError::MappingKeyMustBeScalar(mark) => (
+            at(mark),
+            String::new(),
+            Problem::Syntax("mapping keys must be plain strings".to_owned()),
+        ),
+        LoadError::UnexpectedTag(mark) => (
+            at(mark),
+            String::new(),
+            Problem::Syntax("tags (`!name`) are not supported".to_owned()),
+        ),
+        LoadError::ScanError(mark, scan) => (
+            at(mark),
+            String::new(),
+            Problem::Syntax(scan.info().to_owned()),
+        ),
+        LoadError::DuplicateKey(duplicate) => {
+            let first_line = duplicate
+                .prev_key
+                .span()
+                .start()
+                .map_or(0, marked_yaml::Marker::line);
+            let pos = duplicate
+                .key
+                .span()
+                .start()
+                .map_or(Pos { line: 0, column: 0 }, at);
+            let problem = Problem::DuplicateKey {
+                key: duplicate.key.as_str().to_owned(),
+                first_line,
+            };
+            (pos, duplicate.key.as_str().to_owned(), problem)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

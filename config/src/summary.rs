@@ -1,0 +1,66 @@
+//! The human summary `sekisho check` prints: listeners, issuer and one line per route.
+
+use std::fmt::Write as _;
+
+use crate::model::{Config, Route};
+
+impl Config {
+    /// A few lines for a human: the listeners, the issuer, and one line per route,
+    /// `id  from -> to[, to...]  (flags)`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let mut listeners = Vec::new();
+        if let Some(addr) = self.server.http_listen {
+            listeners.push(format!("http {addr}"));
+        }
+        if let Some(addr) = self.server.https_listen {
+            let count = self.server.tls.len();
+            let plural = if count == 1 { "" } else { "s" };
+            listeners.push(format!("https {addr} ({count} certificate{plural})"));
+        }
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "listeners: {}", listeners.join(", "));
+        let _ = writeln!(out, "issuer:    {}", self.oidc.issuer);
+        let _ = writeln!(out, "routes:");
+        let id_width = self
+            .routes
+            .iter()
+            .map(|route| route.id.len())
+            .max()
+            .unwrap_or(0);
+        for route in &self.routes {
+            let upstreams: Vec<String> = route.to.iter().map(ToString::to_string).collect();
+            let _ = write!(
+                out,
+                "  {:id_width$}  {} -> {}",
+                route.id,
+                route.from,
+                upstreams.join(", ")
+            );
+            let flags = flags(route);
+            if !flags.is_empty() {
+                let _ = write!(out, "  ({})", flags.join(", "));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// The non-default behaviours of a route, by short name.
+fn flags(route: &Route) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    if route.allow_websockets {
+        flags.push("websockets");
+    }
+    if route.upstream_http2 {
+        flags.push("h2");
+    }
+    if route.preserve_host {
+        flags.push("preserve_host");
+    }
+    if !route.pass_identity_headers {
+        flags.push("no_identity_headers");
+    }
+    flags
+}
