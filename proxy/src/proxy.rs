@@ -32,6 +32,8 @@ use crate::upstream::{IdleTimeout, Upstream, splice_upgrades};
 
 /// Path of the OIDC callback on every route host.
 pub const CALLBACK_PATH: &str = "/.sekisho/callback";
+/// Path that starts a login explicitly (`?rd=` names where to return).
+pub const LOGIN_PATH: &str = "/.sekisho/login";
 /// Path that ends the session.
 pub const LOGOUT_PATH: &str = "/.sekisho/logout";
 /// Page shown after logout.
@@ -259,6 +261,7 @@ impl Proxy {
             }
             return match target.path.as_str() {
                 CALLBACK_PATH => self.callback(&request, &target).await,
+                LOGIN_PATH => self.explicit_login(&request, &target).await,
                 LOGOUT_PATH => self.logout(&request, &target).await,
                 SIGNED_OUT_PATH => Ok(signed_out_page(request_id)),
                 _ => Err(ProxyError::NoRoute),
@@ -657,6 +660,24 @@ impl Proxy {
         cookies.push(codec.set_cookie(&cookie_name, "", 0).map_err(|e| ProxyError::Internal { detail: e.to_string() })?);
         let return_to = validate_return_to(&flow.return_to, &target.origin(), &self.config.allowed_redirect_origins).unwrap_or_else(|_| "/".to_owned());
         Ok(redirect(&return_to, cookies))
+    }
+
+    /// `/.sekisho/login?rd=TARGET`: validates the return target (same origin or an allowed
+    /// origin, nothing else), then starts a login, or returns at once when already signed in.
+    async fn explicit_login<B>(&self, request: &Request<B>, target: &Target) -> Result<Response<ProxyBody>, ProxyError> {
+        let rd = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "rd")
+            .map_or_else(|| "/".to_owned(), |(_, v)| v.into_owned());
+        let return_to = validate_return_to(&rd, &target.origin(), &self.config.allowed_redirect_origins).map_err(|e| {
+            tracing::info!(error = %e, "refused return target");
+            ProxyError::BadRequest { reason: "invalid return target" }
+        })?;
+        let codec = self.codec(target.scheme);
+        let mut ignored = Vec::new();
+        if self.authenticate(request.headers(), codec, &mut ignored).await?.is_some() {
+            return Ok(redirect(&return_to, ignored));
+        }
+        self.start_login(target, &return_to).await
     }
 
     /// Marks a state as used; false when it already was (a replayed callback).

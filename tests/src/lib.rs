@@ -1,1 +1,511 @@
-//! placeholder
+//! The end-to-end harness: starts the real components a user meets — the test OpenID provider
+//! (panva's oidc-provider, `tests/node/idp.mjs`), an echo upstream, the `sekisho` binary, and
+//! headless Chromium (`tests/node/browser.mjs`) — each on port 0, and drives them.
+//!
+//! Tests panic with context instead of returning errors; every child process is killed when its
+//! handle drops, and its log is printed when the test that owned it failed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test harness: panics are the failure report")]
+
+pub mod echo;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long any single wait on a child process or a condition may take.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+/// Builds the `sekisho` binary once per test process and returns its path.
+pub fn sekisho_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--quiet", "-p", "sekisho", "--bin", "sekisho"])
+                .current_dir(workspace())
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "cargo build -p sekisho failed");
+            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
+            let bin = target.join("debug").join("sekisho");
+            assert!(bin.exists(), "{} missing after build", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A child process whose stdout's first line announced readiness, whose stderr goes to a log
+/// file, and which is killed on drop.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `command`, waits (with [`DEADLINE`]) for its first stdout line, parses it as JSON.
+    pub async fn spawn(name: &str, mut command: Command, log: PathBuf) -> (Process, Value) {
+        let log_file = std::fs::File::create(&log).expect("creating log file");
+        command.stdout(Stdio::piped()).stderr(Stdio::from(log_file)).stdin(Stdio::null()).kill_on_drop(true);
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(DEADLINE, lines.next_line()).await;
+        let process = Process { name: name.to_owned(), child, log };
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            other => panic!("{name} did not announce readiness ({other:?}); log:\n{}", process.logs()),
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name} readiness line {line:?}: {e}"));
+        (process, ready)
+    }
+
+    /// The child's stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the child (SIGKILL) and waits for it.
+    pub async fn stop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(DEADLINE, self.child.wait()).await;
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- {} log -----\n{}\n----- end of {} log -----", self.name, self.logs(), self.name);
+        }
+    }
+}
+
+/// Options of the test IdP.
+#[derive(Debug, Clone)]
+pub struct IdpOptions {
+    /// Put email/name/groups in the ID token (else only at userinfo).
+    pub claims_in_id_token: bool,
+    /// Access-token lifetime, seconds.
+    pub access_token_ttl: u64,
+    /// ID-token lifetime, seconds.
+    pub id_token_ttl: u64,
+}
+
+impl Default for IdpOptions {
+    fn default() -> Self {
+        IdpOptions { claims_in_id_token: true, access_token_ttl: 3600, id_token_ttl: 3600 }
+    }
+}
+
+/// The real OpenID provider.
+#[derive(Debug)]
+pub struct Idp {
+    /// Issuer URL (`http://127.0.0.1:PORT`).
+    pub issuer: String,
+    process: Process,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Idp {
+    /// Starts the IdP with no clients (register them with [`Idp::register_client`]).
+    pub async fn start(options: IdpOptions) -> Idp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = json!({
+            "clients": [],
+            "claims_in_id_token": options.claims_in_id_token,
+            "access_token_ttl": options.access_token_ttl,
+            "id_token_ttl": options.id_token_ttl,
+            "port": 0,
+        });
+        let config_path = dir.path().join("idp.json");
+        std::fs::write(&config_path, config.to_string()).expect("writing idp config");
+        let mut command = Command::new("node");
+        command.arg(workspace().join("tests/node/idp.mjs")).arg(&config_path);
+        let (process, ready) = Process::spawn("idp", command, dir.path().join("idp.log")).await;
+        let issuer = ready["issuer"].as_str().expect("issuer in readiness line").to_owned();
+        Idp { issuer, process, _dir: dir, http: no_redirect_client() }
+    }
+
+    /// Registers the proxy as a client whose redirect URIs live on `proxy_origin`.
+    pub async fn register_client(&self, client_id: &str, secret: &str, proxy_origins: &[String], alg: &str) {
+        let redirect_uris: Vec<String> = proxy_origins.iter().map(|o| format!("{o}/.sekisho/callback")).collect();
+        let post_logout: Vec<String> = proxy_origins.iter().map(|o| format!("{o}/.sekisho/signed-out")).collect();
+        let body = json!({
+            "client_id": client_id,
+            "client_secret": secret,
+            "redirect_uris": redirect_uris,
+            "post_logout_redirect_uris": post_logout,
+            "id_token_signed_response_alg": alg,
+            "token_endpoint_auth_method": "client_secret_basic",
+        });
+        let response = self.http.post(format!("{}/test/clients", self.issuer)).json(&body).send().await.expect("registering client");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "client registration failed: {status} {text}");
+    }
+
+    /// Mints a JWT through the IdP's test hook (`sub`, `aud`, `alg`, `ttl`, optional `iss`).
+    pub async fn token(&self, query: &[(&str, &str)]) -> String {
+        let response = self.http.post(format!("{}/test/token", self.issuer)).query(query).send().await.expect("minting token");
+        let body: Value = response.json().await.expect("token JSON");
+        body["token"].as_str().unwrap_or_else(|| panic!("no token in {body}")).to_owned()
+    }
+
+    /// POSTs to a test hook (`/test/...`) and returns its JSON.
+    pub async fn hook(&self, path_and_query: &str) -> Value {
+        let response = self.http.post(format!("{}{path_and_query}", self.issuer)).send().await.expect("calling test hook");
+        assert!(response.status().is_success(), "hook {path_and_query} answered {}", response.status());
+        response.json().await.expect("hook JSON")
+    }
+
+    /// The IdP's log so far.
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
+}
+
+/// A reqwest client that never follows redirects and accepts the test's self-signed certificates.
+pub fn no_redirect_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .timeout(DEADLINE)
+        .build()
+        .expect("reqwest client")
+}
+
+/// Settings for one sekisho instance under test.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Issuer URL.
+    pub issuer: String,
+    /// Extra YAML appended under `routes:` (each item starting with `  - `); `{echo}` is
+    /// replaced by the echo upstream's address.
+    pub routes_yaml: String,
+    /// Extra top-level YAML (e.g. `allowed_redirect_origins`).
+    pub extra_yaml: String,
+    /// YAML under `session:` besides keys (lifetimes).
+    pub session_yaml: String,
+    /// Also listen with TLS (self-signed certificate for 127.0.0.1 / localhost).
+    pub tls: bool,
+    /// Bearer audiences.
+    pub bearer_audiences: Vec<String>,
+}
+
+impl ProxyOptions {
+    /// One route, `http://127.0.0.1` (any port) → the echo upstream.
+    pub fn new(issuer: &str) -> Self {
+        ProxyOptions {
+            issuer: issuer.to_owned(),
+            routes_yaml: "  - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n".to_owned(),
+            extra_yaml: String::new(),
+            session_yaml: String::new(),
+            tls: false,
+            bearer_audiences: vec!["sekisho".into(), "api://sekisho".into()],
+        }
+    }
+}
+
+/// Secret of the `sekisho` client at the test IdP.
+pub const CLIENT_SECRET: &str = "test-client-secret-for-sekisho";
+
+/// A running `sekisho run`.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Plain HTTP address.
+    pub http: SocketAddr,
+    /// TLS address, when enabled.
+    pub https: Option<SocketAddr>,
+    /// The session cookie key (base64), to forge or inspect cookies in attack tests.
+    pub cookie_key: Vec<u8>,
+    /// The config file.
+    pub config_path: PathBuf,
+    process: Process,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Proxy {
+    /// Writes a configuration and starts sekisho with it.
+    pub async fn start(options: &ProxyOptions, echo: SocketAddr) -> Proxy {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let mut key = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).expect("random");
+        std::fs::write(dir.join("cookie.key"), base64::engine::general_purpose::STANDARD.encode(key)).expect("write key");
+        std::fs::write(dir.join("signing.pem"), sekisho::assertion::generate_pem().expect("keygen")).expect("write pem");
+        let tls_yaml = if options.tls {
+            let (cert, key) = self_signed_pem();
+            std::fs::write(dir.join("tls.crt"), cert).expect("write cert");
+            std::fs::write(dir.join("tls.key"), key).expect("write key");
+            "  https_listen: 127.0.0.1:0\n  tls:\n    - cert_file: tls.crt\n      key_file: tls.key\n"
+        } else {
+            ""
+        };
+        let audiences = options.bearer_audiences.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let config = format!(
+            "state_dir: state\n\
+             server:\n  http_listen: 127.0.0.1:0\n{tls_yaml}\
+             oidc:\n  issuer: {issuer}\n  client_id: sekisho\n  client_secret: {{env: SEKISHO_TEST_CLIENT_SECRET}}\n  \
+             scopes: [openid, email, profile, groups]\n  bearer_audiences: [{audiences}]\n\
+             session:\n  keys: [{{file: cookie.key}}]\n{session}\
+             signing:\n  key: {{file: signing.pem}}\n\
+             {extra}\
+             routes:\n{routes}",
+            issuer = options.issuer,
+            session = options.session_yaml,
+            extra = options.extra_yaml,
+            routes = options.routes_yaml.replace("{echo}", &echo.to_string()),
+        );
+        let config_path = dir.join("sekisho.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let (process, ready) = Self::spawn_process(&dir).await;
+        let mut proxy = Proxy {
+            http: "0.0.0.0:0".parse().expect("addr"),
+            https: None,
+            cookie_key: key.to_vec(),
+            config_path,
+            process,
+            dir,
+            _tmp: Some(tmp),
+        };
+        proxy.apply_ready(&ready);
+        proxy
+    }
+
+    async fn spawn_process(dir: &Path) -> (Process, Value) {
+        let mut command = Command::new(sekisho_binary());
+        command
+            .arg("run")
+            .arg("-c")
+            .arg(dir.join("sekisho.yaml"))
+            .env("SEKISHO_TEST_CLIENT_SECRET", CLIENT_SECRET)
+            .env("SEKISHO_LOG", "sekisho=debug,info");
+        Process::spawn("sekisho", command, dir.join(format!("sekisho-{}.log", unique()))).await
+    }
+
+    /// Stops and starts the same configuration again (new ports).
+    pub async fn restart(&mut self) {
+        self.process.stop().await;
+        let (process, ready) = Self::spawn_process(&self.dir).await;
+        self.process = process;
+        self.apply_ready(&ready);
+    }
+
+    fn apply_ready(&mut self, ready: &Value) {
+        self.http = ready["http"].as_str().expect("http address").parse().expect("http address");
+        self.https = ready["https"].as_str().map(|a| a.parse().expect("https address"));
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// `https://127.0.0.1:PORT`, when TLS is on.
+    pub fn tls_base(&self) -> Option<String> {
+        self.https.map(|a| format!("https://{a}"))
+    }
+
+    /// Origins to register at the IdP.
+    pub fn origins(&self) -> Vec<String> {
+        let mut origins = vec![self.base()];
+        origins.extend(self.tls_base());
+        origins
+    }
+
+    /// The proxy's log so far.
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
+}
+
+fn unique() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Starts an IdP, an echo upstream and sekisho, and registers sekisho at the IdP.
+pub async fn stack(idp_options: IdpOptions, alg: &str, customize: impl FnOnce(&mut ProxyOptions)) -> (Idp, echo::Echo, Proxy) {
+    let idp = Idp::start(idp_options).await;
+    let echo = echo::Echo::start().await;
+    let mut options = ProxyOptions::new(&idp.issuer);
+    customize(&mut options);
+    let proxy = Proxy::start(&options, echo.addr).await;
+    idp.register_client("sekisho", CLIENT_SECRET, &proxy.origins(), alg).await;
+    (idp, echo, proxy)
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` (PEM cert, PEM key), made with
+/// the system's openssl.
+pub fn self_signed_pem() -> (String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,DNS:app.localtest,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.path().join("k.pem"))
+        .arg("-out")
+        .arg(dir.path().join("c.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running openssl");
+    assert!(status.success(), "openssl req failed");
+    (
+        std::fs::read_to_string(dir.path().join("c.pem")).expect("cert"),
+        std::fs::read_to_string(dir.path().join("k.pem")).expect("key"),
+    )
+}
+
+/// A cookie-keeping HTTP user agent that does not follow redirects (each hop is asserted).
+#[derive(Debug)]
+pub struct Agent {
+    http: reqwest::Client,
+    jar: Mutex<BTreeMap<String, String>>,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The steps of a completed login, for replay tests.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// The callback URL the IdP sent the browser to.
+    pub callback: String,
+    /// Where sekisho sent the browser after the callback.
+    pub landed: String,
+    /// The authorization URL sekisho sent the browser to.
+    pub authorize: String,
+}
+
+impl Agent {
+    /// An agent with an empty jar.
+    pub fn new() -> Self {
+        Agent { http: no_redirect_client(), jar: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// A GET as a browser navigation (`Accept: text/html`).
+    pub async fn browse(&self, url: &str) -> reqwest::Response {
+        self.send(self.http.get(url).header("accept", "text/html,application/xhtml+xml")).await
+    }
+
+    /// A GET as an API client (`Accept: application/json`).
+    pub async fn api(&self, url: &str) -> reqwest::Response {
+        self.send(self.http.get(url).header("accept", "application/json")).await
+    }
+
+    /// Sends a request with the jar's cookies and records the response's cookies.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let cookie = self.cookie_header();
+        let request = if cookie.is_empty() { request } else { request.header("cookie", cookie) };
+        let response = request.send().await.expect("request failed");
+        self.absorb(&response);
+        response
+    }
+
+    /// The `Cookie` header the jar would send.
+    pub fn cookie_header(&self) -> String {
+        let jar = self.jar.lock().expect("jar");
+        jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    /// Replaces the jar.
+    pub fn set_cookies(&self, cookies: BTreeMap<String, String>) {
+        *self.jar.lock().expect("jar") = cookies;
+    }
+
+    /// A copy of the jar.
+    pub fn cookies(&self) -> BTreeMap<String, String> {
+        self.jar.lock().expect("jar").clone()
+    }
+
+    fn absorb(&self, response: &reqwest::Response) {
+        let mut jar = self.jar.lock().expect("jar");
+        for value in response.headers().get_all("set-cookie") {
+            let Ok(text) = value.to_str() else { continue };
+            let mut parts = text.split(';');
+            let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else { continue };
+            let deleted = value.is_empty() || parts.any(|p| p.trim().eq_ignore_ascii_case("max-age=0"));
+            if deleted {
+                jar.remove(name.trim());
+            } else {
+                jar.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+    }
+
+    /// Logs in through the real IdP login form, starting from `start` (a proxy URL), following
+    /// every hop by hand. Panics with the hop that failed.
+    pub async fn login(&self, start: &str, issuer: &str, user: &str, password: &str) -> Login {
+        let first = self.browse(start).await;
+        assert_eq!(first.status(), 302, "expected a redirect to the IdP from {start}");
+        let authorize = location(&first, start);
+        assert!(authorize.starts_with(issuer), "redirected to {authorize}, not the IdP {issuer}");
+        let to_interaction = self.browse(&authorize).await;
+        assert_eq!(to_interaction.status(), 303, "IdP /auth answered {}", to_interaction.status());
+        let interaction = location(&to_interaction, &authorize);
+        let login_url = format!("{}/login", interaction.trim_end_matches('/'));
+        let posted = self
+            .send(self.http.post(&login_url).form(&[("login", user), ("password", password)]))
+            .await;
+        assert_eq!(posted.status(), 303, "IdP login answered {}", posted.status());
+        let resume = location(&posted, &login_url);
+        let back = self.browse(&resume).await;
+        assert_eq!(back.status(), 303, "IdP resume answered {}", back.status());
+        let callback = location(&back, &resume);
+        let done = self.browse(&callback).await;
+        let status = done.status();
+        assert_eq!(status, 302, "callback answered {status}: {}", done.text().await.unwrap_or_default());
+        let landed = location(&done, &callback);
+        Login { callback, landed, authorize }
+    }
+}
+
+/// The absolute `Location` of a redirect.
+pub fn location(response: &reqwest::Response, base: &str) -> String {
+    let raw = response
+        .headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no Location on {} response", response.status()))
+        .to_str()
+        .expect("Location text");
+    url::Url::parse(base).expect("base URL").join(raw).expect("Location URL").to_string()
+}
+
+/// Waits for `condition` to hold, polling, up to [`DEADLINE`].
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
