@@ -3,9 +3,23 @@
 # kind (root, Rust stable + nightly via rustup, Node.js 20). Idempotent: re-running skips what is there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# --quickstart: only what the quickstart needs (Node packages for the test IdP).
+quickstart_only=false
+[ "${1:-}" = "--quickstart" ] && quickstart_only=true
+
+npm_setup() {
+  if [ ! -d "$here/node/node_modules/oidc-provider" ] || [ ! -d "$here/node/node_modules/playwright-core" ]; then
+    echo "setup: npm ci in tests/node"
+    (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+if $quickstart_only; then
+  npm_setup
+  exit 0
+fi
 
 need_apt=()
-for pair in chromium:/usr/bin/chromium nginx:/usr/sbin/nginx wrk:/usr/bin/wrk redis-server:/usr/bin/redis-server; do
+for pair in chromium:/usr/bin/chromium nginx:/usr/sbin/nginx wrk:/usr/bin/wrk redis-server:/usr/bin/redis-server openssl:/usr/bin/openssl; do
   pkg=${pair%%:*}; bin=${pair#*:}
   [ -x "$bin" ] || need_apt+=("$pkg")
 done
@@ -35,8 +49,5 @@ if ! command -v bpf-linker >/dev/null 2>&1; then
 fi
 
 # Node side: the test OpenID provider and the browser driver.
-if [ ! -d "$here/node/node_modules/oidc-provider" ] || [ ! -d "$here/node/node_modules/playwright-core" ]; then
-  echo "setup: npm ci in tests/node"
-  (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+npm_setup
 echo "setup: ok"
