@@ -1,0 +1,88 @@
+//! The `sekisho` command line: `check` on every example (each must stay valid) and on broken
+//! files (every error reported at once, with line and column, exit code 1).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests panic with context")]
+
+use std::process::Command;
+
+use sekisho_tests::{sekisho_binary, workspace};
+
+fn check(path: &std::path::Path, dir: &std::path::Path) -> std::process::Output {
+    Command::new(sekisho_binary())
+        .arg("check")
+        .arg("-c")
+        .arg(path)
+        .current_dir(dir)
+        .env("SEKISHO_CLIENT_SECRET", "example-secret")
+        .env("SEKISHO_COOKIE_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+        .env("SEKISHO_COOKIE_KEY_PREVIOUS", "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=")
+        .env("SEKISHO_SIGNING_KEY", sekisho::assertion::generate_pem().expect("keygen"))
+        .output()
+        .expect("running sekisho check")
+}
+
+#[test]
+fn every_example_passes_check() {
+    // Check copies, laid out like the repository, so files the examples reference (the
+    // quickstart's generated keys) can be provided without touching the working tree.
+    let root = tempfile::tempdir().unwrap();
+    let examples = root.path().join("examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    let quickstart_state = root.path().join(".sekisho/quickstart");
+    std::fs::create_dir_all(&quickstart_state).unwrap();
+    std::fs::write(quickstart_state.join("cookie.key"), "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
+    std::fs::write(quickstart_state.join("signing.pem"), sekisho::assertion::generate_pem().unwrap()).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(workspace().join("examples")).unwrap() {
+        let original = entry.unwrap().path();
+        if original.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let path = examples.join(original.file_name().unwrap());
+        std::fs::copy(&original, &path).unwrap();
+        let out = check(&path, root.path());
+        assert!(
+            out.status.success(),
+            "{} failed check:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(summary.contains("->"), "summary of {} lists no route:\n{summary}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 3, "expected at least three examples, checked {checked}");
+}
+
+#[test]
+fn check_reports_every_error_with_its_position_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(
+        &path,
+        "server:\n  http_listen: 127.0.0.1:8080\n  colour: blue\n\
+         oidc:\n  issuer: http://idp.example.com\n  client_id: x\n  client_secret: s\n  allowed_algorithms: [HS256]\n\
+         session:\n  keys: [not-base64!]\n  idle_lifetime: 10\n\
+         signing:\n  key: {env: SEKISHO_UNSET_VARIABLE_FOR_TEST}\n\
+         routes:\n  - from: ftp://app\n    to: http://127.0.0.1:1\n",
+    )
+    .unwrap();
+    let out = check(&path, dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = [
+        ("server.colour", ":3:"),
+        ("oidc.issuer", ":5:"),
+        ("oidc.allowed_algorithms", ":8:"),
+        ("session.keys[0]", ":10:"),
+        ("session.idle_lifetime", ":11:"),
+        ("signing.key", ":13:"),
+        ("routes[0].from", ":15:"),
+    ];
+    for (field, line) in expected {
+        assert!(
+            stderr.lines().any(|l| l.contains(field) && l.contains(line)),
+            "no error for {field} at line {line} in:\n{stderr}"
+        );
+    }
+}
