@@ -207,6 +207,8 @@ pub struct ProxyOptions {
     pub tls: bool,
     /// Bearer audiences.
     pub bearer_audiences: Vec<String>,
+    /// More certificates (PEM cert, PEM key) served by SNI after the default one, when `tls`.
+    pub extra_tls_certificates: Vec<(String, String)>,
 }
 
 impl ProxyOptions {
@@ -219,6 +221,7 @@ impl ProxyOptions {
             session_yaml: String::new(),
             tls: false,
             bearer_audiences: vec!["sekisho".into(), "api://sekisho".into()],
+            extra_tls_certificates: Vec::new(),
         }
     }
 }
@@ -255,9 +258,15 @@ impl Proxy {
             let (cert, key) = self_signed_pem();
             std::fs::write(dir.join("tls.crt"), cert).expect("write cert");
             std::fs::write(dir.join("tls.key"), key).expect("write key");
-            "  https_listen: 127.0.0.1:0\n  tls:\n    - cert_file: tls.crt\n      key_file: tls.key\n"
+            let mut yaml = "  https_listen: 127.0.0.1:0\n  tls:\n    - cert_file: tls.crt\n      key_file: tls.key\n".to_owned();
+            for (i, (cert, key)) in options.extra_tls_certificates.iter().enumerate() {
+                std::fs::write(dir.join(format!("tls-{i}.crt")), cert).expect("write cert");
+                std::fs::write(dir.join(format!("tls-{i}.key")), key).expect("write key");
+                yaml.push_str(&format!("    - cert_file: tls-{i}.crt\n      key_file: tls-{i}.key\n"));
+            }
+            yaml
         } else {
-            ""
+            String::new()
         };
         let audiences = options.bearer_audiences.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
         let config = format!(
@@ -508,4 +517,104 @@ where
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A self-signed P-256 certificate (PEM cert, PEM key) for `subject_alt_names` in openssl's
+/// syntax (`DNS:a.localtest,DNS:*.w.localtest`), made with the system's openssl.
+pub fn self_signed_pem_for(subject_alt_names: &str) -> (String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sekisho-test",
+        ])
+        .arg("-addext")
+        .arg(format!("subjectAltName={subject_alt_names}"))
+        .arg("-keyout")
+        .arg(dir.path().join("k.pem"))
+        .arg("-out")
+        .arg(dir.path().join("c.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running openssl");
+    assert!(
+        status.success(),
+        "openssl req failed for {subject_alt_names}"
+    );
+    (
+        std::fs::read_to_string(dir.path().join("c.pem")).expect("cert"),
+        std::fs::read_to_string(dir.path().join("k.pem")).expect("key"),
+    )
+}
+
+/// Runs `tests/node/browser.mjs` (headless Chromium) on `script` (a list of steps or
+/// `{"steps": [...], ...}`, see tests/node/README.md) and returns its JSON result. Panics with the
+/// failed step, the page and the driver's log when a step fails.
+pub async fn run_browser(script: &Value) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script_path = dir.path().join("steps.json");
+    std::fs::write(&script_path, script.to_string()).expect("writing browser script");
+    let log_path = dir.path().join("browser.log");
+    let log = std::fs::File::create(&log_path).expect("creating browser log");
+    let child = Command::new("node")
+        .arg(workspace().join("tests/node/browser.mjs"))
+        .arg(&script_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawning node browser.mjs");
+    // A login flow takes ~2 s; Chromium's first start on a cold machine can take much longer.
+    let output = tokio::time::timeout(DEADLINE * 4, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "browser.mjs did not finish; log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )
+        })
+        .expect("waiting for browser.mjs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "browser.mjs printed {stdout:?} ({e}); log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    });
+    if result["ok"] != Value::Bool(true) {
+        let step = result["step"]
+            .as_u64()
+            .and_then(|i| script_steps(script).get(usize::try_from(i).ok()?).cloned());
+        panic!(
+            "browser step {} ({}) failed: {}\nurl: {}\nstatus: {}\nbody:\n{}\nlog:\n{}",
+            result["step"],
+            step.unwrap_or(Value::Null),
+            result["error"],
+            result["url"],
+            result["status"],
+            result["body"].as_str().unwrap_or_default(),
+            std::fs::read_to_string(&log_path).unwrap_or_default(),
+        );
+    }
+    result
+}
+
+fn script_steps(script: &Value) -> Vec<Value> {
+    let steps = if script.is_array() {
+        script
+    } else {
+        &script["steps"]
+    };
+    steps.as_array().cloned().unwrap_or_default()
 }
