@@ -14,7 +14,9 @@ mkdir -p "$state"
 [ -s "$state/cookie.key" ] || target/release/sekisho gen-cookie-key > "$state/cookie.key"
 [ -s "$state/signing.pem" ] || target/release/sekisho gen-signing-key > "$state/signing.pem"
 chmod 600 "$state/cookie.key" "$state/signing.pem"
-target/release/sekisho check -c examples/quickstart.yaml >/dev/null
+# The demo client's secret, as registered at the test IdP (tests/quickstart/idp.json).
+export SEKISHO_CLIENT_SECRET=quickstart-client-secret
+target/release/sekisho check -c examples/quickstart.yaml
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -38,6 +40,6 @@ cat <<'TXT'
   Ctrl-C stops everything.
 
 TXT
-SEKISHO_CLIENT_SECRET=quickstart-client-secret target/release/sekisho run -c examples/quickstart.yaml &
+target/release/sekisho run -c examples/quickstart.yaml &
 pids+=($!)
 wait "${pids[-1]}"
