@@ -117,7 +117,8 @@ pub fn authority(url: &Url) -> String {
     }
 }
 
-/// Joins a client's and an upstream's upgraded connections (WebSocket) until either closes.
+/// Joins a client's and an upstream's upgraded connections (WebSocket) until either closes or
+/// neither side sends anything for `idle`.
 pub fn splice_upgrades(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, idle: Duration) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -127,13 +128,65 @@ pub fn splice_upgrades(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgra
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        let _ = idle;
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
+        let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
+        let activity = Activity::new();
+        let outcome = tokio::select! {
+            r = pump(client_read, upstream_write, &activity, idle) => r,
+            r = pump(upstream_read, client_write, &activity, idle) => r,
+        };
+        if let Err(e) = outcome {
             tracing::debug!(error = %e, "upgraded connection ended");
         }
     });
+}
+
+/// The last time either direction of a spliced connection carried data.
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { start: tokio::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// Copies one direction until EOF, an error, or both directions idle for `idle`.
+async fn pump<R, W>(mut from: R, mut to: W, activity: &Activity, idle: Duration) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout(idle, from.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                to.shutdown().await?;
+                return Ok(());
+            }
+            Ok(Ok(n)) => {
+                activity.touch();
+                to.write_all(buf.get(..n).unwrap_or_default()).await?;
+                to.flush().await?;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) if activity.idle_for() < idle => {}
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")),
+        }
+    }
 }
 
 /// A body that fails when no frame arrives for `idle`; streaming stays streaming.
