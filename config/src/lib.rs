@@ -8,6 +8,7 @@
 mod error;
 mod model;
 mod parse;
+pub mod policy;
 mod summary;
 mod value;
 mod walk;

@@ -29,6 +29,8 @@ pub struct Config {
     pub allowed_redirect_origins: Vec<Origin>,
     /// Routes, in file order. Ids are unique.
     pub routes: Vec<Route>,
+    /// Shared policies (`policies:`), by name, in file order.
+    pub policies: Vec<std::sync::Arc<crate::policy::Policy>>,
 }
 
 /// Listeners and the network facts sekisho trusts.
@@ -40,6 +42,11 @@ pub struct Server {
     pub https_listen: Option<SocketAddr>,
     /// Certificates served by SNI; the first is the default. Non-empty when `https_listen` is set.
     pub tls: Vec<TlsCertificate>,
+    /// CA bundle (PEM) for client certificates (mTLS) on the TLS listener; absent: no mTLS.
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse TLS clients without a valid certificate (default false:
+    /// certificates are optional, and policies test them with `client_certificate`).
+    pub require_client_certificate: bool,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Phase timeouts applied to downstream connections.
@@ -170,6 +177,17 @@ pub struct Route {
     pub upstream_http2: bool,
     /// Upstream timeouts.
     pub timeouts: RouteTimeouts,
+    /// Path test replacing `from`'s path prefix when set (`path: {exact|prefix|regex}`).
+    pub path: Option<crate::policy::PathMatch>,
+    /// Methods this route serves (uppercase); empty means all.
+    pub methods: Vec<String>,
+    /// The policy deciding each request: a shared one (`policy: NAME`), an inline one, or the
+    /// default `allow: {authenticated_user: true}` when the route names none.
+    pub policy: std::sync::Arc<crate::policy::Policy>,
+    /// Enforce the policy, or only report would-be denials.
+    pub mode: crate::policy::PolicyMode,
+    /// Show the full policy explanation on this route's denial page (default false).
+    pub show_error_details: bool,
 }
 
 /// Route-level timeouts.
@@ -188,7 +206,8 @@ pub struct RouteTimeouts {
 pub struct RouteMatch {
     /// `http` or `https`.
     pub scheme: Scheme,
-    /// Lowercase host name (IDNA-normalised by `url`).
+    /// Lowercase host name (IDNA-normalised by `url`), or a wildcard `*.example.com` that
+    /// matches any name with at least one more label in front of `example.com`.
     pub host: String,
     /// Explicit port, when the URL had a non-default one.
     pub port: Option<u16>,

@@ -175,6 +175,7 @@ impl Parser<'_> {
             identity_headers: identity_headers?,
             allowed_redirect_origins: allowed_redirect_origins?,
             routes: routes?,
+            policies: Vec::new(),
         })
     }
 
@@ -222,6 +223,8 @@ impl Parser<'_> {
             tls: tls?,
             trusted_proxies: trusted_proxies?,
             timeouts: timeouts?,
+            client_ca_file: None,
+            require_client_certificate: false,
         })
     }
 
@@ -539,6 +542,13 @@ impl Parser<'_> {
             pass_identity_headers: pass_identity_headers?,
             upstream_http2: upstream_http2?,
             timeouts: timeouts?,
+            path: None,
+            methods: Vec::new(),
+            policy: std::sync::Arc::new(crate::policy::Policy::authenticated_users(&format!(
+                "routes[{index}].policy"
+            ))),
+            mode: crate::policy::PolicyMode::Enforce,
+            show_error_details: false,
         })
     }
 
