@@ -195,8 +195,10 @@ pub struct TimeWindow {
     pub from_minute: u16,
     /// End minute of the day (exclusive), 1..=1440; a window with `to <= from` wraps midnight.
     pub to_minute: u16,
-    /// IANA time zone name (validated), e.g. `Europe/Berlin`; `UTC` by default.
-    pub time_zone: String,
+    /// IANA time zone name as written, e.g. `Europe/Berlin`; `UTC` by default.
+    pub time_zone_name: String,
+    /// The resolved zone (from the bundled database).
+    pub time_zone: jiff::tz::TimeZone,
 }
 
 /// Client-certificate test values (SHA-256, 32 bytes each).
