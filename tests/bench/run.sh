@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Load benchmark: an authenticated request through sekisho vs. the same upstream through a plain
+# nginx reverse proxy and direct, interleaved, with the proxies' CPU time per request.
+# See tests/bench/README.md. Environment knobs (defaults in brackets):
+#   DURATION [10s]  CONNECTIONS [32]  THREADS [1]  ROUNDS [3]  WARMUP [2s, 0 to skip]
+#   KEEP_TMP [unset; 1 keeps the temp dir with configs and logs]
+# Exit status: 0 whether or not the CPU target is met (this is a benchmark, not a test);
+# 1 on a setup failure; 3 when a measured run saw errors or non-2xx answers (numbers invalid).
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-2s}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PY=(python3 "$HERE/bench.py")
+
+die() { echo "bench: setup failed: $*" >&2; exit 1; }
+log() { echo "bench: $*" >&2; }
+
+for tool in wrk nginx node curl python3 openssl getconf cargo; do
+    command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- build
+log "building sekisho (release)"
+(cd "$ROOT" && cargo build --quiet --release -p sekisho --bin sekisho) || die "cargo build --release -p sekisho failed"
+SEKISHO_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/sekisho
+[[ -x $SEKISHO_BIN ]] || die "$SEKISHO_BIN missing after the build"
+
+# ---------------------------------------------------------------- temp dir, cleanup
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sekisho-bench.XXXXXX")
+chmod 755 "$TMP"   # nginx workers run as `nobody` when the script runs as root
+PIDS=()
+cleanup() {
+    local rc=$?
+    local pid i
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${KEEP_TMP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits until FILE holds a complete first line (a readiness line), or PID dies.
+wait_line() {
+    local file=$1 pid=$2 name=$3 i
+    for i in $(seq 300); do
+        if [[ -s $file && $(wc -l <"$file") -ge 1 ]]; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || die "$name exited before it was ready; its log:
+$(cat "$TMP/$name.log" 2>/dev/null)"
+        sleep 0.1
+    done
+    die "$name did not announce readiness within 30 s"
+}
+
+# ---------------------------------------------------------------- nginx instances
+# start_nginx NAME HTTP_BLOCK_BODY: runs `nginx` (master + 1 worker, foreground) from $TMP/NAME,
+# listening on 127.0.0.1:@PORT@; sets NAME_PID (the master) and NAME_PORT.
+# nginx cannot listen on port 0, so the port comes from `bench.py free-port`, which binds port 0
+# and closes the socket again. That is racy: another process may take the port before nginx binds
+# it. A lost race shows up as nginx exiting with "Address already in use" (we retry with a new port)
+# or, in theory, as someone else answering on the port (the body check below catches that).
+start_nginx() {
+    local name=$1 body=$2 dir=$TMP/$1 attempt port pid i
+    mkdir -p "$dir/tmp"
+    for attempt in 1 2 3 4 5; do
+        port=$("${PY[@]}" free-port)
+        cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    default_type text/plain;
+    # nginx closes a client keep-alive connection after 1000 requests by default; sekisho does not.
+    # Raise the limit so that neither side of the comparison pays for reconnects.
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+${body//@PORT@/$port}
+}
+EOF
+        nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+        pid=$!
+        # Ready once the master has forked its worker (it binds before forking).
+        for i in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            [[ -n $(cat "/proc/$pid/task/$pid/children" 2>/dev/null) ]] && break
+            sleep 0.05
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            PIDS+=("$pid")
+            printf -v "${name}_PID" '%s' "$pid"
+            printf -v "${name}_PORT" '%s' "$port"
+            return 0
+        fi
+        if grep -q "Address already in use" "$dir/error.log" "$dir/stdout.log" 2>/dev/null; then
+            log "$name: port $port was taken meanwhile (attempt $attempt), retrying"
+            continue
+        fi
+        die "nginx ($name) did not start: $(cat "$dir/error.log" "$dir/stdout.log" 2>/dev/null)"
+    done
+    die "nginx ($name) lost the free-port race 5 times"
+}
+
+# The upstream: a fixed 3-byte 200 for every path but /.bench/identity, which reports what the
+# proxy passed on (identity headers, assertion, cookies) so that the setup can check it.
+start_nginx UP '    server {
+        listen 127.0.0.1:@PORT@;
+        location / { return 200 "ok\n"; }
+        location = /.bench/identity {
+            return 200 "user=$http_x_sekisho_user\nemail=$http_x_sekisho_email\ngroups=$http_x_sekisho_groups\nassertion=$http_x_sekisho_jwt_assertion\ncookie=$http_cookie\n";
+        }
+    }'
+UPSTREAM=http://127.0.0.1:$UP_PORT
+
+# The plain nginx reverse proxy, with an HTTP/1.1 keep-alive pool to the upstream.
+start_nginx NGX "    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:@PORT@;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+NGINX=http://127.0.0.1:$NGX_PORT
+
+[[ $(curl -sS --max-time 5 "$UPSTREAM/") == ok ]] || die "the upstream nginx on $UPSTREAM does not answer ok"
+[[ $(curl -sS --max-time 5 "$NGINX/") == ok ]] || die "the nginx proxy on $NGINX does not answer the upstream's ok"
+log "upstream nginx $UPSTREAM (pid $UP_PID), nginx proxy $NGINX (pid $NGX_PID)"
+
+# ---------------------------------------------------------------- the test IdP
+echo '{"clients": [], "port": 0}' >"$TMP/idp.json"
+node "$ROOT/tests/node/idp.mjs" "$TMP/idp.json" >"$TMP/idp.out" 2>"$TMP/idp.log" &
+IDP_PID=$!
+PIDS+=("$IDP_PID")
+wait_line "$TMP/idp.out" "$IDP_PID" idp
+ISSUER=$("${PY[@]}" json-get "$TMP/idp.out" issuer)
+log "IdP $ISSUER (pid $IDP_PID)"
+
+# ---------------------------------------------------------------- sekisho
+SEKDIR=$TMP/sekisho
+mkdir -p "$SEKDIR"
+"$SEKISHO_BIN" gen-cookie-key >"$SEKDIR/cookie.key" || die "sekisho gen-cookie-key failed"
+"$SEKISHO_BIN" gen-signing-key >"$SEKDIR/signing.pem" || die "sekisho gen-signing-key failed"
+CLIENT_SECRET=bench-client-secret-$RANDOM$RANDOM
+cat >"$SEKDIR/sekisho.yaml" <<EOF
+state_dir: state
+server:
+  http_listen: 127.0.0.1:0
+oidc:
+  issuer: $ISSUER
+  client_id: sekisho
+  client_secret: {env: SEKISHO_BENCH_CLIENT_SECRET}
+  scopes: [openid, email, profile, groups]
+session:
+  keys: [{file: cookie.key}]
+signing:
+  key: {file: signing.pem}
+routes:
+  - id: app
+    from: http://127.0.0.1
+    to: $UPSTREAM
+EOF
+# Tokio's default runtime: one worker thread per core (2 on the reference machine).
+SEKISHO_LOG=warn SEKISHO_BENCH_CLIENT_SECRET=$CLIENT_SECRET \
+    "$SEKISHO_BIN" run -c "$SEKDIR/sekisho.yaml" >"$TMP/sekisho.out" 2>"$TMP/sekisho.log" &
+SEK_PID=$!
+PIDS+=("$SEK_PID")
+wait_line "$TMP/sekisho.out" "$SEK_PID" sekisho
+SEKISHO=http://$("${PY[@]}" json-get "$TMP/sekisho.out" http)
+log "sekisho $SEKISHO (pid $SEK_PID)"
+
+# Register sekisho at the IdP now that its port is known.
+curl -sS --fail-with-body --max-time 10 -H 'Content-Type: application/json' -o "$TMP/register.out" \
+    -d "{\"client_id\":\"sekisho\",\"client_secret\":\"$CLIENT_SECRET\",
+         \"redirect_uris\":[\"$SEKISHO/.sekisho/callback\"],
+         \"post_logout_redirect_uris\":[\"$SEKISHO/.sekisho/signed-out\"],
+         \"id_token_signed_response_alg\":\"ES256\",
+         \"token_endpoint_auth_method\":\"client_secret_basic\"}" \
+    "$ISSUER/test/clients" || die "registering the client at the IdP: $(cat "$TMP/register.out" 2>/dev/null)"
+
+# ---------------------------------------------------------------- login with curl
+# proxy 302 → IdP /auth 303 → POST /interaction/UID/login 303 → /auth/UID 303 → proxy callback 302.
+# One cookie jar; every hop's status and target is checked.
+JAR=$TMP/cookies.txt
+: >"$JAR"
+HOP_CODE='' HOP_URL=''
+hop() { # EXPECTED_STATUS DESCRIPTION CURL_ARGS...
+    local want=$1 what=$2 out
+    shift 2
+    out=$(curl -sS --max-time 10 -c "$JAR" -b "$JAR" -H 'Accept: text/html' -o "$TMP/hop.body" \
+        -w '%{http_code} %{redirect_url}' "$@") || die "login hop '$what': curl failed"
+    HOP_CODE=${out%% *} HOP_URL=${out#* }
+    [[ $HOP_CODE == "$want" && -n $HOP_URL ]] ||
+        die "login hop '$what' answered $HOP_CODE (expected $want) → '$HOP_URL'; body: $(head -c 500 "$TMP/hop.body")"
+}
+hop 302 "proxy → IdP" "$SEKISHO/"
+[[ $HOP_URL == "$ISSUER"/auth* ]] || die "sekisho redirected to $HOP_URL, not the IdP's /auth"
+hop 303 "IdP /auth → login form" "$HOP_URL"
+[[ $HOP_URL == "$ISSUER"/interaction/* ]] || die "IdP /auth sent us to $HOP_URL, not its login form"
+hop 303 "login form POST" -d login=alice -d password=alice-pw "${HOP_URL%/}/login"
+hop 303 "IdP resume → callback" "$HOP_URL"
+[[ $HOP_URL == "$SEKISHO"/.sekisho/callback* ]] || die "IdP sent us to $HOP_URL, not sekisho's callback"
+hop 302 "sekisho callback" "$HOP_URL"
+COOKIE=$("${PY[@]}" cookie "$JAR" _sekisho) || die "no sekisho session cookie after the login"
+log "logged in as alice; session cookie ${#COOKIE} bytes"
+
+# ---------------------------------------------------------------- checks before measuring
+status=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H 'Accept: application/json' "$SEKISHO/")
+[[ $status == 401 ]] || die "an unauthenticated API request to sekisho answered $status, expected 401"
+curl -sv --max-time 5 -H "Cookie: $COOKIE" "$SEKISHO/" >"$TMP/auth.body" 2>"$TMP/auth.verbose" ||
+    die "authenticated request to sekisho failed: $(cat "$TMP/auth.verbose")"
+grep -q '^< HTTP/1.1 200' "$TMP/auth.verbose" && [[ $(cat "$TMP/auth.body") == ok ]] ||
+    die "authenticated request through sekisho did not get the upstream's 200 ok:
+$(cat "$TMP/auth.verbose" "$TMP/auth.body")"
+curl -sS --fail --max-time 5 -H "Cookie: $COOKIE" -o "$TMP/identity.body" "$SEKISHO/.bench/identity" ||
+    die "authenticated request for /.bench/identity failed"
+curl -sS --fail --max-time 5 -o "$TMP/jwks.json" "$SEKISHO/.well-known/sekisho/jwks.json" ||
+    die "fetching sekisho's JWKS failed"
+"${PY[@]}" check-identity "$TMP/identity.body" "$TMP/jwks.json" >&2 || die "identity check failed"
+
+# ---------------------------------------------------------------- measuring
+RESULTS=$TMP/results.jsonl
+: >"$RESULTS"
+# run_wrk ROUND TARGET DURATION: one wrk run; CPU of the process(es) under test and of the upstream
+# read from /proc before and after it (ROUND 0 = warm-up, not recorded).
+run_wrk() {
+    local round=$1 target=$2 duration=$3 url pids c0 c1 u0 u1 out=$TMP/wrk-$1-$2.out
+    local extra=()
+    case $target in
+        direct) url=$UPSTREAM/ pids=$UP_PID ;;
+        nginx) url=$NGINX/ pids=$NGX_PID ;;
+        sekisho) url=$SEKISHO/ pids=$SEK_PID; extra=(-H "Cookie: $COOKIE") ;;
+    esac
+    c0=$("${PY[@]}" cpu "$pids") u0=$("${PY[@]}" cpu "$UP_PID")
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 5s -s "$HERE/report.lua" "${extra[@]}" "$url" >"$out" 2>&1 ||
+        die "wrk against $target failed: $(cat "$out")"
+    c1=$("${PY[@]}" cpu "$pids") u1=$("${PY[@]}" cpu "$UP_PID")
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "process $pid died during the $target run"; done
+    if [[ $round != 0 ]]; then
+        "${PY[@]}" record "$RESULTS" "$round" "$target" "$out" "$c0" "$c1" "$u0" "$u1" || die "reading wrk output $out"
+        log "round $round/$ROUNDS $target: $(grep -m1 'Requests/sec' "$out" | tr -s ' ')"
+    fi
+}
+
+log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, interleaved direct → nginx → sekisho"
+if [[ $WARMUP != 0 ]]; then
+    for target in direct nginx sekisho; do run_wrk 0 "$target" "$WARMUP"; done
+fi
+for round in $(seq "$ROUNDS"); do
+    for target in direct nginx sekisho; do run_wrk "$round" "$target" "$DURATION"; done
+done
+
+# The session must still be good at the end (else the sekisho numbers measured rejections).
+[[ $(curl -sS --max-time 5 -H "Cookie: $COOKIE" "$SEKISHO/") == ok ]] ||
+    die "the session cookie no longer gets through sekisho after the runs"
+if [[ -s $TMP/sekisho.log ]]; then
+    log "sekisho logged $(wc -l <"$TMP/sekisho.log") warning/error line(s); last ones:"
+    tail -n 5 "$TMP/sekisho.log" >&2
+fi
+
+echo "sekisho load benchmark — $(nproc) cores, $(uname -r), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, CLK_TCK=$CLK_TCK"
+echo "upstream: nginx (1 worker) return 200 \"ok\\n\"; nginx proxy: 1 worker, keepalive 64 pool; sekisho: release, SEKISHO_LOG=warn, tokio default ($(nproc) workers)"
+"${PY[@]}" report "$RESULTS" "$CLK_TCK"
