@@ -164,6 +164,145 @@ pub(crate) enum Problem {
     /// A parser bug: a section failed without recording why.
     #[error("internal error: the configuration was rejected without a reason; please report this")]
     Unreported,
+    /// A route matches exactly the requests of an earlier one (same `from`, path and methods).
+    #[error("routes[{first}] already matches the same requests ({what})")]
+    DuplicateRouteMatch {
+        /// The match, formatted.
+        what: String,
+        /// Index of the route that has it first.
+        first: usize,
+    },
+    /// `client_ca_file` without the TLS listener.
+    #[error(
+        "client certificates are only requested on `https_listen`; set it (with `tls`) or remove `client_ca_file`"
+    )]
+    ClientCaWithoutTls,
+    /// `require_client_certificate: true` without `client_ca_file`.
+    #[error(
+        "`require_client_certificate` needs `client_ca_file`, the CA that client certificates are verified against"
+    )]
+    RequireWithoutClientCa,
+    /// The client CA file could not be read.
+    #[error("cannot read client CA file `{path}`: {source}")]
+    ClientCaFile {
+        /// The resolved path.
+        path: String,
+        /// Why reading failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The client CA file is not a PEM certificate bundle.
+    #[error("client CA file `{path}` {source}")]
+    ClientCaPem {
+        /// The resolved path.
+        path: String,
+        /// What is wrong with its contents.
+        #[source]
+        source: ValueError,
+    },
+    /// A route's `path` while its `from` has a path prefix too.
+    #[error(
+        "`from` already has the path prefix `{0}`; write `from` without a path and put the whole path test in `path`"
+    )]
+    PathWithFromPath(String),
+    /// A value listed twice.
+    #[error("`{0}` is listed twice")]
+    Repeated(String),
+    /// A policy with neither `allow` nor `deny`.
+    #[error(
+        "a policy needs `allow`, `deny` or both (a policy that allows nothing denies everything)"
+    )]
+    PolicyEmpty,
+    /// A route names a policy that `policies:` does not define.
+    #[error("no policy named `{name}`; {defined}")]
+    UnknownPolicy {
+        /// The name as written.
+        name: String,
+        /// The names defined, as a sentence.
+        defined: String,
+    },
+    /// A block with a key that is not a combinator.
+    #[error(
+        "`{key}` is a criterion, not a combinator; a block holds one of and, or, not, nor with a list of rules, like `{{and: [{{{key}: ...}}]}}`"
+    )]
+    BlockCriterion {
+        /// The criterion written directly in the block.
+        key: String,
+    },
+    /// A block with no combinator.
+    #[error("a block holds one of and, or, not, nor with a list of rules, like `{{and: [...]}}`")]
+    BlockEmpty,
+    /// A block with several keys.
+    #[error(
+        "a block holds exactly one combinator, found {keys}; nest them instead, like `{{and: [{{or: [...]}}, ...]}}`"
+    )]
+    BlockSeveral {
+        /// The keys written, comma-separated.
+        keys: String,
+    },
+    /// A rule mapping with no key.
+    #[error("a rule is a mapping with one key: a combinator (and, or, not, nor) or a criterion")]
+    RuleEmpty,
+    /// A rule mapping with several keys.
+    #[error(
+        "a rule has exactly one key, found {keys}; write each as its own list entry (under `and` to require all)"
+    )]
+    RuleSeveral {
+        /// The keys written, comma-separated.
+        keys: String,
+    },
+    /// A rule key that is neither a combinator nor a criterion.
+    #[error(
+        "unknown criterion `{key}`; expected a combinator ({combinators}) or a criterion ({criteria})"
+    )]
+    UnknownCriterion {
+        /// The key as written.
+        key: String,
+        /// The combinators, comma-separated.
+        combinators: String,
+        /// The criteria, comma-separated.
+        criteria: String,
+    },
+    /// A matcher mapping with none of its keys.
+    #[error("write exactly one of: {0}")]
+    OneOfMissing(String),
+    /// A matcher mapping with several of its keys.
+    #[error("write exactly one of: {0} (not several)")]
+    OneOfSeveral(String),
+    /// `authenticated_user: false` or `present: false`.
+    #[error("only `true` is accepted; to negate a criterion, wrap it: `not: [{{{0}: ...}}]`")]
+    OnlyTrue(String),
+    /// `claim/` or `header/` without a name.
+    #[error("write the name after the slash, like `{0}`")]
+    MissingName(&'static str),
+    /// A `client_certificate` criterion without mTLS.
+    #[error(
+        "`client_certificate` needs mTLS: set `server.client_ca_file` so that clients can present certificates"
+    )]
+    ClientCertificateWithoutCa,
+    /// A `client_certificate` criterion with no hashes.
+    #[error("write `fingerprint`, `spki_hash` or both")]
+    ClientCertificateEmpty,
+    /// A time window with neither days nor hours.
+    #[error("write `days`, `hours` or both (a window of all days and all hours always matches)")]
+    TimeWindowEmpty,
+    /// A time window whose start is `24:00`.
+    #[error("a window cannot start at 24:00; write 00:00")]
+    TimeFromMidnightEnd,
+    /// A time window of zero length.
+    #[error("`from` and `to` are equal; for the whole day leave `hours` out")]
+    TimeWindowZero,
+    /// A Rego module that does not parse or compile.
+    #[error("Rego: {0}")]
+    Rego(String),
+    /// A Rego query that names no rule of the module.
+    #[error("`{query}` names no rule of the module (whose package is `{package}`)")]
+    RegoQuery {
+        /// The query.
+        query: String,
+        /// The module's package, as `data.…`.
+        package: String,
+    },
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {

@@ -2,18 +2,23 @@
 //! defaults are filled in, secrets resolved and cross-field rules checked, and every problem
 //! is collected rather than stopping at the first.
 
+mod policy;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use marked_yaml::{LoadError, LoaderOptions, Node};
 
 use crate::error::{ConfigError, Problem};
 use crate::model::{
-    Config, IdentityHeaders, Oidc, Origin, Route, RouteMatch, RouteTimeouts, SecretBytes,
+    Config, IdentityHeaders, Oidc, Origin, Route, RouteMatch, RouteTimeouts, Scheme, SecretBytes,
     SecretString, Server, ServerTimeouts, Session, Signing, SigningAlgorithm, TlsCertificate,
 };
+use crate::policy::{PathMatch, Policy, PolicyMode};
 use crate::value;
 use crate::walk::{Field, Map, Pos, Walker};
+use policy::SharedPolicies;
 
 /// Keys of the top-level mapping.
 const TOP_LEVEL: &[&str] = &[
@@ -24,6 +29,7 @@ const TOP_LEVEL: &[&str] = &[
     "signing",
     "identity_headers",
     "allowed_redirect_origins",
+    "policies",
     "routes",
 ];
 /// Keys of `server`.
@@ -31,6 +37,8 @@ const SERVER: &[&str] = &[
     "http_listen",
     "https_listen",
     "tls",
+    "client_ca_file",
+    "require_client_certificate",
     "trusted_proxies",
     "timeouts",
 ];
@@ -72,6 +80,11 @@ const ROUTE: &[&str] = &[
     "pass_identity_headers",
     "upstream_http2",
     "timeouts",
+    "path",
+    "methods",
+    "policy",
+    "mode",
+    "show_error_details",
 ];
 /// Keys of a route's `timeouts`.
 const ROUTE_TIMEOUTS: &[&str] = &["connect", "response_header", "idle"];
@@ -105,6 +118,7 @@ pub(crate) fn document(
         walk,
         base_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         env,
+        mtls: false,
     };
     let config = parser.config(&Field::root(&root));
     let errors = parser.walk.finish();
@@ -129,12 +143,19 @@ struct Parser<'a> {
     base_dir: PathBuf,
     /// Looks up environment variables.
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether `server.client_ca_file` is written (whether or not it is valid), so that
+    /// `client_certificate` criteria may be used.
+    mtls: bool,
 }
 
 impl Parser<'_> {
     /// The whole document.
     fn config(&mut self, root: &Field<'_>) -> Option<Config> {
         let map = self.walk.mapping(root, TOP_LEVEL)?;
+        self.mtls = root
+            .peek("server")
+            .and_then(|server| server.peek("client_ca_file"))
+            .is_some();
         let state_dir =
             self.or_default(&map, "state_dir", Self::path, || PathBuf::from(".sekisho"));
         let state_dir = state_dir.map(|dir| self.base_dir.join(dir));
@@ -162,10 +183,14 @@ impl Parser<'_> {
         );
         let allowed_redirect_origins =
             self.or_default(&map, "allowed_redirect_origins", Self::origins, Vec::new);
+        let policies = match map.get("policies") {
+            Some(field) => self.policies(&field),
+            None => SharedPolicies::none(),
+        };
         let routes = self
             .walk
             .required(&map, "routes")
-            .and_then(|field| self.routes(&field));
+            .and_then(|field| self.routes(&field, &policies));
         Some(Config {
             state_dir: state_dir?,
             server: server?,
@@ -175,7 +200,7 @@ impl Parser<'_> {
             identity_headers: identity_headers?,
             allowed_redirect_origins: allowed_redirect_origins?,
             routes: routes?,
-            policies: Vec::new(),
+            policies: policies.all()?,
         })
     }
 
@@ -192,6 +217,10 @@ impl Parser<'_> {
         });
         let tls_field = map.get("tls");
         let tls = self.or_default(&map, "tls", Self::tls, Vec::new);
+        let client_ca_field = map.get("client_ca_file");
+        let client_ca_file = self.optional(&map, "client_ca_file", Self::client_ca_file);
+        let require_field = map.get("require_client_certificate");
+        let require_client_certificate = self.flag(&map, "require_client_certificate", false);
         let trusted_proxies = self.or_default(
             &map,
             "trusted_proxies",
@@ -216,6 +245,16 @@ impl Parser<'_> {
         {
             self.walk.report_at(tls_field, Problem::TlsWithoutHttps);
         }
+        if let (None, Some(client_ca_field)) = (&https_field, &client_ca_field) {
+            self.walk
+                .report_at(client_ca_field, Problem::ClientCaWithoutTls);
+        }
+        if let (None, Some(require_field), Some(true)) =
+            (&client_ca_field, &require_field, require_client_certificate)
+        {
+            self.walk
+                .report_at(require_field, Problem::RequireWithoutClientCa);
+        }
 
         Some(Server {
             http_listen: http_listen?,
@@ -223,9 +262,31 @@ impl Parser<'_> {
             tls: tls?,
             trusted_proxies: trusted_proxies?,
             timeouts: timeouts?,
-            client_ca_file: None,
-            require_client_certificate: false,
+            client_ca_file: client_ca_file?,
+            require_client_certificate: require_client_certificate?,
         })
+    }
+
+    /// `server.client_ca_file`: read now, so that a missing file or one without certificates is
+    /// reported with the rest.
+    fn client_ca_file(&mut self, field: &Field<'_>) -> Option<PathBuf> {
+        let written = self.path(field)?;
+        let path = self.base_dir.join(written);
+        let problem = match std::fs::read_to_string(&path) {
+            Ok(pem) => match value::certificate_pem(&pem) {
+                Ok(()) => return Some(path),
+                Err(source) => Problem::ClientCaPem {
+                    path: path.display().to_string(),
+                    source,
+                },
+            },
+            Err(source) => Problem::ClientCaFile {
+                path: path.display().to_string(),
+                source,
+            },
+        };
+        self.walk.report_at(field, problem);
+        None
     }
 
     /// `server.tls`.
@@ -476,20 +537,27 @@ impl Parser<'_> {
         self.list_of(field, |p, item| p.walk.value(item, value::origin))
     }
 
-    /// `routes`: non-empty, ids unique, no two with the same `from`.
-    fn routes(&mut self, field: &Field<'_>) -> Option<Vec<Route>> {
+    /// `routes`: non-empty, ids unique, no two matching the same requests; `policy: NAME`
+    /// resolved in `policies`.
+    fn routes(&mut self, field: &Field<'_>, policies: &SharedPolicies) -> Option<Vec<Route>> {
         let items = self.walk.non_empty_list(field)?;
         let mut seen = Seen::default();
         let routes: Vec<Option<Route>> = items
             .iter()
             .enumerate()
-            .map(|(index, item)| self.route(item, index, &mut seen))
+            .map(|(index, item)| self.route(item, index, &mut seen, policies))
             .collect();
         routes.into_iter().collect()
     }
 
     /// One route; `seen` holds the ids and matches of the routes before it.
-    fn route(&mut self, field: &Field<'_>, index: usize, seen: &mut Seen) -> Option<Route> {
+    fn route(
+        &mut self,
+        field: &Field<'_>,
+        index: usize,
+        seen: &mut Seen,
+        policies: &SharedPolicies,
+    ) -> Option<Route> {
         let map = self.walk.mapping(field, ROUTE)?;
         let id_field = map.get("id");
         let id = self.or_default(
@@ -510,18 +578,45 @@ impl Parser<'_> {
             }
             seen.ids.push((id.clone(), index));
         }
-        let from = self.walk.required(&map, "from").and_then(|f| {
-            let from = self.walk.value(&f, value::route_match)?;
-            if let Some((_, first)) = seen.froms.iter().find(|(other, _)| *other == from) {
-                let problem = Problem::DuplicateRouteFrom {
-                    from: from.to_string(),
-                    first: *first,
+        let from_field = self.walk.required(&map, "from");
+        let from = from_field
+            .as_ref()
+            .and_then(|f| self.walk.value(f, value::route_match));
+        let path_field = map.get("path");
+        let path = self.optional(&map, "path", Self::path_match);
+        if let (Some(from), Some(path_field)) = (&from, &path_field)
+            && from.path_prefix != "/"
+        {
+            let problem = Problem::PathWithFromPath(from.path_prefix.clone());
+            self.walk.report_at(path_field, problem);
+        }
+        let methods = self.or_default(
+            &map,
+            "methods",
+            |p, f| p.distinct_items(f, |p, item| p.walk.value(item, value::http_method)),
+            Vec::new,
+        );
+        if let (Some(from), Some(path), Some(methods), Some(from_field)) =
+            (&from, &path, &methods, &from_field)
+        {
+            let key = RouteKey::new(from, path.as_ref(), methods);
+            if let Some((_, first)) = seen.matches.iter().find(|(other, _)| *other == key) {
+                let first = *first;
+                let problem = if path.is_none() && methods.is_empty() {
+                    Problem::DuplicateRouteFrom {
+                        from: from.to_string(),
+                        first,
+                    }
+                } else {
+                    Problem::DuplicateRouteMatch {
+                        what: key.to_string(),
+                        first,
+                    }
                 };
-                self.walk.report_at(&f, problem);
+                self.walk.report_at(from_field, problem);
             }
-            seen.froms.push((from.clone(), index));
-            Some(from)
-        });
+            seen.matches.push((key, index));
+        }
         let to = self
             .walk
             .required(&map, "to")
@@ -533,6 +628,20 @@ impl Parser<'_> {
         let timeouts = self.or_default(&map, "timeouts", Self::route_timeouts, || {
             RouteTimeouts::default()
         });
+        let policy = match map.get("policy") {
+            Some(f) => self.route_policy(&f, policies),
+            None => Some(Arc::new(Policy::authenticated_users(&format!(
+                "{}.policy",
+                field.path
+            )))),
+        };
+        let mode = self.or_default(
+            &map,
+            "mode",
+            |p, f| p.walk.value(f, value::policy_mode),
+            PolicyMode::default,
+        );
+        let show_error_details = self.flag(&map, "show_error_details", false);
         Some(Route {
             id: id?,
             from: from?,
@@ -542,13 +651,11 @@ impl Parser<'_> {
             pass_identity_headers: pass_identity_headers?,
             upstream_http2: upstream_http2?,
             timeouts: timeouts?,
-            path: None,
-            methods: Vec::new(),
-            policy: std::sync::Arc::new(crate::policy::Policy::authenticated_users(&format!(
-                "routes[{index}].policy"
-            ))),
-            mode: crate::policy::PolicyMode::Enforce,
-            show_error_details: false,
+            path: path?,
+            methods: methods?,
+            policy: policy?,
+            mode: mode?,
+            show_error_details: show_error_details?,
         })
     }
 
@@ -727,8 +834,58 @@ impl Parser<'_> {
 struct Seen {
     /// Ids, in route order.
     ids: Vec<(String, usize)>,
-    /// `from` matches, in route order.
-    froms: Vec<(RouteMatch, usize)>,
+    /// What each route matches, in route order.
+    matches: Vec<(RouteKey, usize)>,
+}
+
+/// The requests a route matches, compared to find two routes that match the same ones: `from`'s
+/// scheme, host and port, the path test in effect (`path`, else `from`'s prefix) and the methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RouteKey {
+    /// `from`'s scheme.
+    scheme: Scheme,
+    /// `from`'s host (maybe a wildcard).
+    host: String,
+    /// `from`'s explicit port.
+    port: Option<u16>,
+    /// The path test in effect, rendered (`prefix "/api"`, `regex "^/v1/"`).
+    path: String,
+    /// The methods, sorted; empty for all.
+    methods: Vec<String>,
+}
+
+impl RouteKey {
+    /// The key of a route with these `from`, `path` and `methods`.
+    fn new(from: &RouteMatch, path: Option<&PathMatch>, methods: &[String]) -> Self {
+        let path = match path {
+            Some(path) => path.to_string(),
+            None => PathMatch::Prefix(from.path_prefix.clone()).to_string(),
+        };
+        let mut methods = methods.to_vec();
+        methods.sort();
+        Self {
+            scheme: from.scheme,
+            host: from.host.clone(),
+            port: from.port,
+            path,
+            methods,
+        }
+    }
+}
+
+impl std::fmt::Display for RouteKey {
+    /// `https://host[:port], path prefix "/api", methods GET, POST`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        write!(f, ", path {}", self.path)?;
+        if !self.methods.is_empty() {
+            write!(f, ", methods {}", self.methods.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// Removes later duplicates, keeping the first occurrence's position.

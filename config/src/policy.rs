@@ -3,6 +3,7 @@
 //! audit log) and a one-line rendering of itself; regexes are compiled, CIDRs parsed, emails
 //! parsed as addresses, time zones resolved, so the evaluator never re-checks anything.
 
+use std::fmt;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -134,7 +135,10 @@ impl EmailAddress {
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return None;
         }
-        Some(EmailAddress { local: local.to_owned(), domain: domain.to_ascii_lowercase() })
+        Some(EmailAddress {
+            local: local.to_owned(),
+            domain: domain.to_ascii_lowercase(),
+        })
     }
 }
 
@@ -227,4 +231,102 @@ pub enum PolicyMode {
     Enforce,
     /// Requests are allowed; would-be denials are logged and audited.
     Report,
+}
+
+impl TimeWindow {
+    /// [`TimeWindow::days`] with every day set.
+    pub const ALL_DAYS: u8 = 0b111_1111;
+    /// [`TimeWindow::to_minute`] of a window that runs to the end of the day.
+    pub const END_OF_DAY: u16 = 24 * 60;
+}
+
+impl fmt::Display for EmailAddress {
+    /// `local@domain`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+impl fmt::Display for ClaimValue {
+    /// Strings quoted, numbers and booleans bare: `"eng"`, `3`, `true`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::String(text) => write!(f, "{text:?}"),
+            Self::Number(number) => write!(f, "{number}"),
+            Self::Bool(flag) => write!(f, "{flag}"),
+        }
+    }
+}
+
+impl fmt::Display for PathMatch {
+    /// `exact "/x"`, `prefix "/admin"` or `regex "^/v1/"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(path) => write!(f, "exact {path:?}"),
+            Self::Prefix(path) => write!(f, "prefix {path:?}"),
+            Self::Regex(regex) => write!(f, "regex {:?}", regex.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for StringMatch {
+    /// `is "v"`, `prefix "v"`, `regex "r"` or `present`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Is(text) => write!(f, "is {text:?}"),
+            Self::Prefix(text) => write!(f, "prefix {text:?}"),
+            Self::Regex(regex) => write!(f, "regex {:?}", regex.as_str()),
+            Self::Present => f.write_str("present"),
+        }
+    }
+}
+
+impl fmt::Display for TimeWindow {
+    /// Days (`daily`, `mon-fri`, `mon,wed,sat-sun`), hours (`09:00-17:30`) and zone:
+    /// `mon-fri 09:00-17:30 Europe/Berlin`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        if self.days & Self::ALL_DAYS == Self::ALL_DAYS {
+            f.write_str("daily")?;
+        } else {
+            let mut runs: Vec<String> = Vec::new();
+            let mut day = 0;
+            while day < NAMES.len() {
+                if self.days & (1 << day) == 0 {
+                    day += 1;
+                    continue;
+                }
+                let start = day;
+                while day + 1 < NAMES.len() && self.days & (1 << (day + 1)) != 0 {
+                    day += 1;
+                }
+                let name = |index: usize| NAMES.get(index).copied().unwrap_or("?");
+                runs.push(if start == day {
+                    name(start).to_owned()
+                } else {
+                    format!("{}-{}", name(start), name(day))
+                });
+                day += 1;
+            }
+            f.write_str(&runs.join(","))?;
+        }
+        let clock = |minute: u16| format!("{:02}:{:02}", minute / 60, minute % 60);
+        write!(
+            f,
+            " {}-{} {}",
+            clock(self.from_minute),
+            clock(self.to_minute),
+            self.time_zone_name
+        )
+    }
+}
+
+impl fmt::Display for PolicyMode {
+    /// `enforce` or `report`, as written in the config file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Enforce => "enforce",
+            Self::Report => "report",
+        })
+    }
 }

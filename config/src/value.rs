@@ -1,18 +1,22 @@
-//! Pure parsers for the scalar values of the config file: durations, addresses, URLs, names and
-//! key material. Each turns one string into one typed value, or says what is wrong with it
-//! (never echoing secret material).
+//! Pure parsers for the scalar values of the config file: durations, addresses, URLs, names,
+//! key material and the scalars of policies (paths, methods, emails, times, hashes). Each turns
+//! one string into one typed value, or says what is wrong with it (never echoing secret
+//! material).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use ipnet::IpNet;
+use regex::Regex;
 use url::{Host, Url};
 
 use crate::model::{Origin, RouteMatch, Scheme, SigningAlgorithm};
+use crate::policy::{EmailAddress, PolicyMode};
 
 /// What is wrong with one scalar value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +150,69 @@ pub(crate) enum ValueError {
     /// An empty string where text is required.
     #[error("must not be empty")]
     Empty,
+    /// A host with a `*` other than a whole leading `*.` label.
+    #[error(
+        "`{0}` is not a valid wildcard host; write `*.` followed by at least two labels, like `*.example.com`"
+    )]
+    HostWildcard(String),
+    /// A wildcard host where only exact hosts are allowed.
+    #[error("`{0}` has a wildcard host; wildcards are only allowed in a route's `from`")]
+    HostWildcardNotAllowed(String),
+    /// A policy name outside `[a-z0-9][a-z0-9_-]*`.
+    #[error(
+        "`{0}` is not a valid policy name; start with a-z or 0-9 and continue with a-z, 0-9, `_` or `-`"
+    )]
+    PolicyName(String),
+    /// An HTTP method that is not an HTTP token.
+    #[error("`{0}` is not an HTTP method, like `GET` or `POST`")]
+    HttpMethod(String),
+    /// A request path that does not start with `/`.
+    #[error("path `{0}` must start with `/`")]
+    PathNotAbsolute(String),
+    /// A request path with a query or fragment.
+    #[error("path `{0}` must not contain `?` or `#`; paths are matched without the query")]
+    PathQuery(String),
+    /// A regex the `regex` crate rejects.
+    #[error("`{input}` is not a valid regex: {message}")]
+    Regex {
+        /// As written.
+        input: String,
+        /// The `regex` crate's error, on one line.
+        message: String,
+    },
+    /// Text that is not one email address.
+    #[error(
+        "`{0}` is not an email address; write one `@` with text on both sides and no spaces, like `alice@example.com`"
+    )]
+    Email(String),
+    /// An `ends_with` that is not `@domain` or `.domain`.
+    #[error(
+        "`{0}` must start with `@` (a whole domain, like `@example.com`) or `.` (any subdomain, like `.example.com`) and contain no other `@` or spaces"
+    )]
+    EmailSuffix(String),
+    /// A domain with `@`, spaces or empty labels.
+    #[error("`{0}` is not a domain name, like `example.com` (no `@`, spaces or empty labels)")]
+    Domain(String),
+    /// A day name other than mon..sun.
+    #[error("`{0}` is not a day; write mon, tue, wed, thu, fri, sat or sun")]
+    Weekday(String),
+    /// A time of day that is not `HH:MM` between 00:00 and 24:00.
+    #[error("`{0}` is not a time of day; write `HH:MM` between 00:00 and 24:00, like `09:00`")]
+    TimeOfDay(String),
+    /// A value that is not 32 bytes of hex.
+    #[error(
+        "`{0}` is not a SHA-256 hash; write 64 hex digits (colons between byte pairs are allowed)"
+    )]
+    Sha256(String),
+    /// A time zone missing from the bundled database.
+    #[error("`{0}` is not a known time zone; use an IANA name like `Europe/Berlin` or `UTC`")]
+    TimeZone(String),
+    /// A policy mode other than enforce or report.
+    #[error("`{0}` is not a policy mode; write `enforce` or `report`")]
+    PolicyMode(String),
+    /// A PEM file without a certificate.
+    #[error("does not contain a `-----BEGIN CERTIFICATE-----` PEM block with a base64 body")]
+    CertificatePem,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `12h`, `1h30m`, ...: integers with units, largest unit first,
@@ -248,8 +315,18 @@ pub(crate) fn ip_net(input: &str) -> Result<IpNet, ValueError> {
     }
 }
 
-/// Parses an absolute `http` or `https` URL without user info, query or fragment.
+/// Parses an absolute `http` or `https` URL without user info, query or fragment, on an exact
+/// (not wildcard) host.
 pub(crate) fn http_url(input: &str) -> Result<Url, ValueError> {
+    let url = any_http_url(input)?;
+    if url.host_str().is_some_and(|host| host.contains('*')) {
+        return Err(ValueError::HostWildcardNotAllowed(input.trim().to_owned()));
+    }
+    Ok(url)
+}
+
+/// [`http_url`], also on a host with `*` in it (the `url` crate accepts it as a domain).
+fn any_http_url(input: &str) -> Result<Url, ValueError> {
     let text = input.trim();
     let url = Url::parse(text).map_err(|source| ValueError::Url {
         input: text.to_owned(),
@@ -304,26 +381,16 @@ pub(crate) fn origin(input: &str) -> Result<Origin, ValueError> {
     Ok(Origin { scheme, host, port })
 }
 
-/// Parses a route's `from`: scheme, host, optional port and a path prefix that is already in
-/// normal form. `.`/`..` segments, empty segments and backslashes are rejected, not fixed up;
-/// a trailing `/` is dropped except for the root.
+/// Parses a route's `from`: scheme, host (exact, or a wildcard `*.example.com`), optional port
+/// and a path prefix that is already in normal form. `.`/`..` segments, empty segments and
+/// backslashes are rejected, not fixed up; a trailing `/` is dropped except for the root.
 pub(crate) fn route_match(input: &str) -> Result<RouteMatch, ValueError> {
-    let url = http_url(input)?;
-    let raw_path = written_path(input.trim());
-    if raw_path.contains('\\') {
-        return Err(ValueError::PathBackslash(raw_path.to_owned()));
-    }
-    let segments: Vec<&str> = raw_path.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    for (index, segment) in segments.iter().enumerate() {
-        if is_dot_segment(segment) {
-            return Err(ValueError::PathDotSegment(raw_path.to_owned()));
-        }
-        if segment.is_empty() && index != last {
-            return Err(ValueError::PathEmptySegment(raw_path.to_owned()));
-        }
-    }
+    let url = any_http_url(input)?;
+    check_segments(written_path(input.trim()))?;
     let (scheme, host, port) = url_parts(&url, input)?;
+    if host.contains('*') {
+        wildcard_host(&host)?;
+    }
     let path = url.path();
     let path_prefix = match path.strip_suffix('/') {
         Some(stripped) if !stripped.is_empty() => stripped.to_owned(),
@@ -396,10 +463,7 @@ pub(crate) fn private_key_pem(pem: &str) -> Result<(), ValueError> {
     let Some((body, _)) = after_begin.split_once(END) else {
         return Err(ValueError::PemUnterminated);
     };
-    let mut body_chars = body.chars().filter(|c| !c.is_ascii_whitespace()).peekable();
-    if body_chars.peek().is_none()
-        || !body_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
-    {
+    if !is_base64_body(body) {
         return Err(ValueError::PemBody);
     }
     Ok(())
@@ -454,7 +518,6 @@ pub(crate) fn header_name(input: &str) -> Result<String, ValueError> {
     if name.is_empty() {
         return Err(ValueError::Empty);
     }
-    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if !name.chars().all(is_tchar) {
         return Err(ValueError::HeaderName(name.to_owned()));
     }
@@ -468,16 +531,229 @@ pub(crate) fn header_name(input: &str) -> Result<String, ValueError> {
 /// Checks a route id: `[a-z0-9][a-z0-9_-]*`.
 pub(crate) fn route_id(input: &str) -> Result<String, ValueError> {
     let id = input.trim();
-    let mut chars = id.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok =
-        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if !first_ok || !rest_ok {
+    if !is_identifier(id) {
         return Err(ValueError::RouteId(id.to_owned()));
     }
     Ok(id.to_owned())
+}
+
+/// Checks a policy name: `[a-z0-9][a-z0-9_-]*`.
+pub(crate) fn policy_name(input: &str) -> Result<String, ValueError> {
+    let name = input.trim();
+    if !is_identifier(name) {
+        return Err(ValueError::PolicyName(name.to_owned()));
+    }
+    Ok(name.to_owned())
+}
+
+/// Whether `text` is `[a-z0-9][a-z0-9_-]*`.
+fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    first_ok && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Checks an HTTP header name (token characters) and lowercases it. Unlike [`header_name`],
+/// any header may be named: this is for testing request headers, not for setting them.
+pub(crate) fn header_token(input: &str) -> Result<String, ValueError> {
+    let name = input.trim();
+    if name.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    if !name.chars().all(is_tchar) {
+        return Err(ValueError::HeaderName(name.to_owned()));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Whether `c` may appear in an HTTP token (RFC 9110 §5.6.2).
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Checks an HTTP method (an HTTP token) and uppercases it: `get` is `GET`.
+pub(crate) fn http_method(input: &str) -> Result<String, ValueError> {
+    let method = input.trim();
+    if method.is_empty() || !method.chars().all(is_tchar) {
+        return Err(ValueError::HttpMethod(method.to_owned()));
+    }
+    Ok(method.to_ascii_uppercase())
+}
+
+/// Checks a request path to compare with normalised request paths: starts with `/`, no query or
+/// fragment, no backslash, dot segments or empty segments (a trailing `/` is kept).
+pub(crate) fn request_path(input: &str) -> Result<String, ValueError> {
+    let path = input.trim();
+    if !path.starts_with('/') {
+        return Err(ValueError::PathNotAbsolute(path.to_owned()));
+    }
+    if path.contains(['?', '#']) {
+        return Err(ValueError::PathQuery(path.to_owned()));
+    }
+    check_segments(path)?;
+    Ok(path.to_owned())
+}
+
+/// A [`request_path`] used as a prefix: a trailing `/` is dropped except for the root, as in a
+/// route's `from`.
+pub(crate) fn path_prefix(input: &str) -> Result<String, ValueError> {
+    let path = request_path(input)?;
+    match path.strip_suffix('/') {
+        Some(stripped) if !stripped.is_empty() => Ok(stripped.to_owned()),
+        _ => Ok(path),
+    }
+}
+
+/// Compiles a regex (as written: not trimmed, not anchored).
+pub(crate) fn regex(input: &str) -> Result<Arc<Regex>, ValueError> {
+    Regex::new(input)
+        .map(Arc::new)
+        .map_err(|error| ValueError::Regex {
+            input: input.to_owned(),
+            message: one_line(&error.to_string()),
+        })
+}
+
+/// A multi-line diagnostic (regex, Rego) on one line: its `error: ...` line when it has one,
+/// else its non-empty lines joined with `; `.
+pub(crate) fn one_line(message: &str) -> String {
+    let lines = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty());
+    if let Some(error) = lines.clone().find_map(|line| line.strip_prefix("error: ")) {
+        return error.to_owned();
+    }
+    lines.collect::<Vec<_>>().join("; ")
+}
+
+/// Parses an email address with [`EmailAddress::parse`].
+pub(crate) fn email_address(input: &str) -> Result<EmailAddress, ValueError> {
+    let text = input.trim();
+    EmailAddress::parse(text).ok_or_else(|| ValueError::Email(text.to_owned()))
+}
+
+/// Checks an email `ends_with`: `@domain` or `.domain`, no other `@`, no spaces; lowercased.
+pub(crate) fn email_suffix(input: &str) -> Result<String, ValueError> {
+    let text = input.trim();
+    let invalid = || ValueError::EmailSuffix(text.to_owned());
+    let rest = text
+        .strip_prefix('@')
+        .or_else(|| text.strip_prefix('.'))
+        .ok_or_else(invalid)?;
+    if rest.is_empty() || rest.contains('@') || !domain_chars_ok(rest) {
+        return Err(invalid());
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+/// Checks a domain name (`example.com`): no `@`, no spaces, no empty label; lowercased.
+pub(crate) fn domain(input: &str) -> Result<String, ValueError> {
+    let text = input.trim();
+    if text.is_empty() || text.contains('@') || !domain_chars_ok(text) {
+        return Err(ValueError::Domain(text.to_owned()));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+/// Whether `domain` has no whitespace, control characters or empty labels.
+fn domain_chars_ok(domain: &str) -> bool {
+    !domain.chars().any(|c| c.is_whitespace() || c.is_control())
+        && domain.split('.').all(|label| !label.is_empty())
+}
+
+/// Parses a day name (`mon` … `sun`, any case) into its bit in [`TimeWindow::days`] (bit 0 is
+/// Monday).
+///
+/// [`TimeWindow::days`]: crate::policy::TimeWindow::days
+pub(crate) fn weekday(input: &str) -> Result<u8, ValueError> {
+    let name = input.trim();
+    let index = WEEKDAYS
+        .iter()
+        .position(|day| day.eq_ignore_ascii_case(name))
+        .ok_or_else(|| ValueError::Weekday(name.to_owned()))?;
+    // `WEEKDAYS` has seven entries, so the shift stays below 8.
+    Ok(1 << index)
+}
+
+/// Day names, Monday first, as [`weekday`] reads them.
+pub(crate) const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Parses `HH:MM` (or `H:MM`) between `00:00` and `24:00` into minutes since midnight.
+pub(crate) fn time_of_day(input: &str) -> Result<u16, ValueError> {
+    let text = input.trim();
+    let invalid = || ValueError::TimeOfDay(text.to_owned());
+    let (hours, minutes) = text.split_once(':').ok_or_else(invalid)?;
+    let digits = |part: &str, max_len: usize| {
+        !part.is_empty() && part.len() <= max_len && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(hours, 2) || minutes.len() != 2 || !digits(minutes, 2) {
+        return Err(invalid());
+    }
+    let hours: u16 = hours.parse().map_err(|_| invalid())?;
+    let minutes: u16 = minutes.parse().map_err(|_| invalid())?;
+    if minutes > 59 || hours > 24 || (hours == 24 && minutes != 0) {
+        return Err(invalid());
+    }
+    Ok(hours * 60 + minutes)
+}
+
+/// Decodes a SHA-256 hash written as 64 hex digits, optionally with `:` between byte pairs.
+pub(crate) fn sha256_hex(input: &str) -> Result<[u8; 32], ValueError> {
+    let text = input.trim();
+    let invalid = || ValueError::Sha256(text.to_owned());
+    let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
+    if digits.len() != 64 {
+        return Err(invalid());
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| invalid())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
+    }
+    Ok(hash)
+}
+
+/// Looks up an IANA time zone name (any case) in the bundled database.
+pub(crate) fn time_zone(input: &str) -> Result<(String, jiff::tz::TimeZone), ValueError> {
+    let name = input.trim();
+    let zone = jiff::tz::TimeZone::get(name).map_err(|_| ValueError::TimeZone(name.to_owned()))?;
+    Ok((name.to_owned(), zone))
+}
+
+/// Parses `enforce` or `report`.
+pub(crate) fn policy_mode(input: &str) -> Result<PolicyMode, ValueError> {
+    match input.trim() {
+        "enforce" => Ok(PolicyMode::Enforce),
+        "report" => Ok(PolicyMode::Report),
+        other => Err(ValueError::PolicyMode(other.to_owned())),
+    }
+}
+
+/// Checks that a PEM file holds at least one `CERTIFICATE` block with a base64 body (armor
+/// only; the proxy parses the certificates).
+pub(crate) fn certificate_pem(pem: &str) -> Result<(), ValueError> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+
+    let body = pem
+        .split_once(BEGIN)
+        .and_then(|(_, after)| after.split_once(END))
+        .map(|(body, _)| body)
+        .ok_or(ValueError::CertificatePem)?;
+    if !is_base64_body(body) {
+        return Err(ValueError::CertificatePem);
+    }
+    Ok(())
+}
+
+/// Whether a PEM body is non-empty base64 (whitespace ignored).
+fn is_base64_body(body: &str) -> bool {
+    let mut chars = body.chars().filter(|c| !c.is_ascii_whitespace()).peekable();
+    chars.peek().is_some()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
 }
 
 /// Checks an OAuth scope token.
@@ -502,6 +778,37 @@ pub(crate) fn non_empty(input: &str) -> Result<String, ValueError> {
         return Err(ValueError::Empty);
     }
     Ok(text.to_owned())
+}
+
+/// Checks a wildcard host: `*.` and then at least two non-empty labels without `*`.
+fn wildcard_host(host: &str) -> Result<(), ValueError> {
+    let invalid = || ValueError::HostWildcard(host.to_owned());
+    let rest = host.strip_prefix("*.").ok_or_else(invalid)?;
+    let labels: Vec<&str> = rest.split('.').collect();
+    if rest.contains('*') || labels.len() < 2 || labels.iter().any(|label| label.is_empty()) {
+        return Err(invalid());
+    }
+    Ok(())
+}
+
+/// Checks a path as written: no backslash, no `.`/`..` segment, no empty segment except a
+/// trailing `/`. Such paths never equal a normalised request path, so they are refused rather
+/// than fixed up.
+fn check_segments(raw_path: &str) -> Result<(), ValueError> {
+    if raw_path.contains('\\') {
+        return Err(ValueError::PathBackslash(raw_path.to_owned()));
+    }
+    let segments: Vec<&str> = raw_path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (index, segment) in segments.iter().enumerate() {
+        if is_dot_segment(segment) {
+            return Err(ValueError::PathDotSegment(raw_path.to_owned()));
+        }
+        if segment.is_empty() && index != last {
+            return Err(ValueError::PathEmptySegment(raw_path.to_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// Scheme, host and explicit non-default port of an [`http_url`].
@@ -795,6 +1102,191 @@ mod tests {
         assert!(matches!(route_id("App"), Err(ValueError::RouteId(_))));
         assert!(matches!(route_id(""), Err(ValueError::RouteId(_))));
         assert!(matches!(scope("a b"), Err(ValueError::Scope(_))));
+    }
+
+    #[test]
+    fn wildcard_route_hosts() {
+        assert_eq!(
+            route_match("https://*.Example.com:8443/x").map(|m| (m.host, m.port)),
+            Ok(("*.example.com".into(), Some(8443)))
+        );
+        for bad in [
+            "https://*.com",
+            "https://a*.b.com",
+            "https://*.b.*.com",
+            "https://*",
+        ] {
+            assert!(
+                matches!(route_match(bad), Err(ValueError::HostWildcard(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            origin("https://*.example.com"),
+            Err(ValueError::HostWildcardNotAllowed(_))
+        ));
+        assert!(matches!(
+            http_url("http://*.example.com/"),
+            Err(ValueError::HostWildcardNotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn policy_scalars() {
+        assert_eq!(policy_name("eng-1_x"), Ok("eng-1_x".into()));
+        assert!(matches!(policy_name("Eng"), Err(ValueError::PolicyName(_))));
+        assert_eq!(http_method("get"), Ok("GET".into()));
+        assert_eq!(http_method("M-SEARCH"), Ok("M-SEARCH".into()));
+        assert!(matches!(
+            http_method("GE T"),
+            Err(ValueError::HttpMethod(_))
+        ));
+        assert!(matches!(http_method(""), Err(ValueError::HttpMethod(_))));
+        assert_eq!(header_token("X-Env"), Ok("x-env".into()));
+        assert_eq!(header_token("Authorization"), Ok("authorization".into()));
+        assert!(matches!(
+            header_token("x env"),
+            Err(ValueError::HeaderName(_))
+        ));
+    }
+
+    #[test]
+    fn request_paths() {
+        assert_eq!(request_path("/a/b/"), Ok("/a/b/".into()));
+        assert_eq!(path_prefix("/a/b/"), Ok("/a/b".into()));
+        assert_eq!(path_prefix("/"), Ok("/".into()));
+        assert!(matches!(
+            request_path("a"),
+            Err(ValueError::PathNotAbsolute(_))
+        ));
+        assert!(matches!(
+            request_path("/a?b"),
+            Err(ValueError::PathQuery(_))
+        ));
+        assert!(matches!(
+            request_path("/a#b"),
+            Err(ValueError::PathQuery(_))
+        ));
+        assert!(matches!(
+            request_path("/a/%2E%2e/b"),
+            Err(ValueError::PathDotSegment(_))
+        ));
+        assert!(matches!(
+            request_path("/a//b"),
+            Err(ValueError::PathEmptySegment(_))
+        ));
+        assert!(matches!(
+            request_path("/a\\b"),
+            Err(ValueError::PathBackslash(_))
+        ));
+    }
+
+    #[test]
+    fn regexes_compile_and_errors_fit_one_line() {
+        assert_eq!(regex("^/v[0-9]+/").map(|r| r.is_match("/v12/x")), Ok(true));
+        let Err(ValueError::Regex { input, message }) = regex("^/v[") else {
+            panic!("expected a regex error");
+        };
+        assert_eq!(input, "^/v[");
+        assert_eq!(message, "unclosed character class");
+        assert_eq!(one_line("a\n\n  b  \n"), "a; b");
+    }
+
+    #[test]
+    fn emails_and_domains() {
+        assert_eq!(
+            email_address(" Bob@Example.COM ").map(|a| a.to_string()),
+            Ok("Bob@example.com".into())
+        );
+        for bad in ["bob", "@example.com", "bob@", "a@b@c", "a b@c.d"] {
+            assert!(
+                matches!(email_address(bad), Err(ValueError::Email(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(email_suffix("@Example.com"), Ok("@example.com".into()));
+        assert_eq!(email_suffix(".example.com"), Ok(".example.com".into()));
+        for bad in ["example.com", "@", ".", "@a@b.c", "@a..b", "@a b"] {
+            assert!(
+                matches!(email_suffix(bad), Err(ValueError::EmailSuffix(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(domain("Example.COM"), Ok("example.com".into()));
+        for bad in ["", "a@b.c", "a..b", "a b"] {
+            assert!(matches!(domain(bad), Err(ValueError::Domain(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn days_times_and_zones() {
+        assert_eq!(weekday("mon"), Ok(1));
+        assert_eq!(weekday("SUN"), Ok(64));
+        assert!(matches!(weekday("monday"), Err(ValueError::Weekday(_))));
+        assert_eq!(time_of_day("00:00"), Ok(0));
+        assert_eq!(time_of_day("9:05"), Ok(545));
+        assert_eq!(time_of_day("17:30"), Ok(1050));
+        assert_eq!(time_of_day("24:00"), Ok(1440));
+        for bad in [
+            "24:01", "12:60", "123:00", "12:0", "12", "ab:cd", "-1:00", "+1:00",
+        ] {
+            assert!(
+                matches!(time_of_day(bad), Err(ValueError::TimeOfDay(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            time_zone("europe/berlin")
+                .map(|(name, zone)| (name, zone.iana_name().map(str::to_owned))),
+            Ok(("europe/berlin".into(), Some("Europe/Berlin".into())))
+        );
+        assert!(matches!(
+            time_zone("Mars/Olympus"),
+            Err(ValueError::TimeZone(_))
+        ));
+        assert_eq!(policy_mode("report"), Ok(PolicyMode::Report));
+        assert!(matches!(
+            policy_mode("Report"),
+            Err(ValueError::PolicyMode(_))
+        ));
+    }
+
+    #[test]
+    fn sha256_hashes() {
+        let hex = "2ee8f46ad2421e5f71682c14f964e219ff067fba6aa980bc5146272b098230c2";
+        let colons = "2E:E8:F4:6A:D2:42:1E:5F:71:68:2C:14:F9:64:E2:19:FF:06:7F:BA:6A:A9:80:BC:51:46:27:2B:09:82:30:C2";
+        assert_eq!(sha256_hex(hex), sha256_hex(colons));
+        assert_eq!(sha256_hex(hex).map(|h| (h[0], h[31])), Ok((0x2e, 0xc2)));
+        for bad in [
+            &hex[..62],
+            "zz",
+            &format!("{hex}00"),
+            &hex.replace('2', "g"),
+        ] {
+            assert!(
+                matches!(sha256_hex(bad), Err(ValueError::Sha256(_))),
+                "{bad}"
+            );
+        }
+        // 64 bytes, but not 32 hex pairs: a multi-byte character is refused, not split.
+        assert!(matches!(
+            sha256_hex(&format!("é{}", &hex[..62])),
+            Err(ValueError::Sha256(_))
+        ));
+    }
+
+    #[test]
+    fn certificate_armor() {
+        let ca = include_str!("../testdata/test-only-client-ca.pem");
+        assert_eq!(certificate_pem(ca), Ok(()));
+        assert_eq!(
+            certificate_pem("-----BEGIN CERTIFICATE-----\n\n-----END CERTIFICATE-----"),
+            Err(ValueError::CertificatePem)
+        );
+        assert_eq!(
+            certificate_pem(include_str!("../testdata/test-only-signing-key.pem")),
+            Err(ValueError::CertificatePem)
+        );
     }
 
     #[test]

@@ -37,6 +37,18 @@ pub(crate) struct Field<'n> {
     pub(crate) path: String,
 }
 
+/// One `key: value` of a mapping whose keys are data (policy names, rule keys) rather than
+/// schema.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry<'n> {
+    /// The key as written.
+    pub(crate) key: &'n str,
+    /// Where the key is written.
+    pub(crate) key_pos: Pos,
+    /// The value, named `parent.key`.
+    pub(crate) value: Field<'n>,
+}
+
 /// A mapping whose keys have been checked against the schema.
 #[derive(Debug, Clone)]
 pub(crate) struct Map<'n> {
@@ -98,6 +110,31 @@ impl<'a> Walker<'a> {
             node,
             path: field.path.clone(),
         })
+    }
+
+    /// `field` as a mapping whose keys are data, not schema: every entry, in file order.
+    /// `expected` describes the mapping in a wrong-type error.
+    pub(crate) fn entries<'n>(
+        &mut self,
+        field: &Field<'n>,
+        expected: &'static str,
+    ) -> Option<Vec<Entry<'n>>> {
+        let Node::Mapping(node) = field.node else {
+            self.wrong_type(field, expected);
+            return None;
+        };
+        Some(
+            node.iter()
+                .map(|(key, value)| Entry {
+                    key: key.as_str(),
+                    key_pos: Pos::of(key.span()),
+                    value: Field {
+                        node: value,
+                        path: join(&field.path, key),
+                    },
+                })
+                .collect(),
+        )
     }
 
     /// The value of `key`; a missing key is reported at the mapping, a null value at the key.
@@ -218,6 +255,24 @@ impl<'n> Field<'n> {
     pub(crate) fn pos(&self) -> Pos {
         Pos::of(self.node.span())
     }
+
+    /// Whether the value is YAML null (`~`, `null` or nothing).
+    pub(crate) fn is_null(&self) -> bool {
+        is_null(self.node)
+    }
+
+    /// The value of `key` when this is a mapping that has it (not null); nothing is reported.
+    /// For cross-section checks that must not depend on whether the section parsed.
+    pub(crate) fn peek(&self, key: &str) -> Option<Field<'n>> {
+        let Node::Mapping(node) = self.node else {
+            return None;
+        };
+        let child = node.get_node(key).filter(|child| !is_null(child))?;
+        Some(Field {
+            node: child,
+            path: join(&self.path, key),
+        })
+    }
 }
 
 impl<'n> Map<'n> {
@@ -261,10 +316,16 @@ impl<'n> Map<'n> {
     pub(crate) fn is_empty(&self) -> bool {
         self.node.is_empty()
     }
+
+    /// Whether every key written is one of `known` (unknown keys have been reported by
+    /// [`Walker::mapping`]; a check that would only repeat them can look here first).
+    pub(crate) fn only(&self, known: &[&str]) -> bool {
+        self.node.keys().all(|key| known.contains(&key.as_str()))
+    }
 }
 
 /// `parent.key`, or `key` at the root.
-fn join(parent: &str, key: &str) -> String {
+pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_owned()
     } else {

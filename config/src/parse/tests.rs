@@ -8,12 +8,12 @@ use crate::model::{Config, Origin, RouteMatch, Scheme, SigningAlgorithm};
 use crate::{ConfigError, ConfigErrors};
 
 /// base64 of 32 bytes.
-const KEY: &str = "2FOEhCQXMabxHHEK0dJg1eNl9PPqZBYxzuksXrqGFIc=";
+pub(super) const KEY: &str = "2FOEhCQXMabxHHEK0dJg1eNl9PPqZBYxzuksXrqGFIc=";
 /// A throwaway P-256 PKCS#8 key, only ever used by tests.
-const PEM: &str = include_str!("../../testdata/test-only-signing-key.pem");
+pub(super) const PEM: &str = include_str!("../../testdata/test-only-signing-key.pem");
 
 /// A small valid file with literal secrets except for the signing key (PEM is awkward inline).
-const BASE: &str = "\
+pub(super) const BASE: &str = "\
 server:
   http_listen: 127.0.0.1:8080
 oidc:
@@ -30,7 +30,7 @@ routes:
 ";
 
 /// The environment the tests pretend to run in.
-fn env(name: &str) -> Option<String> {
+pub(super) fn env(name: &str) -> Option<String> {
     match name {
         "SEKISHO_CLIENT_SECRET" => Some("client-secret-from-env".to_owned()),
         "SEKISHO_COOKIE_KEY" | "SEKISHO_COOKIE_KEY_PREVIOUS" => Some(KEY.to_owned()),
@@ -41,19 +41,19 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// A config file path inside `testdata/`, so `{file: ...}` secrets find the fixtures.
-fn config_path() -> PathBuf {
+pub(super) fn config_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sekisho.yaml")
 }
 
 /// Parses `source`, which must be valid.
-fn parse_ok(source: &str) -> Config {
+pub(super) fn parse_ok(source: &str) -> Config {
     crate::parse(source, &config_path(), &env).unwrap_or_else(|errors| {
         panic!("expected a valid config, got:\n{errors}\n--- source ---\n{source}")
     })
 }
 
 /// Parses `source`, which must be invalid.
-fn parse_err(source: &str) -> Vec<ConfigError> {
+pub(super) fn parse_err(source: &str) -> Vec<ConfigError> {
     match crate::parse(source, &config_path(), &env) {
         Ok(_) => panic!("expected errors, the config parsed:\n{source}"),
         Err(ConfigErrors { errors }) => errors,
@@ -61,13 +61,13 @@ fn parse_err(source: &str) -> Vec<ConfigError> {
 }
 
 /// `BASE` with `from` replaced by `to` (`from` must occur).
-fn base_with(from: &str, to: &str) -> String {
+pub(super) fn base_with(from: &str, to: &str) -> String {
     assert!(BASE.contains(from), "BASE has no {from:?}");
     BASE.replacen(from, to, 1)
 }
 
 /// 1-based line and column of the first occurrence of `needle` in `source`.
-fn pos_of(source: &str, needle: &str) -> (usize, usize) {
+pub(super) fn pos_of(source: &str, needle: &str) -> (usize, usize) {
     let offset = source
         .find(needle)
         .unwrap_or_else(|| panic!("{needle:?} not in source"));
@@ -86,14 +86,14 @@ fn pos_of(source: &str, needle: &str) -> (usize, usize) {
 /// Asserts that `errors` holds exactly one error, at `pos` in `field`, whose message contains
 /// `message`.
 #[track_caller]
-fn assert_only(errors: &[ConfigError], pos: (usize, usize), field: &str, message: &str) {
+pub(super) fn assert_only(errors: &[ConfigError], pos: (usize, usize), field: &str, message: &str) {
     assert_eq!(errors.len(), 1, "expected one error, got: {errors:#?}");
     assert_has(errors, pos, field, message);
 }
 
 /// Asserts that `errors` has an error at `pos` in `field` whose message contains `message`.
 #[track_caller]
-fn assert_has(errors: &[ConfigError], pos: (usize, usize), field: &str, message: &str) {
+pub(super) fn assert_has(errors: &[ConfigError], pos: (usize, usize), field: &str, message: &str) {
     let found = errors.iter().any(|error| {
         (error.line, error.column) == pos && error.field == field && error.message.contains(message)
     });
