@@ -35,6 +35,12 @@ impl Policy {
             deny: None,
         }
     }
+
+    /// Whether this is the default policy made by [`Policy::authenticated_users`] for a route
+    /// that names none.
+    pub fn is_default(&self) -> bool {
+        self.name.is_none() && self.path.ends_with(" (default)")
+    }
 }
 
 /// One node of a policy tree.

@@ -1,12 +1,14 @@
-//! The human summary `sekisho check` prints: listeners, issuer and one line per route.
+//! The human summary `sekisho check` prints: listeners, issuer, and two lines per route (what
+//! it matches and where it goes, then its policy and mode).
 
 use std::fmt::Write as _;
 
 use crate::model::{Config, Route};
 
 impl Config {
-    /// A few lines for a human: the listeners, the issuer, and one line per route,
-    /// `id  from -> to[, to...]  (flags)`.
+    /// A few lines for a human: the listeners, the issuer, and per route
+    /// `id  from[ path ...][ methods ...] -> to[, to...]  (flags)` and then
+    /// `policy NAME|inline|default: authenticated users (enforce|report)`.
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let mut listeners = Vec::new();
@@ -30,20 +32,36 @@ impl Config {
             .unwrap_or(0);
         for route in &self.routes {
             let upstreams: Vec<String> = route.to.iter().map(ToString::to_string).collect();
-            let _ = write!(
-                out,
-                "  {:id_width$}  {} -> {}",
-                route.id,
-                route.from,
-                upstreams.join(", ")
-            );
+            let _ = write!(out, "  {:id_width$}  {}", route.id, route.from);
+            if let Some(path) = &route.path {
+                let _ = write!(out, " path {path}");
+            }
+            if !route.methods.is_empty() {
+                let _ = write!(out, " methods {}", route.methods.join(", "));
+            }
+            let _ = write!(out, " -> {}", upstreams.join(", "));
             let flags = flags(route);
             if !flags.is_empty() {
                 let _ = write!(out, "  ({})", flags.join(", "));
             }
-            out.push('\n');
+            let _ = writeln!(
+                out,
+                "\n  {:id_width$}  policy {} ({})",
+                "",
+                policy_name(route),
+                route.mode
+            );
         }
         out
+    }
+}
+
+/// How a route's policy is named: its shared name, `inline`, or the default.
+fn policy_name(route: &Route) -> &str {
+    match &route.policy.name {
+        Some(name) => name,
+        None if route.policy.is_default() => "default: authenticated users",
+        None => "inline",
     }
 }
 
@@ -61,6 +79,9 @@ fn flags(route: &Route) -> Vec<&'static str> {
     }
     if !route.pass_identity_headers {
         flags.push("no_identity_headers");
+    }
+    if route.show_error_details {
+        flags.push("error_details");
     }
     flags
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::{Config, Origin, RouteMatch, Scheme, SigningAlgorithm};
+use crate::policy::PolicyMode;
 use crate::{ConfigError, ConfigErrors};
 
 /// base64 of 32 bytes.
@@ -262,15 +263,78 @@ fn full_example_stays_valid() {
             }
         ]
     );
+    assert_eq!(config.server.client_ca_file, None);
+    let policies: Vec<Option<&str>> = config.policies.iter().map(|p| p.name.as_deref()).collect();
+    assert_eq!(policies, [Some("staff"), Some("api-clients")]);
     let ids: Vec<&str> = config.routes.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["app", "api", "portal"]);
+    assert_eq!(ids, ["app", "api", "versioned-api", "tenants", "portal"]);
+    let app = config.routes.first();
+    assert_eq!(app.and_then(|r| r.policy.name.as_deref()), Some("staff"));
     let api = config.routes.get(1);
     assert_eq!(api.map(|r| r.from.path_prefix.as_str()), Some("/api"));
     assert_eq!(api.map(|r| r.to.len()), Some(2));
     assert_eq!(api.map(|r| r.timeouts.idle), Some(Duration::from_secs(300)));
-    let portal = config.routes.get(2);
+    assert_eq!(
+        api.map(|r| r.methods.join(",")),
+        Some("GET,POST,PUT,DELETE".into())
+    );
+    let versioned = config.routes.get(2);
+    assert_eq!(
+        versioned
+            .and_then(|r| r.path.as_ref())
+            .map(ToString::to_string),
+        Some("regex \"^/v[0-9]+/\"".into())
+    );
+    assert_eq!(
+        versioned.map(|r| r.methods.join(",")),
+        Some("GET,HEAD".into())
+    );
+    assert_eq!(versioned.map(|r| r.mode), Some(PolicyMode::Report));
+    assert_eq!(
+        versioned.map(|r| r.policy.path.as_str()),
+        Some("routes[2].policy")
+    );
+    let tenants = config.routes.get(3);
+    assert_eq!(
+        tenants.map(|r| r.from.host.as_str()),
+        Some("*.apps.example.com")
+    );
+    assert_eq!(tenants.map(|r| r.policy.is_default()), Some(true));
+    let portal = config.routes.get(4);
     assert_eq!(portal.map(|r| r.from.port), Some(Some(8443)));
     assert_eq!(portal.map(|r| r.pass_identity_headers), Some(false));
+}
+
+#[test]
+fn policies_example_stays_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies.yaml");
+    let source = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let config = crate::parse(&source, &path, &env)
+        .unwrap_or_else(|errors| panic!("examples/policies.yaml:\n{errors}"));
+    let names: Vec<&str> = config
+        .policies
+        .iter()
+        .filter_map(|p| p.name.as_deref())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "admins-only",
+            "engineering",
+            "finance-business-hours",
+            "releases"
+        ]
+    );
+    let summary = config.summary();
+    for line in [
+        "policy admins-only (enforce)",
+        "policy inline (enforce)",
+        "policy releases (report)",
+        "https://*.internal.example.com/ path exact \"/healthz\" methods GET ->",
+    ] {
+        assert!(summary.contains(line), "no {line:?} in:\n{summary}");
+    }
 }
 
 #[test]
@@ -1031,7 +1095,7 @@ fn load_reports_an_unreadable_file() {
 }
 
 #[test]
-fn summary_lists_listeners_issuer_and_routes() {
+fn summary_lists_listeners_issuer_routes_and_policies() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/full.yaml");
     let source = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
@@ -1043,9 +1107,16 @@ fn summary_lists_listeners_issuer_and_routes() {
 listeners: http 127.0.0.1:8080, https [::1]:8443 (2 certificates)
 issuer:    https://idp.example.com/realms/main
 routes:
-  app     https://app.example.com/ -> http://127.0.0.1:9000/  (websockets)
-  api     https://app.example.com/api -> http://10.0.1.10:8080/v1, http://10.0.1.11:8080/v1  (h2, preserve_host)
-  portal  https://portal.example.com:8443/ -> https://portal.internal.example.com/  (no_identity_headers)
+  app            https://app.example.com/ -> http://127.0.0.1:9000/  (websockets)
+                 policy staff (enforce)
+  api            https://app.example.com/api methods GET, POST, PUT, DELETE -> http://10.0.1.10:8080/v1, http://10.0.1.11:8080/v1  (h2, preserve_host)
+                 policy api-clients (enforce)
+  versioned-api  https://app.example.com/ path regex \"^/v[0-9]+/\" methods GET, HEAD -> http://10.0.1.20:8080/  (error_details)
+                 policy inline (report)
+  tenants        https://*.apps.example.com/ -> http://10.0.3.10:8080/  (preserve_host)
+                 policy default: authenticated users (enforce)
+  portal         https://portal.example.com:8443/ -> https://portal.internal.example.com/  (no_identity_headers)
+                 policy default: authenticated users (enforce)
 "
     );
 }
