@@ -34,7 +34,7 @@ fn tree(rule: &Rule) -> Vec<(String, String)> {
     lines
 }
 
-/// `tree` with borrowed strings, for comparing with literals.
+/// [`tree`] of a block that may be absent (empty then).
 fn tree_of(rule: Option<&Rule>) -> Vec<(String, String)> {
     rule.map(tree).unwrap_or_default()
 }
@@ -77,6 +77,7 @@ fn shared<'c>(config: &'c crate::Config, name: &str) -> &'c Arc<Policy> {
         .unwrap_or_else(|| panic!("no policy {name}"))
 }
 
+/// Two shared policies using combinators at three levels and most criteria.
 const FULL: &str = "  admins:
     allow:
       and:
@@ -97,6 +98,7 @@ const FULL: &str = "  admins:
         - authenticated_user: true
 ";
 
+/// Routes naming the shared policies, an inline one, and none.
 const FULL_ROUTES: &str = "  - id: admin
     from: https://*.example.com
     path: {regex: '^/v[0-9]+/'}
@@ -944,6 +946,7 @@ fn with_mtls(server_extra: &str, policies: &str) -> String {
     with_policies(policies, ROUTE).replacen("server:\n  http_listen: 127.0.0.1:8080\n", &server, 1)
 }
 
+/// A policy testing client certificates (the first fingerprint is the test CA's own).
 const CERTIFICATE_POLICY: &str = "  devices:
     allow:
       and:
@@ -1111,4 +1114,46 @@ routes:
             (29, 27, "routes[1].policy.allow.and[0].time.days[0]"),
         ]
     );
+}
+
+#[test]
+fn no_policy_input_panics() {
+    // The policies example cut at every line, with each line dropped, and cut at every
+    // character of its Rego rule (regorus sees every truncation of the module): a config or
+    // errors, never a panic.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies.yaml");
+    let source = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let parse = |text: &str| {
+        let _ = crate::parse(text, &path, &crate::parse::tests::env);
+    };
+    for (end, _) in source.match_indices('\n') {
+        parse(source.get(..end).unwrap_or_default());
+    }
+    let lines: Vec<&str> = source.lines().collect();
+    for skip in 0..lines.len() {
+        let mutated: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != skip)
+            .map(|(_, line)| format!("{line}\n"))
+            .collect();
+        parse(&mutated);
+    }
+    let start = source.find("package sekisho").unwrap_or_default();
+    let end = source
+        .find("\n            query: data.sekisho.allow")
+        .unwrap_or_default();
+    assert!(start > 0 && end > start, "the example's Rego rule moved");
+    for (cut, _) in source
+        .char_indices()
+        .filter(|(i, _)| (start..end).contains(i))
+    {
+        let truncated = format!(
+            "{}{}",
+            source.get(..cut).unwrap_or_default(),
+            source.get(end..).unwrap_or_default()
+        );
+        parse(&truncated);
+    }
 }
