@@ -173,6 +173,8 @@ mod tests {
             name: None,
             groups: vec!["eng".into(), "admins".into()],
             issuer: "http://idp".into(),
+            email_verified: Some(true),
+            claims: serde_json::Map::new(),
         }
     }
 

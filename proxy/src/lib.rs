@@ -7,6 +7,7 @@ pub mod error;
 pub mod headers;
 pub mod normalize;
 pub mod oidc;
+pub mod policy;
 pub mod proxy;
 pub mod redirect;
 pub mod revocation;

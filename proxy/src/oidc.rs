@@ -390,6 +390,8 @@ impl OidcProvider {
             name: claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_owned()),
             groups,
             issuer: d.issuer.as_str().to_owned(),
+            email_verified: claims.email_verified(),
+            claims: policy_claims(&claims.additional_claims().rest, &self.config.groups_claim),
         };
         let exp = u64::try_from(claims.expiration().timestamp()).unwrap_or(0);
         Ok((identity, exp))
@@ -472,6 +474,10 @@ impl OidcProvider {
         }
         if identity.email.is_none() {
             identity.email = body.get("email").and_then(|e| e.as_str()).map(str::to_owned);
+            identity.email_verified = body.get("email_verified").and_then(serde_json::Value::as_bool);
+        }
+        for (name, value) in policy_claims(&body, &self.config.groups_claim) {
+            identity.claims.entry(name).or_insert(value);
         }
         if identity.name.is_none() {
             identity.name = body.get("name").and_then(|e| e.as_str()).map(str::to_owned);
@@ -486,6 +492,35 @@ impl OidcProvider {
         Ok(())
     }
 }
+
+/// Claims kept in the session for `claim/NAME` policy criteria: scalars and arrays of scalars,
+/// except the registered JWT/OIDC ones and the groups claim (kept separately), up to
+/// [`MAX_POLICY_CLAIMS_BYTES`] in total so a verbose provider cannot overflow the cookie.
+fn policy_claims(all: &serde_json::Map<String, serde_json::Value>, groups_claim: &str) -> serde_json::Map<String, serde_json::Value> {
+    const REGISTERED: [&str; 16] = [
+        "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "nonce", "at_hash", "c_hash", "azp", "auth_time", "sid", "acr", "amr", "s_hash",
+    ];
+    let mut kept = serde_json::Map::new();
+    let mut budget = MAX_POLICY_CLAIMS_BYTES;
+    for (name, value) in all {
+        if REGISTERED.contains(&name.as_str()) || name == groups_claim || name == "email" || name == "email_verified" || name == "name" {
+            continue;
+        }
+        let scalar = |v: &serde_json::Value| v.is_string() || v.is_number() || v.is_boolean();
+        let keep = scalar(value) || value.as_array().is_some_and(|items| items.iter().all(scalar));
+        let size = name.len() + value.to_string().len();
+        if keep && size <= budget {
+            budget -= size;
+            kept.insert(name.clone(), value.clone());
+        } else if keep {
+            tracing::warn!(claim = %name, "claim dropped from the session: claims exceed the size budget");
+        }
+    }
+    kept
+}
+
+/// Bytes of extra claims a session keeps.
+const MAX_POLICY_CLAIMS_BYTES: usize = 2048;
 
 fn core_alg(alg: SigningAlgorithm) -> CoreJwsSigningAlgorithm {
     match alg {

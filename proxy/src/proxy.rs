@@ -15,6 +15,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::BodyExt as _;
+use sekisho_config::policy::PolicyMode;
 use sekisho_config::{Config, Origin, Scheme};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,7 @@ use crate::error::{BoxError, ProxyBody, ProxyError, full, html_escape, page};
 use crate::headers::{Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop};
 use crate::normalize::normalize_path;
 use crate::oidc::{OidcError, OidcProvider};
+use crate::policy::{self, ClientCertificate, Effect, RegoEngines};
 use crate::redirect::{origin_string, validate_return_to};
 use crate::revocation::{RevocationError, RevocationList};
 use crate::routes::RouteTable;
@@ -58,6 +60,9 @@ pub enum StartError {
     /// The provider client could not be built.
     #[error("OpenID provider: {0}")]
     Oidc(#[source] OidcError),
+    /// A `rego` policy rule did not load.
+    #[error(transparent)]
+    Rego(#[from] policy::RegoError),
     /// An upstream client could not be built.
     #[error("route {route}: {source}")]
     Upstream {
@@ -76,6 +81,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// Whether the listener terminated TLS.
     pub tls: bool,
+    /// The client certificate presented over mTLS, if any.
+    pub client_certificate: Option<ClientCertificate>,
 }
 
 /// Counters exposed for operators (and asserted by tests).
@@ -105,6 +112,7 @@ pub struct Proxy {
     used_states: Mutex<HashMap<String, u64>>,
     refreshes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(RefreshOutcome, Instant)>>>>>,
     identity_names: Vec<String>,
+    rego: RegoEngines,
     request_ids: RequestIds,
     /// Operational counters.
     pub counters: Counters,
@@ -200,6 +208,7 @@ impl Proxy {
             .map(|r| Upstream::new(r).map_err(|source| StartError::Upstream { route: r.id.clone(), source }))
             .collect::<Result<Vec<_>, _>>()?;
         let oidc = OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?;
+        let rego = RegoEngines::prepare(config.routes.iter().map(|r| r.policy.as_ref())).map_err(StartError::Rego)?;
         let h = &config.identity_headers;
         let identity_names = vec![h.user.clone(), h.email.clone(), h.groups.clone(), h.jwt_assertion.clone()];
         Ok(Proxy {
@@ -214,6 +223,7 @@ impl Proxy {
             used_states: Mutex::new(HashMap::new()),
             refreshes: Mutex::new(HashMap::new()),
             identity_names,
+            rego,
             request_ids: RequestIds::new(),
             counters: Counters::default(),
             config,
@@ -278,35 +288,47 @@ impl Proxy {
         // Phase: authenticate.
         let codec = self.codec(target.scheme);
         let mut set_cookies: Vec<HeaderValue> = Vec::new();
-        let auth = match self.authenticate(request.headers(), codec, &mut set_cookies).await? {
-            Some(auth) => auth,
-            None => {
-                let websocket = is_websocket_upgrade(request.headers());
-                if browser && !websocket && matches!(*request.method(), Method::GET | Method::HEAD) {
-                    let mut return_to = target.path.clone();
-                    if let Some(q) = request.uri().query() {
-                        return_to.push('?');
-                        return_to.push_str(q);
-                    }
-                    let mut response = self.start_login(&target, &return_to).await?;
-                    for c in set_cookies {
-                        response.headers_mut().append(header::SET_COOKIE, c);
-                    }
-                    return Ok(response);
-                }
-                let mut response = ProxyError::Unauthenticated { detail: "no credentials".into(), invalid_token: false }
-                    .into_response(request_id, browser);
-                for c in set_cookies {
-                    response.headers_mut().append(header::SET_COOKIE, c);
-                }
-                return Ok(response);
-            }
+        let auth = self.authenticate(request.headers(), codec, &mut set_cookies).await?;
+
+        // Phase: authorize.
+        let input = policy::Input {
+            identity: auth.as_ref().map(Authenticated::identity),
+            method: request.method(),
+            host: &target.host,
+            path: &target.path,
+            source_ip: target.forwarded.client_ip,
+            headers: request.headers(),
+            client_certificate: conn.client_certificate.as_ref(),
+            now: jiff::Timestamp::now(),
         };
+        let decision = policy::decide(&route.policy, &input, &self.rego);
+        let allowed = match (decision.effect, route.mode) {
+            (Effect::Allow, _) => true,
+            // Report mode never lets an unauthenticated request through a policy that denies it.
+            (Effect::Deny, PolicyMode::Report) if auth.is_some() => {
+                tracing::warn!(request_id, route = %route.id, explanation = %decision.explanation(), "report-only policy would deny");
+                true
+            }
+            (Effect::Deny, _) => false,
+        };
+        if !allowed {
+            let Some(auth) = &auth else {
+                return self.challenge(&request, &target, request_id, browser, set_cookies).await;
+            };
+            tracing::info!(request_id, route = %route.id, sub = %auth.identity().sub, explanation = %decision.explanation(), "denied");
+            let reason = if route.show_error_details {
+                format!("Access denied: {}", decision.explanation())
+            } else {
+                "Access denied by this route's policy.".to_owned()
+            };
+            let mut response = ProxyError::Forbidden { reason }.into_response(request_id, browser);
+            for c in set_cookies {
+                response.headers_mut().append(header::SET_COOKIE, c);
+            }
+            return Ok(response);
+        }
 
-        // Phase: authorize. Until per-route policy lands: any authenticated identity.
-        let identity = auth.identity().clone();
-
-        if let Authenticated::Session { state, reissue: true } = &auth {
+        if let Some(Authenticated::Session { state, reissue: true }) = &auth {
             let cookies = codec
                 .write(&self.sealer, state, self.config.session.absolute_lifetime)
                 .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
@@ -328,7 +350,7 @@ impl Proxy {
         parts.uri = uri;
         let keep_te_trailers = route.upstream_http2
             && parts.headers.get(header::TE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
-        let bearer_used = matches!(auth, Authenticated::Bearer { .. });
+        let bearer_used = matches!(auth, Some(Authenticated::Bearer { .. }));
         self.rewrite_request_headers(&mut parts.headers, &target, websocket, bearer_used, codec);
         if keep_te_trailers {
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -347,8 +369,8 @@ impl Proxy {
         if let Ok(id) = HeaderValue::from_str(request_id) {
             parts.headers.insert("x-request-id", id);
         }
-        if route.pass_identity_headers {
-            self.set_identity_headers(&mut parts.headers, &auth, &route.id)?;
+        if let (true, Some(auth)) = (route.pass_identity_headers, &auth) {
+            self.set_identity_headers(&mut parts.headers, auth, &route.id)?;
         }
         let body = IdleTimeout::new(body, route.timeouts.idle).boxed_unsync();
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -365,7 +387,27 @@ impl Proxy {
         for c in set_cookies {
             response.headers_mut().append(header::SET_COOKIE, c);
         }
-        tracing::debug!(request_id, route = %route.id, sub = %identity.sub, status = %response.status(), "forwarded");
+        tracing::debug!(request_id, route = %route.id, sub = auth.as_ref().map(|a| a.identity().sub.as_str()), status = %response.status(), "forwarded");
+        Ok(response)
+    }
+
+    /// An unauthenticated request a policy did not allow: browsers navigating with GET/HEAD go
+    /// to the provider; everything else gets 401 with a challenge.
+    async fn challenge<B>(&self, request: &Request<B>, target: &Target, request_id: &str, browser: bool, set_cookies: Vec<HeaderValue>) -> Result<Response<ProxyBody>, ProxyError> {
+        let websocket = is_websocket_upgrade(request.headers());
+        let mut response = if browser && !websocket && matches!(*request.method(), Method::GET | Method::HEAD) {
+            let mut return_to = target.path.clone();
+            if let Some(q) = request.uri().query() {
+                return_to.push('?');
+                return_to.push_str(q);
+            }
+            self.start_login(target, &return_to).await?
+        } else {
+            ProxyError::Unauthenticated { detail: "no credentials".into(), invalid_token: false }.into_response(request_id, browser)
+        };
+        for c in set_cookies {
+            response.headers_mut().append(header::SET_COOKIE, c);
+        }
         Ok(response)
     }
 
@@ -466,7 +508,7 @@ impl Proxy {
         let mut reissue = false;
         let mut state = state;
         if state.refresh_due(now) {
-            match self.refresh_session(&state).await {
+            match self.refresh_session(&state, &presented_session_key(headers, codec, &state)).await {
                 RefreshOutcome::Refreshed(fresh) => {
                     state = *fresh;
                     reissue = true;
@@ -485,12 +527,13 @@ impl Proxy {
         Ok(Some(Authenticated::Session { state: Box::new(state), reissue }))
     }
 
-    /// Refreshes a session once even when many requests carrying it arrive together.
-    async fn refresh_session(&self, state: &SessionState) -> RefreshOutcome {
+    /// Refreshes a session once even when many requests carrying the same cookie arrive
+    /// together; `key` names that cookie (see [`presented_session_key`]).
+    async fn refresh_session(&self, state: &SessionState, key: &str) -> RefreshOutcome {
         let slot = {
             let Ok(mut map) = self.refreshes.lock() else { return RefreshOutcome::Kept };
             map.retain(|_, v| Arc::strong_count(v) > 1 || v.try_lock().map(|g| g.as_ref().is_some_and(|(_, t)| t.elapsed() < Duration::from_secs(30))).unwrap_or(true));
-            map.entry(state.sid.clone()).or_default().clone()
+            map.entry(key.to_owned()).or_default().clone()
         };
         let mut guard = slot.lock().await;
         if let Some((outcome, at)) = guard.as_ref() {
@@ -720,6 +763,29 @@ impl Proxy {
     }
 }
 
+/// The refresh-cache key of the session cookie a request presented: the session id's hash and a
+/// digest of the sealed cookie value(s). Every sealing draws a fresh nonce, so a re-issued
+/// (refreshed) cookie never shares its predecessor's key and is never answered with its
+/// predecessor's cached outcome, while requests carrying the same cookie share one refresh.
+/// (`tokens_expire_at` would not do: a refresh within the second of the login or of the previous
+/// refresh yields the same value.)
+fn presented_session_key(headers: &HeaderMap, codec: &CookieCodec, state: &SessionState) -> String {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let session_cookie = |name: &str| {
+        name == codec.name
+            || name
+                .strip_prefix(codec.name.as_str())
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    for (name, value) in request_cookies(headers).filter(|(name, _)| session_cookie(name)) {
+        for part in [name, "=", value, ";"] {
+            digest.update(part.as_bytes());
+        }
+    }
+    format!("{}.{}", state.sid_hash(), URL_SAFE_NO_PAD.encode(digest.finish()))
+}
+
 fn flow_cookie_name(codec: &CookieCodec, state: &str) -> String {
     let prefix: String = state.chars().take(12).collect();
     format!("{}_flow_{prefix}", codec.name)
@@ -819,6 +885,47 @@ mod tests {
         api.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!is_browser(&api));
         assert!(!is_browser(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn refreshes_are_cached_per_presented_cookie_not_per_session() {
+        let sealer = Sealer::new([[7u8; 32].as_slice()]).unwrap_or_else(|e| panic!("{e}"));
+        let codec = CookieCodec::new("_sekisho", false);
+        let state = SessionState {
+            sid: "sid-1".into(),
+            identity: serde_json::from_value(serde_json::json!({
+                "sub": "alice", "email": null, "name": null, "groups": [], "issuer": "http://idp"
+            }))
+            .unwrap_or_else(|e| panic!("{e}")),
+            login_at: 1000,
+            seen_at: 1000,
+            tokens_expire_at: Some(1030),
+            refresh_token: Some("rt".into()),
+            id_token: None,
+        };
+        let presented = |extra: &str| {
+            let cookies = codec.write(&sealer, &state, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+            let live: Vec<&str> = cookies
+                .iter()
+                .filter_map(|c| c.to_str().ok())
+                .filter(|c| !c.contains("Max-Age=0"))
+                .filter_map(|c| c.split(';').next())
+                .collect();
+            let mut headers = HeaderMap::new();
+            let value = format!("{}{extra}", live.join("; "));
+            headers.insert(header::COOKIE, HeaderValue::from_str(&value).unwrap_or_else(|e| panic!("{e}")));
+            headers
+        };
+        let first = presented("");
+        let key = presented_session_key(&first, &codec, &state);
+        assert_eq!(key, presented_session_key(&first.clone(), &codec, &state), "the same cookie shares one refresh");
+        let mut with_other_cookies = first.clone();
+        let value = format!("theme=dark; {}; _sekisho_flow_abc=x", first.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or(""));
+        with_other_cookies.insert(header::COOKIE, HeaderValue::from_str(&value).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(key, presented_session_key(&with_other_cookies, &codec, &state), "other cookies do not matter");
+        // The same state sealed again (a re-issued cookie, same second, same expiry): a new key.
+        assert_ne!(key, presented_session_key(&presented(""), &codec, &state));
+        assert!(key.starts_with(&format!("{}.", state.sid_hash())));
     }
 
     #[test]

@@ -137,7 +137,7 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         let handshake_timeout = timeouts.tls_handshake;
         tokio::spawn(async move {
-            let conn = Connection { peer, tls: tls.is_some() };
+            let conn = Connection { peer, tls: tls.is_some(), client_certificate: None };
             let service = service_fn(move |request| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, conn).await) }

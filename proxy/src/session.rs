@@ -30,6 +30,13 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// Issuer that vouched for this identity.
     pub issuer: String,
+    /// `email_verified` as the provider stated it; an explicit `false` keeps the address out of
+    /// `email` and `domain` policy criteria.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    /// Other claims (scalars and arrays of scalars, bounded in size) for `claim/NAME` criteria.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Everything a session cookie holds.
@@ -286,6 +293,8 @@ mod tests {
                 name: None,
                 groups: (0..groups).map(|i| format!("group-number-{i:05}")).collect(),
                 issuer: "http://idp".into(),
+                email_verified: Some(true),
+                claims: serde_json::Map::new(),
             },
             login_at: 1000,
             seen_at: 1000,
