@@ -523,6 +523,9 @@ async function handleTest(req, res, instance, path, query) {
     log(`rotated keys: ${JSON.stringify(kids)}`);
     return sendJson(res, 200, { kids });
   }
+  if (path === '/test/stats' && (req.method === 'POST' || req.method === 'GET')) {
+    return sendJson(res, 200, { token_requests: tokenRequests });
+  }
   if (path === '/test/token' && (req.method === 'POST' || req.method === 'GET')) {
     try {
       return sendJson(res, 200, await mintToken(instance, query));
@@ -537,6 +540,7 @@ async function handleTest(req, res, instance, path, query) {
 // servers
 
 const instances = {}; // 'http' | 'https' -> { provider, callback, issuer }
+let tokenRequests = 0; // POST /token on any listener (code exchanges and refreshes)
 const issuers = {};
 
 function rebuildProviders() {
@@ -554,6 +558,7 @@ function handlerFor(scheme) {
         await handleInteraction(req, res, instance, m[1], m[2]);
         return;
       }
+      if (pathname === '/token' && req.method === 'POST') tokenRequests += 1;
       if (pathname.startsWith('/test/')) {
         await handleTest(req, res, instance, pathname, url.searchParams);
         return;

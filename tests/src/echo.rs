@@ -1,6 +1,7 @@
 //! The echo upstream: answers every request with a JSON description of what it received
 //! (method, path, query, version, headers, body length), counts hits, and echoes raw bytes after
-//! a WebSocket handshake. Speaks HTTP/1.1 and h2c. `/slow` never answers (timeout tests).
+//! a WebSocket handshake. Speaks HTTP/1.1 and h2c. `/slow` never answers (timeout tests);
+//! `/bytes/N` answers with N bytes (large-response tests).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -61,6 +62,12 @@ async fn answer(mut request: Request<Incoming>, hits: &AtomicUsize) -> Response<
     hits.fetch_add(1, Ordering::SeqCst);
     if request.uri().path() == "/slow" {
         std::future::pending::<()>().await;
+    }
+    if let Some(n) = request.uri().path().strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
+        return Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(vec![b'x'; n])))
+            .expect("bytes response");
     }
     let is_upgrade = request
         .headers()
