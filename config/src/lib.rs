@@ -21,15 +21,7 @@ pub use model::*;
 /// Reads and parses the configuration file at `path`. Relative paths in it are resolved against
 /// its directory and `{env: VAR}` secrets are read from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let source = std::fs::read_to_string(path).map_err(|source| ConfigErrors {
-        errors: vec![ConfigError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: error::Problem::Read(source).to_string(),
-        }],
-    })?;
+    let source = read(path)?;
     parse(&source, path, &|name| std::env::var(name).ok())
 }
 
@@ -41,5 +33,27 @@ pub fn parse(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    parse::document(source, file, env).map_err(|errors| ConfigErrors { errors })
+    parse::document(source, file, env, parse::Secrets::Resolve).map_err(|errors| ConfigErrors { errors })
+}
+
+/// Like [`load`], but secrets are neither read nor validated: every secret field holds a
+/// placeholder (empty text, zero keys). For tools that only look at routes and policies
+/// (`sekisho policy test`, `sekisho policy explain`), so that testing a policy never needs the
+/// production secrets. Never run a proxy from the result.
+pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = read(path)?;
+    parse::document(&source, path, &|_| None, parse::Secrets::Placeholders).map_err(|errors| ConfigErrors { errors })
+}
+
+/// The text of the configuration file, or the error naming it.
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|source| ConfigErrors {
+        errors: vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: error::Problem::Read(source).to_string(),
+        }],
+    })
 }

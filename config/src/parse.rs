@@ -101,6 +101,7 @@ pub(crate) fn document(
     source: &str,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
 ) -> Result<Config, Vec<ConfigError>> {
     let mut walk = Walker::new(file);
     let options = LoaderOptions::default()
@@ -119,6 +120,7 @@ pub(crate) fn document(
         base_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         env,
         mtls: false,
+        secrets,
     };
     let config = parser.config(&Field::root(&root));
     let errors = parser.walk.finish();
@@ -146,6 +148,18 @@ struct Parser<'a> {
     /// Whether `server.client_ca_file` is written (whether or not it is valid), so that
     /// `client_certificate` criteria may be used.
     mtls: bool,
+    /// Whether secrets are read and validated, or left as placeholders.
+    secrets: Secrets,
+}
+
+/// Whether secrets are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrets {
+    /// Read `{file:}` / `{env:}` secrets and validate every secret.
+    Resolve,
+    /// Check only the form of secret fields; fill placeholders (for tools that never use them,
+    /// like `sekisho policy test`).
+    Placeholders,
 }
 
 impl Parser<'_> {
@@ -404,6 +418,9 @@ impl Parser<'_> {
         let keys = self.walk.required(&map, "keys").and_then(|f| {
             self.non_empty_list_of(&f, |p, item| {
                 let secret = p.secret(item)?;
+                if p.secrets == Secrets::Placeholders {
+                    return Some(SecretBytes::new(vec![0; 32]));
+                }
                 match value::session_key(&secret) {
                     Ok(key) => Some(SecretBytes::new(key)),
                     Err(error) => {
@@ -451,6 +468,9 @@ impl Parser<'_> {
         let map = self.walk.mapping(field, SIGNING)?;
         let key = self.walk.required(&map, "key").and_then(|f| {
             let pem = self.secret(&f)?;
+            if self.secrets == Secrets::Placeholders {
+                return Some(SecretString::new(pem));
+            }
             match value::private_key_pem(&pem) {
                 Ok(()) => Some(SecretString::new(pem)),
                 Err(error) => {
@@ -696,6 +716,20 @@ impl Parser<'_> {
     /// A secret: a literal string, `{file: PATH}` (read, trailing newlines trimmed) or
     /// `{env: VAR}`. Problems are reported against `field`'s path.
     fn secret(&mut self, field: &Field<'_>) -> Option<String> {
+        if self.secrets == Secrets::Placeholders {
+            return match field.node {
+                Node::Scalar(_) => self.walk.string(field).map(|_| String::new()),
+                Node::Mapping(_) => self.walk.mapping(field, SECRET).map(|_| String::new()),
+                Node::Sequence(_) => {
+                    let problem = Problem::WrongType {
+                        expected: "a string, `{file: PATH}` or `{env: VAR}`",
+                        found: "a list",
+                    };
+                    self.walk.report_at(field, problem);
+                    None
+                }
+            };
+        }
         let secret = match field.node {
             Node::Scalar(_) => self.walk.string(field)?.to_owned(),
             Node::Mapping(_) => {
