@@ -6,6 +6,7 @@ Subcommands:
   cpu PID...                     print utime+stime, in clock ticks, of PIDs and all their descendants
   json-get FILE KEY              print one top-level key of the first JSON line of FILE
   cookie JAR PREFIX              print a Cookie header value with the jar's cookies named PREFIX*
+  refresh-cookie HEADERS COOKIE  print COOKIE updated by the Set-Cookie lines of a response's HEADERS
   check-identity BODY JWKS       check what the upstream received (identity headers, signed assertion)
   record OUT ROUND TARGET WRK_OUT CPU0 CPU1 UP0 UP1
                                  turn one wrk run (+ CPU readings) into one JSON line appended to OUT
@@ -105,6 +106,25 @@ def cookie(jar, prefix):
     print("; ".join(pairs))
 
 
+def refresh_cookie(headers_path, cookie_header):
+    """What a browser would send next: COOKIE with the response's Set-Cookie values applied."""
+    jar = dict(p.split("=", 1) for p in cookie_header.split("; ") if "=" in p)
+    with open(headers_path, errors="replace") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name.strip().lower() != "set-cookie":
+                continue
+            attrs = [a.strip() for a in value.strip().split(";")]
+            cname, _, cvalue = attrs[0].partition("=")
+            if not cvalue or any(a.lower() == "max-age=0" for a in attrs[1:]):
+                jar.pop(cname, None)
+            else:
+                jar[cname] = cvalue
+    if not jar:
+        sys.exit("the response deleted every cookie")
+    print("; ".join(f"{k}={v}" for k, v in jar.items()))
+
+
 def _b64url(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -186,6 +206,7 @@ def _derive(r, tick):
         "up_us": r["upstream_ticks"] * tick * 1e6 / n,
         "cores": r["cpu_ticks"] * tick / secs,
         "errors": errors,
+        "bytes": r["bytes"] / n,
     }
 
 
@@ -198,11 +219,11 @@ def report(results, clk_tck):
     print()
     print("per-round raw numbers (CPU = the process(es) under test; for direct, the upstream itself)")
     print(f"{'round':>5}  {'target':<18} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'CPU µs/req':>10} {'upstr µs/req':>12} {'cores used':>10} {'errors':>6}")
+          f"{'CPU µs/req':>10} {'upstr µs/req':>12} {'cores used':>10} {'B/resp':>6} {'errors':>6}")
     for r in runs:
         d = _derive(r, tick)
         print(f"{r['round']:>5}  {LABELS[r['target']]:<18} {r['requests']:>9} {d['rps']:>9.0f} {d['p50_ms']:>8.3f} "
-              f"{d['p99_ms']:>8.3f} {d['cpu_us']:>10.1f} {d['up_us']:>12.1f} {d['cores']:>10.2f} {d['errors']:>6}")
+              f"{d['p99_ms']:>8.3f} {d['cpu_us']:>10.1f} {d['up_us']:>12.1f} {d['cores']:>10.2f} {d['bytes']:>6.0f} {d['errors']:>6}")
     print()
     medians = {}
     print(f"median over rounds")
@@ -238,6 +259,8 @@ def main():
         json_get(*args)
     elif cmd == "cookie":
         cookie(*args)
+    elif cmd == "refresh-cookie":
+        refresh_cookie(*args)
     elif cmd == "check-identity":
         check_identity(*args)
     elif cmd == "record":

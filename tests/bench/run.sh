@@ -4,6 +4,7 @@
 # See tests/bench/README.md. Environment knobs (defaults in brackets):
 #   DURATION [10s]  CONNECTIONS [32]  THREADS [1]  ROUNDS [3]  WARMUP [2s, 0 to skip]
 #   KEEP_TMP [unset; 1 keeps the temp dir with configs and logs]
+#   SEKISHO_BIN [unset; a prebuilt sekisho binary to measure instead of building the workspace]
 # Exit status: 0 whether or not the CPU target is met (this is a benchmark, not a test);
 # 1 on a setup failure; 3 when a measured run saw errors or non-2xx answers (numbers invalid).
 set -euo pipefail
@@ -27,10 +28,16 @@ done
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- build
-log "building sekisho (release)"
-(cd "$ROOT" && cargo build --quiet --release -p sekisho --bin sekisho) || die "cargo build --release -p sekisho failed"
-SEKISHO_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/sekisho
-[[ -x $SEKISHO_BIN ]] || die "$SEKISHO_BIN missing after the build"
+if [[ -n ${SEKISHO_BIN:-} ]]; then
+    # A prebuilt binary (e.g. a release build of another commit); no build.
+    [[ -x $SEKISHO_BIN ]] || die "SEKISHO_BIN=$SEKISHO_BIN is not an executable"
+    log "using prebuilt $SEKISHO_BIN"
+else
+    log "building sekisho (release)"
+    (cd "$ROOT" && cargo build --quiet --release -p sekisho --bin sekisho) || die "cargo build --release -p sekisho failed"
+    SEKISHO_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/sekisho
+    [[ -x $SEKISHO_BIN ]] || die "$SEKISHO_BIN missing after the build"
+fi
 
 # ---------------------------------------------------------------- temp dir, cleanup
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sekisho-bench.XXXXXX")
@@ -252,8 +259,19 @@ run_wrk() {
     case $target in
         direct) url=$UPSTREAM/ pids=$UP_PID ;;
         nginx) url=$NGINX/ pids=$NGX_PID ;;
-        sekisho) url=$SEKISHO/ pids=$SEK_PID; extra=(-H "Cookie: $COOKIE") ;;
+        sekisho) url=$SEKISHO/ pids=$SEK_PID ;;
     esac
+    if [[ $target == sekisho ]]; then
+        # sekisho re-issues the session cookie when its activity stamp is over a minute old
+        # (`seen_at`, a tenth of the idle lifetime, at most 60 s). A browser takes the new cookie;
+        # wrk keeps sending the one it started with. Take it here, as a browser would, so that
+        # each run (if shorter than that minute) measures plain authenticated requests rather
+        # than a re-seal and nine Set-Cookie headers on every answer.
+        curl -sS --max-time 5 -D "$TMP/refresh.headers" -o /dev/null -H "Cookie: $COOKIE" "$SEKISHO/" ||
+            die "refreshing the session cookie failed"
+        COOKIE=$("${PY[@]}" refresh-cookie "$TMP/refresh.headers" "$COOKIE") || die "the session cookie was deleted"
+        extra=(-H "Cookie: $COOKIE")
+    fi
     c0=$("${PY[@]}" cpu "$pids") u0=$("${PY[@]}" cpu "$UP_PID")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 5s -s "$HERE/report.lua" "${extra[@]}" "$url" >"$out" 2>&1 ||
         die "wrk against $target failed: $(cat "$out")"
