@@ -50,6 +50,9 @@ pub enum ProxyError {
     /// No route matches the host and path.
     #[error("no route")]
     NoRoute,
+    /// A route matches the host and path, but not the method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The upstream could not be reached or broke the exchange.
     #[error("upstream failed: {detail}")]
     BadGateway {
@@ -80,7 +83,8 @@ impl ProxyError {
             ProxyError::BadRequest { .. }
             | ProxyError::Unauthenticated { .. }
             | ProxyError::Forbidden { .. }
-            | ProxyError::NoRoute => Origin::Downstream,
+            | ProxyError::NoRoute
+            | ProxyError::MethodNotAllowed => Origin::Downstream,
             ProxyError::BadGateway { .. } | ProxyError::GatewayTimeout => Origin::Upstream,
             ProxyError::Unavailable { .. } | ProxyError::Internal { .. } => Origin::Internal,
         }
@@ -93,6 +97,7 @@ impl ProxyError {
             ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -107,6 +112,7 @@ impl ProxyError {
             ProxyError::Unauthenticated { .. } => "Sign-in required.".to_owned(),
             ProxyError::Forbidden { reason } => reason.clone(),
             ProxyError::NoRoute => "No route for this address.".to_owned(),
+            ProxyError::MethodNotAllowed => "This address does not serve that method.".to_owned(),
             ProxyError::BadGateway { .. } => "The service behind this address failed.".to_owned(),
             ProxyError::GatewayTimeout => "The service behind this address did not answer in time.".to_owned(),
             ProxyError::Unavailable { .. } => "Temporarily unavailable; try again shortly.".to_owned(),

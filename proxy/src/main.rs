@@ -31,10 +31,57 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Test and explain policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Print a new random session-cookie key (base64, 32 bytes).
     GenCookieKey,
     /// Print a new ECDSA P-256 assertion signing key (PKCS#8 PEM).
     GenSigningKey,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run policy test cases (YAML files with `cases:`); exit 1 on any mismatch.
+    Test {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Case files.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+    },
+    /// Show the route, input document and evaluation trace for one request.
+    Explain {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Email of the user making the request.
+        #[arg(long = "as")]
+        email: Option<String>,
+        /// Subject (default: the email).
+        #[arg(long)]
+        sub: Option<String>,
+        /// Groups (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Extra claims, NAME=VALUE (VALUE parsed as JSON when it parses, else a string).
+        #[arg(long)]
+        claim: Vec<String>,
+        /// Client address.
+        #[arg(long)]
+        source_ip: Option<std::net::IpAddr>,
+        /// Request time (RFC 3339).
+        #[arg(long)]
+        time: Option<String>,
+        /// Request headers, "Name: value".
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The request method.
+        method: String,
+        /// The request URL.
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +94,13 @@ fn main() -> ExitCode {
             }
             Err(errors) => {
                 eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Policy(command) => match policy(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -79,15 +133,67 @@ fn main() -> ExitCode {
     }
 }
 
+fn load_config(path: &std::path::Path) -> anyhow::Result<sekisho_config::Config> {
+    sekisho_config::load(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
+}
+
+/// Loads a configuration for the policy tools: routes and policies only, secrets left
+/// unresolved, so policies can be tested without production secrets.
+fn load_policies(path: &std::path::Path) -> anyhow::Result<sekisho_config::Config> {
+    sekisho_config::load_without_secrets(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
+}
+
+fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    use sekisho::policy::cases;
+    match command {
+        PolicyCommand::Test { config, cases: files } => {
+            let config = load_policies(&config)?;
+            let evaluator = cases::Evaluator::new(&config)?;
+            let mut failed = 0;
+            for file in files {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                let name = file.display().to_string();
+                let parsed = cases::parse_cases(&name, &text)?;
+                let report = cases::run_cases(&evaluator, &name, &parsed);
+                print!("{}", report.text);
+                failed += report.failed;
+            }
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PolicyCommand::Explain { config, email, sub, groups, claim, source_ip, time, headers, method, url } => {
+            let config = load_policies(&config)?;
+            let evaluator = cases::Evaluator::new(&config)?;
+            let mut claims = std::collections::BTreeMap::new();
+            for pair in claim {
+                let (name, value) = pair.split_once('=').with_context(|| format!("--claim {pair:?} is not NAME=VALUE"))?;
+                let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+                claims.insert(name.to_owned(), value);
+            }
+            let authenticated = email.is_some() || sub.is_some();
+            let identity = authenticated.then(|| {
+                cases::CaseIdentity { sub, email, email_verified: None, groups, claims }
+                    .to_identity(config.oidc.issuer.as_str().trim_end_matches('/'))
+            });
+            let mut header_map = std::collections::BTreeMap::new();
+            for h in headers {
+                let (name, value) = h.split_once(':').with_context(|| format!("-H {h:?} is not \"Name: value\""))?;
+                header_map.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            }
+            let request = cases::CaseRequest { method: Some(method), url, source_ip, time, headers: header_map };
+            let evaluation = evaluator.evaluate(identity.as_ref(), &request)?;
+            print!("{}", cases::render_explanation(&evaluation));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn run(path: PathBuf) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let config = match sekisho_config::load(&path) {
-        Ok(c) => c,
-        Err(errors) => anyhow::bail!("invalid configuration:\n{errors}"),
-    };
+    let config = load_config(&path)?;
+    let path = path.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let timeouts = config.server.timeouts;
@@ -103,10 +209,55 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             serde_json::json!({ "event": "listening", "http": http.map(|a| a.to_string()), "https": https.map(|a| a.to_string()) })
         );
         tracing::info!(?http, ?https, "sekisho listening");
+        tokio::spawn(watch_config(path.clone(), proxy.clone()));
         listeners.serve(proxy, timeouts, shutdown_signal()).await;
         tracing::info!("sekisho stopped");
         Ok(())
     })
+}
+
+/// Reloads routes and policies on SIGHUP and whenever the configuration file changes (checked
+/// every second). An invalid file is reported in full and the running set is kept.
+async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
+    let fingerprint = |path: &std::path::Path| std::fs::read(path).ok().map(|bytes| ring::digest::digest(&ring::digest::SHA256, &bytes));
+    let mut last = fingerprint(&path).map(|d| d.as_ref().to_vec());
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        #[cfg(unix)]
+        let signalled = match hangup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = h.recv() => true,
+                _ = tick.tick() => false,
+            },
+            None => {
+                tick.tick().await;
+                false
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = {
+            tick.tick().await;
+            false
+        };
+        let current = fingerprint(&path).map(|d| d.as_ref().to_vec());
+        if !signalled && current == last {
+            continue;
+        }
+        last = current;
+        match sekisho_config::load(&path) {
+            Ok(config) => match proxy.reload(&config) {
+                Ok(routes) => tracing::info!(routes, file = %path.display(), "configuration reloaded"),
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running routes"),
+            },
+            Err(errors) => {
+                for error in &errors.errors {
+                    tracing::error!(%error, "configuration not reloaded; keeping the running routes");
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -445,5 +445,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+pub mod cases;
+
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -27,7 +27,7 @@ use crate::oidc::{OidcError, OidcProvider};
 use crate::policy::{self, ClientCertificate, Effect, RegoEngines};
 use crate::redirect::{origin_string, validate_return_to};
 use crate::revocation::{RevocationError, RevocationList};
-use crate::routes::RouteTable;
+use crate::routes::{Match, RouteTable};
 use crate::seal::{Purpose, SealError, Sealer};
 use crate::session::{CookieCodec, Identity, SessionRejection, SessionState, request_cookies, strip_own_cookies, unix_now};
 use crate::upstream::{IdleTimeout, Upstream, splice_upgrades};
@@ -101,8 +101,7 @@ pub struct Counters {
 /// The proxy: configuration turned into the state the request path needs.
 pub struct Proxy {
     config: Config,
-    routes: RouteTable,
-    upstreams: Vec<Upstream>,
+    routing: RwLock<Arc<Routing>>,
     sealer: Sealer,
     secure_cookies: CookieCodec,
     plain_cookies: CookieCodec,
@@ -112,7 +111,6 @@ pub struct Proxy {
     used_states: Mutex<HashMap<String, u64>>,
     refreshes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(RefreshOutcome, Instant)>>>>>,
     identity_names: Vec<String>,
-    rego: RegoEngines,
     request_ids: RequestIds,
     /// Operational counters.
     pub counters: Counters,
@@ -120,7 +118,29 @@ pub struct Proxy {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("routes", &self.routes.routes().len()).finish_non_exhaustive()
+        f.debug_struct("Proxy").field("routes", &self.routing().table.routes().len()).finish_non_exhaustive()
+    }
+}
+
+/// What a configuration reload replaces atomically: the routes, their upstream clients and
+/// their policies. A request holds the `Routing` it started with until it finishes.
+#[derive(Debug)]
+pub struct Routing {
+    table: RouteTable,
+    upstreams: Vec<Upstream>,
+    rego: RegoEngines,
+}
+
+impl Routing {
+    /// Builds the routing of a validated configuration.
+    pub fn new(config: &Config) -> Result<Self, StartError> {
+        let upstreams = config
+            .routes
+            .iter()
+            .map(|r| Upstream::new(r).map_err(|source| StartError::Upstream { route: r.id.clone(), source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rego = RegoEngines::prepare(config.routes.iter().map(|r| r.policy.as_ref()))?;
+        Ok(Routing { table: RouteTable::new(config.routes.clone()), upstreams, rego })
     }
 }
 
@@ -202,18 +222,12 @@ impl Proxy {
         if malformed > 0 {
             tracing::warn!(malformed, file = %config.session.revocation_file.display(), "skipped malformed revocation entries");
         }
-        let upstreams = config
-            .routes
-            .iter()
-            .map(|r| Upstream::new(r).map_err(|source| StartError::Upstream { route: r.id.clone(), source }))
-            .collect::<Result<Vec<_>, _>>()?;
+        let routing = Routing::new(&config)?;
         let oidc = OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?;
-        let rego = RegoEngines::prepare(config.routes.iter().map(|r| r.policy.as_ref())).map_err(StartError::Rego)?;
         let h = &config.identity_headers;
         let identity_names = vec![h.user.clone(), h.email.clone(), h.groups.clone(), h.jwt_assertion.clone()];
         Ok(Proxy {
-            routes: RouteTable::new(config.routes.clone()),
-            upstreams,
+            routing: RwLock::new(Arc::new(routing)),
             secure_cookies: CookieCodec::new(&config.session.cookie_name, true),
             plain_cookies: CookieCodec::new(&config.session.cookie_name, false),
             sealer,
@@ -223,7 +237,6 @@ impl Proxy {
             used_states: Mutex::new(HashMap::new()),
             refreshes: Mutex::new(HashMap::new()),
             identity_names,
-            rego,
             request_ids: RequestIds::new(),
             counters: Counters::default(),
             config,
@@ -233,6 +246,30 @@ impl Proxy {
     /// The OpenID relying party (for startup discovery).
     pub fn oidc(&self) -> &OidcProvider {
         &self.oidc
+    }
+
+    /// The routing requests start with now.
+    fn routing(&self) -> Arc<Routing> {
+        match self.routing.read() {
+            Ok(routing) => routing.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in the routes and policies of `config` (already validated). Requests in flight
+    /// finish under the routing they started with. Settings that need a restart (listeners,
+    /// provider, session keys, signing key) are kept, and each difference is logged.
+    pub fn reload(&self, config: &Config) -> Result<usize, StartError> {
+        let routing = Routing::new(config)?;
+        for setting in restart_only_changes(&self.config, config) {
+            tracing::warn!(setting, "changed in the configuration file; takes effect at the next restart");
+        }
+        let routes = routing.table.routes().len();
+        match self.routing.write() {
+            Ok(mut slot) => *slot = Arc::new(routing),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(routing),
+        }
+        Ok(routes)
     }
 
     /// Serves one request. Never fails: every error becomes a short page.
@@ -260,13 +297,14 @@ impl Proxy {
     {
         // Phase: normalise.
         let target = self.target(&request, conn)?;
+        let routing = self.routing();
 
         // Phase: sekisho's own endpoints.
         if target.path == JWKS_PATH {
             return Ok(self.jwks_response());
         }
         if target.path.starts_with("/.sekisho/") {
-            if !self.routes.serves_host(target.scheme, &target.host, target.port) {
+            if !routing.table.serves_host(target.scheme, &target.host, target.port) {
                 return Err(ProxyError::NoRoute);
             }
             return match target.path.as_str() {
@@ -279,11 +317,12 @@ impl Proxy {
         }
 
         // Phase: route.
-        let (route_index, route) = self
-            .routes
-            .find(target.scheme, &target.host, target.port, &target.path)
-            .ok_or(ProxyError::NoRoute)?;
-        let upstream = self.upstreams.get(route_index).ok_or(ProxyError::Internal { detail: "route without upstream".into() })?;
+        let (route_index, route) = match routing.table.lookup(target.scheme, &target.host, target.port, request.method(), &target.path) {
+            Match::Found(index, route) => (index, route),
+            Match::MethodNotAllowed => return Err(ProxyError::MethodNotAllowed),
+            Match::NoRoute => return Err(ProxyError::NoRoute),
+        };
+        let upstream = routing.upstreams.get(route_index).ok_or(ProxyError::Internal { detail: "route without upstream".into() })?;
 
         // Phase: authenticate.
         let codec = self.codec(target.scheme);
@@ -301,7 +340,7 @@ impl Proxy {
             client_certificate: conn.client_certificate.as_ref(),
             now: jiff::Timestamp::now(),
         };
-        let decision = policy::decide(&route.policy, &input, &self.rego);
+        let decision = policy::decide(&route.policy, &input, &routing.rego);
         let allowed = match (decision.effect, route.mode) {
             (Effect::Allow, _) => true,
             // Report mode never lets an unauthenticated request through a policy that denies it.
@@ -784,6 +823,27 @@ fn presented_session_key(headers: &HeaderMap, codec: &CookieCodec, state: &Sessi
         }
     }
     format!("{}.{}", state.sid_hash(), URL_SAFE_NO_PAD.encode(digest.finish()))
+}
+
+/// The restart-only settings that differ between the running and a reloaded configuration.
+fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let (a, b) = (&running.server, &reloaded.server);
+    if a.http_listen != b.http_listen || a.https_listen != b.https_listen || a.trusted_proxies != b.trusted_proxies {
+        changed.push("server");
+    }
+    let (a, b) = (&running.oidc, &reloaded.oidc);
+    if a.issuer != b.issuer || a.client_id != b.client_id || a.client_secret != b.client_secret || a.scopes != b.scopes {
+        changed.push("oidc");
+    }
+    let (a, b) = (&running.session, &reloaded.session);
+    if a.cookie_name != b.cookie_name || a.keys != b.keys || a.absolute_lifetime != b.absolute_lifetime || a.idle_lifetime != b.idle_lifetime {
+        changed.push("session");
+    }
+    if running.signing.key != reloaded.signing.key {
+        changed.push("signing");
+    }
+    changed
 }
 
 fn flow_cookie_name(codec: &CookieCodec, state: &str) -> String {

@@ -86,3 +86,57 @@ fn check_reports_every_error_with_its_position_and_exits_1() {
         );
     }
 }
+
+#[test]
+fn policy_test_runs_the_example_cases_without_secrets() {
+    // No secret environment variables: the policy tools never need them.
+    let out = Command::new(sekisho_binary())
+        .args(["policy", "test", "-c", "examples/policies.yaml", "examples/policies.cases.yaml"])
+        .current_dir(workspace())
+        .env_remove("SEKISHO_CLIENT_SECRET")
+        .output()
+        .expect("running sekisho policy test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "policy test failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("policy test result: ok"), "{stdout}");
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+}
+
+#[test]
+fn policy_test_fails_on_a_mismatch_and_explains_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n  - name: bob is wrongly expected to reach admin\n    identity: {email: bob@example.com, groups: [sales]}\n    \
+         request: {url: \"https://admin.example.com/\"}\n    expect: allow\n",
+    )
+    .unwrap();
+    let out = Command::new(sekisho_binary())
+        .args(["policy", "test", "-c"])
+        .arg(workspace().join("examples/policies.yaml"))
+        .arg(&cases)
+        .output()
+        .expect("running sekisho policy test");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("... FAILED"), "{stdout}");
+    assert!(stdout.contains("expected Allow, got Deny"), "{stdout}");
+    assert!(stdout.contains("policies.admins-only.allow.and[0] groups has \"admins\""), "the failing rule is named:\n{stdout}");
+}
+
+#[test]
+fn policy_explain_prints_route_input_and_trace() {
+    let out = Command::new(sekisho_binary())
+        .args(["policy", "explain", "-c", "examples/policies.yaml", "--as", "alice@example.com", "--groups", "eng,admins"])
+        .args(["--source-ip", "10.99.1.1", "GET", "https://admin.example.com/x"])
+        .current_dir(workspace())
+        .output()
+        .expect("running sekisho policy explain");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("route: admin"), "{stdout}");
+    assert!(stdout.contains("\"email\": \"alice@example.com\""), "input document printed:\n{stdout}");
+    assert!(stdout.contains("✔ policies.admins-only.deny.or[0] source_ip"), "trace printed:\n{stdout}");
+    assert!(stdout.contains("decision: DENY (denied by policies.admins-only.deny.or[0]"), "{stdout}");
+}
