@@ -33,7 +33,31 @@ pub fn sekisho_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            let mut cargo = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            );
+            // `cargo test` hands the test process its own package's variables (CARGO_MANIFEST_DIR,
+            // CARGO_PKG_*, ...). Build scripts that watch them (ring's does) would see them change
+            // between this build and the outer `cargo test`, and both would rebuild every run.
+            let set_by_cargo_test = |name: &str| {
+                name.starts_with("CARGO_PKG_")
+                    || name.starts_with("CARGO_MANIFEST_")
+                    || [
+                        "CARGO_CRATE_NAME",
+                        "CARGO_BIN_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "CARGO_MAKEFLAGS",
+                        "CARGO_RUSTC_CURRENT_DIR",
+                    ]
+                    .contains(&name)
+            };
+            for (name, _) in std::env::vars_os() {
+                if name.to_str().is_some_and(set_by_cargo_test) {
+                    cargo.env_remove(&name);
+                }
+            }
+            let status = cargo
                 .args(["build", "--quiet", "-p", "sekisho", "--bin", "sekisho"])
                 .current_dir(workspace())
                 .status()
