@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
@@ -37,7 +38,8 @@ pub struct AssertionSigner {
     jwks: String,
     issuer: String,
     lifetime: Duration,
-    cache: RwLock<HashMap<(String, String), Cached>>,
+    /// Credential key → (audience, cached token) pairs; looked up without allocating.
+    cache: RwLock<HashMap<String, Vec<(String, Cached)>>>,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -48,7 +50,7 @@ impl std::fmt::Debug for AssertionSigner {
 
 #[derive(Clone)]
 struct Cached {
-    token: String,
+    token: HeaderValue,
     refresh_after: u64,
 }
 
@@ -100,14 +102,17 @@ impl AssertionSigner {
         &self.jwks
     }
 
-    /// An assertion for `identity` towards `audience`. `cache_key` identifies the credential
-    /// (session id hash, or a bearer token hash); a cached token is reused until three quarters
-    /// of its lifetime have passed.
-    pub fn assertion(&self, cache_key: &str, audience: &str, identity: &Identity, now: u64) -> Result<String, AssertionError> {
-        let key = (cache_key.to_owned(), audience.to_owned());
+    /// An assertion for `identity` towards `audience`, as a header value. `cache_key`
+    /// identifies the credential (session id hash, or a bearer token hash); a cached token is
+    /// reused until three quarters of its lifetime have passed.
+    pub fn assertion(&self, cache_key: &str, audience: &str, identity: &Identity, now: u64) -> Result<HeaderValue, AssertionError> {
         if let Ok(cache) = self.cache.read() {
-            if let Some(hit) = cache.get(&key).filter(|c| now < c.refresh_after) {
-                return Ok(hit.token.clone());
+            let hit = cache
+                .get(cache_key)
+                .and_then(|per_audience| per_audience.iter().find(|(a, _)| a == audience))
+                .filter(|(_, c)| now < c.refresh_after);
+            if let Some((_, cached)) = hit {
+                return Ok(cached.token.clone());
             }
         }
         let lifetime = self.lifetime.as_secs();
@@ -123,11 +128,20 @@ impl AssertionSigner {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(AssertionError::Sign)?;
+        let token = HeaderValue::from_str(&token).map_err(|_| AssertionError::BadKey("token is not a header value".into()))?;
+        let cached = Cached { token: token.clone(), refresh_after: now.saturating_add(lifetime * 3 / 4) };
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= CACHE_SWEEP_AT {
-                cache.retain(|_, c| now < c.refresh_after);
+                cache.retain(|_, per_audience| {
+                    per_audience.retain(|(_, c)| now < c.refresh_after);
+                    !per_audience.is_empty()
+                });
             }
-            cache.insert(key, Cached { token: token.clone(), refresh_after: now.saturating_add(lifetime * 3 / 4) });
+            let per_audience = cache.entry(cache_key.to_owned()).or_default();
+            match per_audience.iter_mut().find(|(a, _)| a == audience) {
+                Some((_, slot)) => *slot = cached,
+                None => per_audience.push((audience.to_owned(), cached)),
+            }
         }
         Ok(token)
     }
@@ -135,7 +149,7 @@ impl AssertionSigner {
     /// Drops every cached assertion of a credential (at logout).
     pub fn forget(&self, cache_key: &str) {
         if let Ok(mut cache) = self.cache.write() {
-            cache.retain(|(k, _), _| k != cache_key);
+            cache.remove(cache_key);
         }
     }
 }
@@ -183,7 +197,8 @@ mod tests {
         let pem = generate_pem().unwrap_or_else(|| panic!("keygen"));
         let signer = AssertionSigner::new(&pem, "sekisho", Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
         let now = crate::session::unix_now();
-        let token = signer.assertion("sid", "app", &identity(), now).unwrap_or_else(|e| panic!("{e}"));
+        let value = signer.assertion("sid", "app", &identity(), now).unwrap_or_else(|e| panic!("{e}"));
+        let token = value.to_str().unwrap_or_else(|e| panic!("{e}")).to_owned();
         let jwks: JwkSet = serde_json::from_str(signer.jwks()).unwrap_or_else(|e| panic!("{e}"));
         let jwk = jwks.keys.first().unwrap_or_else(|| panic!("no key"));
         let key = DecodingKey::from_jwk(jwk).unwrap_or_else(|e| panic!("{e}"));
@@ -195,9 +210,9 @@ mod tests {
         assert_eq!(data.claims["groups"], serde_json::json!(["eng", "admins"]));
         assert_eq!(data.claims["exp"].as_u64(), Some(now + 300));
 
-        assert_eq!(signer.assertion("sid", "app", &identity(), now + 10).ok(), Some(token.clone()));
-        assert_ne!(signer.assertion("sid", "other", &identity(), now + 10).ok(), Some(token.clone()));
-        assert_ne!(signer.assertion("sid", "app", &identity(), now + 226).ok(), Some(token));
+        assert_eq!(signer.assertion("sid", "app", &identity(), now + 10).ok(), Some(value.clone()));
+        assert_ne!(signer.assertion("sid", "other", &identity(), now + 10).ok(), Some(value.clone()));
+        assert_ne!(signer.assertion("sid", "app", &identity(), now + 226).ok(), Some(value));
     }
 
     #[test]

@@ -7,15 +7,15 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 /// Header names that are never forwarded, whatever the `Connection` header says.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Exact (normalised) names that could carry identity or override routing at some upstream.
@@ -34,25 +34,36 @@ const SPOOFABLE_EXACT: [&str; 9] = [
 /// Normalised name prefixes that could carry identity.
 const SPOOFABLE_PREFIXES: [&str; 3] = ["x-forwarded-", "x-sekisho-", "x-auth-request-"];
 
-/// Lower-case and fold `_` to `-`: how several upstream frameworks (CGI, WSGI, nginx with
-/// `underscores_in_headers`) read header names, so a client cannot slip `X_Sekisho_User` past us.
-fn fold_name(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            other => char::from(other.to_ascii_lowercase()),
-        })
-        .collect()
+/// One byte lower-cased, with `_` folded to `-`: how several upstream frameworks (CGI, WSGI,
+/// nginx with `underscores_in_headers`) read header names, so a client cannot slip
+/// `X_Sekisho_User` past us.
+fn fold(b: u8) -> u8 {
+    if b == b'_' { b'-' } else { b.to_ascii_lowercase() }
+}
+
+/// `name` folded equals `folded` (already lower-case with `-`).
+fn folded_eq(name: &str, folded: &str) -> bool {
+    name.len() == folded.len() && name.bytes().zip(folded.bytes()).all(|(a, b)| fold(a) == b)
+}
+
+/// `name` folded starts with `folded`.
+fn folded_starts_with(name: &str, folded: &str) -> bool {
+    name.len() >= folded.len() && name.bytes().zip(folded.bytes()).all(|(a, b)| fold(a) == b)
+}
+
+/// Folds a configured name once, at startup.
+pub fn fold_name(name: &str) -> String {
+    name.bytes().map(|b| char::from(fold(b))).collect()
 }
 
 /// True when a client-supplied header must not reach an upstream because it could impersonate
-/// identity or forwarding information. `identity_names` are the configured identity headers
-/// (already lower-case).
+/// identity or forwarding information. `identity_names` are the configured identity headers,
+/// folded with [`fold_name`]. Allocates nothing.
 pub fn is_spoofable(name: &HeaderName, identity_names: &[&str]) -> bool {
-    let folded = fold_name(name.as_str());
-    SPOOFABLE_EXACT.contains(&folded.as_str())
-        || SPOOFABLE_PREFIXES.iter().any(|p| folded.starts_with(p))
-        || identity_names.iter().any(|n| fold_name(n) == folded)
+    let name = name.as_str();
+    SPOOFABLE_EXACT.iter().any(|n| folded_eq(name, n))
+        || SPOOFABLE_PREFIXES.iter().any(|p| folded_starts_with(name, p))
+        || identity_names.iter().any(|n| folded_eq(name, n))
 }
 
 /// What the client told us about the original request, read before stripping, and believed only
@@ -129,6 +140,9 @@ impl Forwarded {
 /// survive, for a WebSocket handshake the route allows.
 pub fn sanitize_request_headers(headers: &mut HeaderMap, identity_names: &[&str], keep_upgrade: bool) {
     strip_hop_by_hop(headers, keep_upgrade);
+    if !headers.keys().any(|name| is_spoofable(name, identity_names)) {
+        return;
+    }
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| is_spoofable(name, identity_names))
@@ -141,6 +155,9 @@ pub fn sanitize_request_headers(headers: &mut HeaderMap, identity_names: &[&str]
 
 /// Removes hop-by-hop headers from a message (request or response), honouring `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if !HOP_BY_HOP.iter().any(|name| headers.contains_key(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -152,7 +169,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in listed {
         headers.remove(&name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if keep_upgrade {
@@ -197,12 +214,7 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
 
-    const IDENTITY: [&str; 4] = [
-        "x-sekisho-user",
-        "x-sekisho-email",
-        "x-sekisho-groups",
-        "x-corp-user",
-    ];
+    const IDENTITY: [&str; 4] = ["x-sekisho-user", "x-sekisho-email", "x-sekisho-groups", "x-corp-user"];
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

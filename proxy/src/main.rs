@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 use sekisho::proxy::Proxy;
 use sekisho::server::Listeners;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "sekisho", version, about = "Zero-trust, identity-aware access proxy")]
 struct Cli {

@@ -29,7 +29,10 @@ use crate::redirect::{origin_string, validate_return_to};
 use crate::revocation::{RevocationError, RevocationList};
 use crate::routes::{Match, RouteTable};
 use crate::seal::{Purpose, SealError, Sealer};
-use crate::session::{CookieCodec, Identity, SessionRejection, SessionState, request_cookies, strip_own_cookies, unix_now};
+use crate::session::{
+    CookieCodec, Identity, IdentityValues, OpenSession, SessionCache, SessionRejection, SessionState, request_cookies, strip_own_cookies,
+    unix_now,
+};
 use crate::upstream::{IdleTimeout, Upstream, splice_upgrades};
 
 /// Path of the OIDC callback on every route host.
@@ -60,6 +63,10 @@ pub enum StartError {
     /// The provider client could not be built.
     #[error("OpenID provider: {0}")]
     Oidc(#[source] OidcError),
+    /// An identity header name is not a valid header name (configuration is validated, so this
+    /// is an internal error).
+    #[error("identity header name {0:?} is invalid")]
+    HeaderName(String),
     /// A `rego` policy rule did not load.
     #[error(transparent)]
     Rego(#[from] policy::RegoError),
@@ -72,6 +79,15 @@ pub enum StartError {
         #[source]
         source: ProxyError,
     },
+}
+
+/// The configured identity header names, parsed once.
+#[derive(Debug)]
+struct IdentityHeaderNames {
+    user: HeaderName,
+    email: HeaderName,
+    groups: HeaderName,
+    jwt_assertion: HeaderName,
 }
 
 /// Facts about the client connection a request arrived on.
@@ -111,6 +127,8 @@ pub struct Proxy {
     used_states: Mutex<HashMap<String, u64>>,
     refreshes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(RefreshOutcome, Instant)>>>>>,
     identity_names: Vec<String>,
+    identity_header_names: IdentityHeaderNames,
+    sessions: SessionCache,
     request_ids: RequestIds,
     /// Operational counters.
     pub counters: Counters,
@@ -179,23 +197,30 @@ impl Target {
 #[derive(Debug)]
 enum Authenticated {
     /// A session cookie; `reissue` when the cookie must be rewritten (activity, refresh).
-    Session { state: Box<SessionState>, reissue: bool },
+    Session { session: Arc<OpenSession>, reissue: bool },
     /// A bearer JWT.
-    Bearer { identity: Identity, token_hash: String },
+    Bearer { identity: Box<Identity>, values: IdentityValues, token_hash: String },
 }
 
 impl Authenticated {
     fn identity(&self) -> &Identity {
         match self {
-            Authenticated::Session { state, .. } => &state.identity,
+            Authenticated::Session { session, .. } => &session.state.identity,
             Authenticated::Bearer { identity, .. } => identity,
         }
     }
 
-    fn cache_key(&self) -> String {
+    fn values(&self) -> &IdentityValues {
         match self {
-            Authenticated::Session { state, .. } => state.sid_hash(),
-            Authenticated::Bearer { token_hash, .. } => token_hash.clone(),
+            Authenticated::Session { session, .. } => &session.values,
+            Authenticated::Bearer { values, .. } => values,
+        }
+    }
+
+    fn cache_key(&self) -> &str {
+        match self {
+            Authenticated::Session { session, .. } => &session.sid_hash,
+            Authenticated::Bearer { token_hash, .. } => token_hash,
         }
     }
 }
@@ -225,7 +250,14 @@ impl Proxy {
         let routing = Routing::new(&config)?;
         let oidc = OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?;
         let h = &config.identity_headers;
-        let identity_names = vec![h.user.clone(), h.email.clone(), h.groups.clone(), h.jwt_assertion.clone()];
+        let identity_names = [&h.user, &h.email, &h.groups, &h.jwt_assertion].map(|n| crate::headers::fold_name(n)).to_vec();
+        let header_name = |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| StartError::HeaderName(n.to_owned()));
+        let identity_header_names = IdentityHeaderNames {
+            user: header_name(&h.user)?,
+            email: header_name(&h.email)?,
+            groups: header_name(&h.groups)?,
+            jwt_assertion: header_name(&h.jwt_assertion)?,
+        };
         Ok(Proxy {
             routing: RwLock::new(Arc::new(routing)),
             secure_cookies: CookieCodec::new(&config.session.cookie_name, true),
@@ -237,6 +269,8 @@ impl Proxy {
             used_states: Mutex::new(HashMap::new()),
             refreshes: Mutex::new(HashMap::new()),
             identity_names,
+            identity_header_names,
+            sessions: SessionCache::default(),
             request_ids: RequestIds::new(),
             counters: Counters::default(),
             config,
@@ -367,9 +401,9 @@ impl Proxy {
             return Ok(response);
         }
 
-        if let Some(Authenticated::Session { state, reissue: true }) = &auth {
+        if let Some(Authenticated::Session { session, reissue: true }) = &auth {
             let cookies = codec
-                .write(&self.sealer, state, self.config.session.absolute_lifetime)
+                .write(&self.sealer, &session.state, self.config.session.absolute_lifetime)
                 .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
             set_cookies.extend(cookies);
         }
@@ -384,7 +418,7 @@ impl Proxy {
         }
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let target_url = upstream.pick().ok_or(ProxyError::Internal { detail: "route has no targets".into() })?;
-        let uri = Upstream::uri_for(target_url, &target.path, request.uri().query())?;
+        let uri = target_url.uri_for(&target.path, request.uri().query())?;
         let (mut parts, body) = request.into_parts();
         parts.uri = uri;
         let keep_te_trailers = route.upstream_http2
@@ -395,16 +429,15 @@ impl Proxy {
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         let host = if route.preserve_host {
-            match target.port {
+            let text = match target.port {
                 Some(p) => format!("{}:{p}", target.host),
                 None => target.host.clone(),
-            }
+            };
+            HeaderValue::from_str(&text).map_err(|_| ProxyError::BadRequest { reason: "malformed Host" })?
         } else {
-            crate::upstream::authority(target_url)
+            target_url.host.clone()
         };
-        if let Ok(host) = HeaderValue::from_str(&host) {
-            parts.headers.insert(header::HOST, host);
-        }
+        parts.headers.insert(header::HOST, host);
         if let Ok(id) = HeaderValue::from_str(request_id) {
             parts.headers.insert("x-request-id", id);
         }
@@ -510,7 +543,11 @@ impl Proxy {
                 if scheme.eq_ignore_ascii_case("bearer") {
                     let token = token.trim();
                     return match self.oidc.verify_bearer(token).await {
-                        Ok(identity) => Ok(Some(Authenticated::Bearer { identity, token_hash: crate::session::sid_hash(token) })),
+                        Ok(identity) => Ok(Some(Authenticated::Bearer {
+                            values: IdentityValues::new(&identity),
+                            identity: Box::new(identity),
+                            token_hash: crate::session::sid_hash(token),
+                        })),
                         Err(OidcError::Unavailable | OidcError::Discovery(_)) => {
                             Err(ProxyError::Unavailable { detail: "provider unavailable for bearer validation".into() })
                         }
@@ -522,8 +559,8 @@ impl Proxy {
                 }
             }
         }
-        let state = match codec.read(&self.sealer, headers) {
-            Ok(state) => state,
+        let session = match self.sessions.open(codec, &self.sealer, headers) {
+            Ok(session) => session,
             Err(SessionRejection::Absent) => return Ok(None),
             Err(rejection) => {
                 self.counters.invalid_cookies.fetch_add(1, Ordering::Relaxed);
@@ -533,25 +570,21 @@ impl Proxy {
             }
         };
         let now = unix_now();
-        let session = &self.config.session;
-        if let Err(rejection) = state.check_lifetimes(now, session.absolute_lifetime, session.idle_lifetime) {
-            tracing::debug!(%rejection, sid = %state.sid_hash(), "session ended");
+        let lifetimes = &self.config.session;
+        if let Err(rejection) = session.state.check_lifetimes(now, lifetimes.absolute_lifetime, lifetimes.idle_lifetime) {
+            tracing::debug!(%rejection, sid = %session.sid_hash, "session ended");
             set_cookies.extend(codec.clear());
             return Ok(None);
         }
-        if self.revoked.is_revoked(&state.sid_hash()) {
-            tracing::debug!(sid = %state.sid_hash(), "revoked session presented");
+        if self.revoked.is_revoked(&session.sid_hash) {
+            tracing::debug!(sid = %session.sid_hash, "revoked session presented");
             set_cookies.extend(codec.clear());
             return Ok(None);
         }
-        let mut reissue = false;
-        let mut state = state;
-        if state.refresh_due(now) {
-            match self.refresh_session(&state, &presented_session_key(headers, codec, &state)).await {
-                RefreshOutcome::Refreshed(fresh) => {
-                    state = *fresh;
-                    reissue = true;
-                }
+        let mut fresh: Option<SessionState> = None;
+        if session.state.refresh_due(now) {
+            match self.refresh_session(&session.state, &presented_session_key(headers, codec, &session.state)).await {
+                RefreshOutcome::Refreshed(state) => fresh = Some(*state),
                 RefreshOutcome::Ended => {
                     set_cookies.extend(codec.clear());
                     return Ok(None);
@@ -559,11 +592,13 @@ impl Proxy {
                 RefreshOutcome::Kept => {}
             }
         }
-        if state.touch_due(now, session.idle_lifetime) {
-            state.seen_at = now;
-            reissue = true;
+        if session.state.touch_due(now, lifetimes.idle_lifetime) {
+            fresh.get_or_insert_with(|| session.state.clone()).seen_at = now;
         }
-        Ok(Some(Authenticated::Session { state: Box::new(state), reissue }))
+        Ok(Some(match fresh {
+            Some(state) => Authenticated::Session { session: Arc::new(OpenSession::new(state)), reissue: true },
+            None => Authenticated::Session { session, reissue: false },
+        }))
     }
 
     /// Refreshes a session once even when many requests carrying the same cookie arrive
@@ -625,24 +660,18 @@ impl Proxy {
     }
 
     fn set_identity_headers(&self, headers: &mut HeaderMap, auth: &Authenticated, audience: &str) -> Result<(), ProxyError> {
-        let identity = auth.identity();
-        let names = &self.config.identity_headers;
-        let mut put = |name: &str, value: &str| {
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&header_safe(value))) {
-                headers.insert(name, value);
-            }
-        };
-        put(&names.user, &identity.sub);
-        if let Some(email) = &identity.email {
-            put(&names.email, email);
+        let names = &self.identity_header_names;
+        let values = auth.values();
+        headers.insert(names.user.clone(), values.user.clone());
+        if let Some(email) = &values.email {
+            headers.insert(names.email.clone(), email.clone());
         }
-        let groups: Vec<String> = identity.groups.iter().map(|g| header_safe(g).replace(',', "%2C")).collect();
-        put(&names.groups, &groups.join(","));
+        headers.insert(names.groups.clone(), values.groups.clone());
         let assertion = self
             .signer
-            .assertion(&auth.cache_key(), audience, identity, unix_now())
+            .assertion(auth.cache_key(), audience, auth.identity(), unix_now())
             .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
-        put(&names.jwt_assertion, &assertion);
+        headers.insert(names.jwt_assertion.clone(), assertion);
         Ok(())
     }
 
@@ -891,19 +920,6 @@ fn is_browser(headers: &HeaderMap) -> bool {
     html && !xhr
 }
 
-/// Identity values as header text: non-visible characters and `%` are percent-encoded.
-fn header_safe(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if (0x21..0x7f).contains(&b) && b != b'%' || b == b' ' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -990,6 +1006,7 @@ mod tests {
 
     #[test]
     fn identity_values_are_header_safe() {
+        use crate::session::header_safe;
         assert_eq!(header_safe("alice@example.com"), "alice@example.com");
         assert_eq!(header_safe("a\r\nb"), "a%0D%0Ab");
         assert_eq!(header_safe("100%"), "100%25");

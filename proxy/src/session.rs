@@ -2,6 +2,9 @@
 //! round trip. Owns the session state, its lifetimes, and the cookie codec (split across numbered
 //! cookies when large, so nothing is ever silently cut).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -144,19 +147,18 @@ impl CookieCodec {
     /// Reads the session from request cookies. A missing cookie is `Absent`; anything that does
     /// not decrypt and parse is `Invalid`.
     pub fn read(&self, sealer: &Sealer, headers: &HeaderMap) -> Result<SessionState, SessionRejection> {
-        let sealed = self.collect(headers).ok_or(SessionRejection::Absent)?;
-        let plain = sealer.open(Purpose::Session, &sealed).map_err(|_| SessionRejection::Invalid)?;
-        serde_json::from_slice(&plain).map_err(|_| SessionRejection::Invalid)
+        let sealed = self.sealed(headers).ok_or(SessionRejection::Absent)?;
+        open_sealed(sealer, &sealed)
     }
 
-    /// The sealed value, from one cookie or reassembled from numbered chunks.
-    fn collect(&self, headers: &HeaderMap) -> Option<String> {
-        let mut whole = None;
-        let mut chunks: Vec<Option<&str>> = vec![None; MAX_CHUNKS];
+    /// The sealed value: one cookie (borrowed), or the numbered chunks joined.
+    pub fn sealed<'h>(&self, headers: &'h HeaderMap) -> Option<Cow<'h, str>> {
+        let mut chunks: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
         for (name, value) in request_cookies(headers) {
             if name == self.name {
-                whole = Some(value.to_owned());
-            } else if let Some(index) = name
+                return Some(Cow::Borrowed(value));
+            }
+            if let Some(index) = name
                 .strip_prefix(self.name.as_str())
                 .and_then(|rest| rest.strip_prefix('_'))
                 .and_then(|n| n.parse::<usize>().ok())
@@ -166,9 +168,6 @@ impl CookieCodec {
                 }
             }
         }
-        if whole.is_some() {
-            return whole;
-        }
         let mut joined = String::new();
         for chunk in chunks {
             match chunk {
@@ -176,7 +175,7 @@ impl CookieCodec {
                 None => break,
             }
         }
-        (!joined.is_empty()).then_some(joined)
+        (!joined.is_empty()).then_some(Cow::Owned(joined))
     }
 
     /// `Set-Cookie` values that store `state`, and clear the cookies of the other shape (single
@@ -238,6 +237,109 @@ impl CookieCodec {
     }
 }
 
+fn open_sealed(sealer: &Sealer, sealed: &str) -> Result<SessionState, SessionRejection> {
+    let plain = sealer.open(Purpose::Session, sealed).map_err(|_| SessionRejection::Invalid)?;
+    serde_json::from_slice(&plain).map_err(|_| SessionRejection::Invalid)
+}
+
+/// A decoded session with what every request of it needs, computed once.
+#[derive(Debug)]
+pub struct OpenSession {
+    /// The session.
+    pub state: SessionState,
+    /// [`SessionState::sid_hash`].
+    pub sid_hash: String,
+    /// The identity as header values.
+    pub values: IdentityValues,
+}
+
+impl OpenSession {
+    /// Prepares a session.
+    pub fn new(state: SessionState) -> Self {
+        OpenSession { sid_hash: state.sid_hash(), values: IdentityValues::new(&state.identity), state }
+    }
+}
+
+/// Identity rendered as header values once (not per request).
+#[derive(Debug, Clone)]
+pub struct IdentityValues {
+    /// The subject.
+    pub user: HeaderValue,
+    /// The email, when known.
+    pub email: Option<HeaderValue>,
+    /// Groups, comma-separated, commas inside names percent-encoded.
+    pub groups: HeaderValue,
+}
+
+impl IdentityValues {
+    /// Renders `identity`; characters a header cannot carry are percent-encoded.
+    pub fn new(identity: &Identity) -> Self {
+        let value = |text: &str| HeaderValue::from_str(&header_safe(text)).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let groups: Vec<String> = identity.groups.iter().map(|g| header_safe(g).replace(',', "%2C")).collect();
+        IdentityValues {
+            user: value(&identity.sub),
+            email: identity.email.as_deref().map(value),
+            groups: value(&groups.join(",")),
+        }
+    }
+}
+
+/// Identity values as header text: bytes outside visible ASCII (and `%`) are percent-encoded.
+pub fn header_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x21..0x7f).contains(&b) && b != b'%' || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decoded sessions by their exact sealed cookie value, so a session's cookie is decrypted and
+/// parsed once, not on every request. Lifetimes and revocation are still checked per request
+/// by the caller; a re-issued cookie is a new entry.
+#[derive(Debug, Default)]
+pub struct SessionCache {
+    /// Keyed by a hash of the cookie's tail (its AEAD tag: random, unforgeable); the full
+    /// value is compared on every hit.
+    entries: RwLock<HashMap<u64, (Box<str>, Arc<OpenSession>)>>,
+}
+
+/// Entries held before the cache starts over.
+const SESSION_CACHE_MAX: usize = 50_000;
+
+impl SessionCache {
+    /// The session a request presents, from the cache or by opening its cookie.
+    pub fn open(&self, codec: &CookieCodec, sealer: &Sealer, headers: &HeaderMap) -> Result<Arc<OpenSession>, SessionRejection> {
+        let sealed = codec.sealed(headers).ok_or(SessionRejection::Absent)?;
+        let key = tail_hash(&sealed);
+        if let Ok(entries) = self.entries.read() {
+            if let Some((value, session)) = entries.get(&key) {
+                if **value == *sealed {
+                    return Ok(session.clone());
+                }
+            }
+        }
+        let session = Arc::new(OpenSession::new(open_sealed(sealer, &sealed)?));
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= SESSION_CACHE_MAX {
+                entries.clear();
+            }
+            entries.insert(key, (sealed.into_owned().into_boxed_str(), session.clone()));
+        }
+        Ok(session)
+    }
+}
+
+/// FNV-1a over the last 32 bytes.
+fn tail_hash(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let tail = bytes.get(bytes.len().saturating_sub(32)..).unwrap_or(bytes);
+    tail.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Why a cookie could not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CookieError {
@@ -268,13 +370,21 @@ pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)
 /// Rebuilds the `Cookie` header without sekisho's own cookies, so session material never
 /// reaches an upstream.
 pub fn strip_own_cookies(headers: &mut HeaderMap, codec: &CookieCodec) {
-    let kept: Vec<String> = request_cookies(headers)
-        .filter(|(name, _)| !codec.owns(name))
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
+    if !request_cookies(headers).any(|(name, _)| codec.owns(name)) {
+        return;
+    }
+    let mut kept = String::new();
+    for (name, value) in request_cookies(headers).filter(|(name, _)| !codec.owns(name)) {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(name);
+        kept.push('=');
+        kept.push_str(value);
+    }
     headers.remove(COOKIE);
     if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(value) = HeaderValue::from_str(&kept) {
             headers.insert(COOKIE, value);
         }
     }

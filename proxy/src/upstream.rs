@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri, Version};
+use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use hyper_rustls::HttpsConnector;
@@ -23,7 +23,7 @@ use crate::error::{BoxError, ProxyBody, ProxyError};
 
 /// A route's upstream targets and the client that reaches them.
 pub struct Upstream {
-    targets: Vec<Url>,
+    targets: Vec<Target>,
     next: AtomicUsize,
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     http2: bool,
@@ -60,7 +60,7 @@ impl Upstream {
             client.http2_only(true);
         }
         Ok(Upstream {
-            targets: route.to.clone(),
+            targets: route.to.iter().map(Target::new).collect::<Result<_, _>>()?,
             next: AtomicUsize::new(0),
             client: client.build(connector),
             http2: route.upstream_http2,
@@ -69,7 +69,7 @@ impl Upstream {
     }
 
     /// The target for the next request (round-robin).
-    pub fn pick(&self) -> Option<&Url> {
+    pub fn pick(&self) -> Option<&Target> {
         let len = self.targets.len();
         if len == 0 {
             return None;
@@ -78,16 +78,6 @@ impl Upstream {
         self.targets.get(i)
     }
 
-    /// The URI for `path_and_query` on `target`: the target's own path is a prefix.
-    pub fn uri_for(target: &Url, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
-        let base = target.path().trim_end_matches('/');
-        let mut text = format!("{}://{}{base}{path}", target.scheme(), authority(target));
-        if let Some(q) = query {
-            text.push('?');
-            text.push_str(q);
-        }
-        text.parse().map_err(|_| ProxyError::BadRequest { reason: "request target cannot be forwarded" })
-    }
 
     /// Sends `request` (already rewritten) and waits for the response head within the route's
     /// response-header timeout. Bodies stream both ways, each under the idle timeout.
@@ -101,6 +91,36 @@ impl Upstream {
             .map_err(|e| ProxyError::BadGateway { detail: crate::oidc::error_chain(&e) })?;
         let idle = self.timeouts.idle;
         Ok(response.map(|body| IdleTimeout::new(body, idle).boxed_unsync()))
+    }
+}
+
+/// One upstream URL, with what every request to it needs prepared once.
+#[derive(Debug)]
+pub struct Target {
+    /// `scheme://authority/base-path` without a trailing `/`.
+    base: String,
+    /// `host[:port]` as a `Host` header value.
+    pub host: HeaderValue,
+}
+
+impl Target {
+    fn new(url: &Url) -> Result<Self, ProxyError> {
+        let authority = authority(url);
+        let host = HeaderValue::from_str(&authority).map_err(|_| ProxyError::Internal { detail: format!("upstream {url} has an invalid host") })?;
+        let base = format!("{}://{authority}{}", url.scheme(), url.path().trim_end_matches('/'));
+        Ok(Target { base, host })
+    }
+
+    /// The URI for a request path and query on this target: the target's own path is a prefix.
+    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+        let mut text = String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        text.push_str(&self.base);
+        text.push_str(path);
+        if let Some(q) = query {
+            text.push('?');
+            text.push_str(q);
+        }
+        text.parse().map_err(|_| ProxyError::BadRequest { reason: "request target cannot be forwarded" })
     }
 }
 
@@ -194,13 +214,14 @@ where
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Armed the first time the body has to wait, so bodies that never wait cost no timer.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> IdleTimeout<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, idle: Duration) -> Self {
-        IdleTimeout { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+        IdleTimeout { inner, idle, timer: None }
     }
 }
 
@@ -221,15 +242,21 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            // An error, not an early end: a chunked body must never look complete when it is not.
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdleTimeout)))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    // An error, not an early end: a chunked body must never look complete when
+                    // it is not.
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdleTimeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
