@@ -231,9 +231,12 @@ impl CookieCodec {
     }
 
     /// True when a cookie name belongs to sekisho (session, chunks, login flows) and so must not
-    /// be forwarded to upstreams.
+    /// be forwarded to upstreams. Names of both codecs count, whichever this one is: a browser
+    /// sends the plain codec's cookies (no `Secure`) over https as well, where they are not the
+    /// session but still hold sealed session material.
     pub fn owns(&self, cookie_name: &str) -> bool {
-        cookie_name.starts_with(self.name.as_str())
+        let base = self.name.strip_prefix("__Host-").unwrap_or(&self.name);
+        cookie_name.strip_prefix("__Host-").unwrap_or(cookie_name).starts_with(base)
     }
 }
 
@@ -500,5 +503,23 @@ mod tests {
         );
         strip_own_cookies(&mut headers, &codec);
         assert_eq!(headers.get(COOKIE).and_then(|v| v.to_str().ok()), Some("a=1; b=2"));
+    }
+
+    #[test]
+    fn own_cookies_of_the_other_scheme_are_not_forwarded_either() {
+        for secure in [false, true] {
+            let codec = CookieCodec::new("_sekisho", secure);
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                COOKIE,
+                HeaderValue::from_static(
+                    "a=1; _sekisho=s; __Host-_sekisho=t; _sekisho_0=u; __Host-_sekisho_1=v; \
+                     _sekisho_flow_abc=w; __Host-_sekisho_flow_abc=x; __Host-other=y; b=2",
+                ),
+            );
+            strip_own_cookies(&mut headers, &codec);
+            let kept = headers.get(COOKIE).and_then(|v| v.to_str().ok());
+            assert_eq!(kept, Some("a=1; __Host-other=y; b=2"), "secure: {secure}");
+        }
     }
 }
