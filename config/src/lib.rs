@@ -33,7 +33,8 @@ pub fn parse(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    parse::document(source, file, env, parse::Secrets::Resolve).map_err(|errors| ConfigErrors { errors })
+    parse::document(source, file, env, parse::Secrets::Resolve)
+        .map_err(|errors| ConfigErrors { errors })
 }
 
 /// Like [`load`], but secrets are neither read nor validated: every secret field holds a
@@ -42,7 +43,8 @@ pub fn parse(
 /// production secrets. Never run a proxy from the result.
 pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigErrors> {
     let source = read(path)?;
-    parse::document(&source, path, &|_| None, parse::Secrets::Placeholders).map_err(|errors| ConfigErrors { errors })
+    parse::document(&source, path, &|_| None, parse::Secrets::Placeholders)
+        .map_err(|errors| ConfigErrors { errors })
 }
 
 /// The text of the configuration file, or the error naming it.

@@ -40,9 +40,11 @@ routes:
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----";
 
 fn bench(c: &mut Criterion) {
-    let config = sekisho_config::parse(CONFIG, Path::new("bench.yaml"), &|name| (name == "KEY").then(|| KEY.to_owned()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let policy = config.routes[0].policy.clone();
+    let config = sekisho_config::parse(CONFIG, Path::new("bench.yaml"), &|name| {
+        (name == "KEY").then(|| KEY.to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let policy = config.routes.first().map(|r| r.policy.clone()).unwrap_or_else(|| panic!("no route"));
     let rego = RegoEngines::default();
     let identity = Identity {
         sub: "alice".into(),
@@ -51,7 +53,10 @@ fn bench(c: &mut Criterion) {
         groups: vec!["admins".into(), "eng".into()],
         issuer: "https://idp.example.com".into(),
         email_verified: Some(true),
-        claims: serde_json::json!({"department": "platform"}).as_object().cloned().unwrap_or_default(),
+        claims: serde_json::json!({"department": "platform"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
     };
     let mut headers = HeaderMap::new();
     headers.insert("accept", HeaderValue::from_static("application/json"));
@@ -68,12 +73,19 @@ fn bench(c: &mut Criterion) {
         now,
     };
     assert_eq!(decide(&policy, &allowed, &rego).effect, Effect::Allow);
-    let denied = Input { source_ip: "203.0.113.9".parse().unwrap_or_else(|e| panic!("{e}")), ..allowed };
+    let denied = Input {
+        source_ip: "203.0.113.9".parse().unwrap_or_else(|e| panic!("{e}")),
+        ..allowed
+    };
     assert_eq!(decide(&policy, &denied, &rego).effect, Effect::Deny);
 
     let mut group = c.benchmark_group("policy_10_rules");
-    group.bench_function("allow_all_rules_evaluated", |b| b.iter(|| decide(black_box(&policy), black_box(&allowed), &rego).effect));
-    group.bench_function("deny_by_source_ip", |b| b.iter(|| decide(black_box(&policy), black_box(&denied), &rego).effect));
+    group.bench_function("allow_all_rules_evaluated", |b| {
+        b.iter(|| decide(black_box(&policy), black_box(&allowed), &rego).effect)
+    });
+    group.bench_function("deny_by_source_ip", |b| {
+        b.iter(|| decide(black_box(&policy), black_box(&denied), &rego).effect)
+    });
     group.finish();
 }
 

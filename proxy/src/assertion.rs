@@ -44,7 +44,9 @@ pub struct AssertionSigner {
 
 impl std::fmt::Debug for AssertionSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AssertionSigner").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("AssertionSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,12 +72,17 @@ impl AssertionSigner {
     /// Loads the PEM key and prepares the JWKS document.
     pub fn new(pem: &str, issuer: &str, lifetime: Duration) -> Result<Self, AssertionError> {
         let der = pem_body(pem).ok_or_else(|| AssertionError::BadKey("no PEM block".into()))?;
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new())
-            .map_err(|e| AssertionError::BadKey(e.to_string()))?;
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new())
+                .map_err(|e| AssertionError::BadKey(e.to_string()))?;
         let point = pair.public_key().as_ref();
         let (x, y) = match (point.get(1..33), point.get(33..65)) {
             (Some(x), Some(y)) if point.len() == 65 => (x, y),
-            _ => return Err(AssertionError::BadKey("unexpected public key encoding".into())),
+            _ => {
+                return Err(AssertionError::BadKey(
+                    "unexpected public key encoding".into(),
+                ));
+            }
         };
         let digest = ring::digest::digest(&ring::digest::SHA256, point);
         let kid = URL_SAFE_NO_PAD.encode(digest.as_ref().get(..12).unwrap_or_default());
@@ -105,7 +112,13 @@ impl AssertionSigner {
     /// An assertion for `identity` towards `audience`, as a header value. `cache_key`
     /// identifies the credential (session id hash, or a bearer token hash); a cached token is
     /// reused until three quarters of its lifetime have passed.
-    pub fn assertion(&self, cache_key: &str, audience: &str, identity: &Identity, now: u64) -> Result<HeaderValue, AssertionError> {
+    pub fn assertion(
+        &self,
+        cache_key: &str,
+        audience: &str,
+        identity: &Identity,
+        now: u64,
+    ) -> Result<HeaderValue, AssertionError> {
         if let Ok(cache) = self.cache.read() {
             let hit = cache
                 .get(cache_key)
@@ -127,9 +140,14 @@ impl AssertionSigner {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(AssertionError::Sign)?;
-        let token = HeaderValue::from_str(&token).map_err(|_| AssertionError::BadKey("token is not a header value".into()))?;
-        let cached = Cached { token: token.clone(), refresh_after: now.saturating_add(lifetime * 3 / 4) };
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(AssertionError::Sign)?;
+        let token = HeaderValue::from_str(&token)
+            .map_err(|_| AssertionError::BadKey("token is not a header value".into()))?;
+        let cached = Cached {
+            token: token.clone(),
+            refresh_after: now.saturating_add(lifetime * 3 / 4),
+        };
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= CACHE_SWEEP_AT {
                 cache.retain(|_, per_audience| {
@@ -158,13 +176,18 @@ impl AssertionSigner {
 fn pem_body(pem: &str) -> Option<Vec<u8>> {
     let start = pem.find("-----BEGIN PRIVATE KEY-----")? + "-----BEGIN PRIVATE KEY-----".len();
     let end = pem.get(start..)?.find("-----END PRIVATE KEY-----")? + start;
-    let body: String = pem.get(start..end)?.chars().filter(|c| !c.is_whitespace()).collect();
+    let body: String = pem
+        .get(start..end)?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 /// A fresh PKCS#8 PEM ECDSA P-256 key (for quickstart and tests).
 pub fn generate_pem() -> Option<String> {
-    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).ok()?;
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .ok()?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(doc.as_ref());
     let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
     for line in b64.as_bytes().chunks(64) {
@@ -195,9 +218,12 @@ mod tests {
     #[test]
     fn assertions_verify_against_the_published_jwks_and_are_cached() {
         let pem = generate_pem().unwrap_or_else(|| panic!("keygen"));
-        let signer = AssertionSigner::new(&pem, "sekisho", Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+        let signer = AssertionSigner::new(&pem, "sekisho", Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("{e}"));
         let now = crate::session::unix_now();
-        let value = signer.assertion("sid", "app", &identity(), now).unwrap_or_else(|e| panic!("{e}"));
+        let value = signer
+            .assertion("sid", "app", &identity(), now)
+            .unwrap_or_else(|e| panic!("{e}"));
         let token = value.to_str().unwrap_or_else(|e| panic!("{e}")).to_owned();
         let jwks: JwkSet = serde_json::from_str(signer.jwks()).unwrap_or_else(|e| panic!("{e}"));
         let jwk = jwks.keys.first().unwrap_or_else(|| panic!("no key"));
@@ -205,14 +231,24 @@ mod tests {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_audience(&["app"]);
         validation.set_issuer(&["sekisho"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap_or_else(|e| panic!("{e}"));
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(data.claims["sub"], "alice");
         assert_eq!(data.claims["groups"], serde_json::json!(["eng", "admins"]));
         assert_eq!(data.claims["exp"].as_u64(), Some(now + 300));
 
-        assert_eq!(signer.assertion("sid", "app", &identity(), now + 10).ok(), Some(value.clone()));
-        assert_ne!(signer.assertion("sid", "other", &identity(), now + 10).ok(), Some(value.clone()));
-        assert_ne!(signer.assertion("sid", "app", &identity(), now + 226).ok(), Some(value));
+        assert_eq!(
+            signer.assertion("sid", "app", &identity(), now + 10).ok(),
+            Some(value.clone())
+        );
+        assert_ne!(
+            signer.assertion("sid", "other", &identity(), now + 10).ok(),
+            Some(value.clone())
+        );
+        assert_ne!(
+            signer.assertion("sid", "app", &identity(), now + 226).ok(),
+            Some(value)
+        );
     }
 
     #[test]

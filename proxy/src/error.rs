@@ -114,8 +114,12 @@ impl ProxyError {
             ProxyError::NoRoute => "No route for this address.".to_owned(),
             ProxyError::MethodNotAllowed => "This address does not serve that method.".to_owned(),
             ProxyError::BadGateway { .. } => "The service behind this address failed.".to_owned(),
-            ProxyError::GatewayTimeout => "The service behind this address did not answer in time.".to_owned(),
-            ProxyError::Unavailable { .. } => "Temporarily unavailable; try again shortly.".to_owned(),
+            ProxyError::GatewayTimeout => {
+                "The service behind this address did not answer in time.".to_owned()
+            }
+            ProxyError::Unavailable { .. } => {
+                "Temporarily unavailable; try again shortly.".to_owned()
+            }
             ProxyError::Internal { .. } => "Something went wrong.".to_owned(),
         }
     }
@@ -124,9 +128,15 @@ impl ProxyError {
     pub fn into_response(self, request_id: &str, browser: bool) -> Response<ProxyBody> {
         let status = self.status();
         match self.origin() {
-            Origin::Downstream => tracing::debug!(request_id, %status, error = %self, "request refused"),
-            Origin::Upstream => tracing::warn!(request_id, %status, error = %self, "upstream error"),
-            Origin::Internal => tracing::error!(request_id, %status, error = %self, "internal error"),
+            Origin::Downstream => {
+                tracing::debug!(request_id, %status, error = %self, "request refused")
+            }
+            Origin::Upstream => {
+                tracing::warn!(request_id, %status, error = %self, "upstream error")
+            }
+            Origin::Internal => {
+                tracing::error!(request_id, %status, error = %self, "internal error")
+            }
         }
         let mut response = page(status, &self.public_reason(), request_id, browser);
         if let ProxyError::Unauthenticated { invalid_token, .. } = &self {
@@ -135,15 +145,27 @@ impl ProxyError {
             } else {
                 r#"Bearer realm="sekisho""#
             };
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }
 }
 
 /// A short page (HTML for browsers, text otherwise) with the request id.
-pub fn page(status: StatusCode, reason: &str, request_id: &str, browser: bool) -> Response<ProxyBody> {
-    let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+pub fn page(
+    status: StatusCode,
+    reason: &str,
+    request_id: &str,
+    browser: bool,
+) -> Response<ProxyBody> {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     let (content_type, body) = if browser {
         (
             "text/html; charset=utf-8",
@@ -154,14 +176,20 @@ pub fn page(status: StatusCode, reason: &str, request_id: &str, browser: bool) -
             ),
         )
     } else {
-        ("text/plain; charset=utf-8", format!("{title}\n{reason}\nrequest id: {request_id}\n"))
+        (
+            "text/plain; charset=utf-8",
+            format!("{title}\n{reason}\nrequest id: {request_id}\n"),
+        )
     };
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", id);
     }
@@ -170,7 +198,9 @@ pub fn page(status: StatusCode, reason: &str, request_id: &str, browser: bool) -
 
 /// A complete body from bytes.
 pub fn full(body: impl Into<Bytes>) -> ProxyBody {
-    Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Escapes text for HTML.
@@ -195,18 +225,35 @@ mod tests {
 
     #[test]
     fn pages_hide_internal_detail_and_carry_the_request_id() {
-        let e = ProxyError::Internal { detail: "db password is hunter2".into() };
+        let e = ProxyError::Internal {
+            detail: "db password is hunter2".into(),
+        };
         let response = e.into_response("req-123", false);
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(response.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("req-123"));
+        assert_eq!(
+            response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            Some("req-123")
+        );
     }
 
     #[test]
     fn unauthenticated_carries_a_challenge() {
-        let e = ProxyError::Unauthenticated { detail: "x".into(), invalid_token: true };
+        let e = ProxyError::Unauthenticated {
+            detail: "x".into(),
+            invalid_token: true,
+        };
         let response = e.into_response("r", false);
-        let challenge = response.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
-        assert_eq!(challenge, Some(r#"Bearer realm="sekisho", error="invalid_token""#));
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(
+            challenge,
+            Some(r#"Bearer realm="sekisho", error="invalid_token""#)
+        );
     }
 
     #[test]

@@ -38,7 +38,11 @@ const SPOOFABLE_PREFIXES: [&str; 3] = ["x-forwarded-", "x-sekisho-", "x-auth-req
 /// nginx with `underscores_in_headers`) read header names, so a client cannot slip
 /// `X_Sekisho_User` past us.
 fn fold(b: u8) -> u8 {
-    if b == b'_' { b'-' } else { b.to_ascii_lowercase() }
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
 }
 
 /// `name` folded equals `folded` (already lower-case with `-`).
@@ -62,7 +66,9 @@ pub fn fold_name(name: &str) -> String {
 pub fn is_spoofable(name: &HeaderName, identity_names: &[&str]) -> bool {
     let name = name.as_str();
     SPOOFABLE_EXACT.iter().any(|n| folded_eq(name, n))
-        || SPOOFABLE_PREFIXES.iter().any(|p| folded_starts_with(name, p))
+        || SPOOFABLE_PREFIXES
+            .iter()
+            .any(|p| folded_starts_with(name, p))
         || identity_names.iter().any(|n| folded_eq(name, n))
 }
 
@@ -138,9 +144,16 @@ impl Forwarded {
 /// Removes hop-by-hop headers (including those listed in `Connection`) and every spoofable
 /// identity header. When `keep_upgrade` is set the `Upgrade` header and a `Connection: upgrade`
 /// survive, for a WebSocket handshake the route allows.
-pub fn sanitize_request_headers(headers: &mut HeaderMap, identity_names: &[&str], keep_upgrade: bool) {
+pub fn sanitize_request_headers(
+    headers: &mut HeaderMap,
+    identity_names: &[&str],
+    keep_upgrade: bool,
+) {
     strip_hop_by_hop(headers, keep_upgrade);
-    if !headers.keys().any(|name| is_spoofable(name, identity_names)) {
+    if !headers
+        .keys()
+        .any(|name| is_spoofable(name, identity_names))
+    {
         return;
     }
     let doomed: Vec<HeaderName> = headers
@@ -172,11 +185,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    if keep_upgrade {
-        if let Some(upgrade) = upgrade {
-            headers.insert(header::UPGRADE, upgrade);
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
+    if keep_upgrade && let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
@@ -214,13 +225,21 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
 
-    const IDENTITY: [&str; 4] = ["x-sekisho-user", "x-sekisho-email", "x-sekisho-groups", "x-corp-user"];
+    const IDENTITY: [&str; 4] = [
+        "x-sekisho-user",
+        "x-sekisho-email",
+        "x-sekisho-groups",
+        "x-corp-user",
+    ];
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (k, v) in pairs {
             let name = HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|e| panic!("{k}: {e}"));
-            headers.append(name, HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{v}: {e}")));
+            headers.append(
+                name,
+                HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{v}: {e}")),
+            );
         }
         headers
     }

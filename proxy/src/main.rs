@@ -14,7 +14,11 @@ use sekisho::server::Listeners;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "sekisho", version, about = "Zero-trust, identity-aware access proxy")]
+#[command(
+    name = "sekisho",
+    version,
+    about = "Zero-trust, identity-aware access proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,7 +40,7 @@ enum Command {
     },
     /// Test and explain policies.
     #[command(subcommand)]
-    Policy(PolicyCommand),
+    Policy(Box<PolicyCommand>),
     /// Print a new random session-cookie key (base64, 32 bytes).
     GenCookieKey,
     /// Print a new ECDSA P-256 assertion signing key (PKCS#8 PEM).
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Policy(command) => match policy(command) {
+        Command::Policy(command) => match policy(*command) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -143,46 +147,83 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<sekisho_config::Config>
 /// Loads a configuration for the policy tools: routes and policies only, secrets left
 /// unresolved, so policies can be tested without production secrets.
 fn load_policies(path: &std::path::Path) -> anyhow::Result<sekisho_config::Config> {
-    sekisho_config::load_without_secrets(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
+    sekisho_config::load_without_secrets(path)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
 }
 
 fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     use sekisho::policy::cases;
     match command {
-        PolicyCommand::Test { config, cases: files } => {
+        PolicyCommand::Test {
+            config,
+            cases: files,
+        } => {
             let config = load_policies(&config)?;
             let evaluator = cases::Evaluator::new(&config)?;
             let mut failed = 0;
             for file in files {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
                 let name = file.display().to_string();
                 let parsed = cases::parse_cases(&name, &text)?;
                 let report = cases::run_cases(&evaluator, &name, &parsed);
                 print!("{}", report.text);
                 failed += report.failed;
             }
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        PolicyCommand::Explain { config, email, sub, groups, claim, source_ip, time, headers, method, url } => {
+        PolicyCommand::Explain {
+            config,
+            email,
+            sub,
+            groups,
+            claim,
+            source_ip,
+            time,
+            headers,
+            method,
+            url,
+        } => {
             let config = load_policies(&config)?;
             let evaluator = cases::Evaluator::new(&config)?;
             let mut claims = std::collections::BTreeMap::new();
             for pair in claim {
-                let (name, value) = pair.split_once('=').with_context(|| format!("--claim {pair:?} is not NAME=VALUE"))?;
-                let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+                let (name, value) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--claim {pair:?} is not NAME=VALUE"))?;
+                let value = serde_json::from_str(value)
+                    .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
                 claims.insert(name.to_owned(), value);
             }
             let authenticated = email.is_some() || sub.is_some();
             let identity = authenticated.then(|| {
-                cases::CaseIdentity { sub, email, email_verified: None, groups, claims }
-                    .to_identity(config.oidc.issuer.as_str().trim_end_matches('/'))
+                cases::CaseIdentity {
+                    sub,
+                    email,
+                    email_verified: None,
+                    groups,
+                    claims,
+                }
+                .to_identity(config.oidc.issuer.as_str().trim_end_matches('/'))
             });
             let mut header_map = std::collections::BTreeMap::new();
             for h in headers {
-                let (name, value) = h.split_once(':').with_context(|| format!("-H {h:?} is not \"Name: value\""))?;
+                let (name, value) = h
+                    .split_once(':')
+                    .with_context(|| format!("-H {h:?} is not \"Name: value\""))?;
                 header_map.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
             }
-            let request = cases::CaseRequest { method: Some(method), url, source_ip, time, headers: header_map };
+            let request = cases::CaseRequest {
+                method: Some(method),
+                url,
+                source_ip,
+                time,
+                headers: header_map,
+            };
             let evaluation = evaluator.evaluate(identity.as_ref(), &request)?;
             print!("{}", cases::render_explanation(&evaluation));
             Ok(ExitCode::SUCCESS)
@@ -192,12 +233,18 @@ fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let config = load_config(&path)?;
     let path = path.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         let timeouts = config.server.timeouts;
         let listeners = Listeners::bind(&config).await?;
@@ -222,7 +269,11 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
 /// Reloads routes and policies on SIGHUP and whenever the configuration file changes (checked
 /// every second). An invalid file is reported in full and the running set is kept.
 async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
-    let fingerprint = |path: &std::path::Path| std::fs::read(path).ok().map(|bytes| ring::digest::digest(&ring::digest::SHA256, &bytes));
+    let fingerprint = |path: &std::path::Path| {
+        std::fs::read(path)
+            .ok()
+            .map(|bytes| ring::digest::digest(&ring::digest::SHA256, &bytes))
+    };
     let mut last = fingerprint(&path).map(|d| d.as_ref().to_vec());
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -251,8 +302,12 @@ async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
         last = current;
         match sekisho_config::load(&path) {
             Ok(config) => match proxy.reload(&config) {
-                Ok(routes) => tracing::info!(routes, file = %path.display(), "configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running routes"),
+                Ok(routes) => {
+                    tracing::info!(routes, file = %path.display(), "configuration reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration not reloaded; keeping the running routes")
+                }
             },
             Err(errors) => {
                 for error in &errors.errors {
@@ -267,13 +322,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

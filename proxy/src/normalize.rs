@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(normalize_path("/a%2Fb"), Err(PathError::AmbiguousEscape));
         assert_eq!(normalize_path("/a%5cb"), Err(PathError::AmbiguousEscape));
         assert_eq!(normalize_path("/a%00"), Err(PathError::AmbiguousEscape));
-        assert_eq!(normalize_path("/a\\..\\admin"), Err(PathError::ForbiddenCharacter));
+        assert_eq!(
+            normalize_path("/a\\..\\admin"),
+            Err(PathError::ForbiddenCharacter)
+        );
         assert_eq!(normalize_path("/a%2"), Err(PathError::MalformedEscape));
         assert_eq!(normalize_path("/a%zz"), Err(PathError::MalformedEscape));
         assert_eq!(normalize_path("/../etc"), Err(PathError::AboveRoot));

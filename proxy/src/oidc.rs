@@ -14,10 +14,11 @@ use openidconnect::core::{
     CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
 };
 use openidconnect::{
-    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenVerifier, IssuerUrl, Nonce,
+    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenVerifier, IssuerUrl, Nonce,
     OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout,
-    RedirectUrl, RefreshToken, RequestTokenError, Scope, SignatureVerificationError, TokenResponse as _,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, SignatureVerificationError,
+    TokenResponse as _,
 };
 use sekisho_config::{Oidc, SigningAlgorithm};
 use serde::{Deserialize, Serialize};
@@ -35,8 +36,20 @@ pub struct ExtraClaims {
 
 impl AdditionalClaims for ExtraClaims {}
 
-type IdToken = openidconnect::IdToken<ExtraClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
-type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+type IdToken = openidconnect::IdToken<
+    ExtraClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
 
 /// Least time between two JWKS refreshes triggered by unknown key ids.
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -112,7 +125,9 @@ pub struct OidcProvider {
 
 impl std::fmt::Debug for OidcProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcProvider").field("issuer", &self.config.issuer.as_str()).finish_non_exhaustive()
+        f.debug_struct("OidcProvider")
+            .field("issuer", &self.config.issuer.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,7 +151,11 @@ impl OidcProvider {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| OidcError::Discovery(e.to_string()))?;
-        let allowed_algs = config.allowed_algorithms.iter().map(|a| core_alg(*a)).collect();
+        let allowed_algs = config
+            .allowed_algorithms
+            .iter()
+            .map(|a| core_alg(*a))
+            .collect();
         Ok(OidcProvider {
             config,
             http,
@@ -159,7 +178,10 @@ impl OidcProvider {
             return Ok(d);
         }
         {
-            let mut last = self.last_discovery_attempt.lock().map_err(|_| OidcError::Unavailable)?;
+            let mut last = self
+                .last_discovery_attempt
+                .lock()
+                .map_err(|_| OidcError::Unavailable)?;
             if last.is_some_and(|t| t.elapsed() < DISCOVERY_RETRY_INTERVAL) {
                 return Err(OidcError::Unavailable);
             }
@@ -172,7 +194,8 @@ impl OidcProvider {
         }
         let mut last_error = String::new();
         for candidate in candidates {
-            let issuer = IssuerUrl::new(candidate).map_err(|e| OidcError::Discovery(e.to_string()))?;
+            let issuer =
+                IssuerUrl::new(candidate).map_err(|e| OidcError::Discovery(e.to_string()))?;
             match ProviderMetadataWithLogout::discover_async(issuer.clone(), &self.http).await {
                 Ok(metadata) => {
                     let end_session = metadata
@@ -186,12 +209,20 @@ impl OidcProvider {
                     let client = CoreClient::from_provider_metadata(
                         metadata,
                         ClientId::new(self.config.client_id.clone()),
-                        Some(ClientSecret::new(self.config.client_secret.expose().to_owned())),
+                        Some(ClientSecret::new(
+                            self.config.client_secret.expose().to_owned(),
+                        )),
                     );
                     if let Ok(mut slot) = self.jwks.write() {
                         *slot = Arc::new(jwks);
                     }
-                    let d = Arc::new(Discovered { client, issuer, end_session, userinfo, jwks_uri });
+                    let d = Arc::new(Discovered {
+                        client,
+                        issuer,
+                        end_session,
+                        userinfo,
+                        jwks_uri,
+                    });
                     if let Ok(mut slot) = self.discovered.write() {
                         *slot = Some(d.clone());
                     }
@@ -207,9 +238,15 @@ impl OidcProvider {
 
     /// Starts a login: the authorization URL carrying `state`, `nonce` and a fresh PKCE (S256)
     /// challenge, returning to `redirect_uri`.
-    pub async fn authorization_url(&self, redirect_uri: &str, state: &str, nonce: &str) -> Result<LoginStart, OidcError> {
+    pub async fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+    ) -> Result<LoginStart, OidcError> {
         let d = self.discovered().await?;
-        let redirect = RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| OidcError::Discovery(e.to_string()))?;
+        let redirect = RedirectUrl::new(redirect_uri.to_owned())
+            .map_err(|e| OidcError::Discovery(e.to_string()))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = state.to_owned();
         let nonce = nonce.to_owned();
@@ -226,14 +263,24 @@ impl OidcProvider {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         let (url, _, _) = request.url();
-        Ok(LoginStart { url, pkce_verifier: verifier.secret().clone() })
+        Ok(LoginStart {
+            url,
+            pkce_verifier: verifier.secret().clone(),
+        })
     }
 
     /// Completes a login: exchanges `code` (with the PKCE verifier) and validates the ID token
     /// against `nonce`.
-    pub async fn exchange_code(&self, code: &str, redirect_uri: &str, pkce_verifier: &str, nonce: &str) -> Result<Tokens, OidcError> {
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+    ) -> Result<Tokens, OidcError> {
         let d = self.discovered().await?;
-        let redirect = RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| OidcError::Discovery(e.to_string()))?;
+        let redirect = RedirectUrl::new(redirect_uri.to_owned())
+            .map_err(|e| OidcError::Discovery(e.to_string()))?;
         let response = d
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -247,11 +294,17 @@ impl OidcProvider {
             .id_token()
             .map(ToString::to_string)
             .ok_or_else(|| OidcError::Rejected("token response has no id_token".into()))?;
-        let (mut identity, id_exp) = self.verify_jwt(&raw_id_token, TokenKind::IdToken { nonce: Some(nonce) }).await?;
+        let (mut identity, id_exp) = self
+            .verify_jwt(&raw_id_token, TokenKind::IdToken { nonce: Some(nonce) })
+            .await?;
         if identity.email.is_none() || identity.groups.is_empty() {
-            self.merge_userinfo(&d, response.access_token().secret(), &mut identity).await?;
+            self.merge_userinfo(&d, response.access_token().secret(), &mut identity)
+                .await?;
         }
-        let expires_at = response.expires_in().map(|e| unix_now().saturating_add(e.as_secs())).or(Some(id_exp));
+        let expires_at = response
+            .expires_in()
+            .map(|e| unix_now().saturating_add(e.as_secs()))
+            .or(Some(id_exp));
         Ok(Tokens {
             identity,
             id_token: Some(raw_id_token),
@@ -261,7 +314,11 @@ impl OidcProvider {
     }
 
     /// Refreshes a session's tokens. `Refused` means the provider ended the session.
-    pub async fn refresh(&self, refresh_token: &str, current: &Identity) -> Result<Tokens, OidcError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        current: &Identity,
+    ) -> Result<Tokens, OidcError> {
         let d = self.discovered().await?;
         let token = RefreshToken::new(refresh_token.to_owned());
         let response = d
@@ -277,20 +334,30 @@ impl OidcProvider {
         if let Some(raw) = response.id_token().map(ToString::to_string) {
             let (fresh, exp) = self.verify_jwt(&raw, TokenKind::RefreshedIdToken).await?;
             if fresh.sub != current.sub {
-                return Err(OidcError::Rejected("refreshed ID token names another subject".into()));
+                return Err(OidcError::Rejected(
+                    "refreshed ID token names another subject".into(),
+                ));
             }
             identity = fresh;
             id_token = Some(raw);
             id_exp = Some(exp);
         }
         if identity.email.is_none() || identity.groups.is_empty() {
-            self.merge_userinfo(&d, response.access_token().secret(), &mut identity).await?;
+            self.merge_userinfo(&d, response.access_token().secret(), &mut identity)
+                .await?;
         }
         Ok(Tokens {
             identity,
             id_token,
-            refresh_token: Some(response.refresh_token().map_or_else(|| refresh_token.to_owned(), |t| t.secret().clone())),
-            expires_at: response.expires_in().map(|e| unix_now().saturating_add(e.as_secs())).or(id_exp),
+            refresh_token: Some(
+                response
+                    .refresh_token()
+                    .map_or_else(|| refresh_token.to_owned(), |t| t.secret().clone()),
+            ),
+            expires_at: response
+                .expires_in()
+                .map(|e| unix_now().saturating_add(e.as_secs()))
+                .or(id_exp),
         })
     }
 
@@ -298,10 +365,14 @@ impl OidcProvider {
     /// expire, so a program's repeated requests cost one signature check.
     pub async fn verify_bearer(&self, token: &str) -> Result<Identity, OidcError> {
         let now = unix_now();
-        if let Some((identity, exp)) = self.bearer_cache.read().ok().and_then(|c| c.get(token).cloned()) {
-            if now < exp {
-                return Ok(identity);
-            }
+        if let Some((identity, exp)) = self
+            .bearer_cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(token).cloned())
+            && now < exp
+        {
+            return Ok(identity);
         }
         let (identity, exp) = self.verify_jwt(token, TokenKind::Bearer).await?;
         if let Ok(mut cache) = self.bearer_cache.write() {
@@ -316,7 +387,11 @@ impl OidcProvider {
     }
 
     /// The RP-initiated logout URL, when the provider has an `end_session_endpoint`.
-    pub async fn end_session_url(&self, id_token_hint: Option<&str>, post_logout_redirect: &str) -> Option<Url> {
+    pub async fn end_session_url(
+        &self,
+        id_token_hint: Option<&str>,
+        post_logout_redirect: &str,
+    ) -> Option<Url> {
         let d = self.discovered().await.ok()?;
         let mut url = d.end_session.clone()?;
         {
@@ -332,28 +407,40 @@ impl OidcProvider {
 
     /// Verifies a JWT, refreshing the JWKS once (rate-limited) when its key id is unknown.
     /// Returns the identity and the token's `exp`.
-    async fn verify_jwt(&self, raw: &str, kind: TokenKind<'_>) -> Result<(Identity, u64), OidcError> {
+    async fn verify_jwt(
+        &self,
+        raw: &str,
+        kind: TokenKind<'_>,
+    ) -> Result<(Identity, u64), OidcError> {
         let d = self.discovered().await?;
         let token = IdToken::from_str(raw).map_err(|e| OidcError::Malformed(e.to_string()))?;
         match self.check(&d, &token, kind) {
-            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
                 if self.refresh_jwks(&d).await {
-                    self.check(&d, &token, kind).map_err(|e| OidcError::Rejected(e.to_string()))?
+                    self.check(&d, &token, kind)
+                        .map_err(|e| OidcError::Rejected(e.to_string()))?
                 } else {
-                    return Err(OidcError::Rejected("no key matches the token's key id".into()));
+                    return Err(OidcError::Rejected(
+                        "no key matches the token's key id".into(),
+                    ));
                 }
             }
             other => other.map_err(|e| OidcError::Rejected(e.to_string()))?,
         };
         // `check` succeeded: read the (now verified) claims once more for extraction.
-        let claims = token.claims(&self.verifier(&d, kind), |_: Option<&Nonce>| Ok(()))
+        let claims = token
+            .claims(&self.verifier(&d, kind), |_: Option<&Nonce>| Ok(()))
             .map_err(|e| OidcError::Rejected(e.to_string()))?;
         let now = unix_now();
         let skew = self.config.clock_skew.as_secs();
         match claims.additional_claims().rest.get("nbf") {
             None => {}
             Some(serde_json::Value::Number(n)) => {
-                let nbf = n.as_u64().ok_or_else(|| OidcError::Rejected("nbf is not a valid time".into()))?;
+                let nbf = n
+                    .as_u64()
+                    .ok_or_else(|| OidcError::Rejected("nbf is not a valid time".into()))?;
                 if nbf > now.saturating_add(skew) {
                     return Err(OidcError::Rejected("token is not valid yet (nbf)".into()));
                 }
@@ -374,20 +461,35 @@ impl OidcProvider {
                 }
             }
             TokenKind::Bearer => {
-                if !audiences.iter().any(|a| self.config.bearer_audiences.iter().any(|b| b == a)) {
-                    return Err(OidcError::Rejected(format!("audience {audiences:?} is not accepted")));
+                if !audiences
+                    .iter()
+                    .any(|a| self.config.bearer_audiences.iter().any(|b| b == a))
+                {
+                    return Err(OidcError::Rejected(format!(
+                        "audience {audiences:?} is not accepted"
+                    )));
                 }
             }
         }
-        let groups = match claims.additional_claims().rest.get(&self.config.groups_claim) {
-            Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        let groups = match claims
+            .additional_claims()
+            .rest
+            .get(&self.config.groups_claim)
+        {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             Some(serde_json::Value::String(one)) => vec![one.clone()],
             _ => Vec::new(),
         };
         let identity = Identity {
             sub: claims.subject().as_str().to_owned(),
             email: claims.email().map(|e| e.as_str().to_owned()),
-            name: claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_owned()),
+            name: claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.as_str().to_owned()),
             groups,
             issuer: d.issuer.as_str().to_owned(),
             email_verified: claims.email_verified(),
@@ -397,29 +499,55 @@ impl OidcProvider {
         Ok((identity, exp))
     }
 
-    fn check(&self, d: &Discovered, token: &IdToken, kind: TokenKind<'_>) -> Result<(), ClaimsVerificationError> {
+    fn check(
+        &self,
+        d: &Discovered,
+        token: &IdToken,
+        kind: TokenKind<'_>,
+    ) -> Result<(), ClaimsVerificationError> {
         let verifier = self.verifier(d, kind);
         match kind {
-            TokenKind::IdToken { nonce: Some(expected) } => {
+            TokenKind::IdToken {
+                nonce: Some(expected),
+            } => {
                 let expected = Nonce::new(expected.to_owned());
                 token.claims(&verifier, &expected).map(|_| ())
             }
-            TokenKind::IdToken { nonce: None } | TokenKind::RefreshedIdToken | TokenKind::Bearer => {
-                token.claims(&verifier, |_: Option<&Nonce>| Ok(())).map(|_| ())
-            }
+            TokenKind::IdToken { nonce: None }
+            | TokenKind::RefreshedIdToken
+            | TokenKind::Bearer => token
+                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                .map(|_| ()),
         }
     }
 
-    fn verifier(&self, d: &Discovered, kind: TokenKind<'_>) -> IdTokenVerifier<'static, CoreJsonWebKey> {
-        let jwks = self.jwks.read().map(|k| (**k).clone()).unwrap_or_else(|_| CoreJsonWebKeySet::new(Vec::new()));
-        let skew = chrono::Duration::from_std(self.config.clock_skew).unwrap_or_else(|_| chrono::Duration::seconds(60));
+    fn verifier(
+        &self,
+        d: &Discovered,
+        kind: TokenKind<'_>,
+    ) -> IdTokenVerifier<'static, CoreJsonWebKey> {
+        let jwks = self
+            .jwks
+            .read()
+            .map(|k| (**k).clone())
+            .unwrap_or_else(|_| CoreJsonWebKeySet::new(Vec::new()));
+        let skew = chrono::Duration::from_std(self.config.clock_skew)
+            .unwrap_or_else(|_| chrono::Duration::seconds(60));
         // A public-client verifier holds no secret, so no HMAC path exists at all.
-        let verifier = IdTokenVerifier::new_public_client(ClientId::new(self.config.client_id.clone()), d.issuer.clone(), jwks)
-            .set_allowed_algs(self.allowed_algs.clone())
-            .set_time_fn(move || Utc::now() - skew)
-            .set_issue_time_verifier_fn(move |iat: DateTime<Utc>| {
-                if iat > Utc::now() + skew { Err("issued in the future".to_owned()) } else { Ok(()) }
-            });
+        let verifier = IdTokenVerifier::new_public_client(
+            ClientId::new(self.config.client_id.clone()),
+            d.issuer.clone(),
+            jwks,
+        )
+        .set_allowed_algs(self.allowed_algs.clone())
+        .set_time_fn(move || Utc::now() - skew)
+        .set_issue_time_verifier_fn(move |iat: DateTime<Utc>| {
+            if iat > Utc::now() + skew {
+                Err("issued in the future".to_owned())
+            } else {
+                Ok(())
+            }
+        });
         match kind {
             // Audience checked against the bearer list by the caller.
             TokenKind::Bearer => verifier.require_audience_match(false),
@@ -432,14 +560,21 @@ impl OidcProvider {
     /// when fresh keys were loaded.
     async fn refresh_jwks(&self, d: &Discovered) -> bool {
         {
-            let Ok(mut last) = self.last_jwks_refresh.lock() else { return false };
+            let Ok(mut last) = self.last_jwks_refresh.lock() else {
+                return false;
+            };
             if last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_INTERVAL) {
                 tracing::debug!("unknown key id; JWKS refresh rate-limited");
                 return false;
             }
             *last = Some(Instant::now());
         }
-        match CoreJsonWebKeySet::fetch_async(&openidconnect::JsonWebKeySetUrl::from_url(d.jwks_uri.clone()), &self.http).await {
+        match CoreJsonWebKeySet::fetch_async(
+            &openidconnect::JsonWebKeySetUrl::from_url(d.jwks_uri.clone()),
+            &self.http,
+        )
+        .await
+        {
             Ok(jwks) => {
                 if let Ok(mut slot) = self.jwks.write() {
                     *slot = Arc::new(jwks);
@@ -455,8 +590,15 @@ impl OidcProvider {
     }
 
     /// Fills email and groups from the userinfo endpoint when the ID token lacked them.
-    async fn merge_userinfo(&self, d: &Discovered, access_token: &str, identity: &mut Identity) -> Result<(), OidcError> {
-        let Some(url) = d.userinfo.clone() else { return Ok(()) };
+    async fn merge_userinfo(
+        &self,
+        d: &Discovered,
+        access_token: &str,
+        identity: &mut Identity,
+    ) -> Result<(), OidcError> {
+        let Some(url) = d.userinfo.clone() else {
+            return Ok(());
+        };
         let response = self
             .http
             .get(url)
@@ -465,16 +607,26 @@ impl OidcProvider {
             .await
             .map_err(|e| OidcError::Transport(error_chain(&e)))?;
         if !response.status().is_success() {
-            return Err(OidcError::Transport(format!("userinfo answered {}", response.status())));
+            return Err(OidcError::Transport(format!(
+                "userinfo answered {}",
+                response.status()
+            )));
         }
-        let body: serde_json::Map<String, serde_json::Value> =
-            response.json().await.map_err(|e| OidcError::Transport(error_chain(&e)))?;
+        let body: serde_json::Map<String, serde_json::Value> = response
+            .json()
+            .await
+            .map_err(|e| OidcError::Transport(error_chain(&e)))?;
         if body.get("sub").and_then(|s| s.as_str()) != Some(identity.sub.as_str()) {
             return Err(OidcError::Rejected("userinfo names another subject".into()));
         }
         if identity.email.is_none() {
-            identity.email = body.get("email").and_then(|e| e.as_str()).map(str::to_owned);
-            identity.email_verified = body.get("email_verified").and_then(serde_json::Value::as_bool);
+            identity.email = body
+                .get("email")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned);
+            identity.email_verified = body
+                .get("email_verified")
+                .and_then(serde_json::Value::as_bool);
         }
         for (name, value) in policy_claims(&body, &self.config.groups_claim) {
             identity.claims.entry(name).or_insert(value);
@@ -484,7 +636,10 @@ impl OidcProvider {
         }
         if identity.groups.is_empty() {
             identity.groups = match body.get(&self.config.groups_claim) {
-                Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
                 Some(serde_json::Value::String(one)) => vec![one.clone()],
                 _ => Vec::new(),
             };
@@ -496,18 +651,44 @@ impl OidcProvider {
 /// Claims kept in the session for `claim/NAME` policy criteria: scalars and arrays of scalars,
 /// except the registered JWT/OIDC ones and the groups claim (kept separately), up to
 /// [`MAX_POLICY_CLAIMS_BYTES`] in total so a verbose provider cannot overflow the cookie.
-fn policy_claims(all: &serde_json::Map<String, serde_json::Value>, groups_claim: &str) -> serde_json::Map<String, serde_json::Value> {
+fn policy_claims(
+    all: &serde_json::Map<String, serde_json::Value>,
+    groups_claim: &str,
+) -> serde_json::Map<String, serde_json::Value> {
     const REGISTERED: [&str; 16] = [
-        "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "nonce", "at_hash", "c_hash", "azp", "auth_time", "sid", "acr", "amr", "s_hash",
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "nonce",
+        "at_hash",
+        "c_hash",
+        "azp",
+        "auth_time",
+        "sid",
+        "acr",
+        "amr",
+        "s_hash",
     ];
     let mut kept = serde_json::Map::new();
     let mut budget = MAX_POLICY_CLAIMS_BYTES;
     for (name, value) in all {
-        if REGISTERED.contains(&name.as_str()) || name == groups_claim || name == "email" || name == "email_verified" || name == "name" {
+        if REGISTERED.contains(&name.as_str())
+            || name == groups_claim
+            || name == "email"
+            || name == "email_verified"
+            || name == "name"
+        {
             continue;
         }
         let scalar = |v: &serde_json::Value| v.is_string() || v.is_number() || v.is_boolean();
-        let keep = scalar(value) || value.as_array().is_some_and(|items| items.iter().all(scalar));
+        let keep = scalar(value)
+            || value
+                .as_array()
+                .is_some_and(|items| items.iter().all(scalar));
         let size = name.len() + value.to_string().len();
         if keep && size <= budget {
             budget -= size;

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, Method};
 use sekisho_config::policy::{
-    CertificateMatch, ClaimValue, Criterion, EmailMatch, GroupsMatch, PathMatch, Policy, Rule, RuleKind, StringMatch,
-    TimeWindow,
+    CertificateMatch, ClaimValue, Criterion, EmailMatch, GroupsMatch, PathMatch, Policy, Rule,
+    RuleKind, StringMatch, TimeWindow,
 };
 use serde_json::{Value, json};
 
@@ -57,10 +57,14 @@ impl Decision<'_> {
     /// rule, for logs, audit records and (when the route opts in) the denial page.
     pub fn explanation(&self) -> String {
         match (self.reason, self.rule) {
-            (Reason::NoAllowBlock, _) | (_, None) => format!("{}: no allow block", self.policy.path),
+            (Reason::NoAllowBlock, _) | (_, None) => {
+                format!("{}: no allow block", self.policy.path)
+            }
             (Reason::DenyMatched, Some(rule)) => format!("denied by {} {}", rule.path, rule.text),
             (Reason::AllowMatched, Some(rule)) => format!("allowed by {} {}", rule.path, rule.text),
-            (Reason::AllowNotSatisfied, Some(rule)) => format!("not allowed: {} {} is false", rule.path, rule.text),
+            (Reason::AllowNotSatisfied, Some(rule)) => {
+                format!("not allowed: {} {} is false", rule.path, rule.text)
+            }
         }
     }
 }
@@ -102,8 +106,12 @@ impl Input<'_> {
             .headers
             .keys()
             .map(|name| {
-                let values: Vec<Value> =
-                    self.headers.get_all(name).iter().map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+                let values: Vec<Value> = self
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
                 (name.as_str().to_owned(), Value::Array(values))
             })
             .collect();
@@ -154,7 +162,9 @@ pub struct RegoEngines {
 
 impl std::fmt::Debug for RegoEngines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegoEngines").field("rules", &self.engines.len()).finish()
+        f.debug_struct("RegoEngines")
+            .field("rules", &self.engines.len())
+            .finish()
     }
 }
 
@@ -181,10 +191,14 @@ impl RegoEngines {
     }
 
     fn eval(&self, rule: &Rule, input: &Input<'_>) -> bool {
-        let Some((engine, query)) = self.engines.get(&rule.path) else { return false };
+        let Some((engine, query)) = self.engines.get(&rule.path) else {
+            return false;
+        };
         let mut engine = engine.clone();
         let document = input.document();
-        let Ok(input_value) = regorus::Value::from_json_str(&document.to_string()) else { return false };
+        let Ok(input_value) = regorus::Value::from_json_str(&document.to_string()) else {
+            return false;
+        };
         engine.set_input(input_value);
         match engine.eval_rule(query.clone()) {
             Ok(value) => value == regorus::Value::from(true),
@@ -196,9 +210,15 @@ impl RegoEngines {
     }
 }
 
-fn collect_rego(rule: &Rule, engines: &mut HashMap<String, (regorus::Engine, String)>) -> Result<(), RegoError> {
+fn collect_rego(
+    rule: &Rule,
+    engines: &mut HashMap<String, (regorus::Engine, String)>,
+) -> Result<(), RegoError> {
     match &rule.kind {
-        RuleKind::And(children) | RuleKind::Or(children) | RuleKind::Not(children) | RuleKind::Nor(children) => {
+        RuleKind::And(children)
+        | RuleKind::Or(children)
+        | RuleKind::Not(children)
+        | RuleKind::Nor(children) => {
             for child in children {
                 collect_rego(child, engines)?;
             }
@@ -208,7 +228,10 @@ fn collect_rego(rule: &Rule, engines: &mut HashMap<String, (regorus::Engine, Str
             let mut engine = regorus::Engine::new();
             engine
                 .add_policy(format!("{}.rego", rule.path), rego.module.clone())
-                .map_err(|e| RegoError { path: rule.path.clone(), message: e.to_string() })?;
+                .map_err(|e| RegoError {
+                    path: rule.path.clone(),
+                    message: e.to_string(),
+                })?;
             engines.insert(rule.path.clone(), (engine, rego.query.clone()));
             Ok(())
         }
@@ -218,15 +241,27 @@ fn collect_rego(rule: &Rule, engines: &mut HashMap<String, (regorus::Engine, Str
 
 /// Decides `input` under `policy`.
 pub fn decide<'p>(policy: &'p Policy, input: &Input<'_>, rego: &RegoEngines) -> Decision<'p> {
-    let eval = Evaluator { input, rego, trace: None };
+    let eval = Evaluator {
+        input,
+        rego,
+        trace: None,
+    };
     eval.decide(policy)
 }
 
 /// Decides and records the value of every rule evaluated (for `policy explain` and tests).
-pub fn explain<'p>(policy: &'p Policy, input: &Input<'_>, rego: &RegoEngines) -> (Decision<'p>, Vec<TraceLine>) {
+pub fn explain<'p>(
+    policy: &'p Policy,
+    input: &Input<'_>,
+    rego: &RegoEngines,
+) -> (Decision<'p>, Vec<TraceLine>) {
     let mut trace = Vec::new();
     let decision = {
-        let mut eval = TracingEvaluator { input, rego, trace: &mut trace };
+        let mut eval = TracingEvaluator {
+            input,
+            rego,
+            trace: &mut trace,
+        };
         eval.decide(policy)
     };
     (decision, trace)
@@ -244,17 +279,37 @@ impl Evaluator<'_, '_> {
         if let Some(deny) = &policy.deny {
             let (value, rule) = self.rule(deny);
             if value {
-                return Decision { effect: Effect::Deny, reason: Reason::DenyMatched, rule: Some(rule), policy };
+                return Decision {
+                    effect: Effect::Deny,
+                    reason: Reason::DenyMatched,
+                    rule: Some(rule),
+                    policy,
+                };
             }
         }
         match &policy.allow {
-            None => Decision { effect: Effect::Deny, reason: Reason::NoAllowBlock, rule: None, policy },
+            None => Decision {
+                effect: Effect::Deny,
+                reason: Reason::NoAllowBlock,
+                rule: None,
+                policy,
+            },
             Some(allow) => {
                 let (value, rule) = self.rule(allow);
                 if value {
-                    Decision { effect: Effect::Allow, reason: Reason::AllowMatched, rule: Some(rule), policy }
+                    Decision {
+                        effect: Effect::Allow,
+                        reason: Reason::AllowMatched,
+                        rule: Some(rule),
+                        policy,
+                    }
                 } else {
-                    Decision { effect: Effect::Deny, reason: Reason::AllowNotSatisfied, rule: Some(rule), policy }
+                    Decision {
+                        effect: Effect::Deny,
+                        reason: Reason::AllowNotSatisfied,
+                        rule: Some(rule),
+                        policy,
+                    }
                 }
             }
         }
@@ -273,18 +328,27 @@ impl Evaluator<'_, '_> {
                 let (v, r) = any(children, |c| self.rule(c)).unwrap_or((false, rule));
                 (!v, r)
             }
-            RuleKind::Criterion(criterion) => (criterion_holds(criterion, rule, self.input, self.rego), rule),
+            RuleKind::Criterion(criterion) => (
+                criterion_holds(criterion, rule, self.input, self.rego),
+                rule,
+            ),
         }
     }
 }
 
 /// The first false child, if any (short-circuit AND).
-fn all<'p>(children: &'p [Rule], mut eval: impl FnMut(&'p Rule) -> (bool, &'p Rule)) -> Option<(bool, &'p Rule)> {
+fn all<'p>(
+    children: &'p [Rule],
+    mut eval: impl FnMut(&'p Rule) -> (bool, &'p Rule),
+) -> Option<(bool, &'p Rule)> {
     children.iter().map(&mut eval).find(|(v, _)| !v)
 }
 
 /// The first true child, if any (short-circuit OR).
-fn any<'p>(children: &'p [Rule], mut eval: impl FnMut(&'p Rule) -> (bool, &'p Rule)) -> Option<(bool, &'p Rule)> {
+fn any<'p>(
+    children: &'p [Rule],
+    mut eval: impl FnMut(&'p Rule) -> (bool, &'p Rule),
+) -> Option<(bool, &'p Rule)> {
     children.iter().map(&mut eval).find(|(v, _)| *v)
 }
 
@@ -301,18 +365,42 @@ impl TracingEvaluator<'_, '_, '_> {
         for block in [&policy.deny, &policy.allow].into_iter().flatten() {
             self.rule(block, 0);
         }
-        Evaluator { input: self.input, rego: self.rego, trace: None }.decide(policy)
+        Evaluator {
+            input: self.input,
+            rego: self.rego,
+            trace: None,
+        }
+        .decide(policy)
+    }
+
+    /// Evaluates every child (no short-circuit, so each appears in the trace); returns
+    /// (all true, any true).
+    fn every(&mut self, children: &[Rule], depth: usize) -> (bool, bool) {
+        let (mut all, mut any) = (true, false);
+        for child in children {
+            let value = self.rule(child, depth + 1);
+            all &= value;
+            any |= value;
+        }
+        (all, any)
     }
 
     fn rule(&mut self, rule: &Rule, depth: usize) -> bool {
         let index = self.trace.len();
-        self.trace.push(TraceLine { depth, path: rule.path.clone(), text: rule.text.clone(), value: false });
+        self.trace.push(TraceLine {
+            depth,
+            path: rule.path.clone(),
+            text: rule.text.clone(),
+            value: false,
+        });
         let value = match &rule.kind {
-            RuleKind::And(children) => children.iter().map(|c| self.rule(c, depth + 1)).fold(true, |a, v| a && v),
-            RuleKind::Or(children) => children.iter().map(|c| self.rule(c, depth + 1)).fold(false, |a, v| a || v),
-            RuleKind::Not(children) => !children.iter().map(|c| self.rule(c, depth + 1)).fold(true, |a, v| a && v),
-            RuleKind::Nor(children) => !children.iter().map(|c| self.rule(c, depth + 1)).fold(false, |a, v| a || v),
-            RuleKind::Criterion(criterion) => criterion_holds(criterion, rule, self.input, self.rego),
+            RuleKind::And(children) => self.every(children, depth).0,
+            RuleKind::Or(children) => self.every(children, depth).1,
+            RuleKind::Not(children) => !self.every(children, depth).0,
+            RuleKind::Nor(children) => !self.every(children, depth).1,
+            RuleKind::Criterion(criterion) => {
+                criterion_holds(criterion, rule, self.input, self.rego)
+            }
         };
         if let Some(line) = self.trace.get_mut(index) {
             line.value = value;
@@ -321,16 +409,23 @@ impl TracingEvaluator<'_, '_, '_> {
     }
 }
 
-fn criterion_holds(criterion: &Criterion, rule: &Rule, input: &Input<'_>, rego: &RegoEngines) -> bool {
+fn criterion_holds(
+    criterion: &Criterion,
+    rule: &Rule,
+    input: &Input<'_>,
+    rego: &RegoEngines,
+) -> bool {
     let identity = input.identity;
     match criterion {
         Criterion::AuthenticatedUser => identity.is_some(),
-        Criterion::Email(matcher) => verified_email(identity).is_some_and(|(local, domain)| email_matches(matcher, local, domain)),
-        Criterion::Domain(domains) => {
-            verified_email(identity).is_some_and(|(_, domain)| domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
-        }
+        Criterion::Email(matcher) => verified_email(identity)
+            .is_some_and(|(local, domain)| email_matches(matcher, local, domain)),
+        Criterion::Domain(domains) => verified_email(identity)
+            .is_some_and(|(_, domain)| domains.iter().any(|d| d.eq_ignore_ascii_case(domain))),
         Criterion::Groups(matcher) => identity.is_some_and(|i| groups_match(matcher, &i.groups)),
-        Criterion::Claim { name, values } => identity.and_then(|i| i.claims.get(name)).is_some_and(|claim| claim_matches(claim, values)),
+        Criterion::Claim { name, values } => identity
+            .and_then(|i| i.claims.get(name))
+            .is_some_and(|claim| claim_matches(claim, values)),
         Criterion::HttpMethod(methods) => methods.iter().any(|m| m == input.method.as_str()),
         Criterion::HttpPath(matcher) => path_matches(matcher, input.path),
         Criterion::SourceIp(nets) => {
@@ -338,7 +433,9 @@ fn criterion_holds(criterion: &Criterion, rule: &Rule, input: &Input<'_>, rego: 
             nets.iter().any(|net| net.contains(&ip))
         }
         Criterion::Time(window) => time_matches(window, input.now),
-        Criterion::ClientCertificate(matcher) => input.client_certificate.is_some_and(|c| certificate_matches(matcher, c)),
+        Criterion::ClientCertificate(matcher) => input
+            .client_certificate
+            .is_some_and(|c| certificate_matches(matcher, c)),
         Criterion::Header { name, matcher } => header_matches(input.headers, name, matcher),
         Criterion::Rego(_) => rego.eval(rule, input),
     }
@@ -360,14 +457,20 @@ fn verified_email(identity: Option<&Identity>) -> Option<(&str, &str)> {
 }
 
 fn email_matches(matcher: &EmailMatch, local: &str, domain: &str) -> bool {
-    let same = |a: &sekisho_config::policy::EmailAddress| a.local == local && a.domain.eq_ignore_ascii_case(domain);
+    let same = |a: &sekisho_config::policy::EmailAddress| {
+        a.local == local && a.domain.eq_ignore_ascii_case(domain)
+    };
     match matcher {
         EmailMatch::Is(address) => same(address),
         EmailMatch::In(addresses) => addresses.iter().any(same),
         EmailMatch::EndsWith(suffix) => match suffix.strip_prefix('@') {
             Some(exact_domain) => domain.eq_ignore_ascii_case(exact_domain),
-            None => domain.len() > suffix.len()
-                && domain.get(domain.len() - suffix.len()..).is_some_and(|tail| tail.eq_ignore_ascii_case(suffix)),
+            None => {
+                domain.len() > suffix.len()
+                    && domain
+                        .get(domain.len() - suffix.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+            }
         },
     }
 }
@@ -416,23 +519,30 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 fn time_matches(window: &TimeWindow, now: jiff::Timestamp) -> bool {
     let local = now.to_zoned(window.time_zone.clone());
     let day_bit = 1u8 << (local.weekday().to_monday_zero_offset() as u8);
-    let minute = u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
+    let minute =
+        u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
     let (from, to) = (window.from_minute, window.to_minute);
     if to > from {
         window.days & day_bit != 0 && minute >= from && minute < to
     } else {
         // Wraps midnight: the part after midnight belongs to the previous day's window.
         let previous_bit = if day_bit == 1 { 1 << 6 } else { day_bit >> 1 };
-        (window.days & day_bit != 0 && minute >= from) || (window.days & previous_bit != 0 && minute < to)
+        (window.days & day_bit != 0 && minute >= from)
+            || (window.days & previous_bit != 0 && minute < to)
     }
 }
 
 fn certificate_matches(matcher: &CertificateMatch, cert: &ClientCertificate) -> bool {
-    matcher.fingerprints.iter().any(|f| *f == cert.fingerprint) || matcher.spki_hashes.iter().any(|h| *h == cert.spki_hash)
+    matcher.fingerprints.contains(&cert.fingerprint)
+        || matcher.spki_hashes.contains(&cert.spki_hash)
 }
 
 fn header_matches(headers: &HeaderMap, name: &str, matcher: &StringMatch) -> bool {
-    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).peekable();
+    let mut values = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .peekable();
     match matcher {
         StringMatch::Present => values.peek().is_some(),
         StringMatch::Is(want) => values.any(|v| v == want),

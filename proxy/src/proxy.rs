@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::assertion::{AssertionError, AssertionSigner};
 use crate::error::{BoxError, ProxyBody, ProxyError, full, html_escape, page};
-use crate::headers::{Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop};
+use crate::headers::{
+    Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop,
+};
 use crate::normalize::normalize_path;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::policy::{self, ClientCertificate, Effect, RegoEngines};
@@ -30,8 +32,8 @@ use crate::revocation::{RevocationError, RevocationList};
 use crate::routes::{Match, RouteTable};
 use crate::seal::{Purpose, SealError, Sealer};
 use crate::session::{
-    CookieCodec, Identity, IdentityValues, OpenSession, SessionCache, SessionRejection, SessionState, request_cookies, strip_own_cookies,
-    unix_now,
+    CookieCodec, Identity, IdentityValues, OpenSession, SessionCache, SessionRejection,
+    SessionState, request_cookies, strip_own_cookies, unix_now,
 };
 use crate::upstream::{IdleTimeout, Upstream, splice_upgrades};
 
@@ -125,7 +127,7 @@ pub struct Proxy {
     signer: AssertionSigner,
     revoked: RevocationList,
     used_states: Mutex<HashMap<String, u64>>,
-    refreshes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(RefreshOutcome, Instant)>>>>>,
+    refreshes: Mutex<HashMap<String, Arc<RefreshSlot>>>,
     identity_names: Vec<String>,
     identity_header_names: IdentityHeaderNames,
     sessions: SessionCache,
@@ -136,7 +138,9 @@ pub struct Proxy {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("routes", &self.routing().table.routes().len()).finish_non_exhaustive()
+        f.debug_struct("Proxy")
+            .field("routes", &self.routing().table.routes().len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,10 +159,19 @@ impl Routing {
         let upstreams = config
             .routes
             .iter()
-            .map(|r| Upstream::new(r).map_err(|source| StartError::Upstream { route: r.id.clone(), source }))
+            .map(|r| {
+                Upstream::new(r).map_err(|source| StartError::Upstream {
+                    route: r.id.clone(),
+                    source,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let rego = RegoEngines::prepare(config.routes.iter().map(|r| r.policy.as_ref()))?;
-        Ok(Routing { table: RouteTable::new(config.routes.clone()), upstreams, rego })
+        Ok(Routing {
+            table: RouteTable::new(config.routes.clone()),
+            upstreams,
+            rego,
+        })
     }
 }
 
@@ -189,7 +202,11 @@ impl Target {
             Scheme::Http => 80,
             Scheme::Https => 443,
         };
-        Origin { scheme: self.scheme, host: self.host.clone(), port: self.port.unwrap_or(default) }
+        Origin {
+            scheme: self.scheme,
+            host: self.host.clone(),
+            port: self.port.unwrap_or(default),
+        }
     }
 }
 
@@ -197,9 +214,16 @@ impl Target {
 #[derive(Debug)]
 enum Authenticated {
     /// A session cookie; `reissue` when the cookie must be rewritten (activity, refresh).
-    Session { session: Arc<OpenSession>, reissue: bool },
+    Session {
+        session: Arc<OpenSession>,
+        reissue: bool,
+    },
     /// A bearer JWT.
-    Bearer { identity: Box<Identity>, values: IdentityValues, token_hash: String },
+    Bearer {
+        identity: Box<Identity>,
+        values: IdentityValues,
+        token_hash: String,
+    },
 }
 
 impl Authenticated {
@@ -225,6 +249,10 @@ impl Authenticated {
     }
 }
 
+/// Where concurrent requests carrying the same due cookie wait for its one refresh; holds the
+/// outcome and when it was reached.
+type RefreshSlot = tokio::sync::Mutex<Option<(RefreshOutcome, Instant)>>;
+
 /// The result of a (single-flight) session refresh.
 #[derive(Debug, Clone)]
 enum RefreshOutcome {
@@ -236,22 +264,28 @@ enum RefreshOutcome {
 impl Proxy {
     /// Builds the proxy from a validated configuration.
     pub fn new(config: Config) -> Result<Self, StartError> {
-        let sealer = Sealer::new(config.session.keys.iter().map(|k| k.expose())).map_err(StartError::Keys)?;
+        let sealer = Sealer::new(config.session.keys.iter().map(|k| k.expose()))
+            .map_err(StartError::Keys)?;
         let signer = AssertionSigner::new(
             config.signing.key.expose(),
             &config.signing.issuer,
             config.signing.assertion_lifetime,
         )
         .map_err(StartError::Signing)?;
-        let (revoked, malformed) = RevocationList::load(&config.session.revocation_file, unix_now())?;
+        let (revoked, malformed) =
+            RevocationList::load(&config.session.revocation_file, unix_now())?;
         if malformed > 0 {
             tracing::warn!(malformed, file = %config.session.revocation_file.display(), "skipped malformed revocation entries");
         }
         let routing = Routing::new(&config)?;
         let oidc = OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?;
         let h = &config.identity_headers;
-        let identity_names = [&h.user, &h.email, &h.groups, &h.jwt_assertion].map(|n| crate::headers::fold_name(n)).to_vec();
-        let header_name = |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| StartError::HeaderName(n.to_owned()));
+        let identity_names = [&h.user, &h.email, &h.groups, &h.jwt_assertion]
+            .map(|n| crate::headers::fold_name(n))
+            .to_vec();
+        let header_name = |n: &str| {
+            HeaderName::from_bytes(n.as_bytes()).map_err(|_| StartError::HeaderName(n.to_owned()))
+        };
         let identity_header_names = IdentityHeaderNames {
             user: header_name(&h.user)?,
             email: header_name(&h.email)?,
@@ -296,7 +330,10 @@ impl Proxy {
     pub fn reload(&self, config: &Config) -> Result<usize, StartError> {
         let routing = Routing::new(config)?;
         for setting in restart_only_changes(&self.config, config) {
-            tracing::warn!(setting, "changed in the configuration file; takes effect at the next restart");
+            tracing::warn!(
+                setting,
+                "changed in the configuration file; takes effect at the next restart"
+            );
         }
         let routes = routing.table.routes().len();
         match self.routing.write() {
@@ -324,7 +361,13 @@ impl Proxy {
         response
     }
 
-    async fn process<B>(&self, mut request: Request<B>, conn: Connection, request_id: &str, browser: bool) -> Result<Response<ProxyBody>, ProxyError>
+    async fn process<B>(
+        &self,
+        mut request: Request<B>,
+        conn: Connection,
+        request_id: &str,
+        browser: bool,
+    ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -338,7 +381,10 @@ impl Proxy {
             return Ok(self.jwks_response());
         }
         if target.path.starts_with("/.sekisho/") {
-            if !routing.table.serves_host(target.scheme, &target.host, target.port) {
+            if !routing
+                .table
+                .serves_host(target.scheme, &target.host, target.port)
+            {
                 return Err(ProxyError::NoRoute);
             }
             return match target.path.as_str() {
@@ -351,17 +397,30 @@ impl Proxy {
         }
 
         // Phase: route.
-        let (route_index, route) = match routing.table.lookup(target.scheme, &target.host, target.port, request.method(), &target.path) {
+        let (route_index, route) = match routing.table.lookup(
+            target.scheme,
+            &target.host,
+            target.port,
+            request.method(),
+            &target.path,
+        ) {
             Match::Found(index, route) => (index, route),
             Match::MethodNotAllowed => return Err(ProxyError::MethodNotAllowed),
             Match::NoRoute => return Err(ProxyError::NoRoute),
         };
-        let upstream = routing.upstreams.get(route_index).ok_or(ProxyError::Internal { detail: "route without upstream".into() })?;
+        let upstream = routing
+            .upstreams
+            .get(route_index)
+            .ok_or(ProxyError::Internal {
+                detail: "route without upstream".into(),
+            })?;
 
         // Phase: authenticate.
         let codec = self.codec(target.scheme);
         let mut set_cookies: Vec<HeaderValue> = Vec::new();
-        let auth = self.authenticate(request.headers(), codec, &mut set_cookies).await?;
+        let auth = self
+            .authenticate(request.headers(), codec, &mut set_cookies)
+            .await?;
 
         // Phase: authorize.
         let input = policy::Input {
@@ -386,7 +445,9 @@ impl Proxy {
         };
         if !allowed {
             let Some(auth) = &auth else {
-                return self.challenge(&request, &target, request_id, browser, set_cookies).await;
+                return self
+                    .challenge(&request, &target, request_id, browser, set_cookies)
+                    .await;
             };
             tracing::info!(request_id, route = %route.id, sub = %auth.identity().sub, explanation = %decision.explanation(), "denied");
             let reason = if route.show_error_details {
@@ -401,39 +462,63 @@ impl Proxy {
             return Ok(response);
         }
 
-        if let Some(Authenticated::Session { session, reissue: true }) = &auth {
+        if let Some(Authenticated::Session {
+            session,
+            reissue: true,
+        }) = &auth
+        {
             let cookies = codec
-                .write(&self.sealer, &session.state, self.config.session.absolute_lifetime)
-                .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+                .write(
+                    &self.sealer,
+                    &session.state,
+                    self.config.session.absolute_lifetime,
+                )
+                .map_err(|e| ProxyError::Internal {
+                    detail: e.to_string(),
+                })?;
             set_cookies.extend(cookies);
         }
 
         // Phase: forward.
         let websocket = is_websocket_upgrade(request.headers());
         if websocket && !route.allow_websockets {
-            return Err(ProxyError::Forbidden { reason: "WebSockets are not enabled for this route.".into() });
+            return Err(ProxyError::Forbidden {
+                reason: "WebSockets are not enabled for this route.".into(),
+            });
         }
         if websocket && request.version() != Version::HTTP_11 {
-            return Err(ProxyError::BadRequest { reason: "WebSocket upgrades need HTTP/1.1" });
+            return Err(ProxyError::BadRequest {
+                reason: "WebSocket upgrades need HTTP/1.1",
+            });
         }
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
-        let target_url = upstream.pick().ok_or(ProxyError::Internal { detail: "route has no targets".into() })?;
+        let target_url = upstream.pick().ok_or(ProxyError::Internal {
+            detail: "route has no targets".into(),
+        })?;
         let uri = target_url.uri_for(&target.path, request.uri().query())?;
         let (mut parts, body) = request.into_parts();
         parts.uri = uri;
         let keep_te_trailers = route.upstream_http2
-            && parts.headers.get(header::TE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
+            && parts
+                .headers
+                .get(header::TE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
         let bearer_used = matches!(auth, Some(Authenticated::Bearer { .. }));
         self.rewrite_request_headers(&mut parts.headers, &target, websocket, bearer_used, codec);
         if keep_te_trailers {
-            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
         }
         let host = if route.preserve_host {
             let text = match target.port {
                 Some(p) => format!("{}:{p}", target.host),
                 None => target.host.clone(),
             };
-            HeaderValue::from_str(&text).map_err(|_| ProxyError::BadRequest { reason: "malformed Host" })?
+            HeaderValue::from_str(&text).map_err(|_| ProxyError::BadRequest {
+                reason: "malformed Host",
+            })?
         } else {
             target_url.host.clone()
         };
@@ -450,8 +535,16 @@ impl Proxy {
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {
-                Some(client) => splice_upgrades(client, hyper::upgrade::on(&mut response), route.timeouts.idle),
-                None => return Err(ProxyError::BadGateway { detail: "upstream switched protocols unasked".into() }),
+                Some(client) => splice_upgrades(
+                    client,
+                    hyper::upgrade::on(&mut response),
+                    route.timeouts.idle,
+                ),
+                None => {
+                    return Err(ProxyError::BadGateway {
+                        detail: "upstream switched protocols unasked".into(),
+                    });
+                }
             }
         } else {
             strip_hop_by_hop(response.headers_mut(), false);
@@ -465,18 +558,30 @@ impl Proxy {
 
     /// An unauthenticated request a policy did not allow: browsers navigating with GET/HEAD go
     /// to the provider; everything else gets 401 with a challenge.
-    async fn challenge<B>(&self, request: &Request<B>, target: &Target, request_id: &str, browser: bool, set_cookies: Vec<HeaderValue>) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn challenge<B>(
+        &self,
+        request: &Request<B>,
+        target: &Target,
+        request_id: &str,
+        browser: bool,
+        set_cookies: Vec<HeaderValue>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let websocket = is_websocket_upgrade(request.headers());
-        let mut response = if browser && !websocket && matches!(*request.method(), Method::GET | Method::HEAD) {
-            let mut return_to = target.path.clone();
-            if let Some(q) = request.uri().query() {
-                return_to.push('?');
-                return_to.push_str(q);
-            }
-            self.start_login(target, &return_to).await?
-        } else {
-            ProxyError::Unauthenticated { detail: "no credentials".into(), invalid_token: false }.into_response(request_id, browser)
-        };
+        let mut response =
+            if browser && !websocket && matches!(*request.method(), Method::GET | Method::HEAD) {
+                let mut return_to = target.path.clone();
+                if let Some(q) = request.uri().query() {
+                    return_to.push('?');
+                    return_to.push_str(q);
+                }
+                self.start_login(target, &return_to).await?
+            } else {
+                ProxyError::Unauthenticated {
+                    detail: "no credentials".into(),
+                    invalid_token: false,
+                }
+                .into_response(request_id, browser)
+            };
         for c in set_cookies {
             response.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -502,7 +607,8 @@ impl Proxy {
             (None, Some(h)) => h.to_owned(),
             (None, None) => return Err(bad("missing Host")),
         };
-        let authority: http::uri::Authority = authority_text.parse().map_err(|_| bad("malformed Host"))?;
+        let authority: http::uri::Authority =
+            authority_text.parse().map_err(|_| bad("malformed Host"))?;
         if authority.as_str().contains('@') {
             return Err(bad("malformed Host"));
         }
@@ -516,10 +622,25 @@ impl Proxy {
             bad("malformed request path")
         })?;
         let listener_scheme = if conn.tls { "https" } else { "http" };
-        let forwarded =
-            Forwarded::from_request(request.headers(), conn.peer.ip(), listener_scheme, &authority_text, &self.config.server.trusted_proxies);
-        let scheme = if forwarded.proto == "https" { Scheme::Https } else { Scheme::Http };
-        Ok(Target { scheme, host, port, path, forwarded })
+        let forwarded = Forwarded::from_request(
+            request.headers(),
+            conn.peer.ip(),
+            listener_scheme,
+            &authority_text,
+            &self.config.server.trusted_proxies,
+        );
+        let scheme = if forwarded.proto == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        Ok(Target {
+            scheme,
+            host,
+            port,
+            path,
+            forwarded,
+        })
     }
 
     fn codec(&self, scheme: Scheme) -> &CookieCodec {
@@ -531,39 +652,57 @@ impl Proxy {
 
     /// Authenticates by bearer token (when an `Authorization: Bearer` header is present) or by
     /// session cookie. `Ok(None)` is "no valid credential"; cookies to clear land in `set_cookies`.
-    async fn authenticate(&self, headers: &HeaderMap, codec: &CookieCodec, set_cookies: &mut Vec<HeaderValue>) -> Result<Option<Authenticated>, ProxyError> {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        codec: &CookieCodec,
+        set_cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Option<Authenticated>, ProxyError> {
         let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
         let authorization = authorizations.next();
         if authorizations.next().is_some() {
-            return Err(ProxyError::BadRequest { reason: "more than one Authorization header" });
+            return Err(ProxyError::BadRequest {
+                reason: "more than one Authorization header",
+            });
         }
         if let Some(value) = authorization {
-            let text = value.to_str().map_err(|_| ProxyError::BadRequest { reason: "Authorization header is not text" })?;
-            if let Some((scheme, token)) = text.split_once(' ') {
-                if scheme.eq_ignore_ascii_case("bearer") {
-                    let token = token.trim();
-                    return match self.oidc.verify_bearer(token).await {
-                        Ok(identity) => Ok(Some(Authenticated::Bearer {
-                            values: IdentityValues::new(&identity),
-                            identity: Box::new(identity),
-                            token_hash: crate::session::sid_hash(token),
-                        })),
-                        Err(OidcError::Unavailable | OidcError::Discovery(_)) => {
-                            Err(ProxyError::Unavailable { detail: "provider unavailable for bearer validation".into() })
-                        }
-                        Err(e) => {
-                            self.counters.rejected_tokens.fetch_add(1, Ordering::Relaxed);
-                            Err(ProxyError::Unauthenticated { detail: e.to_string(), invalid_token: true })
-                        }
-                    };
-                }
+            let text = value.to_str().map_err(|_| ProxyError::BadRequest {
+                reason: "Authorization header is not text",
+            })?;
+            if let Some((scheme, token)) = text.split_once(' ')
+                && scheme.eq_ignore_ascii_case("bearer")
+            {
+                let token = token.trim();
+                return match self.oidc.verify_bearer(token).await {
+                    Ok(identity) => Ok(Some(Authenticated::Bearer {
+                        values: IdentityValues::new(&identity),
+                        identity: Box::new(identity),
+                        token_hash: crate::session::sid_hash(token),
+                    })),
+                    Err(OidcError::Unavailable | OidcError::Discovery(_)) => {
+                        Err(ProxyError::Unavailable {
+                            detail: "provider unavailable for bearer validation".into(),
+                        })
+                    }
+                    Err(e) => {
+                        self.counters
+                            .rejected_tokens
+                            .fetch_add(1, Ordering::Relaxed);
+                        Err(ProxyError::Unauthenticated {
+                            detail: e.to_string(),
+                            invalid_token: true,
+                        })
+                    }
+                };
             }
         }
         let session = match self.sessions.open(codec, &self.sealer, headers) {
             Ok(session) => session,
             Err(SessionRejection::Absent) => return Ok(None),
             Err(rejection) => {
-                self.counters.invalid_cookies.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .invalid_cookies
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%rejection, "session cookie refused");
                 set_cookies.extend(codec.clear());
                 return Ok(None);
@@ -571,7 +710,11 @@ impl Proxy {
         };
         let now = unix_now();
         let lifetimes = &self.config.session;
-        if let Err(rejection) = session.state.check_lifetimes(now, lifetimes.absolute_lifetime, lifetimes.idle_lifetime) {
+        if let Err(rejection) =
+            session
+                .state
+                .check_lifetimes(now, lifetimes.absolute_lifetime, lifetimes.idle_lifetime)
+        {
             tracing::debug!(%rejection, sid = %session.sid_hash, "session ended");
             set_cookies.extend(codec.clear());
             return Ok(None);
@@ -583,7 +726,13 @@ impl Proxy {
         }
         let mut fresh: Option<SessionState> = None;
         if session.state.refresh_due(now) {
-            match self.refresh_session(&session.state, &presented_session_key(headers, codec, &session.state)).await {
+            match self
+                .refresh_session(
+                    &session.state,
+                    &presented_session_key(headers, codec, &session.state),
+                )
+                .await
+            {
                 RefreshOutcome::Refreshed(state) => fresh = Some(*state),
                 RefreshOutcome::Ended => {
                     set_cookies.extend(codec.clear());
@@ -596,8 +745,14 @@ impl Proxy {
             fresh.get_or_insert_with(|| session.state.clone()).seen_at = now;
         }
         Ok(Some(match fresh {
-            Some(state) => Authenticated::Session { session: Arc::new(OpenSession::new(state)), reissue: true },
-            None => Authenticated::Session { session, reissue: false },
+            Some(state) => Authenticated::Session {
+                session: Arc::new(OpenSession::new(state)),
+                reissue: true,
+            },
+            None => Authenticated::Session {
+                session,
+                reissue: false,
+            },
         }))
     }
 
@@ -605,17 +760,29 @@ impl Proxy {
     /// together; `key` names that cookie (see [`presented_session_key`]).
     async fn refresh_session(&self, state: &SessionState, key: &str) -> RefreshOutcome {
         let slot = {
-            let Ok(mut map) = self.refreshes.lock() else { return RefreshOutcome::Kept };
-            map.retain(|_, v| Arc::strong_count(v) > 1 || v.try_lock().map(|g| g.as_ref().is_some_and(|(_, t)| t.elapsed() < Duration::from_secs(30))).unwrap_or(true));
+            let Ok(mut map) = self.refreshes.lock() else {
+                return RefreshOutcome::Kept;
+            };
+            map.retain(|_, v| {
+                Arc::strong_count(v) > 1
+                    || v.try_lock()
+                        .map(|g| {
+                            g.as_ref()
+                                .is_some_and(|(_, t)| t.elapsed() < Duration::from_secs(30))
+                        })
+                        .unwrap_or(true)
+            });
             map.entry(key.to_owned()).or_default().clone()
         };
         let mut guard = slot.lock().await;
-        if let Some((outcome, at)) = guard.as_ref() {
-            if at.elapsed() < Duration::from_secs(30) {
-                return outcome.clone();
-            }
+        if let Some((outcome, at)) = guard.as_ref()
+            && at.elapsed() < Duration::from_secs(30)
+        {
+            return outcome.clone();
         }
-        let Some(refresh_token) = state.refresh_token.as_deref() else { return RefreshOutcome::Kept };
+        let Some(refresh_token) = state.refresh_token.as_deref() else {
+            return RefreshOutcome::Kept;
+        };
         let outcome = match self.oidc.refresh(refresh_token, &state.identity).await {
             Ok(tokens) => {
                 let mut fresh = state.clone();
@@ -630,7 +797,10 @@ impl Proxy {
             }
             Err(OidcError::Refused(reason) | OidcError::Rejected(reason)) => {
                 tracing::info!(sid = %state.sid_hash(), %reason, "provider refused the refresh; session ended");
-                if let Err(e) = self.revoked.revoke(&state.sid_hash(), self.revoke_until(state)) {
+                if let Err(e) = self
+                    .revoked
+                    .revoke(&state.sid_hash(), self.revoke_until(state))
+                {
                     tracing::error!(error = %e, "could not persist revocation");
                 }
                 RefreshOutcome::Ended
@@ -645,11 +815,21 @@ impl Proxy {
     }
 
     fn revoke_until(&self, state: &SessionState) -> u64 {
-        state.login_at.saturating_add(self.config.session.absolute_lifetime.as_secs()).saturating_add(60)
+        state
+            .login_at
+            .saturating_add(self.config.session.absolute_lifetime.as_secs())
+            .saturating_add(60)
     }
 
     /// Strips hop-by-hop, spoofable and sekisho's own headers, then sets the forwarded set.
-    fn rewrite_request_headers(&self, headers: &mut HeaderMap, target: &Target, websocket: bool, bearer_used: bool, codec: &CookieCodec) {
+    fn rewrite_request_headers(
+        &self,
+        headers: &mut HeaderMap,
+        target: &Target,
+        websocket: bool,
+        bearer_used: bool,
+        codec: &CookieCodec,
+    ) {
         let names: Vec<&str> = self.identity_names.iter().map(String::as_str).collect();
         sanitize_request_headers(headers, &names, websocket);
         strip_own_cookies(headers, codec);
@@ -659,7 +839,12 @@ impl Proxy {
         set_forwarded(headers, &target.forwarded);
     }
 
-    fn set_identity_headers(&self, headers: &mut HeaderMap, auth: &Authenticated, audience: &str) -> Result<(), ProxyError> {
+    fn set_identity_headers(
+        &self,
+        headers: &mut HeaderMap,
+        auth: &Authenticated,
+        audience: &str,
+    ) -> Result<(), ProxyError> {
         let names = &self.identity_header_names;
         let values = auth.values();
         headers.insert(names.user.clone(), values.user.clone());
@@ -670,7 +855,9 @@ impl Proxy {
         let assertion = self
             .signer
             .assertion(auth.cache_key(), audience, auth.identity(), unix_now())
-            .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+            .map_err(|e| ProxyError::Internal {
+                detail: e.to_string(),
+            })?;
         headers.insert(names.jwt_assertion.clone(), assertion);
         Ok(())
     }
@@ -678,18 +865,34 @@ impl Proxy {
     fn jwks_response(&self) -> Response<ProxyBody> {
         let mut response = Response::new(full(self.signer.jwks().to_owned()));
         let h = response.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
         response
     }
 
     /// Redirects a browser to the provider, remembering state, nonce, PKCE verifier and where
     /// to return in a sealed, short-lived cookie bound to this browser.
-    async fn start_login(&self, target: &Target, return_to: &str) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn start_login(
+        &self,
+        target: &Target,
+        return_to: &str,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let state = self.random_token(24)?;
         let nonce = self.random_token(24)?;
         let redirect_uri = format!("{}{CALLBACK_PATH}", origin_string(&target.origin()));
-        let login = self.oidc.authorization_url(&redirect_uri, &state, &nonce).await.map_err(|e| ProxyError::Unavailable { detail: e.to_string() })?;
+        let login = self
+            .oidc
+            .authorization_url(&redirect_uri, &state, &nonce)
+            .await
+            .map_err(|e| ProxyError::Unavailable {
+                detail: e.to_string(),
+            })?;
         let flow = FlowState {
             state: state.clone(),
             nonce,
@@ -698,30 +901,56 @@ impl Proxy {
             return_to: return_to.to_owned(),
             created_at: unix_now(),
         };
-        let plain = serde_json::to_vec(&flow).map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
-        let sealed = self.sealer.seal(Purpose::LoginFlow, &plain).map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        let plain = serde_json::to_vec(&flow).map_err(|e| ProxyError::Internal {
+            detail: e.to_string(),
+        })?;
+        let sealed =
+            self.sealer
+                .seal(Purpose::LoginFlow, &plain)
+                .map_err(|e| ProxyError::Internal {
+                    detail: e.to_string(),
+                })?;
         let codec = self.codec(target.scheme);
         let cookie = codec
-            .set_cookie(&flow_cookie_name(codec, &state), &sealed, FLOW_LIFETIME.as_secs())
-            .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+            .set_cookie(
+                &flow_cookie_name(codec, &state),
+                &sealed,
+                FLOW_LIFETIME.as_secs(),
+            )
+            .map_err(|e| ProxyError::Internal {
+                detail: e.to_string(),
+            })?;
         Ok(redirect(login.url.as_str(), vec![cookie]))
     }
 
     /// The provider's redirect back: checks state (bound to this browser's flow cookie, single
     /// use), exchanges the code with PKCE, validates the ID token and nonce, starts a session.
-    async fn callback<B>(&self, request: &Request<B>, target: &Target) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn callback<B>(
+        &self,
+        request: &Request<B>,
+        target: &Target,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let refuse = |detail: &str| {
-            self.counters.rejected_callbacks.fetch_add(1, Ordering::Relaxed);
-            ProxyError::Unauthenticated { detail: detail.to_owned(), invalid_token: false }
+            self.counters
+                .rejected_callbacks
+                .fetch_add(1, Ordering::Relaxed);
+            ProxyError::Unauthenticated {
+                detail: detail.to_owned(),
+                invalid_token: false,
+            }
         };
         let params: HashMap<String, String> =
-            url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+            url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
         if let Some(error) = params.get("error") {
             tracing::info!(%error, description = params.get("error_description").map(String::as_str).unwrap_or(""), "provider returned an error");
             return Err(refuse("provider returned an error"));
         }
         let (Some(state), Some(code)) = (params.get("state"), params.get("code")) else {
-            return Err(ProxyError::BadRequest { reason: "callback lacks state or code" });
+            return Err(ProxyError::BadRequest {
+                reason: "callback lacks state or code",
+            });
         };
         let codec = self.codec(target.scheme);
         let cookie_name = flow_cookie_name(codec, state);
@@ -750,11 +979,19 @@ impl Proxy {
             .exchange_code(code, &flow.redirect_uri, &flow.pkce_verifier, &flow.nonce)
             .await
             .map_err(|e| match e {
-                OidcError::Unavailable | OidcError::Discovery(_) | OidcError::Transport(_) => ProxyError::Unavailable { detail: e.to_string() },
+                OidcError::Unavailable | OidcError::Discovery(_) | OidcError::Transport(_) => {
+                    ProxyError::Unavailable {
+                        detail: e.to_string(),
+                    }
+                }
                 other => refuse(&other.to_string()),
             })?;
         let mut sid = [0u8; 16];
-        self.sealer.random(&mut sid).map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        self.sealer
+            .random(&mut sid)
+            .map_err(|e| ProxyError::Internal {
+                detail: e.to_string(),
+            })?;
         let session = SessionState {
             sid: URL_SAFE_NO_PAD.encode(sid),
             identity: tokens.identity,
@@ -766,26 +1003,55 @@ impl Proxy {
         };
         tracing::info!(sub = %session.identity.sub, sid = %session.sid_hash(), "login");
         let mut cookies = codec
-            .write(&self.sealer, &session, self.config.session.absolute_lifetime)
-            .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
-        cookies.push(codec.set_cookie(&cookie_name, "", 0).map_err(|e| ProxyError::Internal { detail: e.to_string() })?);
-        let return_to = validate_return_to(&flow.return_to, &target.origin(), &self.config.allowed_redirect_origins).unwrap_or_else(|_| "/".to_owned());
+            .write(
+                &self.sealer,
+                &session,
+                self.config.session.absolute_lifetime,
+            )
+            .map_err(|e| ProxyError::Internal {
+                detail: e.to_string(),
+            })?;
+        cookies.push(
+            codec
+                .set_cookie(&cookie_name, "", 0)
+                .map_err(|e| ProxyError::Internal {
+                    detail: e.to_string(),
+                })?,
+        );
+        let return_to = validate_return_to(
+            &flow.return_to,
+            &target.origin(),
+            &self.config.allowed_redirect_origins,
+        )
+        .unwrap_or_else(|_| "/".to_owned());
         Ok(redirect(&return_to, cookies))
     }
 
     /// `/.sekisho/login?rd=TARGET`: validates the return target (same origin or an allowed
     /// origin, nothing else), then starts a login, or returns at once when already signed in.
-    async fn explicit_login<B>(&self, request: &Request<B>, target: &Target) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn explicit_login<B>(
+        &self,
+        request: &Request<B>,
+        target: &Target,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let rd = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "rd")
             .map_or_else(|| "/".to_owned(), |(_, v)| v.into_owned());
-        let return_to = validate_return_to(&rd, &target.origin(), &self.config.allowed_redirect_origins).map_err(|e| {
-            tracing::info!(error = %e, "refused return target");
-            ProxyError::BadRequest { reason: "invalid return target" }
-        })?;
+        let return_to =
+            validate_return_to(&rd, &target.origin(), &self.config.allowed_redirect_origins)
+                .map_err(|e| {
+                    tracing::info!(error = %e, "refused return target");
+                    ProxyError::BadRequest {
+                        reason: "invalid return target",
+                    }
+                })?;
         let codec = self.codec(target.scheme);
         let mut ignored = Vec::new();
-        if self.authenticate(request.headers(), codec, &mut ignored).await?.is_some() {
+        if self
+            .authenticate(request.headers(), codec, &mut ignored)
+            .await?
+            .is_some()
+        {
             return Ok(redirect(&return_to, ignored));
         }
         self.start_login(target, &return_to).await
@@ -793,22 +1059,34 @@ impl Proxy {
 
     /// Marks a state as used; false when it already was (a replayed callback).
     fn claim_state(&self, state: &str, now: u64) -> bool {
-        let Ok(mut used) = self.used_states.lock() else { return false };
+        let Ok(mut used) = self.used_states.lock() else {
+            return false;
+        };
         if used.len() > 10_000 {
             used.retain(|_, until| *until > now);
         }
-        used.insert(state.to_owned(), now.saturating_add(FLOW_LIFETIME.as_secs())).is_none()
+        used.insert(
+            state.to_owned(),
+            now.saturating_add(FLOW_LIFETIME.as_secs()),
+        )
+        .is_none()
     }
 
     /// Ends the session: revokes its id (durably), clears cookies, and sends the browser through
     /// the provider's RP-initiated logout when it has one.
-    async fn logout<B>(&self, request: &Request<B>, target: &Target) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn logout<B>(
+        &self,
+        request: &Request<B>,
+        target: &Target,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let codec = self.codec(target.scheme);
         let session = codec.read(&self.sealer, request.headers()).ok();
         if let Some(state) = &session {
             self.revoked
                 .revoke(&state.sid_hash(), self.revoke_until(state))
-                .map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+                .map_err(|e| ProxyError::Internal {
+                    detail: e.to_string(),
+                })?;
             self.signer.forget(&state.sid_hash());
             tracing::info!(sub = %state.identity.sub, sid = %state.sid_hash(), "logout");
         }
@@ -826,7 +1104,11 @@ impl Proxy {
 
     fn random_token(&self, len: usize) -> Result<String, ProxyError> {
         let mut bytes = vec![0u8; len];
-        self.sealer.random(&mut bytes).map_err(|e| ProxyError::Internal { detail: e.to_string() })?;
+        self.sealer
+            .random(&mut bytes)
+            .map_err(|e| ProxyError::Internal {
+                detail: e.to_string(),
+            })?;
         Ok(URL_SAFE_NO_PAD.encode(bytes))
     }
 }
@@ -851,22 +1133,37 @@ fn presented_session_key(headers: &HeaderMap, codec: &CookieCodec, state: &Sessi
             digest.update(part.as_bytes());
         }
     }
-    format!("{}.{}", state.sid_hash(), URL_SAFE_NO_PAD.encode(digest.finish()))
+    format!(
+        "{}.{}",
+        state.sid_hash(),
+        URL_SAFE_NO_PAD.encode(digest.finish())
+    )
 }
 
 /// The restart-only settings that differ between the running and a reloaded configuration.
 fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     let (a, b) = (&running.server, &reloaded.server);
-    if a.http_listen != b.http_listen || a.https_listen != b.https_listen || a.trusted_proxies != b.trusted_proxies {
+    if a.http_listen != b.http_listen
+        || a.https_listen != b.https_listen
+        || a.trusted_proxies != b.trusted_proxies
+    {
         changed.push("server");
     }
     let (a, b) = (&running.oidc, &reloaded.oidc);
-    if a.issuer != b.issuer || a.client_id != b.client_id || a.client_secret != b.client_secret || a.scopes != b.scopes {
+    if a.issuer != b.issuer
+        || a.client_id != b.client_id
+        || a.client_secret != b.client_secret
+        || a.scopes != b.scopes
+    {
         changed.push("oidc");
     }
     let (a, b) = (&running.session, &reloaded.session);
-    if a.cookie_name != b.cookie_name || a.keys != b.keys || a.absolute_lifetime != b.absolute_lifetime || a.idle_lifetime != b.idle_lifetime {
+    if a.cookie_name != b.cookie_name
+        || a.keys != b.keys
+        || a.absolute_lifetime != b.absolute_lifetime
+        || a.idle_lifetime != b.idle_lifetime
+    {
         changed.push("session");
     }
     if running.signing.key != reloaded.signing.key {
@@ -938,11 +1235,18 @@ impl RequestIds {
     fn new() -> Self {
         let mut bytes = [0u8; 6];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-        RequestIds { prefix: URL_SAFE_NO_PAD.encode(bytes), counter: AtomicU64::new(0) }
+        RequestIds {
+            prefix: URL_SAFE_NO_PAD.encode(bytes),
+            counter: AtomicU64::new(0),
+        }
     }
 
     fn next(&self) -> String {
-        format!("{}-{:x}", self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{:x}",
+            self.prefix,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
     }
 }
 
@@ -953,9 +1257,15 @@ mod tests {
     #[test]
     fn browsers_are_told_from_programs() {
         let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml"),
+        );
         assert!(is_browser(&h));
-        h.insert("x-requested-with", HeaderValue::from_static("XMLHttpRequest"));
+        h.insert(
+            "x-requested-with",
+            HeaderValue::from_static("XMLHttpRequest"),
+        );
         assert!(!is_browser(&h));
         let mut api = HeaderMap::new();
         api.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
@@ -980,7 +1290,9 @@ mod tests {
             id_token: None,
         };
         let presented = |extra: &str| {
-            let cookies = codec.write(&sealer, &state, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+            let cookies = codec
+                .write(&sealer, &state, Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("{e}"));
             let live: Vec<&str> = cookies
                 .iter()
                 .filter_map(|c| c.to_str().ok())
@@ -989,16 +1301,36 @@ mod tests {
                 .collect();
             let mut headers = HeaderMap::new();
             let value = format!("{}{extra}", live.join("; "));
-            headers.insert(header::COOKIE, HeaderValue::from_str(&value).unwrap_or_else(|e| panic!("{e}")));
+            headers.insert(
+                header::COOKIE,
+                HeaderValue::from_str(&value).unwrap_or_else(|e| panic!("{e}")),
+            );
             headers
         };
         let first = presented("");
         let key = presented_session_key(&first, &codec, &state);
-        assert_eq!(key, presented_session_key(&first.clone(), &codec, &state), "the same cookie shares one refresh");
+        assert_eq!(
+            key,
+            presented_session_key(&first.clone(), &codec, &state),
+            "the same cookie shares one refresh"
+        );
         let mut with_other_cookies = first.clone();
-        let value = format!("theme=dark; {}; _sekisho_flow_abc=x", first.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or(""));
-        with_other_cookies.insert(header::COOKIE, HeaderValue::from_str(&value).unwrap_or_else(|e| panic!("{e}")));
-        assert_eq!(key, presented_session_key(&with_other_cookies, &codec, &state), "other cookies do not matter");
+        let value = format!(
+            "theme=dark; {}; _sekisho_flow_abc=x",
+            first
+                .get(header::COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        );
+        with_other_cookies.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&value).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(
+            key,
+            presented_session_key(&with_other_cookies, &codec, &state),
+            "other cookies do not matter"
+        );
         // The same state sealed again (a re-issued cookie, same second, same expiry): a new key.
         assert_ne!(key, presented_session_key(&presented(""), &codec, &state));
         assert!(key.starts_with(&format!("{}.", state.sid_hash())));

@@ -22,7 +22,11 @@ const MAX_LEN: usize = 2048;
 
 /// Validates `target` for a request served on `own`. Returns the URL to redirect to: a
 /// relative path (`/x?y`) for same-origin targets, or an absolute URL on an allowed origin.
-pub fn validate_return_to(target: &str, own: &Origin, allowed: &[Origin]) -> Result<String, RedirectError> {
+pub fn validate_return_to(
+    target: &str,
+    own: &Origin,
+    allowed: &[Origin],
+) -> Result<String, RedirectError> {
     if target.is_empty() || target.len() > MAX_LEN {
         return Err(RedirectError::Malformed);
     }
@@ -38,7 +42,10 @@ pub fn validate_return_to(target: &str, own: &Origin, allowed: &[Origin]) -> Res
         layers.push(decoded);
     }
     for layer in &layers {
-        if layer.chars().any(|c| c.is_control() || c == '\\' || c.is_whitespace()) {
+        if layer
+            .chars()
+            .any(|c| c.is_control() || c == '\\' || c.is_whitespace())
+        {
             return Err(RedirectError::Malformed);
         }
     }
@@ -114,17 +121,28 @@ mod tests {
     use super::*;
 
     fn own() -> Origin {
-        Origin { scheme: Scheme::Https, host: "app.example.com".into(), port: 443 }
+        Origin {
+            scheme: Scheme::Https,
+            host: "app.example.com".into(),
+            port: 443,
+        }
     }
 
     fn portal() -> Origin {
-        Origin { scheme: Scheme::Https, host: "portal.example.com".into(), port: 443 }
+        Origin {
+            scheme: Scheme::Https,
+            host: "portal.example.com".into(),
+            port: 443,
+        }
     }
 
     #[test]
     fn same_origin_paths_are_accepted() {
         assert_eq!(validate_return_to("/", &own(), &[]), Ok("/".into()));
-        assert_eq!(validate_return_to("/a/b?c=d", &own(), &[]), Ok("/a/b?c=d".into()));
+        assert_eq!(
+            validate_return_to("/a/b?c=d", &own(), &[]),
+            Ok("/a/b?c=d".into())
+        );
         assert_eq!(
             validate_return_to("https://app.example.com/x", &own(), &[]),
             Ok("https://app.example.com/x".into())

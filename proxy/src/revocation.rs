@@ -33,7 +33,10 @@ impl RevocationList {
     /// Loads the list from `file` (missing file: empty list), dropping entries expired at `now`.
     /// Malformed lines are skipped and counted in the returned number.
     pub fn load(file: &Path, now: u64) -> Result<(Self, usize), RevocationError> {
-        let io = |source| RevocationError::Io { path: file.to_owned(), source };
+        let io = |source| RevocationError::Io {
+            path: file.to_owned(),
+            source,
+        };
         let mut entries = HashMap::new();
         let mut malformed = 0;
         match std::fs::read_to_string(file) {
@@ -58,14 +61,20 @@ impl RevocationList {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let list = RevocationList { entries: RwLock::new(entries), file: file.to_owned() };
+        let list = RevocationList {
+            entries: RwLock::new(entries),
+            file: file.to_owned(),
+        };
         list.compact()?;
         Ok((list, malformed))
     }
 
     /// True when the session whose id hashes to `sid_hash` was revoked.
     pub fn is_revoked(&self, sid_hash: &str) -> bool {
-        self.entries.read().map(|e| e.contains_key(sid_hash)).unwrap_or(true)
+        self.entries
+            .read()
+            .map(|e| e.contains_key(sid_hash))
+            .unwrap_or(true)
     }
 
     /// Revokes a session until `until` (unix seconds), durably: the entry is on disk (fsync)
@@ -74,8 +83,15 @@ impl RevocationList {
         if let Ok(mut entries) = self.entries.write() {
             entries.insert(sid_hash.to_owned(), until);
         }
-        let io = |source| RevocationError::Io { path: self.file.clone(), source };
-        let mut file = OpenOptions::new().create(true).append(true).open(&self.file).map_err(io)?;
+        let io = |source| RevocationError::Io {
+            path: self.file.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.file)
+            .map_err(io)?;
         writeln!(file, "{sid_hash} {until}").map_err(io)?;
         file.sync_data().map_err(io)
     }
@@ -89,7 +105,10 @@ impl RevocationList {
     }
 
     fn compact(&self) -> Result<(), RevocationError> {
-        let io = |source| RevocationError::Io { path: self.file.clone(), source };
+        let io = |source| RevocationError::Io {
+            path: self.file.clone(),
+            source,
+        };
         let text: String = match self.entries.read() {
             Ok(entries) => entries.iter().map(|(h, u)| format!("{h} {u}\n")).collect(),
             Err(_) => return Ok(()),
@@ -129,7 +148,8 @@ mod tests {
             .open(&file)
             .and_then(|mut f| f.write_all(b"garbage line without number\n"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let (reloaded, malformed) = RevocationList::load(&file, 160).unwrap_or_else(|e| panic!("{e}"));
+        let (reloaded, malformed) =
+            RevocationList::load(&file, 160).unwrap_or_else(|e| panic!("{e}"));
         assert!(reloaded.is_revoked("abc"));
         assert!(!reloaded.is_revoked("old"), "expired entries are dropped");
         assert_eq!(malformed, 1);

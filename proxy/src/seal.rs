@@ -51,7 +51,9 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("keys", &self.keys.len()).finish()
+        f.debug_struct("Sealer")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -60,25 +62,38 @@ impl Sealer {
     pub fn new<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, SealError> {
         let keys = keys
             .into_iter()
-            .map(|k| UnboundKey::new(&AES_256_GCM, k).map(LessSafeKey::new).map_err(|_| SealError::BadKey))
+            .map(|k| {
+                UnboundKey::new(&AES_256_GCM, k)
+                    .map(LessSafeKey::new)
+                    .map_err(|_| SealError::BadKey)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
             return Err(SealError::BadKey);
         }
-        Ok(Sealer { keys, rng: SystemRandom::new() })
+        Ok(Sealer {
+            keys,
+            rng: SystemRandom::new(),
+        })
     }
 
     /// Encrypts and authenticates `plaintext` for `purpose`; the result is base64url text.
     pub fn seal(&self, purpose: Purpose, plaintext: &[u8]) -> Result<String, SealError> {
         let key = self.keys.first().ok_or(SealError::BadKey)?;
         let mut nonce_bytes = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce_bytes).map_err(|_| SealError::Random)?;
+        self.rng
+            .fill(&mut nonce_bytes)
+            .map_err(|_| SealError::Random)?;
         let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
         buf.extend_from_slice(&nonce_bytes);
         buf.extend_from_slice(plaintext);
         let body = buf.get_mut(NONCE_LEN..).ok_or(SealError::Malformed)?;
         let tag = key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(purpose.aad()), body)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(purpose.aad()),
+                body,
+            )
             .map_err(|_| SealError::Unauthentic)?;
         buf.extend_from_slice(tag.as_ref());
         Ok(URL_SAFE_NO_PAD.encode(buf))
@@ -86,7 +101,9 @@ impl Sealer {
 
     /// Decrypts a value made by [`Sealer::seal`] with any configured key.
     pub fn open(&self, purpose: Purpose, sealed: &str) -> Result<Vec<u8>, SealError> {
-        let raw = URL_SAFE_NO_PAD.decode(sealed.as_bytes()).map_err(|_| SealError::Malformed)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(sealed.as_bytes())
+            .map_err(|_| SealError::Malformed)?;
         if raw.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err(SealError::Malformed);
         }
@@ -94,9 +111,11 @@ impl Sealer {
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
         for key in &self.keys {
             let mut attempt = ciphertext.to_vec();
-            if let Ok(plain) =
-                key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(purpose.aad()), &mut attempt)
-            {
+            if let Ok(plain) = key.open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(purpose.aad()),
+                &mut attempt,
+            ) {
                 let len = plain.len();
                 attempt.truncate(len);
                 return Ok(attempt);
@@ -122,39 +141,64 @@ mod tests {
     #[test]
     fn round_trip() {
         let s = sealer(&[[1; 32]]);
-        let sealed = s.seal(Purpose::Session, b"hello").unwrap_or_else(|e| panic!("{e}"));
+        let sealed = s
+            .seal(Purpose::Session, b"hello")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.open(Purpose::Session, &sealed), Ok(b"hello".to_vec()));
     }
 
     #[test]
     fn purpose_is_bound() {
         let s = sealer(&[[1; 32]]);
-        let sealed = s.seal(Purpose::LoginFlow, b"x").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.open(Purpose::Session, &sealed), Err(SealError::Unauthentic));
+        let sealed = s
+            .seal(Purpose::LoginFlow, b"x")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.open(Purpose::Session, &sealed),
+            Err(SealError::Unauthentic)
+        );
     }
 
     #[test]
     fn rotation_old_keys_open_new_key_seals() {
         let old = sealer(&[[1; 32]]);
         let rotated = sealer(&[[2; 32], [1; 32]]);
-        let by_old = old.seal(Purpose::Session, b"v").unwrap_or_else(|e| panic!("{e}"));
+        let by_old = old
+            .seal(Purpose::Session, b"v")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rotated.open(Purpose::Session, &by_old), Ok(b"v".to_vec()));
-        let by_new = rotated.seal(Purpose::Session, b"v").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(old.open(Purpose::Session, &by_new), Err(SealError::Unauthentic));
+        let by_new = rotated
+            .seal(Purpose::Session, b"v")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            old.open(Purpose::Session, &by_new),
+            Err(SealError::Unauthentic)
+        );
     }
 
     #[test]
     fn tampering_and_truncation_are_detected() {
         let s = sealer(&[[1; 32]]);
-        let sealed = s.seal(Purpose::Session, b"some session").unwrap_or_else(|e| panic!("{e}"));
-        let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap_or_else(|e| panic!("{e}"));
+        let sealed = s
+            .seal(Purpose::Session, b"some session")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut bytes = URL_SAFE_NO_PAD
+            .decode(&sealed)
+            .unwrap_or_else(|e| panic!("{e}"));
         for i in 0..bytes.len() {
             bytes[i] ^= 1;
             let tampered = URL_SAFE_NO_PAD.encode(&bytes);
-            assert_eq!(s.open(Purpose::Session, &tampered), Err(SealError::Unauthentic), "byte {i}");
+            assert_eq!(
+                s.open(Purpose::Session, &tampered),
+                Err(SealError::Unauthentic),
+                "byte {i}"
+            );
             bytes[i] ^= 1;
         }
-        assert!(s.open(Purpose::Session, &sealed[..sealed.len() - 4]).is_err());
+        assert!(
+            s.open(Purpose::Session, &sealed[..sealed.len() - 4])
+                .is_err()
+        );
         assert_eq!(s.open(Purpose::Session, "!!!"), Err(SealError::Malformed));
         assert_eq!(s.open(Purpose::Session, ""), Err(SealError::Malformed));
     }

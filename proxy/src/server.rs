@@ -49,7 +49,9 @@ pub struct Listeners {
 
 impl std::fmt::Debug for Listeners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listeners").field("addresses", &self.addresses()).finish()
+        f.debug_struct("Listeners")
+            .field("addresses", &self.addresses())
+            .finish()
     }
 }
 
@@ -57,13 +59,19 @@ impl Listeners {
     /// Binds the configured listeners (port 0 picks a free port; see [`Listeners::addresses`]).
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
         let http = match config.server.http_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
             None => None,
         };
         let https = match config.server.https_listen {
             Some(addr) => {
                 let acceptor = tls_acceptor(&config.server.tls)?;
-                let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?;
                 Some((listener, acceptor))
             }
             None => None,
@@ -80,22 +88,41 @@ impl Listeners {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight connections finish (up to 10 s).
-    pub async fn serve(self, proxy: Arc<Proxy>, timeouts: sekisho_config::ServerTimeouts, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn serve(
+        self,
+        proxy: Arc<Proxy>,
+        timeouts: sekisho_config::ServerTimeouts,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let graceful = Arc::new(GracefulShutdown::new());
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.http {
-            tasks.spawn(accept_loop(listener, None, proxy.clone(), timeouts, graceful.clone()));
+            tasks.spawn(accept_loop(
+                listener,
+                None,
+                proxy.clone(),
+                timeouts,
+                graceful.clone(),
+            ));
         }
         if let Some((listener, acceptor)) = self.https {
-            tasks.spawn(accept_loop(listener, Some(acceptor), proxy.clone(), timeouts, graceful.clone()));
+            tasks.spawn(accept_loop(
+                listener,
+                Some(acceptor),
+                proxy.clone(),
+                timeouts,
+                graceful.clone(),
+            ));
         }
         shutdown.await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        if let Ok(graceful) = Arc::try_unwrap(graceful) {
-            if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
-                tracing::warn!("connections still open after 10 s; closing them");
-            }
+        if let Ok(graceful) = Arc::try_unwrap(graceful)
+            && tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+                .await
+                .is_err()
+        {
+            tracing::warn!("connections still open after 10 s; closing them");
         }
     }
 }
@@ -137,20 +164,30 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         let handshake_timeout = timeouts.tls_handshake;
         tokio::spawn(async move {
-            let conn = Connection { peer, tls: tls.is_some(), client_certificate: None };
+            let conn = Connection {
+                peer,
+                tls: tls.is_some(),
+                client_certificate: None,
+            };
             let service = service_fn(move |request| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, conn).await) }
             });
             match tls {
                 None => {
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -161,7 +198,8 @@ async fn accept_loop(
                             return;
                         }
                     };
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -183,10 +221,16 @@ fn tls_acceptor(certificates: &[TlsCertificate]) -> Result<TlsAcceptor, ServerEr
         }
         default.get_or_insert(key);
     }
-    let default = default.ok_or_else(|| ServerError::Certificate { path: "(none)".into(), reason: "no certificate configured".into() })?;
+    let default = default.ok_or_else(|| ServerError::Certificate {
+        path: "(none)".into(),
+        reason: "no certificate configured".into(),
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Certificate { path: "(config)".into(), reason: e.to_string() })?
+        .map_err(|e| ServerError::Certificate {
+            path: "(config)".into(),
+            reason: e.to_string(),
+        })?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { by_name, default }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -201,24 +245,33 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = hello.server_name() else { return Some(self.default.clone()) };
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
         let name = name.to_ascii_lowercase();
         if let Some(key) = self.by_name.get(&name) {
             return Some(key.clone());
         }
         // One wildcard level: "*.example.com" serves "app.example.com".
-        if let Some((_, parent)) = name.split_once('.') {
-            if let Some(key) = self.by_name.get(&format!("*.{parent}")) {
-                return Some(key.clone());
-            }
+        if let Some((_, parent)) = name.split_once('.')
+            && let Some(key) = self.by_name.get(&format!("*.{parent}"))
+        {
+            return Some(key.clone());
         }
         Some(self.default.clone())
     }
 }
 
-fn load_certified_key(cert: &TlsCertificate, provider: &rustls::crypto::CryptoProvider) -> Result<Arc<CertifiedKey>, ServerError> {
-    let err = |path: &Path, reason: String| ServerError::Certificate { path: path.display().to_string(), reason };
-    let cert_pem = std::fs::read(&cert.cert_file).map_err(|e| err(&cert.cert_file, e.to_string()))?;
+fn load_certified_key(
+    cert: &TlsCertificate,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, ServerError> {
+    let err = |path: &Path, reason: String| ServerError::Certificate {
+        path: path.display().to_string(),
+        reason,
+    };
+    let cert_pem =
+        std::fs::read(&cert.cert_file).map_err(|e| err(&cert.cert_file, e.to_string()))?;
     let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| err(&cert.cert_file, e.to_string()))?;
@@ -229,13 +282,18 @@ fn load_certified_key(cert: &TlsCertificate, provider: &rustls::crypto::CryptoPr
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| err(&cert.key_file, e.to_string()))?
         .ok_or_else(|| err(&cert.key_file, "no private key in file".into()))?;
-    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| err(&cert.key_file, e.to_string()))?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| err(&cert.key_file, e.to_string()))?;
     Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
 }
 
 /// DNS names (SAN) of a certificate's leaf.
 fn names_of(key: &CertifiedKey) -> Vec<String> {
-    let Some(leaf) = key.cert.first() else { return Vec::new() };
+    let Some(leaf) = key.cert.first() else {
+        return Vec::new();
+    };
     match webpki::EndEntityCert::try_from(leaf) {
         Ok(cert) => cert
             .valid_dns_names()

@@ -83,12 +83,19 @@ pub enum SessionRejection {
 
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl SessionState {
     /// Checks the lifetimes at `now`.
-    pub fn check_lifetimes(&self, now: u64, absolute: Duration, idle: Duration) -> Result<(), SessionRejection> {
+    pub fn check_lifetimes(
+        &self,
+        now: u64,
+        absolute: Duration,
+        idle: Duration,
+    ) -> Result<(), SessionRejection> {
         if now >= self.login_at.saturating_add(absolute.as_secs()) {
             return Err(SessionRejection::Expired);
         }
@@ -140,13 +147,21 @@ pub struct CookieCodec {
 impl CookieCodec {
     /// A codec for `base` name; `secure` adds `Secure` and the `__Host-` prefix.
     pub fn new(base: &str, secure: bool) -> Self {
-        let name = if secure { format!("__Host-{base}") } else { base.to_owned() };
+        let name = if secure {
+            format!("__Host-{base}")
+        } else {
+            base.to_owned()
+        };
         CookieCodec { name, secure }
     }
 
     /// Reads the session from request cookies. A missing cookie is `Absent`; anything that does
     /// not decrypt and parse is `Invalid`.
-    pub fn read(&self, sealer: &Sealer, headers: &HeaderMap) -> Result<SessionState, SessionRejection> {
+    pub fn read(
+        &self,
+        sealer: &Sealer,
+        headers: &HeaderMap,
+    ) -> Result<SessionState, SessionRejection> {
         let sealed = self.sealed(headers).ok_or(SessionRejection::Absent)?;
         open_sealed(sealer, &sealed)
     }
@@ -162,10 +177,9 @@ impl CookieCodec {
                 .strip_prefix(self.name.as_str())
                 .and_then(|rest| rest.strip_prefix('_'))
                 .and_then(|n| n.parse::<usize>().ok())
+                && let Some(slot) = chunks.get_mut(index)
             {
-                if let Some(slot) = chunks.get_mut(index) {
-                    *slot = Some(value);
-                }
+                *slot = Some(value);
             }
         }
         let mut joined = String::new();
@@ -180,9 +194,16 @@ impl CookieCodec {
 
     /// `Set-Cookie` values that store `state`, and clear the cookies of the other shape (single
     /// vs chunked) that the browser may still hold.
-    pub fn write(&self, sealer: &Sealer, state: &SessionState, max_age: Duration) -> Result<Vec<HeaderValue>, CookieError> {
+    pub fn write(
+        &self,
+        sealer: &Sealer,
+        state: &SessionState,
+        max_age: Duration,
+    ) -> Result<Vec<HeaderValue>, CookieError> {
         let plain = serde_json::to_vec(state).map_err(|_| CookieError::Encode)?;
-        let sealed = sealer.seal(Purpose::Session, &plain).map_err(CookieError::Seal)?;
+        let sealed = sealer
+            .seal(Purpose::Session, &plain)
+            .map_err(CookieError::Seal)?;
         let max_age = max_age.as_secs();
         let mut out = Vec::new();
         if sealed.len() <= MAX_COOKIE_VALUE {
@@ -224,10 +245,17 @@ impl CookieCodec {
     }
 
     /// One `Set-Cookie` value with sekisho's attributes.
-    pub fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> Result<HeaderValue, CookieError> {
+    pub fn set_cookie(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: u64,
+    ) -> Result<HeaderValue, CookieError> {
         let secure = if self.secure { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"))
-            .map_err(|_| CookieError::Encode)
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+        ))
+        .map_err(|_| CookieError::Encode)
     }
 
     /// True when a cookie name belongs to sekisho (session, chunks, login flows) and so must not
@@ -236,12 +264,17 @@ impl CookieCodec {
     /// session but still hold sealed session material.
     pub fn owns(&self, cookie_name: &str) -> bool {
         let base = self.name.strip_prefix("__Host-").unwrap_or(&self.name);
-        cookie_name.strip_prefix("__Host-").unwrap_or(cookie_name).starts_with(base)
+        cookie_name
+            .strip_prefix("__Host-")
+            .unwrap_or(cookie_name)
+            .starts_with(base)
     }
 }
 
 fn open_sealed(sealer: &Sealer, sealed: &str) -> Result<SessionState, SessionRejection> {
-    let plain = sealer.open(Purpose::Session, sealed).map_err(|_| SessionRejection::Invalid)?;
+    let plain = sealer
+        .open(Purpose::Session, sealed)
+        .map_err(|_| SessionRejection::Invalid)?;
     serde_json::from_slice(&plain).map_err(|_| SessionRejection::Invalid)
 }
 
@@ -259,7 +292,11 @@ pub struct OpenSession {
 impl OpenSession {
     /// Prepares a session.
     pub fn new(state: SessionState) -> Self {
-        OpenSession { sid_hash: state.sid_hash(), values: IdentityValues::new(&state.identity), state }
+        OpenSession {
+            sid_hash: state.sid_hash(),
+            values: IdentityValues::new(&state.identity),
+            state,
+        }
     }
 }
 
@@ -277,8 +314,15 @@ pub struct IdentityValues {
 impl IdentityValues {
     /// Renders `identity`; characters a header cannot carry are percent-encoded.
     pub fn new(identity: &Identity) -> Self {
-        let value = |text: &str| HeaderValue::from_str(&header_safe(text)).unwrap_or_else(|_| HeaderValue::from_static(""));
-        let groups: Vec<String> = identity.groups.iter().map(|g| header_safe(g).replace(',', "%2C")).collect();
+        let value = |text: &str| {
+            HeaderValue::from_str(&header_safe(text))
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+        };
+        let groups: Vec<String> = identity
+            .groups
+            .iter()
+            .map(|g| header_safe(g).replace(',', "%2C"))
+            .collect();
         IdentityValues {
             user: value(&identity.sub),
             email: identity.email.as_deref().map(value),
@@ -307,7 +351,14 @@ pub fn header_safe(value: &str) -> String {
 pub struct SessionCache {
     /// Keyed by a hash of the cookie's tail (its AEAD tag: random, unforgeable); the full
     /// value is compared on every hit.
-    entries: RwLock<HashMap<u64, (Box<str>, Arc<OpenSession>)>>,
+    entries: RwLock<HashMap<u64, CachedCookie>>,
+}
+
+/// A cache entry: the exact sealed value and its session.
+#[derive(Debug)]
+struct CachedCookie {
+    sealed: Box<str>,
+    session: Arc<OpenSession>,
 }
 
 /// Entries held before the cache starts over.
@@ -315,22 +366,31 @@ const SESSION_CACHE_MAX: usize = 50_000;
 
 impl SessionCache {
     /// The session a request presents, from the cache or by opening its cookie.
-    pub fn open(&self, codec: &CookieCodec, sealer: &Sealer, headers: &HeaderMap) -> Result<Arc<OpenSession>, SessionRejection> {
+    pub fn open(
+        &self,
+        codec: &CookieCodec,
+        sealer: &Sealer,
+        headers: &HeaderMap,
+    ) -> Result<Arc<OpenSession>, SessionRejection> {
         let sealed = codec.sealed(headers).ok_or(SessionRejection::Absent)?;
         let key = tail_hash(&sealed);
-        if let Ok(entries) = self.entries.read() {
-            if let Some((value, session)) = entries.get(&key) {
-                if **value == *sealed {
-                    return Ok(session.clone());
-                }
-            }
+        if let Ok(entries) = self.entries.read()
+            && let Some(hit) = entries.get(&key).filter(|hit| *hit.sealed == *sealed)
+        {
+            return Ok(hit.session.clone());
         }
         let session = Arc::new(OpenSession::new(open_sealed(sealer, &sealed)?));
         if let Ok(mut entries) = self.entries.write() {
             if entries.len() >= SESSION_CACHE_MAX {
                 entries.clear();
             }
-            entries.insert(key, (sealed.into_owned().into_boxed_str(), session.clone()));
+            entries.insert(
+                key,
+                CachedCookie {
+                    sealed: sealed.into_owned().into_boxed_str(),
+                    session: session.clone(),
+                },
+            );
         }
         Ok(session)
     }
@@ -340,7 +400,9 @@ impl SessionCache {
 fn tail_hash(text: &str) -> u64 {
     let bytes = text.as_bytes();
     let tail = bytes.get(bytes.len().saturating_sub(32)..).unwrap_or(bytes);
-    tail.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    tail.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Why a cookie could not be written.
@@ -386,10 +448,10 @@ pub fn strip_own_cookies(headers: &mut HeaderMap, codec: &CookieCodec) {
         kept.push_str(value);
     }
     headers.remove(COOKIE);
-    if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept) {
-            headers.insert(COOKIE, value);
-        }
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept)
+    {
+        headers.insert(COOKIE, value);
     }
 }
 
@@ -404,7 +466,9 @@ mod tests {
                 sub: "alice".into(),
                 email: Some("alice@example.com".into()),
                 name: None,
-                groups: (0..groups).map(|i| format!("group-number-{i:05}")).collect(),
+                groups: (0..groups)
+                    .map(|i| format!("group-number-{i:05}"))
+                    .collect(),
                 issuer: "http://idp".into(),
                 email_verified: Some(true),
                 claims: serde_json::Map::new(),
@@ -429,17 +493,26 @@ mod tests {
             .filter_map(|v| v.split(';').next().map(str::to_owned))
             .collect();
         let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap_or_else(|e| panic!("{e}")));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_str(&pairs.join("; ")).unwrap_or_else(|e| panic!("{e}")),
+        );
         headers
     }
 
     #[test]
     fn small_session_round_trips_in_one_cookie() {
         let codec = CookieCodec::new("_sekisho", true);
-        let cookies = codec.write(&sealer(), &state(3), Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+        let cookies = codec
+            .write(&sealer(), &state(3), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
         let first = cookies[0].to_str().unwrap_or_default();
         assert!(first.starts_with("__Host-_sekisho="));
-        assert!(first.contains("HttpOnly") && first.contains("SameSite=Lax") && first.contains("Secure"));
+        assert!(
+            first.contains("HttpOnly")
+                && first.contains("SameSite=Lax")
+                && first.contains("Secure")
+        );
         assert_eq!(codec.read(&sealer(), &request_with(&cookies)), Ok(state(3)));
     }
 
@@ -447,8 +520,13 @@ mod tests {
     fn large_group_lists_are_split_not_cut() {
         let codec = CookieCodec::new("_sekisho", false);
         let big = state(400);
-        let cookies = codec.write(&sealer(), &big, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
-        let live: Vec<_> = cookies.iter().filter(|c| !c.to_str().unwrap_or("").contains("Max-Age=0")).collect();
+        let cookies = codec
+            .write(&sealer(), &big, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let live: Vec<_> = cookies
+            .iter()
+            .filter(|c| !c.to_str().unwrap_or("").contains("Max-Age=0"))
+            .collect();
         assert!(live.len() > 1, "expected chunks");
         for c in &live {
             assert!(c.len() < 4096);
@@ -468,13 +546,31 @@ mod tests {
     #[test]
     fn garbage_cookies_are_invalid_not_errors() {
         let codec = CookieCodec::new("_sekisho", false);
-        for value in ["", "x", "%%%", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        for value in [
+            "",
+            "x",
+            "%%%",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
             let mut headers = HeaderMap::new();
-            headers.insert(COOKIE, HeaderValue::from_str(&format!("_sekisho={value}")).unwrap_or_else(|e| panic!("{e}")));
+            headers.insert(
+                COOKIE,
+                HeaderValue::from_str(&format!("_sekisho={value}"))
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
             let got = codec.read(&sealer(), &headers);
-            assert!(matches!(got, Err(SessionRejection::Invalid | SessionRejection::Absent)), "{value:?}: {got:?}");
+            assert!(
+                matches!(
+                    got,
+                    Err(SessionRejection::Invalid | SessionRejection::Absent)
+                ),
+                "{value:?}: {got:?}"
+            );
         }
-        assert_eq!(codec.read(&sealer(), &HeaderMap::new()), Err(SessionRejection::Absent));
+        assert_eq!(
+            codec.read(&sealer(), &HeaderMap::new()),
+            Err(SessionRejection::Absent)
+        );
     }
 
     #[test]
@@ -483,10 +579,16 @@ mod tests {
         let abs = Duration::from_secs(3600);
         let idle = Duration::from_secs(600);
         assert_eq!(s.check_lifetimes(1500, abs, idle), Ok(()));
-        assert_eq!(s.check_lifetimes(1600, abs, idle), Err(SessionRejection::Idle));
+        assert_eq!(
+            s.check_lifetimes(1600, abs, idle),
+            Err(SessionRejection::Idle)
+        );
         let mut active = s.clone();
         active.seen_at = 4500;
-        assert_eq!(active.check_lifetimes(4600, abs, idle), Err(SessionRejection::Expired));
+        assert_eq!(
+            active.check_lifetimes(4600, abs, idle),
+            Err(SessionRejection::Expired)
+        );
         assert!(!s.touch_due(1030, idle));
         assert!(s.touch_due(1060, idle));
         assert!(s.refresh_due(1950));
@@ -499,10 +601,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             COOKIE,
-            HeaderValue::from_static("a=1; _sekisho=secret; _sekisho_0=x; _sekisho_flow_abc=y; b=2"),
+            HeaderValue::from_static(
+                "a=1; _sekisho=secret; _sekisho_0=x; _sekisho_flow_abc=y; b=2",
+            ),
         );
         strip_own_cookies(&mut headers, &codec);
-        assert_eq!(headers.get(COOKIE).and_then(|v| v.to_str().ok()), Some("a=1; b=2"));
+        assert_eq!(
+            headers.get(COOKIE).and_then(|v| v.to_str().ok()),
+            Some("a=1; b=2")
+        );
     }
 
     #[test]

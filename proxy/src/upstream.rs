@@ -32,7 +32,10 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("targets", &self.targets).field("http2", &self.http2).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("targets", &self.targets)
+            .field("http2", &self.http2)
+            .finish_non_exhaustive()
     }
 }
 
@@ -43,19 +46,30 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(route.timeouts.connect));
         http.set_nodelay(true);
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ProxyError::Internal { detail: e.to_string() })?
-            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
-            .with_no_client_auth();
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProxyError::Internal {
+            detail: e.to_string(),
+        })?
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
         let connector = if route.upstream_http2 {
             builder.enable_http2().wrap_connector(http)
         } else {
             builder.enable_http1().wrap_connector(http)
         };
         let mut client = Client::builder(TokioExecutor::new());
-        client.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
+        client
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90));
         if route.upstream_http2 {
             client.http2_only(true);
         }
@@ -78,17 +92,26 @@ impl Upstream {
         self.targets.get(i)
     }
 
-
     /// Sends `request` (already rewritten) and waits for the response head within the route's
     /// response-header timeout. Bodies stream both ways, each under the idle timeout.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        parts.version = if self.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        parts.version = if self.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         let request = Request::from_parts(parts, body);
-        let response = tokio::time::timeout(self.timeouts.response_header, self.client.request(request))
-            .await
-            .map_err(|_| ProxyError::GatewayTimeout)?
-            .map_err(|e| ProxyError::BadGateway { detail: crate::oidc::error_chain(&e) })?;
+        let response =
+            tokio::time::timeout(self.timeouts.response_header, self.client.request(request))
+                .await
+                .map_err(|_| ProxyError::GatewayTimeout)?
+                .map_err(|e| ProxyError::BadGateway {
+                    detail: crate::oidc::error_chain(&e),
+                })?;
         let idle = self.timeouts.idle;
         Ok(response.map(|body| IdleTimeout::new(body, idle).boxed_unsync()))
     }
@@ -106,21 +129,30 @@ pub struct Target {
 impl Target {
     fn new(url: &Url) -> Result<Self, ProxyError> {
         let authority = authority(url);
-        let host = HeaderValue::from_str(&authority).map_err(|_| ProxyError::Internal { detail: format!("upstream {url} has an invalid host") })?;
-        let base = format!("{}://{authority}{}", url.scheme(), url.path().trim_end_matches('/'));
+        let host = HeaderValue::from_str(&authority).map_err(|_| ProxyError::Internal {
+            detail: format!("upstream {url} has an invalid host"),
+        })?;
+        let base = format!(
+            "{}://{authority}{}",
+            url.scheme(),
+            url.path().trim_end_matches('/')
+        );
         Ok(Target { base, host })
     }
 
     /// The URI for a request path and query on this target: the target's own path is a prefix.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
-        let mut text = String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        let mut text =
+            String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         text.push_str(&self.base);
         text.push_str(path);
         if let Some(q) = query {
             text.push('?');
             text.push_str(q);
         }
-        text.parse().map_err(|_| ProxyError::BadRequest { reason: "request target cannot be forwarded" })
+        text.parse().map_err(|_| ProxyError::BadRequest {
+            reason: "request target cannot be forwarded",
+        })
     }
 }
 
@@ -139,7 +171,11 @@ pub fn authority(url: &Url) -> String {
 
 /// Joins a client's and an upstream's upgraded connections (WebSocket) until either closes or
 /// neither side sends anything for `idle`.
-pub fn splice_upgrades(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, idle: Duration) {
+pub fn splice_upgrades(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
@@ -169,7 +205,10 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { start: tokio::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     fn touch(&self) {
@@ -184,7 +223,12 @@ impl Activity {
 }
 
 /// Copies one direction until EOF, an error, or both directions idle for `idle`.
-async fn pump<R, W>(mut from: R, mut to: W, activity: &Activity, idle: Duration) -> std::io::Result<()>
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    activity: &Activity,
+    idle: Duration,
+) -> std::io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -204,7 +248,12 @@ where
             }
             Ok(Err(e)) => return Err(e),
             Err(_) if activity.idle_for() < idle => {}
-            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "idle timeout",
+                ));
+            }
         }
     }
 }
@@ -221,7 +270,11 @@ pub struct IdleTimeout<B> {
 impl<B> IdleTimeout<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, idle: Duration) -> Self {
-        IdleTimeout { inner, idle, timer: None }
+        IdleTimeout {
+            inner,
+            idle,
+            timer: None,
+        }
     }
 }
 
@@ -238,18 +291,25 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 if let Some(timer) = this.timer.as_mut() {
-                    timer.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
                 let idle = this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 match timer.as_mut().poll(cx) {
                     // An error, not an early end: a chunked body must never look complete when
                     // it is not.

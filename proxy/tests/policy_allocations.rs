@@ -1,8 +1,16 @@
 //! "Compiled at load time into an evaluator that allocates nothing per request": counts heap
 //! allocations made by the deciding thread while it evaluates a policy of every non-Rego
 //! criterion, for an allowed and for a denied request.
-#![allow(unsafe_code, reason = "a counting global allocator must implement the unsafe GlobalAlloc trait")]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test")]
+#![allow(
+    unsafe_code,
+    reason = "a counting global allocator must implement the unsafe GlobalAlloc trait"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test"
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -87,7 +95,10 @@ const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49
 
 #[test]
 fn deciding_allocates_nothing() {
-    let config = sekisho_config::parse(CONFIG, Path::new("t.yaml"), &|n| (n == "KEY").then(|| KEY.to_owned())).unwrap();
+    let config = sekisho_config::parse(CONFIG, Path::new("t.yaml"), &|n| {
+        (n == "KEY").then(|| KEY.to_owned())
+    })
+    .unwrap();
     let policy = config.routes[0].policy.clone();
     let rego = RegoEngines::default();
     let identity = Identity {
@@ -97,7 +108,10 @@ fn deciding_allocates_nothing() {
         groups: vec!["eng".into(), "admins".into()],
         issuer: "https://idp.example.com".into(),
         email_verified: Some(true),
-        claims: serde_json::json!({"department": "platform"}).as_object().cloned().unwrap(),
+        claims: serde_json::json!({"department": "platform"})
+            .as_object()
+            .cloned()
+            .unwrap(),
     };
     let mut headers = HeaderMap::new();
     headers.insert("accept", HeaderValue::from_static("application/json"));
@@ -119,8 +133,16 @@ fn deciding_allocates_nothing() {
     assert_eq!(decision, Effect::Allow);
     assert_eq!(allocations, 0, "an allowed decision allocated");
 
-    let stranger = Identity { groups: vec!["sales".into()], email: Some("eve@example.org".into()), ..identity.clone() };
-    let denied = Input { identity: Some(&stranger), source_ip: "203.0.113.5".parse().unwrap(), ..input };
+    let stranger = Identity {
+        groups: vec!["sales".into()],
+        email: Some("eve@example.org".into()),
+        ..identity.clone()
+    };
+    let denied = Input {
+        identity: Some(&stranger),
+        source_ip: "203.0.113.5".parse().unwrap(),
+        ..input
+    };
     let (decision, allocations) = allocations_during(|| decide(&policy, &denied, &rego).effect);
     assert_eq!(decision, Effect::Deny);
     assert_eq!(allocations, 0, "a denied decision allocated");

@@ -36,7 +36,9 @@ impl Echo {
         let counter = hits.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
@@ -63,7 +65,12 @@ async fn answer(mut request: Request<Incoming>, hits: &AtomicUsize) -> Response<
     if request.uri().path() == "/slow" {
         std::future::pending::<()>().await;
     }
-    if let Some(n) = request.uri().path().strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
+    if let Some(n) = request
+        .uri()
+        .path()
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
         return Response::builder()
             .header("content-type", "application/octet-stream")
             .body(Full::new(Bytes::from(vec![b'x'; n])))
@@ -75,7 +82,12 @@ async fn answer(mut request: Request<Incoming>, hits: &AtomicUsize) -> Response<
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade {
-        let key = request.headers().get("sec-websocket-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let key = request
+            .headers()
+            .get("sec-websocket-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let mut input = key.into_bytes();
         input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
         let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
@@ -104,7 +116,12 @@ async fn answer(mut request: Request<Incoming>, hits: &AtomicUsize) -> Response<
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let description = json!({
         "method": parts.method.as_str(),
@@ -142,7 +159,11 @@ impl Echoed {
     /// The single value of a header, if any.
     pub fn header(&self, name: &str) -> Option<String> {
         let values = self.header_values(name);
-        assert!(values.len() <= 1, "header {name} received {} times: {values:?}", values.len());
+        assert!(
+            values.len() <= 1,
+            "header {name} received {} times: {values:?}",
+            values.len()
+        );
         values.into_iter().next()
     }
 
@@ -150,7 +171,11 @@ impl Echoed {
     pub fn header_names(&self) -> Vec<String> {
         self.0["headers"]
             .as_array()
-            .map(|all| all.iter().filter_map(|pair| pair[0].as_str().map(str::to_owned)).collect())
+            .map(|all| {
+                all.iter()
+                    .filter_map(|pair| pair[0].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

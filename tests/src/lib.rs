@@ -4,7 +4,12 @@
 //!
 //! Tests panic with context instead of returning errors; every child process is killed when its
 //! handle drops, and its log is printed when the test that owned it failed.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test harness: panics are the failure report")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test harness: panics are the failure report"
+)]
 
 pub mod echo;
 
@@ -25,7 +30,10 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
 }
 
 /// Builds the `sekisho` binary once per test process and returns its path.
@@ -63,7 +71,9 @@ pub fn sekisho_binary() -> PathBuf {
                 .status()
                 .expect("running cargo build");
             assert!(status.success(), "cargo build -p sekisho failed");
-            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| workspace().join("target"));
             let bin = target.join("debug").join("sekisho");
             assert!(bin.exists(), "{} missing after build", bin.display());
             bin
@@ -84,19 +94,33 @@ impl Process {
     /// Spawns `command`, waits (with [`DEADLINE`]) for its first stdout line, parses it as JSON.
     pub async fn spawn(name: &str, mut command: Command, log: PathBuf) -> (Process, Value) {
         let log_file = std::fs::File::create(&log).expect("creating log file");
-        command.stdout(Stdio::piped()).stderr(Stdio::from(log_file)).stdin(Stdio::null()).kill_on_drop(true);
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout(DEADLINE, lines.next_line()).await;
-        let process = Process { name: name.to_owned(), child, log };
+        let process = Process {
+            name: name.to_owned(),
+            child,
+            log,
+        };
         let line = match first {
             Ok(Ok(Some(line))) => line,
-            other => panic!("{name} did not announce readiness ({other:?}); log:\n{}", process.logs()),
+            other => panic!(
+                "{name} did not announce readiness ({other:?}); log:\n{}",
+                process.logs()
+            ),
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name} readiness line {line:?}: {e}"));
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{name} readiness line {line:?}: {e}"));
         (process, ready)
     }
 
@@ -115,7 +139,12 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("----- {} log -----\n{}\n----- end of {} log -----", self.name, self.logs(), self.name);
+            eprintln!(
+                "----- {} log -----\n{}\n----- end of {} log -----",
+                self.name,
+                self.logs(),
+                self.name
+            );
         }
     }
 }
@@ -133,7 +162,11 @@ pub struct IdpOptions {
 
 impl Default for IdpOptions {
     fn default() -> Self {
-        IdpOptions { claims_in_id_token: true, access_token_ttl: 3600, id_token_ttl: 3600 }
+        IdpOptions {
+            claims_in_id_token: true,
+            access_token_ttl: 3600,
+            id_token_ttl: 3600,
+        }
     }
 }
 
@@ -161,16 +194,38 @@ impl Idp {
         let config_path = dir.path().join("idp.json");
         std::fs::write(&config_path, config.to_string()).expect("writing idp config");
         let mut command = Command::new("node");
-        command.arg(workspace().join("tests/node/idp.mjs")).arg(&config_path);
+        command
+            .arg(workspace().join("tests/node/idp.mjs"))
+            .arg(&config_path);
         let (process, ready) = Process::spawn("idp", command, dir.path().join("idp.log")).await;
-        let issuer = ready["issuer"].as_str().expect("issuer in readiness line").to_owned();
-        Idp { issuer, process, _dir: dir, http: no_redirect_client() }
+        let issuer = ready["issuer"]
+            .as_str()
+            .expect("issuer in readiness line")
+            .to_owned();
+        Idp {
+            issuer,
+            process,
+            _dir: dir,
+            http: no_redirect_client(),
+        }
     }
 
     /// Registers the proxy as a client whose redirect URIs live on `proxy_origin`.
-    pub async fn register_client(&self, client_id: &str, secret: &str, proxy_origins: &[String], alg: &str) {
-        let redirect_uris: Vec<String> = proxy_origins.iter().map(|o| format!("{o}/.sekisho/callback")).collect();
-        let post_logout: Vec<String> = proxy_origins.iter().map(|o| format!("{o}/.sekisho/signed-out")).collect();
+    pub async fn register_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+        proxy_origins: &[String],
+        alg: &str,
+    ) {
+        let redirect_uris: Vec<String> = proxy_origins
+            .iter()
+            .map(|o| format!("{o}/.sekisho/callback"))
+            .collect();
+        let post_logout: Vec<String> = proxy_origins
+            .iter()
+            .map(|o| format!("{o}/.sekisho/signed-out"))
+            .collect();
         let body = json!({
             "client_id": client_id,
             "client_secret": secret,
@@ -179,23 +234,50 @@ impl Idp {
             "id_token_signed_response_alg": alg,
             "token_endpoint_auth_method": "client_secret_basic",
         });
-        let response = self.http.post(format!("{}/test/clients", self.issuer)).json(&body).send().await.expect("registering client");
+        let response = self
+            .http
+            .post(format!("{}/test/clients", self.issuer))
+            .json(&body)
+            .send()
+            .await
+            .expect("registering client");
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "client registration failed: {status} {text}");
+        assert!(
+            status.is_success(),
+            "client registration failed: {status} {text}"
+        );
     }
 
     /// Mints a JWT through the IdP's test hook (`sub`, `aud`, `alg`, `ttl`, optional `iss`).
     pub async fn token(&self, query: &[(&str, &str)]) -> String {
-        let response = self.http.post(format!("{}/test/token", self.issuer)).query(query).send().await.expect("minting token");
+        let response = self
+            .http
+            .post(format!("{}/test/token", self.issuer))
+            .query(query)
+            .send()
+            .await
+            .expect("minting token");
         let body: Value = response.json().await.expect("token JSON");
-        body["token"].as_str().unwrap_or_else(|| panic!("no token in {body}")).to_owned()
+        body["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {body}"))
+            .to_owned()
     }
 
     /// POSTs to a test hook (`/test/...`) and returns its JSON.
     pub async fn hook(&self, path_and_query: &str) -> Value {
-        let response = self.http.post(format!("{}{path_and_query}", self.issuer)).send().await.expect("calling test hook");
-        assert!(response.status().is_success(), "hook {path_and_query} answered {}", response.status());
+        let response = self
+            .http
+            .post(format!("{}{path_and_query}", self.issuer))
+            .send()
+            .await
+            .expect("calling test hook");
+        assert!(
+            response.status().is_success(),
+            "hook {path_and_query} answered {}",
+            response.status()
+        );
         response.json().await.expect("hook JSON")
     }
 
@@ -240,7 +322,8 @@ impl ProxyOptions {
     pub fn new(issuer: &str) -> Self {
         ProxyOptions {
             issuer: issuer.to_owned(),
-            routes_yaml: "  - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n".to_owned(),
+            routes_yaml: "  - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n"
+                .to_owned(),
             extra_yaml: String::new(),
             session_yaml: String::new(),
             tls: false,
@@ -276,8 +359,16 @@ impl Proxy {
         let dir = tmp.path().to_owned();
         let mut key = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).expect("random");
-        std::fs::write(dir.join("cookie.key"), base64::engine::general_purpose::STANDARD.encode(key)).expect("write key");
-        std::fs::write(dir.join("signing.pem"), sekisho::assertion::generate_pem().expect("keygen")).expect("write pem");
+        std::fs::write(
+            dir.join("cookie.key"),
+            base64::engine::general_purpose::STANDARD.encode(key),
+        )
+        .expect("write key");
+        std::fs::write(
+            dir.join("signing.pem"),
+            sekisho::assertion::generate_pem().expect("keygen"),
+        )
+        .expect("write pem");
         let tls_yaml = if options.tls {
             let (cert, key) = self_signed_pem();
             std::fs::write(dir.join("tls.crt"), cert).expect("write cert");
@@ -286,13 +377,20 @@ impl Proxy {
             for (i, (cert, key)) in options.extra_tls_certificates.iter().enumerate() {
                 std::fs::write(dir.join(format!("tls-{i}.crt")), cert).expect("write cert");
                 std::fs::write(dir.join(format!("tls-{i}.key")), key).expect("write key");
-                yaml.push_str(&format!("    - cert_file: tls-{i}.crt\n      key_file: tls-{i}.key\n"));
+                yaml.push_str(&format!(
+                    "    - cert_file: tls-{i}.crt\n      key_file: tls-{i}.key\n"
+                ));
             }
             yaml
         } else {
             String::new()
         };
-        let audiences = options.bearer_audiences.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let audiences = options
+            .bearer_audiences
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let config = format!(
             "state_dir: state\n\
              server:\n  http_listen: 127.0.0.1:0\n{tls_yaml}\
@@ -331,7 +429,12 @@ impl Proxy {
             .arg(dir.join("sekisho.yaml"))
             .env("SEKISHO_TEST_CLIENT_SECRET", CLIENT_SECRET)
             .env("SEKISHO_LOG", "sekisho=debug,info");
-        Process::spawn("sekisho", command, dir.join(format!("sekisho-{}.log", unique()))).await
+        Process::spawn(
+            "sekisho",
+            command,
+            dir.join(format!("sekisho-{}.log", unique())),
+        )
+        .await
     }
 
     /// Stops and starts the same configuration again (new ports).
@@ -343,8 +446,14 @@ impl Proxy {
     }
 
     fn apply_ready(&mut self, ready: &Value) {
-        self.http = ready["http"].as_str().expect("http address").parse().expect("http address");
-        self.https = ready["https"].as_str().map(|a| a.parse().expect("https address"));
+        self.http = ready["http"]
+            .as_str()
+            .expect("http address")
+            .parse()
+            .expect("http address");
+        self.https = ready["https"]
+            .as_str()
+            .map(|a| a.parse().expect("https address"));
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -376,13 +485,18 @@ fn unique() -> u64 {
 }
 
 /// Starts an IdP, an echo upstream and sekisho, and registers sekisho at the IdP.
-pub async fn stack(idp_options: IdpOptions, alg: &str, customize: impl FnOnce(&mut ProxyOptions)) -> (Idp, echo::Echo, Proxy) {
+pub async fn stack(
+    idp_options: IdpOptions,
+    alg: &str,
+    customize: impl FnOnce(&mut ProxyOptions),
+) -> (Idp, echo::Echo, Proxy) {
     let idp = Idp::start(idp_options).await;
     let echo = echo::Echo::start().await;
     let mut options = ProxyOptions::new(&idp.issuer);
     customize(&mut options);
     let proxy = Proxy::start(&options, echo.addr).await;
-    idp.register_client("sekisho", CLIENT_SECRET, &proxy.origins(), alg).await;
+    idp.register_client("sekisho", CLIENT_SECRET, &proxy.origins(), alg)
+        .await;
     (idp, echo, proxy)
 }
 
@@ -391,8 +505,23 @@ pub async fn stack(idp_options: IdpOptions, alg: &str, customize: impl FnOnce(&m
 pub fn self_signed_pem() -> (String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,DNS:app.localtest,IP:127.0.0.1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,DNS:app.localtest,IP:127.0.0.1",
+        ])
         .arg("-keyout")
         .arg(dir.path().join("k.pem"))
         .arg("-out")
@@ -435,23 +564,36 @@ pub struct Login {
 impl Agent {
     /// An agent with an empty jar.
     pub fn new() -> Self {
-        Agent { http: no_redirect_client(), jar: Mutex::new(BTreeMap::new()) }
+        Agent {
+            http: no_redirect_client(),
+            jar: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// A GET as a browser navigation (`Accept: text/html`).
     pub async fn browse(&self, url: &str) -> reqwest::Response {
-        self.send(self.http.get(url).header("accept", "text/html,application/xhtml+xml")).await
+        self.send(
+            self.http
+                .get(url)
+                .header("accept", "text/html,application/xhtml+xml"),
+        )
+        .await
     }
 
     /// A GET as an API client (`Accept: application/json`).
     pub async fn api(&self, url: &str) -> reqwest::Response {
-        self.send(self.http.get(url).header("accept", "application/json")).await
+        self.send(self.http.get(url).header("accept", "application/json"))
+            .await
     }
 
     /// Sends a request with the jar's cookies and records the response's cookies.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
         let cookie = self.cookie_header();
-        let request = if cookie.is_empty() { request } else { request.header("cookie", cookie) };
+        let request = if cookie.is_empty() {
+            request
+        } else {
+            request.header("cookie", cookie)
+        };
         let response = request.send().await.expect("request failed");
         self.absorb(&response);
         response
@@ -460,7 +602,10 @@ impl Agent {
     /// The `Cookie` header the jar would send.
     pub fn cookie_header(&self) -> String {
         let jar = self.jar.lock().expect("jar");
-        jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        jar.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Replaces the jar.
@@ -478,8 +623,11 @@ impl Agent {
         for value in response.headers().get_all("set-cookie") {
             let Ok(text) = value.to_str() else { continue };
             let mut parts = text.split(';');
-            let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else { continue };
-            let deleted = value.is_empty() || parts.any(|p| p.trim().eq_ignore_ascii_case("max-age=0"));
+            let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
+                continue;
+            };
+            let deleted =
+                value.is_empty() || parts.any(|p| p.trim().eq_ignore_ascii_case("max-age=0"));
             if deleted {
                 jar.remove(name.trim());
             } else {
@@ -492,26 +640,56 @@ impl Agent {
     /// every hop by hand. Panics with the hop that failed.
     pub async fn login(&self, start: &str, issuer: &str, user: &str, password: &str) -> Login {
         let first = self.browse(start).await;
-        assert_eq!(first.status(), 302, "expected a redirect to the IdP from {start}");
+        assert_eq!(
+            first.status(),
+            302,
+            "expected a redirect to the IdP from {start}"
+        );
         let authorize = location(&first, start);
-        assert!(authorize.starts_with(issuer), "redirected to {authorize}, not the IdP {issuer}");
+        assert!(
+            authorize.starts_with(issuer),
+            "redirected to {authorize}, not the IdP {issuer}"
+        );
         let to_interaction = self.browse(&authorize).await;
-        assert_eq!(to_interaction.status(), 303, "IdP /auth answered {}", to_interaction.status());
+        assert_eq!(
+            to_interaction.status(),
+            303,
+            "IdP /auth answered {}",
+            to_interaction.status()
+        );
         let interaction = location(&to_interaction, &authorize);
         let login_url = format!("{}/login", interaction.trim_end_matches('/'));
         let posted = self
-            .send(self.http.post(&login_url).form(&[("login", user), ("password", password)]))
+            .send(
+                self.http
+                    .post(&login_url)
+                    .form(&[("login", user), ("password", password)]),
+            )
             .await;
-        assert_eq!(posted.status(), 303, "IdP login answered {}", posted.status());
+        assert_eq!(
+            posted.status(),
+            303,
+            "IdP login answered {}",
+            posted.status()
+        );
         let resume = location(&posted, &login_url);
         let back = self.browse(&resume).await;
         assert_eq!(back.status(), 303, "IdP resume answered {}", back.status());
         let callback = location(&back, &resume);
         let done = self.browse(&callback).await;
         let status = done.status();
-        assert_eq!(status, 302, "callback answered {status}: {}", done.text().await.unwrap_or_default());
+        assert_eq!(
+            status,
+            302,
+            "callback answered {status}: {}",
+            done.text().await.unwrap_or_default()
+        );
         let landed = location(&done, &callback);
-        Login { callback, landed, authorize }
+        Login {
+            callback,
+            landed,
+            authorize,
+        }
     }
 }
 
@@ -523,7 +701,11 @@ pub fn location(response: &reqwest::Response, base: &str) -> String {
         .unwrap_or_else(|| panic!("no Location on {} response", response.status()))
         .to_str()
         .expect("Location text");
-    url::Url::parse(base).expect("base URL").join(raw).expect("Location URL").to_string()
+    url::Url::parse(base)
+        .expect("base URL")
+        .join(raw)
+        .expect("Location URL")
+        .to_string()
 }
 
 /// Waits for `condition` to hold, polling, up to [`DEADLINE`].
@@ -537,7 +719,10 @@ where
         if condition().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

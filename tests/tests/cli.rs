@@ -1,6 +1,11 @@
 //! The `sekisho` command line: `check` on every example (each must stay valid) and on broken
 //! files (every error reported at once, with line and column, exit code 1).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests panic with context")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests panic with context"
+)]
 
 use std::process::Command;
 
@@ -13,9 +18,18 @@ fn check(path: &std::path::Path, dir: &std::path::Path) -> std::process::Output 
         .arg(path)
         .current_dir(dir)
         .env("SEKISHO_CLIENT_SECRET", "example-secret")
-        .env("SEKISHO_COOKIE_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-        .env("SEKISHO_COOKIE_KEY_PREVIOUS", "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=")
-        .env("SEKISHO_SIGNING_KEY", sekisho::assertion::generate_pem().expect("keygen"))
+        .env(
+            "SEKISHO_COOKIE_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )
+        .env(
+            "SEKISHO_COOKIE_KEY_PREVIOUS",
+            "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+        )
+        .env(
+            "SEKISHO_SIGNING_KEY",
+            sekisho::assertion::generate_pem().expect("keygen"),
+        )
         .output()
         .expect("running sekisho check")
 }
@@ -29,8 +43,16 @@ fn every_example_passes_check() {
     std::fs::create_dir_all(&examples).unwrap();
     let quickstart_state = root.path().join(".sekisho/quickstart");
     std::fs::create_dir_all(&quickstart_state).unwrap();
-    std::fs::write(quickstart_state.join("cookie.key"), "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
-    std::fs::write(quickstart_state.join("signing.pem"), sekisho::assertion::generate_pem().unwrap()).unwrap();
+    std::fs::write(
+        quickstart_state.join("cookie.key"),
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    )
+    .unwrap();
+    std::fs::write(
+        quickstart_state.join("signing.pem"),
+        sekisho::assertion::generate_pem().unwrap(),
+    )
+    .unwrap();
     let mut checked = 0;
     for entry in std::fs::read_dir(workspace().join("examples")).unwrap() {
         let original = entry.unwrap().path();
@@ -48,10 +70,17 @@ fn every_example_passes_check() {
             String::from_utf8_lossy(&out.stderr)
         );
         let summary = String::from_utf8_lossy(&out.stdout);
-        assert!(summary.contains("->"), "summary of {} lists no route:\n{summary}", path.display());
+        assert!(
+            summary.contains("->"),
+            "summary of {} lists no route:\n{summary}",
+            path.display()
+        );
         checked += 1;
     }
-    assert!(checked >= 3, "expected at least three examples, checked {checked}");
+    assert!(
+        checked >= 3,
+        "expected at least three examples, checked {checked}"
+    );
 }
 
 #[test]
@@ -81,7 +110,9 @@ fn check_reports_every_error_with_its_position_and_exits_1() {
     ];
     for (field, line) in expected {
         assert!(
-            stderr.lines().any(|l| l.contains(field) && l.contains(line)),
+            stderr
+                .lines()
+                .any(|l| l.contains(field) && l.contains(line)),
             "no error for {field} at line {line} in:\n{stderr}"
         );
     }
@@ -91,13 +122,23 @@ fn check_reports_every_error_with_its_position_and_exits_1() {
 fn policy_test_runs_the_example_cases_without_secrets() {
     // No secret environment variables: the policy tools never need them.
     let out = Command::new(sekisho_binary())
-        .args(["policy", "test", "-c", "examples/policies.yaml", "examples/policies.cases.yaml"])
+        .args([
+            "policy",
+            "test",
+            "-c",
+            "examples/policies.yaml",
+            "examples/policies.cases.yaml",
+        ])
         .current_dir(workspace())
         .env_remove("SEKISHO_CLIENT_SECRET")
         .output()
         .expect("running sekisho policy test");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "policy test failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "policy test failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("policy test result: ok"), "{stdout}");
     assert!(!stdout.contains("FAILED"), "{stdout}");
 }
@@ -122,21 +163,51 @@ fn policy_test_fails_on_a_mismatch_and_explains_it() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("... FAILED"), "{stdout}");
     assert!(stdout.contains("expected Allow, got Deny"), "{stdout}");
-    assert!(stdout.contains("policies.admins-only.allow.and[0] groups has \"admins\""), "the failing rule is named:\n{stdout}");
+    assert!(
+        stdout.contains("policies.admins-only.allow.and[0] groups has \"admins\""),
+        "the failing rule is named:\n{stdout}"
+    );
 }
 
 #[test]
 fn policy_explain_prints_route_input_and_trace() {
     let out = Command::new(sekisho_binary())
-        .args(["policy", "explain", "-c", "examples/policies.yaml", "--as", "alice@example.com", "--groups", "eng,admins"])
-        .args(["--source-ip", "10.99.1.1", "GET", "https://admin.example.com/x"])
+        .args([
+            "policy",
+            "explain",
+            "-c",
+            "examples/policies.yaml",
+            "--as",
+            "alice@example.com",
+            "--groups",
+            "eng,admins",
+        ])
+        .args([
+            "--source-ip",
+            "10.99.1.1",
+            "GET",
+            "https://admin.example.com/x",
+        ])
         .current_dir(workspace())
         .output()
         .expect("running sekisho policy explain");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("route: admin"), "{stdout}");
-    assert!(stdout.contains("\"email\": \"alice@example.com\""), "input document printed:\n{stdout}");
-    assert!(stdout.contains("✔ policies.admins-only.deny.or[0] source_ip"), "trace printed:\n{stdout}");
-    assert!(stdout.contains("decision: DENY (denied by policies.admins-only.deny.or[0]"), "{stdout}");
+    assert!(
+        stdout.contains("\"email\": \"alice@example.com\""),
+        "input document printed:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("✔ policies.admins-only.deny.or[0] source_ip"),
+        "trace printed:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("decision: DENY (denied by policies.admins-only.deny.or[0]"),
+        "{stdout}"
+    );
 }

@@ -1,7 +1,12 @@
 //! Per-route policies end to end: the real IdP's users (alice in `admins`, bob in `sales`),
 //! path tricks against a policy-protected path, methods, report mode, and hot reload under
 //! concurrent requests.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests panic with context")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests panic with context"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,23 +26,40 @@ const ROUTES: &str = "  - id: admin\n    from: http://127.0.0.1/admin\n    to: h
                       \x20 - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n";
 
 async fn bearer(idp: &Idp, sub: &str) -> String {
-    idp.token(&[("sub", sub), ("aud", "sekisho"), ("alg", "ES256"), ("ttl", "600")]).await
+    idp.token(&[
+        ("sub", sub),
+        ("aud", "sekisho"),
+        ("alg", "ES256"),
+        ("ttl", "600"),
+    ])
+    .await
 }
 
 async fn get(url: &str, token: &str) -> reqwest::Response {
-    no_redirect_client().get(url).bearer_auth(token).header("accept", "application/json").send().await.expect("request")
+    no_redirect_client()
+        .get(url)
+        .bearer_auth(token)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("request")
 }
 
 /// Sends a raw HTTP/1.1 request (paths the url crate would normalise itself) and returns the
 /// status code.
 async fn raw_status(addr: std::net::SocketAddr, path: &str, token: &str) -> u16 {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
     let text = String::from_utf8_lossy(&response);
-    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"))
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
 }
 
 async fn policy_stack() -> (Idp, sekisho_tests::echo::Echo, sekisho_tests::Proxy) {
@@ -54,25 +76,51 @@ async fn admins_pass_others_are_refused_with_a_reason() {
     let (alice, bob) = (bearer(&idp, "alice").await, bearer(&idp, "bob").await);
     let ok = get(&format!("{}/admin/panel", proxy.base()), &alice).await;
     assert_eq!(ok.status(), 200);
-    assert_eq!(Echoed(ok.json().await.unwrap()).header("x-sekisho-user").as_deref(), Some("alice"));
+    assert_eq!(
+        Echoed(ok.json().await.unwrap())
+            .header("x-sekisho-user")
+            .as_deref(),
+        Some("alice")
+    );
 
     let hits = echo.hits();
     let refused = get(&format!("{}/admin/panel", proxy.base()), &bob).await;
     assert_eq!(refused.status(), 403);
-    let id = refused.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    let id = refused
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body = refused.text().await.unwrap();
-    assert!(body.contains(&id), "denial page carries the request id: {body}");
-    assert!(!body.contains("groups has"), "no rule details unless the route opts in: {body}");
+    assert!(
+        body.contains(&id),
+        "denial page carries the request id: {body}"
+    );
+    assert!(
+        !body.contains("groups has"),
+        "no rule details unless the route opts in: {body}"
+    );
     assert_eq!(echo.hits(), hits, "the upstream never saw bob's request");
-    assert!(proxy.logs().contains("policies.admins-only.allow.and[0]"), "the log names the deciding rule");
+    assert!(
+        proxy.logs().contains("policies.admins-only.allow.and[0]"),
+        "the log names the deciding rule"
+    );
 
     let detailed = get(&format!("{}/detailed", proxy.base()), &bob).await;
     assert_eq!(detailed.status(), 403);
     let body = detailed.text().await.unwrap();
-    assert!(body.contains("policies.admins-only.allow.and[0] groups has"), "opted-in details: {body}");
+    assert!(
+        body.contains("policies.admins-only.allow.and[0] groups has"),
+        "opted-in details: {body}"
+    );
 
     // Bob may use the rest of the app.
-    assert_eq!(get(&format!("{}/home", proxy.base()), &bob).await.status(), 200);
+    assert_eq!(
+        get(&format!("{}/home", proxy.base()), &bob).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -96,15 +144,23 @@ async fn path_tricks_do_not_reach_the_protected_path() {
     ] {
         let hits = echo.hits();
         let status = raw_status(proxy.http, trick, &bob).await;
-        assert!(status == 403 || status == 400 || status == 200, "{trick}: {status}");
+        assert!(
+            status == 403 || status == 400 || status == 200,
+            "{trick}: {status}"
+        );
         if status == 200 {
             // Only a genuinely different path may pass (e.g. "/admin;x" is not under /admin).
             assert_eq!(echo.hits(), hits + 1);
         } else {
-            assert_eq!(echo.hits(), hits, "{trick} reached the upstream with status {status}");
+            assert_eq!(
+                echo.hits(),
+                hits,
+                "{trick} reached the upstream with status {status}"
+            );
         }
         assert!(
-            !(status == 200 && (trick.contains("admin/") || trick.ends_with("admin") && trick != "/admin;x")),
+            !(status == 200
+                && (trick.contains("admin/") || trick.ends_with("admin") && trick != "/admin;x")),
             "{trick} passed the admin policy"
         );
     }
@@ -117,17 +173,34 @@ async fn methods_outside_a_route_get_405() {
     let localhost = format!("http://localhost:{}/docs/x", proxy.http.port());
     assert_eq!(get(&localhost, &alice).await.status(), 200);
     let hits = echo.hits();
-    let post = no_redirect_client().post(&localhost).bearer_auth(&alice).send().await.unwrap();
-    assert_eq!(post.status(), 405, "the only route for this host and path does not serve POST");
+    let post = no_redirect_client()
+        .post(&localhost)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        post.status(),
+        405,
+        "the only route for this host and path does not serve POST"
+    );
     assert_eq!(echo.hits(), hits);
     // Where a less specific route serves the method, the request falls through to it.
-    let post = no_redirect_client().post(format!("{}/docs/x", proxy.base())).bearer_auth(&alice).send().await.unwrap();
+    let post = no_redirect_client()
+        .post(format!("{}/docs/x", proxy.base()))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(post.status(), 200);
     let echoed = Echoed(post.json().await.unwrap());
     let assertion = echoed.header("x-sekisho-jwt-assertion").unwrap();
     let payload = assertion.split('.').nth(1).unwrap();
-    let claims: serde_json::Value =
-        serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap()).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(claims["aud"], "app", "served by the catch-all route");
 }
 
@@ -136,11 +209,23 @@ async fn report_mode_allows_and_records_the_would_be_denial() {
     let (idp, echo, proxy) = policy_stack().await;
     let bob = bearer(&idp, "bob").await;
     let hits = echo.hits();
-    assert_eq!(get(&format!("{}/trial/x", proxy.base()), &bob).await.status(), 200);
+    assert_eq!(
+        get(&format!("{}/trial/x", proxy.base()), &bob)
+            .await
+            .status(),
+        200
+    );
     assert_eq!(echo.hits(), hits + 1);
-    eventually("the would-be denial in the log", || async { proxy.logs().contains("report-only policy would deny") }).await;
+    eventually("the would-be denial in the log", || async {
+        proxy.logs().contains("report-only policy would deny")
+    })
+    .await;
     // Report mode never admits an unauthenticated request.
-    let anonymous = no_redirect_client().get(format!("{}/trial/x", proxy.base())).send().await.unwrap();
+    let anonymous = no_redirect_client()
+        .get(format!("{}/trial/x", proxy.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
 
@@ -157,7 +242,13 @@ async fn policies_hot_reload_without_failing_a_request() {
     let done = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let (stop, failures, done, url, token) = (stop.clone(), failures.clone(), done.clone(), url.clone(), alice.clone());
+        let (stop, failures, done, url, token) = (
+            stop.clone(),
+            failures.clone(),
+            done.clone(),
+            url.clone(),
+            alice.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let client = no_redirect_client();
             while !stop.load(Ordering::Relaxed) {
@@ -172,31 +263,58 @@ async fn policies_hot_reload_without_failing_a_request() {
             }
         }));
     }
-    eventually("requests flowing", || async { done.load(Ordering::Relaxed) > 20 }).await;
+    eventually("requests flowing", || async {
+        done.load(Ordering::Relaxed) > 20
+    })
+    .await;
 
     // A stricter policy: admins must also be in `sales` now.
     let original = std::fs::read_to_string(&proxy.config_path).unwrap();
-    let stricter = original.replace("        - groups: {has: admins}\n", "        - groups: {all_of: [admins, sales]}\n");
+    let stricter = original.replace(
+        "        - groups: {has: admins}\n",
+        "        - groups: {all_of: [admins, sales]}\n",
+    );
     assert_ne!(stricter, original);
     write_atomically(&proxy.config_path, &stricter);
-    eventually("the stricter policy to apply", || async { get(&url, &alice).await.status() == 403 }).await;
+    eventually("the stricter policy to apply", || async {
+        get(&url, &alice).await.status() == 403
+    })
+    .await;
 
     // An invalid file is refused with a precise error and the running set stays.
     let broken = stricter.replace("groups: {all_of: [admins, sales]}", "groups: {all_of: []}");
     write_atomically(&proxy.config_path, &broken);
-    eventually("the reload error in the log", || async { proxy.logs().contains("configuration not reloaded") }).await;
-    assert!(proxy.logs().contains("sekisho.yaml:"), "the error names the file and position:\n{}", proxy.logs());
-    assert_eq!(get(&url, &alice).await.status(), 403, "the last valid policy still applies");
+    eventually("the reload error in the log", || async {
+        proxy.logs().contains("configuration not reloaded")
+    })
+    .await;
+    assert!(
+        proxy.logs().contains("sekisho.yaml:"),
+        "the error names the file and position:\n{}",
+        proxy.logs()
+    );
+    assert_eq!(
+        get(&url, &alice).await.status(),
+        403,
+        "the last valid policy still applies"
+    );
 
     // Back to the original policy.
     write_atomically(&proxy.config_path, &original);
-    eventually("the original policy to apply again", || async { get(&url, &alice).await.status() == 200 }).await;
+    eventually("the original policy to apply again", || async {
+        get(&url, &alice).await.status() == 200
+    })
+    .await;
 
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed during reloads");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
     assert!(done.load(Ordering::Relaxed) > 50);
 }
 

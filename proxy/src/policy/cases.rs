@@ -139,30 +139,52 @@ impl<'c> Evaluator<'c> {
     /// Prepares the route table and rego engines of `config`.
     pub fn new(config: &'c Config) -> Result<Self, CaseError> {
         let rego = RegoEngines::prepare(config.routes.iter().map(|r| r.policy.as_ref()))?;
-        Ok(Evaluator { config, routes: RouteTable::new(config.routes.clone()), rego })
+        Ok(Evaluator {
+            config,
+            routes: RouteTable::new(config.routes.clone()),
+            rego,
+        })
     }
 
     /// Evaluates one request as the proxy would.
-    pub fn evaluate(&self, identity: Option<&Identity>, request: &CaseRequest) -> Result<Evaluation, CaseError> {
+    pub fn evaluate(
+        &self,
+        identity: Option<&Identity>,
+        request: &CaseRequest,
+    ) -> Result<Evaluation, CaseError> {
         let bad = |m: String| CaseError::Request(m);
-        let url = url::Url::parse(&request.url).map_err(|e| bad(format!("url {:?}: {e}", request.url)))?;
+        let url = url::Url::parse(&request.url)
+            .map_err(|e| bad(format!("url {:?}: {e}", request.url)))?;
         let scheme = match url.scheme() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
             other => return Err(bad(format!("url scheme {other:?} is not http or https"))),
         };
-        let host = url.host_str().ok_or_else(|| bad("url has no host".into()))?.to_ascii_lowercase();
-        let path = normalize_path(url.path()).map_err(|e| bad(format!("path {:?}: {e}", url.path())))?;
-        let method_text = request.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
-        let method = Method::from_bytes(method_text.as_bytes()).map_err(|_| bad(format!("method {method_text:?}")))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| bad("url has no host".into()))?
+            .to_ascii_lowercase();
+        let path =
+            normalize_path(url.path()).map_err(|e| bad(format!("path {:?}: {e}", url.path())))?;
+        let method_text = request
+            .method
+            .as_deref()
+            .unwrap_or("GET")
+            .to_ascii_uppercase();
+        let method = Method::from_bytes(method_text.as_bytes())
+            .map_err(|_| bad(format!("method {method_text:?}")))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(format!("header name {name:?}")))?;
-            let value = HeaderValue::from_str(value).map_err(|_| bad(format!("header value {value:?}")))?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(format!("header name {name:?}")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|_| bad(format!("header value {value:?}")))?;
             headers.append(name, value);
         }
         let now = match &request.time {
-            Some(text) => text.parse::<jiff::Timestamp>().map_err(|e| bad(format!("time {text:?}: {e}")))?,
+            Some(text) => text
+                .parse::<jiff::Timestamp>()
+                .map_err(|e| bad(format!("time {text:?}: {e}")))?,
             None => jiff::Timestamp::now(),
         };
         let input = Input {
@@ -170,7 +192,9 @@ impl<'c> Evaluator<'c> {
             method: &method,
             host: &host,
             path: &path,
-            source_ip: request.source_ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            source_ip: request
+                .source_ip
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             headers: &headers,
             client_certificate: None,
             now,
@@ -199,8 +223,17 @@ impl<'c> Evaluator<'c> {
             }
         };
         let (decision, trace) = explain(&route.policy, &input, &self.rego);
-        debug_assert_eq!(decision.effect, decide(&route.policy, &input, &self.rego).effect);
-        Ok(Evaluation { route: Ok(route.id.clone()), effect: effective(&decision, route.mode, identity.is_some()), explanation: decision.explanation(), document, trace })
+        debug_assert_eq!(
+            decision.effect,
+            decide(&route.policy, &input, &self.rego).effect
+        );
+        Ok(Evaluation {
+            route: Ok(route.id.clone()),
+            effect: effective(&decision, route.mode, identity.is_some()),
+            explanation: decision.explanation(),
+            document,
+            trace,
+        })
     }
 
     /// The configuration evaluated.
@@ -211,9 +244,15 @@ impl<'c> Evaluator<'c> {
 
 /// What the proxy does with a decision in the route's mode (report mode allows authenticated
 /// requests a policy denies, and records it).
-fn effective(decision: &Decision<'_>, mode: sekisho_config::policy::PolicyMode, authenticated: bool) -> Effect {
+fn effective(
+    decision: &Decision<'_>,
+    mode: sekisho_config::policy::PolicyMode,
+    authenticated: bool,
+) -> Effect {
     match (decision.effect, mode) {
-        (Effect::Deny, sekisho_config::policy::PolicyMode::Report) if authenticated => Effect::Allow,
+        (Effect::Deny, sekisho_config::policy::PolicyMode::Report) if authenticated => {
+            Effect::Allow
+        }
         (effect, _) => effect,
     }
 }
@@ -222,13 +261,21 @@ impl CaseIdentity {
     /// The identity a session with these claims would carry.
     pub fn to_identity(&self, issuer: &str) -> Identity {
         Identity {
-            sub: self.sub.clone().or_else(|| self.email.clone()).unwrap_or_else(|| "anonymous".into()),
+            sub: self
+                .sub
+                .clone()
+                .or_else(|| self.email.clone())
+                .unwrap_or_else(|| "anonymous".into()),
             email: self.email.clone(),
             name: None,
             groups: self.groups.clone(),
             issuer: issuer.to_owned(),
             email_verified: Some(self.email_verified.unwrap_or(true)),
-            claims: self.claims.iter().map(|(k, v)| (k.clone(), typed(v))).collect(),
+            claims: self
+                .claims
+                .iter()
+                .map(|(k, v)| (k.clone(), typed(v)))
+                .collect(),
         }
     }
 }
@@ -246,14 +293,19 @@ fn typed(value: &serde_json::Value) -> serde_json::Value {
                 .or_else(|_| other.parse::<f64>().map(serde_json::Value::from))
                 .unwrap_or_else(|_| value.clone()),
         },
-        serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(typed).collect()),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(typed).collect())
+        }
         other => other.clone(),
     }
 }
 
 /// Parses a case file (YAML); errors name the file and position.
 pub fn parse_cases(file: &str, text: &str) -> Result<CaseFile, CaseError> {
-    marked_yaml::from_yaml(0, text).map_err(|e| CaseError::File { file: file.to_owned(), message: e.to_string() })
+    marked_yaml::from_yaml(0, text).map_err(|e| CaseError::File {
+        file: file.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// The outcome of running a case file.
@@ -270,8 +322,18 @@ pub struct Report {
 /// Runs every case and renders a test-runner style report.
 pub fn run_cases(evaluator: &Evaluator<'_>, file: &str, cases: &CaseFile) -> Report {
     let mut report = Report::default();
-    let issuer = evaluator.config().oidc.issuer.as_str().trim_end_matches('/').to_owned();
-    let _ = writeln!(report.text, "running {} cases from {file}", cases.cases.len());
+    let issuer = evaluator
+        .config()
+        .oidc
+        .issuer
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    let _ = writeln!(
+        report.text,
+        "running {} cases from {file}",
+        cases.cases.len()
+    );
     for (i, case) in cases.cases.iter().enumerate() {
         let identity = case.identity.as_ref().map(|c| c.to_identity(&issuer));
         let outcome = evaluator.evaluate(identity.as_ref(), &case.request);
@@ -282,14 +344,25 @@ pub fn run_cases(evaluator: &Evaluator<'_>, file: &str, cases: &CaseFile) -> Rep
                     Effect::Allow => Expected::Allow,
                     Effect::Deny => Expected::Deny,
                 };
-                let route_ok = case.route.as_ref().is_none_or(|want| evaluation.route.as_ref().is_ok_and(|r| r == want));
+                let route_ok = case
+                    .route
+                    .as_ref()
+                    .is_none_or(|want| evaluation.route.as_ref().is_ok_and(|r| r == want));
                 if got == case.expect && route_ok {
                     None
                 } else {
                     let mut text = String::new();
-                    let _ = writeln!(text, "    expected {:?}, got {:?}: {}", case.expect, got, evaluation.explanation);
+                    let _ = writeln!(
+                        text,
+                        "    expected {:?}, got {:?}: {}",
+                        case.expect, got, evaluation.explanation
+                    );
                     if !route_ok {
-                        let _ = writeln!(text, "    expected route {:?}, got {:?}", case.route, evaluation.route);
+                        let _ = writeln!(
+                            text,
+                            "    expected route {:?}, got {:?}",
+                            case.route, evaluation.route
+                        );
                     }
                     text.push_str(&render_trace(&evaluation.trace, "    "));
                     Some(text)
@@ -309,7 +382,11 @@ pub fn run_cases(evaluator: &Evaluator<'_>, file: &str, cases: &CaseFile) -> Rep
         }
     }
     let verdict = if report.failed == 0 { "ok" } else { "FAILED" };
-    let _ = writeln!(report.text, "\npolicy test result: {verdict}. {} passed; {} failed", report.passed, report.failed);
+    let _ = writeln!(
+        report.text,
+        "\npolicy test result: {verdict}. {} passed; {} failed",
+        report.passed, report.failed
+    );
     report
 }
 
@@ -318,7 +395,13 @@ pub fn render_trace(trace: &[TraceLine], indent: &str) -> String {
     let mut out = String::new();
     for line in trace {
         let mark = if line.value { "✔" } else { "✘" };
-        let _ = writeln!(out, "{indent}{}{mark} {} {}", "  ".repeat(line.depth), line.path, line.text);
+        let _ = writeln!(
+            out,
+            "{indent}{}{mark} {} {}",
+            "  ".repeat(line.depth),
+            line.path,
+            line.text
+        );
     }
     out
 }
@@ -334,7 +417,11 @@ pub fn render_explanation(evaluation: &Evaluation) -> String {
             let _ = writeln!(out, "route: none ({why})");
         }
     }
-    let _ = writeln!(out, "input:\n{}", serde_json::to_string_pretty(&evaluation.document).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "input:\n{}",
+        serde_json::to_string_pretty(&evaluation.document).unwrap_or_default()
+    );
     if !evaluation.trace.is_empty() {
         let _ = writeln!(out, "trace:\n{}", render_trace(&evaluation.trace, "  "));
     }
