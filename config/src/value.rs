@@ -136,6 +136,11 @@ pub(crate) enum ValueError {
     /// A header name with characters that are not HTTP token characters.
     #[error("`{0}` is not a valid HTTP header name")]
     HeaderName(String),
+    /// A policy tests a header any client can forge and sekisho strips before forwarding.
+    #[error(
+        "`{0}` is sent by clients and can carry anything: sekisho strips it before forwarding, and a policy must not trust it (test the identity or `source_ip` instead)"
+    )]
+    HeaderSpoofable(String),
     /// A header name sekisho or HTTP itself gives a meaning to.
     #[error("`{0}` is a header HTTP or sekisho already gives a meaning to; choose another name")]
     HeaderReserved(String),
@@ -565,7 +570,25 @@ pub(crate) fn header_token(input: &str) -> Result<String, ValueError> {
     if !name.chars().all(is_tchar) {
         return Err(ValueError::HeaderName(name.to_owned()));
     }
-    Ok(name.to_ascii_lowercase())
+    let lower = name.to_ascii_lowercase();
+    // The identity and forwarding headers the proxy strips from clients, in any `_`/`-`
+    // spelling: a policy reading them would trust a forgery.
+    let folded = lower.replace('_', "-");
+    let spoofable = ["x-forwarded-", "x-sekisho-", "x-auth-request-"]
+        .iter()
+        .any(|p| folded.starts_with(p))
+        || [
+            "forwarded",
+            "x-remote-user",
+            "remote-user",
+            "x-real-ip",
+            "x-client-ip",
+        ]
+        .contains(&folded.as_str());
+    if spoofable {
+        return Err(ValueError::HeaderSpoofable(lower));
+    }
+    Ok(lower)
 }
 
 /// Whether `c` may appear in an HTTP token (RFC 9110 §5.6.2).
@@ -1144,6 +1167,18 @@ mod tests {
         assert!(matches!(http_method(""), Err(ValueError::HttpMethod(_))));
         assert_eq!(header_token("X-Env"), Ok("x-env".into()));
         assert_eq!(header_token("Authorization"), Ok("authorization".into()));
+        for forged in [
+            "X-Sekisho-User",
+            "x_forwarded_for",
+            "X-Auth-Request-Email",
+            "Remote-User",
+            "Forwarded",
+        ] {
+            assert!(
+                matches!(header_token(forged), Err(ValueError::HeaderSpoofable(_))),
+                "{forged}"
+            );
+        }
         assert!(matches!(
             header_token("x env"),
             Err(ValueError::HeaderName(_))

@@ -44,7 +44,11 @@ fn bench(c: &mut Criterion) {
         (name == "KEY").then(|| KEY.to_owned())
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let policy = config.routes.first().map(|r| r.policy.clone()).unwrap_or_else(|| panic!("no route"));
+    let policy = config
+        .routes
+        .first()
+        .map(|r| r.policy.clone())
+        .unwrap_or_else(|| panic!("no route"));
     let rego = RegoEngines::default();
     let identity = Identity {
         sub: "alice".into(),

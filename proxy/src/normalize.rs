@@ -25,6 +25,9 @@ pub enum PathError {
     /// A raw backslash or control character.
     #[error("forbidden character in request path")]
     ForbiddenCharacter,
+    /// A dot segment with path parameters (`..;x`), which some upstreams read as `..`.
+    #[error("dot segment with parameters in request path")]
+    DotSegmentParameter,
     /// `..` segments that climb above the root.
     #[error("request path climbs above the root")]
     AboveRoot,
@@ -42,6 +45,13 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     let mut last_was_dot = false;
     for segment in decoded.split('/') {
         last_was_dot = false;
+        // "..;x" and ".;x" are dot segments to Tomcat/Spring (path parameters) but not to us:
+        // refuse them rather than route "/public/..;/admin" by "/public".
+        if let Some((head, _)) = segment.split_once(';')
+            && (head == "." || head == "..")
+        {
+            return Err(PathError::DotSegmentParameter);
+        }
         match segment {
             "" => {}
             "." => last_was_dot = true,
@@ -197,6 +207,19 @@ mod tests {
         assert_eq!(normalize_path("/../etc"), Err(PathError::AboveRoot));
         assert_eq!(normalize_path("/a/../../etc"), Err(PathError::AboveRoot));
         assert_eq!(normalize_path("*"), Err(PathError::NotAbsolute));
+        assert_eq!(
+            normalize_path("/public/..;/admin"),
+            Err(PathError::DotSegmentParameter)
+        );
+        assert_eq!(
+            normalize_path("/public/.;x/admin"),
+            Err(PathError::DotSegmentParameter)
+        );
+        assert_eq!(
+            normalize_path("/public/%2e%2e;/admin"),
+            Err(PathError::DotSegmentParameter)
+        );
+        assert_eq!(normalize_path("/a;b/c"), Ok("/a;b/c".into()));
         assert_eq!(normalize_path("/a\tb"), Err(PathError::ForbiddenCharacter));
     }
 
