@@ -17,6 +17,7 @@ use sekisho_config::{Config, TlsCertificate};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::policy::ClientCertificate;
 use crate::proxy::{Connection, Proxy};
 
 /// Why a listener could not start.
@@ -68,7 +69,11 @@ impl Listeners {
         };
         let https = match config.server.https_listen {
             Some(addr) => {
-                let acceptor = tls_acceptor(&config.server.tls)?;
+                let acceptor = tls_acceptor(
+                    &config.server.tls,
+                    config.server.client_ca_file.as_deref(),
+                    config.server.require_client_certificate,
+                )?;
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| ServerError::Bind { addr, source })?;
@@ -169,12 +174,15 @@ async fn accept_loop(
                 tls: tls.is_some(),
                 client_certificate: None,
             };
-            let service = service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, conn).await) }
-            });
+            let service = move |conn: Connection| {
+                service_fn(move |request| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, conn).await) }
+                })
+            };
             match tls {
                 None => {
+                    let service = service(conn);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(connection.into_owned()).await {
@@ -198,6 +206,10 @@ async fn accept_loop(
                             return;
                         }
                     };
+                    let service = service(Connection {
+                        client_certificate: client_certificate(&stream),
+                        ..conn
+                    });
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(connection.into_owned()).await {
@@ -209,8 +221,14 @@ async fn accept_loop(
     }
 }
 
-/// A TLS acceptor serving each certificate by SNI (the first one when SNI is absent or unknown).
-fn tls_acceptor(certificates: &[TlsCertificate]) -> Result<TlsAcceptor, ServerError> {
+/// A TLS acceptor serving each certificate by SNI (the first one when SNI is absent or unknown),
+/// verifying client certificates against `client_ca` when set (mTLS; optional unless
+/// `require_client_certificate`).
+fn tls_acceptor(
+    certificates: &[TlsCertificate],
+    client_ca: Option<&Path>,
+    require_client_certificate: bool,
+) -> Result<TlsAcceptor, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut by_name = HashMap::new();
     let mut default = None;
@@ -225,14 +243,42 @@ fn tls_acceptor(certificates: &[TlsCertificate]) -> Result<TlsAcceptor, ServerEr
         path: "(none)".into(),
         reason: "no certificate configured".into(),
     })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Certificate {
             path: "(config)".into(),
             reason: e.to_string(),
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { by_name, default }));
+        })?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let err = |reason: String| ServerError::Certificate {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                roots
+                    .add(cert.map_err(|e| err(e.to_string()))?)
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(err("no CA certificate in file".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if require_client_certificate {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| err(e.to_string()))?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { by_name, default }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -287,6 +333,27 @@ fn load_certified_key(
         .load_private_key(key)
         .map_err(|e| err(&cert.key_file, e.to_string()))?;
     Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+}
+
+/// The verified client certificate of an mTLS connection: SHA-256 of the DER certificate and of
+/// its SubjectPublicKeyInfo.
+fn client_certificate(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) -> Option<ClientCertificate> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    let sha256 = |bytes: &[u8]| -> Option<[u8; 32]> {
+        ring::digest::digest(&ring::digest::SHA256, bytes)
+            .as_ref()
+            .try_into()
+            .ok()
+    };
+    let spki = webpki::EndEntityCert::try_from(leaf)
+        .ok()?
+        .subject_public_key_info();
+    Some(ClientCertificate {
+        fingerprint: sha256(leaf.as_ref())?,
+        spki_hash: sha256(spki.as_ref())?,
+    })
 }
 
 /// DNS names (SAN) of a certificate's leaf.

@@ -315,6 +315,8 @@ pub struct ProxyOptions {
     pub bearer_audiences: Vec<String>,
     /// More certificates (PEM cert, PEM key) served by SNI after the default one, when `tls`.
     pub extra_tls_certificates: Vec<(String, String)>,
+    /// With `tls`: a CA (PEM) for client certificates (mTLS, optional for clients).
+    pub client_ca_pem: Option<String>,
 }
 
 impl ProxyOptions {
@@ -329,6 +331,7 @@ impl ProxyOptions {
             tls: false,
             bearer_audiences: vec!["sekisho".into(), "api://sekisho".into()],
             extra_tls_certificates: Vec::new(),
+            client_ca_pem: None,
         }
     }
 }
@@ -380,6 +383,10 @@ impl Proxy {
                 yaml.push_str(&format!(
                     "    - cert_file: tls-{i}.crt\n      key_file: tls-{i}.key\n"
                 ));
+            }
+            if let Some(ca) = &options.client_ca_pem {
+                std::fs::write(dir.join("client-ca.pem"), ca).expect("write client CA");
+                yaml.push_str("  client_ca_file: client-ca.pem\n");
             }
             yaml
         } else {

@@ -323,3 +323,161 @@ fn write_atomically(path: &std::path::Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// A CA and a client certificate it signed (PEM: CA cert, client cert, client key), plus the
+/// client certificate's SHA-256 fingerprint (hex), made with the system's openssl.
+fn client_pki() -> (String, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test client CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=laptop-42",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    std::fs::write(
+        dir.path().join("ext.cnf"),
+        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "client.pem",
+    ]);
+    run(&[
+        "x509",
+        "-in",
+        "client.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "client.der",
+    ]);
+    let der = std::fs::read(dir.path().join("client.der")).unwrap();
+    let fingerprint: String = ring::digest::digest(&ring::digest::SHA256, &der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    (
+        read("ca.pem"),
+        read("client.pem"),
+        read("client.key"),
+        fingerprint,
+    )
+}
+
+#[tokio::test]
+async fn client_certificates_are_verified_and_tested_by_policy() {
+    let (ca, client_cert, client_key, fingerprint) = client_pki();
+    let routes = format!(
+        "  - id: devices\n    from: https://127.0.0.1/devices\n    to: http://{{echo}}\n    policy:\n      allow:\n        and:\n          \
+         - authenticated_user: true\n          - client_certificate: {{fingerprint: [\"{fingerprint}\"]}}\n\
+         \x20 - id: app\n    from: https://127.0.0.1\n    to: http://{{echo}}\n"
+    );
+    let (idp, echo, proxy) = stack(IdpOptions::default(), "RS256", |o| {
+        o.tls = true;
+        o.client_ca_pem = Some(ca.clone());
+        o.routes_yaml = routes;
+    })
+    .await;
+    let alice = bearer(&idp, "alice").await;
+    let base = proxy.tls_base().unwrap();
+    let identity =
+        reqwest::Identity::from_pem(format!("{client_cert}{client_key}").as_bytes()).unwrap();
+    let with_cert = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .identity(identity)
+        .build()
+        .unwrap();
+    let without_cert = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+
+    let ok = with_cert
+        .get(format!("{base}/devices/x"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "the enrolled device passes");
+    let hits = echo.hits();
+    let refused = without_cert
+        .get(format!("{base}/devices/x"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        403,
+        "no client certificate, no access to the device route"
+    );
+    assert_eq!(echo.hits(), hits);
+    // Client certificates stay optional elsewhere.
+    assert_eq!(
+        without_cert
+            .get(format!("{base}/home"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
