@@ -481,3 +481,55 @@ async fn client_certificates_are_verified_and_tested_by_policy() {
         200
     );
 }
+
+#[tokio::test]
+async fn logged_in_users_meet_the_policy_through_their_sessions() {
+    let (idp, echo, proxy) = policy_stack().await;
+    let alice = sekisho_tests::Agent::new();
+    let login = alice
+        .login(
+            &format!("{}/admin/console", proxy.base()),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await;
+    let response = alice.api(&login.landed).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "alice (admins) reaches the admin console"
+    );
+    assert_eq!(
+        Echoed(response.json().await.unwrap())
+            .header("x-sekisho-user")
+            .as_deref(),
+        Some("alice")
+    );
+
+    let bob = sekisho_tests::Agent::new();
+    let login = bob
+        .login(
+            &format!("{}/admin/console", proxy.base()),
+            &idp.issuer,
+            "bob",
+            "bob-pw",
+        )
+        .await;
+    let hits = echo.hits();
+    let refused = bob.browse(&login.landed).await;
+    assert_eq!(
+        refused.status(),
+        403,
+        "bob (sales) is refused, not sent to log in again"
+    );
+    assert!(
+        refused.text().await.unwrap().contains("<h1>403"),
+        "browsers get the HTML denial page"
+    );
+    assert_eq!(echo.hits(), hits);
+    assert_eq!(
+        bob.api(&format!("{}/home", proxy.base())).await.status(),
+        200
+    );
+}
