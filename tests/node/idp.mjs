@@ -85,14 +85,20 @@ let signingKeys = {}; // alg -> { kid, key: KeyObject }
 function generateKeys() {
   keyGeneration += 1;
   const tag = `${keyGeneration}-${crypto.randomBytes(4).toString('hex')}`;
+  // Node 20 can deadlock when the garbage collector frees a key-generation job while a
+  // KeyObject sharing that job's key is being exported (both take the key's mutex): the IdP then
+  // hangs before its ready line. So the job encodes the keys itself and no KeyObject shares them.
   const make = (type, options, alg) => {
-    const { privateKey } = crypto.generateKeyPairSync(type, options);
-    const jwk = privateKey.export({ format: 'jwk' });
+    const { privateKey: jwk } = crypto.generateKeyPairSync(type, {
+      ...options,
+      publicKeyEncoding: { type: 'spki', format: 'der' },
+      privateKeyEncoding: { format: 'jwk' },
+    });
     return {
       jwk: {
         ...jwk, kid: `${alg}-${tag}`, alg, use: 'sig',
       },
-      key: privateKey,
+      key: crypto.createPrivateKey({ key: jwk, format: 'jwk' }),
     };
   };
   const fresh = [
