@@ -56,7 +56,10 @@ fn every_example_passes_check() {
     let mut checked = 0;
     for entry in std::fs::read_dir(workspace().join("examples")).unwrap() {
         let original = entry.unwrap().path();
-        let name = original.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = original
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         // `*.cases.yaml` are policy test cases, run by `policy_test_runs_the_example_cases...`.
         if !name.ends_with(".yaml") || name.ends_with(".cases.yaml") {
             continue;
