@@ -1169,6 +1169,15 @@ fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static str
     if running.signing.key != reloaded.signing.key {
         changed.push("signing");
     }
+    if running.allowed_redirect_origins != reloaded.allowed_redirect_origins {
+        changed.push("allowed_redirect_origins");
+    }
+    let (a, b) = (&running.identity_headers, &reloaded.identity_headers);
+    if (&a.user, &a.email, &a.groups, &a.jwt_assertion)
+        != (&b.user, &b.email, &b.groups, &b.jwt_assertion)
+    {
+        changed.push("identity_headers");
+    }
     changed
 }
 
