@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assertion;
+pub mod audit;
 pub mod error;
 pub mod headers;
 pub mod normalize;

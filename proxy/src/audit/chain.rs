@@ -1,0 +1,358 @@
+//! The hash chain of the audit log. Every line is one JSON object carrying `seq` (consecutive
+//! from 0) and `prev_hash` (hex SHA-256 of the previous line's exact bytes; 64 zeros before the
+//! first). Periodic checkpoint lines (`"type":"checkpoint"`) carry an Ed25519 signature over
+//! `sekisho-audit-checkpoint\n{seq}\n{prev_hash}`, and so vouch for every line before them.
+//! [`verify`] walks lines (across rotated files, in order) and reports the first line where the
+//! chain or a signature breaks, and how many lines follow the last checkpoint unsigned (a
+//! truncated or crashed tail).
+
+use std::fmt::Write as _;
+
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+use serde_json::{Map, Value};
+
+/// `prev_hash` of the very first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Why the chain state could not produce a line.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The record is not a JSON object, or uses a field the chain reserves.
+    #[error("audit record must be a JSON object without `seq`, `prev_hash` or `signature`")]
+    Record,
+    /// Serialising failed.
+    #[error("audit record could not be serialised: {0}")]
+    Serialise(#[source] serde_json::Error),
+}
+
+/// The running end of a chain: the next sequence number and the hash of the last line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    next_seq: u64,
+    prev_hash: String,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            next_seq: 0,
+            prev_hash: GENESIS.to_owned(),
+        }
+    }
+}
+
+impl Chain {
+    /// Resumes a chain after the line `last` (e.g. the last line of the newest file at startup).
+    pub fn resume_after(last: &str) -> Option<Chain> {
+        let value: Value = serde_json::from_str(last).ok()?;
+        let seq = value.get("seq")?.as_u64()?;
+        Some(Chain {
+            next_seq: seq.checked_add(1)?,
+            prev_hash: sha256_hex(last.as_bytes()),
+        })
+    }
+
+    /// Chains `record` (a JSON object) and returns its line, without the newline.
+    pub fn append(&mut self, record: Map<String, Value>) -> Result<String, ChainError> {
+        if ["seq", "prev_hash", "signature"]
+            .iter()
+            .any(|k| record.contains_key(*k))
+        {
+            return Err(ChainError::Record);
+        }
+        let mut line = Map::new();
+        line.insert("seq".into(), Value::from(self.next_seq));
+        line.insert("prev_hash".into(), Value::from(self.prev_hash.clone()));
+        line.extend(record);
+        self.commit(line)
+    }
+
+    /// A checkpoint line signed by `key`, vouching for every line so far.
+    pub fn checkpoint(&mut self, key: &Ed25519KeyPair, time: &str) -> Result<String, ChainError> {
+        let signature = key.sign(checkpoint_message(self.next_seq, &self.prev_hash).as_bytes());
+        let mut line = Map::new();
+        line.insert("seq".into(), Value::from(self.next_seq));
+        line.insert("prev_hash".into(), Value::from(self.prev_hash.clone()));
+        line.insert("type".into(), Value::from("checkpoint"));
+        line.insert("time".into(), Value::from(time));
+        line.insert(
+            "key_id".into(),
+            Value::from(key_id(key.public_key().as_ref())),
+        );
+        line.insert("signature".into(), Value::from(hex(signature.as_ref())));
+        self.commit(line)
+    }
+
+    fn commit(&mut self, line: Map<String, Value>) -> Result<String, ChainError> {
+        let text = serde_json::to_string(&Value::Object(line)).map_err(ChainError::Serialise)?;
+        self.prev_hash = sha256_hex(text.as_bytes());
+        self.next_seq += 1;
+        Ok(text)
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Lines read.
+    pub lines: u64,
+    /// Checkpoints whose signature verified.
+    pub checkpoints: u64,
+    /// The first break: (1-based line number over all input, what is wrong).
+    pub first_break: Option<(u64, String)>,
+    /// Lines after the last valid checkpoint (not vouched for by a signature).
+    pub unsigned_tail: u64,
+}
+
+impl Verification {
+    /// True when the chain is intact and fully signed.
+    pub fn is_intact(&self) -> bool {
+        self.first_break.is_none() && self.unsigned_tail == 0
+    }
+}
+
+/// Verifies lines (all files of a log, oldest first, concatenated) against the checkpoint
+/// public key. `starts_at_genesis`: the first line must be `seq` 0 with the genesis hash (false
+/// when verifying a later slice of a log).
+pub fn verify<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    public_key: &[u8],
+    starts_at_genesis: bool,
+) -> Verification {
+    let key = UnparsedPublicKey::new(&ED25519, public_key);
+    let mut result = Verification {
+        lines: 0,
+        checkpoints: 0,
+        first_break: None,
+        unsigned_tail: 0,
+    };
+    let mut expected: Option<(u64, String)> = starts_at_genesis.then(|| (0, GENESIS.to_owned()));
+    for line in lines {
+        result.lines += 1;
+        let number = result.lines;
+        let fail = |result: &mut Verification, why: String| {
+            result.first_break = Some((number, why));
+        };
+        let Ok(Value::Object(object)) = serde_json::from_str::<Value>(line) else {
+            fail(&mut result, "not a JSON object".into());
+            return result;
+        };
+        let (Some(seq), Some(prev)) = (
+            object.get("seq").and_then(Value::as_u64),
+            object.get("prev_hash").and_then(Value::as_str),
+        ) else {
+            fail(&mut result, "missing seq or prev_hash".into());
+            return result;
+        };
+        if let Some((want_seq, want_prev)) = &expected {
+            if seq != *want_seq {
+                fail(
+                    &mut result,
+                    format!("seq {seq}, expected {want_seq} (a line was removed, added or moved)"),
+                );
+                return result;
+            }
+            if prev != want_prev {
+                fail(
+                    &mut result,
+                    format!(
+                        "prev_hash does not match line {}: that line was changed, or lines were removed or moved here",
+                        number - 1
+                    ),
+                );
+                return result;
+            }
+        }
+        if object.get("type").and_then(Value::as_str) == Some("checkpoint") {
+            let signature = object
+                .get("signature")
+                .and_then(Value::as_str)
+                .and_then(unhex);
+            let valid = signature.is_some_and(|sig| {
+                key.verify(checkpoint_message(seq, prev).as_bytes(), &sig)
+                    .is_ok()
+            });
+            if !valid {
+                fail(&mut result, "checkpoint signature does not verify".into());
+                return result;
+            }
+            result.checkpoints += 1;
+            result.unsigned_tail = 0;
+        } else {
+            result.unsigned_tail += 1;
+        }
+        expected = Some((seq + 1, sha256_hex(line.as_bytes())));
+    }
+    result
+}
+
+fn checkpoint_message(seq: u64, prev_hash: &str) -> String {
+    format!("sekisho-audit-checkpoint\n{seq}\n{prev_hash}")
+}
+
+/// A short identifier of a checkpoint key: the first 16 hex digits of its SHA-256.
+pub fn key_id(public_key: &[u8]) -> String {
+    let mut id = sha256_hex(public_key);
+    id.truncate(16);
+    id
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+
+    fn new_key() -> Ed25519KeyPair {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    }
+
+    fn record(i: u64) -> Map<String, Value> {
+        serde_json::json!({"type": "http", "decision": "allow", "n": i})
+            .as_object()
+            .cloned()
+            .unwrap()
+    }
+
+    /// 10 records with a checkpoint after every 4, and a final checkpoint.
+    fn log(key: &Ed25519KeyPair) -> Vec<String> {
+        let mut chain = Chain::default();
+        let mut lines = Vec::new();
+        for i in 0..10 {
+            lines.push(chain.append(record(i)).unwrap());
+            if i % 4 == 3 {
+                lines.push(chain.checkpoint(key, "2026-11-25T00:00:00Z").unwrap());
+            }
+        }
+        lines.push(chain.checkpoint(key, "2026-11-25T00:00:01Z").unwrap());
+        lines
+    }
+
+    fn check(lines: &[String], key: &Ed25519KeyPair) -> Verification {
+        verify(
+            lines.iter().map(String::as_str),
+            key.public_key().as_ref(),
+            true,
+        )
+    }
+
+    #[test]
+    fn an_untouched_log_verifies() {
+        let key = new_key();
+        let lines = log(&key);
+        let v = check(&lines, &key);
+        assert!(v.is_intact(), "{v:?}");
+        assert_eq!((v.lines, v.checkpoints), (13, 3));
+    }
+
+    #[test]
+    fn a_modified_record_is_found() {
+        let key = new_key();
+        let mut lines = log(&key);
+        lines[2] = lines[2].replace("\"allow\"", "\"deny\"");
+        let v = check(&lines, &key);
+        assert_eq!(
+            v.first_break.map(|(n, _)| n),
+            Some(4),
+            "the next line no longer chains"
+        );
+    }
+
+    #[test]
+    fn a_deleted_record_is_found() {
+        let key = new_key();
+        let mut lines = log(&key);
+        lines.remove(5);
+        assert_eq!(check(&lines, &key).first_break.map(|(n, _)| n), Some(6));
+    }
+
+    #[test]
+    fn reordered_records_are_found() {
+        let key = new_key();
+        let mut lines = log(&key);
+        lines.swap(1, 2);
+        assert_eq!(check(&lines, &key).first_break.map(|(n, _)| n), Some(2));
+    }
+
+    #[test]
+    fn truncation_after_the_last_checkpoint_is_reported() {
+        let key = new_key();
+        let mut lines = log(&key);
+        lines.pop();
+        let v = check(&lines, &key);
+        assert_eq!(v.first_break, None);
+        assert_eq!(
+            v.unsigned_tail, 2,
+            "the lines after the last checkpoint are not vouched for"
+        );
+        assert!(!v.is_intact());
+    }
+
+    #[test]
+    fn a_forged_or_foreign_checkpoint_is_found() {
+        let key = new_key();
+        let other = new_key();
+        let lines = log(&key);
+        assert_eq!(
+            check(&lines, &other).first_break.map(|(n, _)| n),
+            Some(5),
+            "signed by another key"
+        );
+        let mut lines = log(&key);
+        lines[4] = lines[4].replacen("\"signature\":\"", "\"signature\":\"00", 1);
+        assert_eq!(check(&lines, &key).first_break.map(|(n, _)| n), Some(5));
+    }
+
+    #[test]
+    fn a_chain_resumes_across_files() {
+        let key = new_key();
+        let lines = log(&key);
+        let mut chain = Chain::resume_after(lines.last().unwrap()).unwrap();
+        let mut more = lines.clone();
+        more.push(chain.append(record(99)).unwrap());
+        more.push(chain.checkpoint(&key, "t").unwrap());
+        assert!(check(&more, &key).is_intact());
+        // Verifying the second file alone starts mid-chain.
+        let tail: Vec<&str> = more[lines.len()..].iter().map(String::as_str).collect();
+        assert!(verify(tail, key.public_key().as_ref(), false).is_intact());
+        // But a rotated file that went missing breaks the chain.
+        let mut gap = lines[..5].to_vec();
+        gap.extend_from_slice(&more[lines.len()..]);
+        assert!(check(&gap, &key).first_break.is_some());
+    }
+
+    #[test]
+    fn reserved_fields_and_garbage_are_refused() {
+        let mut chain = Chain::default();
+        let bad = serde_json::json!({"seq": 7}).as_object().cloned().unwrap();
+        assert!(chain.append(bad).is_err());
+        let key = new_key();
+        let v = verify(["not json"], key.public_key().as_ref(), true);
+        assert_eq!(v.first_break.map(|(n, _)| n), Some(1));
+    }
+}
