@@ -41,10 +41,30 @@ enum Command {
     /// Test and explain policies.
     #[command(subcommand)]
     Policy(Box<PolicyCommand>),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a new random session-cookie key (base64, 32 bytes).
     GenCookieKey,
     /// Print a new ECDSA P-256 assertion signing key (PKCS#8 PEM).
     GenSigningKey,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and checkpoint signatures of audit log files (oldest first);
+    /// exit 1 at the first break or when lines follow the last checkpoint unsigned.
+    Verify {
+        /// File holding the checkpoint public key (hex of the 32-byte Ed25519 key).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The files do not start at the beginning of the log (the first is a later rotation).
+        #[arg(long)]
+        mid_chain: bool,
+        /// Audit log files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +131,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Audit(AuditCommand::Verify {
+            public_key,
+            mid_chain,
+            files,
+        }) => match audit_verify(&public_key, mid_chain, &files) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::GenCookieKey => {
             let mut key = [0u8; 32];
             if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).is_err() {
@@ -142,6 +173,68 @@ fn main() -> ExitCode {
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<sekisho_config::Config> {
     sekisho_config::load(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
+}
+
+fn audit_verify(
+    public_key: &std::path::Path,
+    mid_chain: bool,
+    files: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let key_text = std::fs::read_to_string(public_key)
+        .with_context(|| format!("reading {}", public_key.display()))?;
+    let key_text = key_text.trim();
+    anyhow::ensure!(
+        key_text.len() == 64 && key_text.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{}: expected 64 hex digits (an Ed25519 public key)",
+        public_key.display()
+    );
+    let key: Vec<u8> = (0..32)
+        .filter_map(|i| {
+            key_text
+                .get(i * 2..i * 2 + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect();
+    let mut text = String::new();
+    let mut boundaries = Vec::new();
+    for file in files {
+        let content =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        boundaries.push((file.display().to_string(), content.lines().count()));
+        text.push_str(&content);
+        if !content.is_empty() && !content.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    let report = sekisho::audit::chain::verify(text.lines(), &key, !mid_chain);
+    // Name the file and line of a break.
+    let locate = |mut n: u64| -> String {
+        for (file, count) in &boundaries {
+            let count = *count as u64;
+            if n <= count {
+                return format!("{file}:{n}");
+            }
+            n -= count;
+        }
+        format!("line {n}")
+    };
+    println!(
+        "{} lines, {} valid checkpoints",
+        report.lines, report.checkpoints
+    );
+    if let Some((line, why)) = &report.first_break {
+        println!("BROKEN at {}: {why}", locate(*line));
+        return Ok(ExitCode::FAILURE);
+    }
+    if report.unsigned_tail > 0 {
+        println!(
+            "chain intact, but the last {} lines follow the last checkpoint unsigned (truncated or not yet checkpointed)",
+            report.unsigned_tail
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("chain intact and signed");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads a configuration for the policy tools: routes and policies only, secrets left

@@ -216,3 +216,77 @@ fn policy_explain_prints_route_input_and_trace() {
         "{stdout}"
     );
 }
+
+#[test]
+fn audit_verify_names_the_file_and_line_of_a_break() {
+    use ring::signature::{Ed25519KeyPair, KeyPair as _};
+    use sekisho::audit::chain::Chain;
+
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let public: String = key
+        .public_key()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(dir.path().join("audit.pub"), format!("{public}\n")).unwrap();
+    // Two rotated files, each ending with a checkpoint.
+    let mut chain = Chain::default();
+    let mut files = Vec::new();
+    for file in 0..2 {
+        let mut text = String::new();
+        for i in 0..5 {
+            let record = serde_json::json!({"type": "http", "file": file, "n": i});
+            text.push_str(&chain.append(record.as_object().cloned().unwrap()).unwrap());
+            text.push('\n');
+        }
+        text.push_str(&chain.checkpoint(&key, "2026-11-25T00:00:00Z").unwrap());
+        text.push('\n');
+        let path = dir.path().join(format!("audit-{file}.jsonl"));
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    let verify = |files: &[std::path::PathBuf]| {
+        Command::new(sekisho_binary())
+            .args(["audit", "verify", "--public-key"])
+            .arg(dir.path().join("audit.pub"))
+            .args(files)
+            .output()
+            .expect("running sekisho audit verify")
+    };
+    let out = verify(&files);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact and signed"));
+
+    // A record changed in the second file: the break is named by file and line.
+    let second = std::fs::read_to_string(&files[1]).unwrap();
+    std::fs::write(&files[1], second.replacen("\"n\":2", "\"n\":20", 1)).unwrap();
+    let out = verify(&files);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("BROKEN at {}:4", files[1].display())),
+        "{stdout}"
+    );
+
+    // A missing rotated file breaks the chain; verifying it alone needs --mid-chain.
+    std::fs::write(&files[1], second).unwrap();
+    assert_eq!(verify(&files[1..]).status.code(), Some(1));
+
+    // Truncation after the last checkpoint is reported.
+    let lines: Vec<&str> = std::fs::read_to_string(&files[1])
+        .unwrap()
+        .leak()
+        .lines()
+        .collect();
+    std::fs::write(&files[1], lines[..lines.len() - 1].join("\n")).unwrap();
+    let out = verify(&files);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unsigned"));
+}
