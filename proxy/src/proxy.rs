@@ -1120,23 +1120,13 @@ impl Proxy {
 /// (`tokens_expire_at` would not do: a refresh within the second of the login or of the previous
 /// refresh yields the same value.)
 fn presented_session_key(headers: &HeaderMap, codec: &CookieCodec, state: &SessionState) -> String {
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    let session_cookie = |name: &str| {
-        name == codec.name
-            || name
-                .strip_prefix(codec.name.as_str())
-                .and_then(|rest| rest.strip_prefix('_'))
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
-    for (name, value) in request_cookies(headers).filter(|(name, _)| session_cookie(name)) {
-        for part in [name, "=", value, ";"] {
-            digest.update(part.as_bytes());
-        }
-    }
+    // The same sealed value (single cookie or joined chunks) the session was opened from.
+    let sealed = codec.sealed(headers).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, sealed.as_bytes());
     format!(
         "{}.{}",
         state.sid_hash(),
-        URL_SAFE_NO_PAD.encode(digest.finish())
+        URL_SAFE_NO_PAD.encode(digest.as_ref())
     )
 }
 
