@@ -9,6 +9,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use url::Url;
 
+mod audit;
+pub use audit::{Admin, Audit, Durability, OnFailure, Otlp};
+
 /// The whole, validated configuration file.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,6 +34,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Shared policies (`policies:`), by name, in file order.
     pub policies: Vec<std::sync::Arc<crate::policy::Policy>>,
+    /// The audit log (always on; defaults under `state_dir`).
+    pub audit: Audit,
+    /// The admin listener, when configured.
+    pub admin: Option<Admin>,
 }
 
 /// Listeners and the network facts sekisho trusts.

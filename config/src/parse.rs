@@ -2,6 +2,7 @@
 //! defaults are filled in, secrets resolved and cross-field rules checked, and every problem
 //! is collected rather than stopping at the first.
 
+mod audit;
 mod policy;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ const TOP_LEVEL: &[&str] = &[
     "allowed_redirect_origins",
     "policies",
     "routes",
+    "audit",
+    "admin",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -205,6 +208,12 @@ impl Parser<'_> {
             .walk
             .required(&map, "routes")
             .and_then(|field| self.routes(&field, &policies));
+        let audit = match (map.get("audit"), state_dir.as_deref()) {
+            (Some(field), Some(dir)) => self.audit(&field, dir),
+            (None, Some(dir)) => Some(Self::default_audit(dir)),
+            (_, None) => None,
+        };
+        let admin = self.optional(&map, "admin", |p, f| p.admin(f, &policies));
         Some(Config {
             state_dir: state_dir?,
             server: server?,
@@ -215,6 +224,8 @@ impl Parser<'_> {
             allowed_redirect_origins: allowed_redirect_origins?,
             routes: routes?,
             policies: policies.all()?,
+            audit: audit?,
+            admin: admin?,
         })
     }
 

@@ -23,12 +23,12 @@ use crate::policy::{EmailAddress, PolicyMode};
 pub(crate) enum ValueError {
     /// A duration written as a bare number.
     #[error(
-        "`{0}` has no unit; write a duration as numbers with units (ms, s, m, h), like `500ms`, `30s`, `5m`, `12h` or `1h30m`"
+        "`{0}` has no unit; write a duration as numbers with units (ms, s, m, h, d), like `500ms`, `30s`, `5m`, `12h` or `1h30m`"
     )]
     DurationNoUnit(String),
     /// A duration that is not a sequence of `<integer><unit>` parts.
     #[error(
-        "`{0}` is not a duration; write numbers with units (ms, s, m, h), largest unit first, like `500ms`, `30s`, `5m`, `12h` or `1h30m`"
+        "`{0}` is not a duration; write numbers with units (ms, s, m, h, d), largest unit first, like `500ms`, `30s`, `5m`, `12h` or `1h30m`"
     )]
     DurationSyntax(String),
     /// A zero duration.
@@ -37,6 +37,12 @@ pub(crate) enum ValueError {
     /// A duration too large to represent.
     #[error("`{0}` is too large")]
     DurationOverflow(String),
+    /// A byte size that is not `<integer><unit>`.
+    #[error("`{0}` is not a size; write an integer with a unit (B, KiB, MiB, GiB), like `64MiB`")]
+    ByteSize(String),
+    /// A zero or overflowing byte size.
+    #[error("`{0}` must be greater than zero and below 16 EiB")]
+    ByteSizeRange(String),
     /// A listen address that is not `IP:port`.
     #[error("`{0}` is not an IP address and port, like `127.0.0.1:8080` or `[::1]:8443`")]
     SocketAddr(String),
@@ -212,6 +218,17 @@ pub(crate) enum ValueError {
     /// A time zone missing from the bundled database.
     #[error("`{0}` is not a known time zone; use an IANA name like `Europe/Berlin` or `UTC`")]
     TimeZone(String),
+    /// An audit durability other than strict or batched.
+    #[error("`{0}` is not a durability; write `strict` or `batched`")]
+    Durability(String),
+    /// An audit failure mode other than deny or allow.
+    #[error(
+        "`{0}` is not a failure mode; write `deny` (503 while records cannot be written) or `allow`"
+    )]
+    OnFailure(String),
+    /// A queue length out of range.
+    #[error("`{0}` is not a queue length; write a whole number from 1 to 16777216")]
+    QueueSize(String),
     /// A policy mode other than enforce or report.
     #[error("`{0}` is not a policy mode; write `enforce` or `report`")]
     PolicyMode(String),
@@ -247,10 +264,11 @@ pub(crate) fn duration(input: &str) -> Result<Duration, ValueError> {
             .unwrap_or(after.len());
         let (unit, next) = after.split_at_checked(unit_end).ok_or_else(syntax)?;
         let (rank, unit_ms): (u8, u64) = match unit {
-            "h" => (0, 3_600_000),
-            "m" => (1, 60_000),
-            "s" => (2, 1_000),
-            "ms" => (3, 1),
+            "d" => (0, 86_400_000),
+            "h" => (1, 3_600_000),
+            "m" => (2, 60_000),
+            "s" => (3, 1_000),
+            "ms" => (4, 1),
             _ => return Err(syntax()),
         };
         if previous_rank.is_some_and(|previous| previous >= rank) {
@@ -278,7 +296,13 @@ pub(crate) fn format_duration(duration: Duration) -> String {
         return "0s".to_owned();
     }
     let mut out = String::new();
-    for (unit, unit_ms) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, unit_ms) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         let count = ms / unit_ms;
         if count > 0 {
             // Writing to a String cannot fail.
@@ -287,6 +311,32 @@ pub(crate) fn format_duration(duration: Duration) -> String {
         }
     }
     out
+}
+
+/// Parses a byte size: an integer and one of `B`, `KiB`, `MiB`, `GiB` (also `KB`, `MB`, `GB`,
+/// taken as the binary units, the way operators usually mean them).
+pub(crate) fn byte_size(input: &str) -> Result<u64, ValueError> {
+    let text = input.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text
+        .split_at_checked(digits_end)
+        .ok_or_else(|| ValueError::ByteSize(text.to_owned()))?;
+    let multiplier: u64 = match unit.trim() {
+        "B" => 1,
+        "KiB" | "KB" => 1 << 10,
+        "MiB" | "MB" => 1 << 20,
+        "GiB" | "GB" => 1 << 30,
+        _ => return Err(ValueError::ByteSize(text.to_owned())),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| ValueError::ByteSize(text.to_owned()))?;
+    match number.checked_mul(multiplier) {
+        Some(0) | None => Err(ValueError::ByteSizeRange(text.to_owned())),
+        Some(size) => Ok(size),
+    }
 }
 
 /// Parses a listen address, `IP:port`.
@@ -880,6 +930,26 @@ mod tests {
         assert_eq!(duration("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(duration("1h2m3s4ms"), Ok(Duration::from_millis(3_723_004)));
+        assert_eq!(duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(format_duration(Duration::from_secs(86_400 + 60)), "1d1m");
+        assert!(duration("1h1d").is_err());
+    }
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!(byte_size("64MiB"), Ok(64 << 20));
+        assert_eq!(byte_size("1GB"), Ok(1 << 30));
+        assert_eq!(byte_size("512B"), Ok(512));
+        assert!(matches!(byte_size("64"), Err(ValueError::ByteSize(_))));
+        assert!(matches!(byte_size("-1MiB"), Err(ValueError::ByteSize(_))));
+        assert!(matches!(
+            byte_size("0MiB"),
+            Err(ValueError::ByteSizeRange(_))
+        ));
+        assert!(matches!(
+            byte_size("99999999999999GiB"),
+            Err(ValueError::ByteSizeRange(_))
+        ));
     }
 
     #[test]

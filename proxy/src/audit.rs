@@ -1,5 +1,15 @@
-//! The audit log (issue 5, in progress): tamper-evident, hash-chained JSON lines. This module
-//! owns the chain format and its verification; the record schema (OCSF-shaped), the writer with
-//! rotation and durability modes, and the request-path integration come next.
+//! The audit log: every decision, login and reload as an OCSF-shaped JSON line, hash-chained
+//! and signed ([`chain`]), written off the request path by one thread with strict or batched
+//! durability ([`writer`]), and read back by `sekisho audit verify` and `sekisho audit query`
+//! ([`query`]). AUDIT.md documents the record fields and their OCSF mapping.
 
 pub mod chain;
+pub mod query;
+pub mod record;
+pub mod writer;
+
+pub use record::{
+    Actor, AuthActivity, AuthEvent, Container, Decision, Event, HttpEvent, Lifecycle,
+    LifecycleEvent, Query,
+};
+pub use writer::{AuditLog, Refused};

@@ -1,0 +1,1113 @@
+//! What the audit log records, and how a record is written: one JSON object shaped after OCSF
+//! 1.7.0 (HTTP Activity 4002, Authentication 3002, Application Lifecycle 6002), so a SIEM
+//! ingests it without a mapping. AUDIT.md documents every field.
+//!
+//! Events are built on the request path from data the request already holds (an `Arc` of the
+//! session, strings it had to own anyway) and serialised on the writer thread.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Version};
+use serde::Serialize;
+
+use crate::session::{Identity, OpenSession};
+
+/// The OCSF schema version the records follow.
+pub const OCSF_VERSION: &str = "1.7.0";
+
+/// One thing worth recording.
+#[derive(Debug)]
+pub enum Event {
+    /// A request and the decision about it.
+    Http(Box<HttpEvent>),
+    /// A login, logout, refresh, or a rejected credential.
+    Auth(Box<AuthEvent>),
+    /// sekisho itself: start, stop, configuration reload, audit-log trouble.
+    Lifecycle(Box<LifecycleEvent>),
+}
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// A browser session.
+    Session(Arc<OpenSession>),
+    /// A bearer JWT; `token_hash` identifies the token without revealing it.
+    Bearer {
+        /// The verified identity.
+        identity: Arc<Identity>,
+        /// [`crate::session::sid_hash`] of the token.
+        token_hash: String,
+    },
+}
+
+impl Actor {
+    /// The identity.
+    pub fn identity(&self) -> &Identity {
+        match self {
+            Actor::Session(session) => &session.state.identity,
+            Actor::Bearer { identity, .. } => identity,
+        }
+    }
+
+    fn session_uid(&self) -> &str {
+        match self {
+            Actor::Session(session) => &session.sid_hash,
+            Actor::Bearer { token_hash, .. } => token_hash,
+        }
+    }
+
+    fn credential(&self) -> &'static str {
+        match self {
+            Actor::Session(_) => "session",
+            Actor::Bearer { .. } => "bearer",
+        }
+    }
+
+    /// The user as the query and the review page name them: the email, else the subject.
+    pub fn user_key(&self) -> &str {
+        let identity = self.identity();
+        identity.email.as_deref().unwrap_or(&identity.sub)
+    }
+}
+
+/// What sekisho decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forwarded upstream (or served by sekisho itself).
+    Allow,
+    /// Refused by the route's policy (403).
+    Deny,
+    /// No valid credential; the browser was sent to log in.
+    Login,
+    /// No valid credential; 401.
+    Unauthenticated,
+    /// Refused before any decision: malformed request, no route, 405, an outage.
+    Error,
+}
+
+impl Decision {
+    /// The name in records and queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Login => "login",
+            Decision::Unauthenticated => "unauthenticated",
+            Decision::Error => "error",
+        }
+    }
+}
+
+/// The container a connection came from (eBPF attribution).
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// Container id (from the cgroup path).
+    pub id: String,
+    /// The cgroup path.
+    pub cgroup: String,
+}
+
+/// The query string of a request, as recorded.
+#[derive(Debug, Clone)]
+pub enum Query {
+    /// There was none.
+    None,
+    /// There was one; `audit.record_query` is off.
+    Redacted,
+    /// As sent.
+    Kept(String),
+}
+
+/// One request.
+#[derive(Debug)]
+pub struct HttpEvent {
+    /// When the request arrived.
+    pub time: jiff::Timestamp,
+    /// The `X-Request-Id` sekisho gave it.
+    pub request_id: String,
+    /// Method.
+    pub method: Method,
+    /// HTTP version.
+    pub version: Version,
+    /// `http` or `https` as the client used it.
+    pub scheme: &'static str,
+    /// Host, normalised (lowercase, no trailing dot); empty when the request had none.
+    pub host: String,
+    /// Port given in the request, if any.
+    pub port: Option<u16>,
+    /// Normalised path; the raw path when it could not be normalised.
+    pub path: String,
+    /// The query string.
+    pub query: Query,
+    /// `User-Agent`, if any.
+    pub user_agent: Option<String>,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client address (differs from the peer behind a trusted proxy).
+    pub client_ip: IpAddr,
+    /// TLS version, when the listener terminated TLS.
+    pub tls_version: Option<&'static str>,
+    /// SHA-256 of the client certificate (mTLS), hex.
+    pub client_certificate: Option<String>,
+    /// The route that matched.
+    pub route: Option<Arc<str>>,
+    /// The decision.
+    pub decision: Decision,
+    /// The name of the route's policy.
+    pub policy: Option<Arc<str>>,
+    /// The rule that decided (the policy explanation).
+    pub rule: Option<String>,
+    /// Whether the route's policy is in report mode and would have denied.
+    pub report_only_deny: bool,
+    /// Who, when authenticated.
+    pub actor: Option<Actor>,
+    /// The upstream the request went to (`host:port`).
+    pub upstream: Option<String>,
+    /// Response status.
+    pub status: u16,
+    /// Why sekisho answered with an error (never shown to the client in full).
+    pub detail: Option<String>,
+    /// Request body length, when declared.
+    pub bytes_in: Option<u64>,
+    /// Response body length, when declared.
+    pub bytes_out: Option<u64>,
+    /// Time from the request's arrival to the response head.
+    pub latency: Duration,
+    /// The container the connection came from, when attributed.
+    pub container: Option<Container>,
+}
+
+/// Which authentication event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthActivity {
+    /// A login completed (callback accepted) or failed.
+    Login,
+    /// A logout.
+    Logout,
+    /// A session refresh at the provider (success, or refusal that ended the session).
+    Refresh,
+    /// A bearer token or session cookie was rejected.
+    CredentialRejected,
+}
+
+impl AuthActivity {
+    fn ids(self) -> (u8, &'static str) {
+        match self {
+            AuthActivity::Login => (1, "Logon"),
+            AuthActivity::Logout => (2, "Logoff"),
+            AuthActivity::Refresh => (99, "Refresh"),
+            AuthActivity::CredentialRejected => (99, "Credential Rejected"),
+        }
+    }
+
+    /// The name in records and queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthActivity::Login => "login",
+            AuthActivity::Logout => "logout",
+            AuthActivity::Refresh => "refresh",
+            AuthActivity::CredentialRejected => "credential_rejected",
+        }
+    }
+}
+
+/// One authentication event.
+#[derive(Debug)]
+pub struct AuthEvent {
+    /// When.
+    pub time: jiff::Timestamp,
+    /// What.
+    pub activity: AuthActivity,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// Why it failed (or what happened), for people.
+    pub detail: Option<String>,
+    /// Request that carried it.
+    pub request_id: Option<String>,
+    /// The identity, when known.
+    pub identity: Option<Arc<Identity>>,
+    /// Session id hash (or token hash), when known.
+    pub session: Option<String>,
+    /// The identity provider (issuer URL).
+    pub provider: Option<String>,
+    /// The client.
+    pub client_ip: Option<IpAddr>,
+    /// The TCP peer.
+    pub peer: Option<SocketAddr>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Host the request was for.
+    pub host: Option<String>,
+}
+
+/// Which lifecycle event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// The proxy started.
+    Start,
+    /// The proxy is stopping.
+    Stop,
+    /// The configuration was reloaded (or a reload was refused).
+    Reload,
+    /// The audit log itself: records lost, writes failing or recovered, files removed.
+    AuditLog,
+}
+
+/// One lifecycle event.
+#[derive(Debug)]
+pub struct LifecycleEvent {
+    /// When.
+    pub time: jiff::Timestamp,
+    /// What.
+    pub activity: Lifecycle,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// Everything about an event the index and the review page use, without serialising it.
+#[derive(Debug, Clone, Copy)]
+pub struct Facets<'a> {
+    /// Milliseconds since the epoch.
+    pub time_ms: i64,
+    /// The user (email, else subject).
+    pub user: Option<&'a str>,
+    /// The route.
+    pub route: Option<&'a str>,
+    /// The decision (or auth activity / lifecycle kind).
+    pub decision: Option<&'a str>,
+    /// The client address.
+    pub source: Option<IpAddr>,
+    /// The container.
+    pub container: Option<&'a str>,
+}
+
+impl Event {
+    /// The facets of this event.
+    pub fn facets(&self) -> Facets<'_> {
+        match self {
+            Event::Http(e) => Facets {
+                time_ms: millis(e.time),
+                user: e.actor.as_ref().map(Actor::user_key),
+                route: e.route.as_deref(),
+                decision: Some(e.decision.as_str()),
+                source: Some(e.client_ip),
+                container: e.container.as_ref().map(|c| c.id.as_str()),
+            },
+            Event::Auth(e) => Facets {
+                time_ms: millis(e.time),
+                user: e
+                    .identity
+                    .as_deref()
+                    .map(|i| i.email.as_deref().unwrap_or(&i.sub)),
+                route: None,
+                decision: Some(e.activity.as_str()),
+                source: e.client_ip,
+                container: None,
+            },
+            Event::Lifecycle(e) => Facets {
+                time_ms: millis(e.time),
+                user: None,
+                route: None,
+                decision: None,
+                source: None,
+                container: None,
+            },
+        }
+    }
+
+    /// Appends this event as one JSON object (no `seq`/`prev_hash`: the chain adds them).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match self {
+            Event::Http(e) => serde_json::to_writer(out, &HttpRecord::new(e)),
+            Event::Auth(e) => serde_json::to_writer(out, &AuthRecord::new(e)),
+            Event::Lifecycle(e) => serde_json::to_writer(out, &LifecycleRecord::new(e)),
+        }
+    }
+}
+
+fn millis(time: jiff::Timestamp) -> i64 {
+    time.as_millisecond()
+}
+
+// ---- The OCSF shapes -------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    version: &'static str,
+    product: Product,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+    log_name: &'static str,
+}
+
+impl<'a> Metadata<'a> {
+    fn new(uid: Option<&'a str>) -> Self {
+        Metadata {
+            version: OCSF_VERSION,
+            product: Product {
+                name: "sekisho",
+                vendor_name: "sekisho",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            uid,
+            log_name: "audit",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Product {
+    name: &'static str,
+    vendor_name: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Endpoint {
+    ip: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    /// The TCP peer when the client address came from a trusted proxy's `X-Forwarded-For`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    intermediate_ips: Option<[IpAddr; 1]>,
+}
+
+fn source(client_ip: IpAddr, peer: SocketAddr) -> Endpoint {
+    let forwarded = client_ip != peer.ip();
+    Endpoint {
+        ip: client_ip,
+        port: (!forwarded).then_some(peer.port()),
+        intermediate_ips: forwarded.then_some([peer.ip()]),
+    }
+}
+
+#[derive(Serialize)]
+struct Upstream<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    svc_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct User<'a> {
+    uid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_addr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    groups: Vec<Group<'a>>,
+}
+
+impl<'a> User<'a> {
+    fn new(identity: &'a Identity) -> Self {
+        User {
+            uid: &identity.sub,
+            email_addr: identity.email.as_deref(),
+            name: identity.name.as_deref(),
+            groups: identity.groups.iter().map(|name| Group { name }).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Group<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Session<'a> {
+    uid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential_uid: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Idp<'a> {
+    name: &'a str,
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct ActorRecord<'a> {
+    user: User<'a>,
+    session: Session<'a>,
+    idp: Idp<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    authorizations: Vec<Authorization<'a>>,
+}
+
+#[derive(Serialize)]
+struct Authorization<'a> {
+    decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<PolicyRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct PolicyRecord<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    desc: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Url<'a> {
+    scheme: &'static str,
+    hostname: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_string: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct HttpRequest<'a> {
+    uid: &'a str,
+    http_method: &'a str,
+    version: &'static str,
+    url: Url<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct HttpResponse {
+    code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
+    /// Milliseconds.
+    latency: u64,
+}
+
+#[derive(Serialize)]
+struct Tls<'a> {
+    version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<Certificate<'a>>,
+}
+
+#[derive(Serialize)]
+struct Certificate<'a> {
+    fingerprints: [Fingerprint<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Fingerprint<'a> {
+    algorithm_id: u8,
+    algorithm: &'static str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct ContainerRecord<'a> {
+    uid: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+}
+
+/// sekisho's own fields, under OCSF's `unmapped`.
+#[derive(Serialize)]
+struct Unmapped<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    report_only_deny: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+}
+
+/// The common head of every class.
+#[derive(Serialize)]
+struct Head<'a> {
+    class_uid: u32,
+    class_name: &'static str,
+    category_uid: u8,
+    category_name: &'static str,
+    activity_id: u8,
+    activity_name: &'a str,
+    type_uid: u32,
+    type_name: String,
+    time: i64,
+    time_dt: String,
+    severity_id: u8,
+    severity: &'static str,
+    status_id: u8,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_detail: Option<&'a str>,
+    message: String,
+    metadata: Metadata<'a>,
+}
+
+struct Class {
+    uid: u32,
+    name: &'static str,
+    category_uid: u8,
+    category_name: &'static str,
+}
+
+const HTTP_ACTIVITY: Class = Class {
+    uid: 4002,
+    name: "HTTP Activity",
+    category_uid: 4,
+    category_name: "Network Activity",
+};
+const AUTHENTICATION: Class = Class {
+    uid: 3002,
+    name: "Authentication",
+    category_uid: 3,
+    category_name: "Identity & Access Management",
+};
+const APPLICATION_LIFECYCLE: Class = Class {
+    uid: 6002,
+    name: "Application Lifecycle",
+    category_uid: 6,
+    category_name: "Application Activity",
+};
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the OCSF head has this many parts"
+)]
+fn head<'a>(
+    class: &Class,
+    activity: (u8, &'a str),
+    time: jiff::Timestamp,
+    severity_id: u8,
+    success: bool,
+    status_code: Option<String>,
+    status_detail: Option<&'a str>,
+    message: String,
+    uid: Option<&'a str>,
+) -> Head<'a> {
+    let severity = match severity_id {
+        1 => "Informational",
+        2 => "Low",
+        3 => "Medium",
+        4 => "High",
+        _ => "Unknown",
+    };
+    Head {
+        class_uid: class.uid,
+        class_name: class.name,
+        category_uid: class.category_uid,
+        category_name: class.category_name,
+        activity_id: activity.0,
+        activity_name: activity.1,
+        type_uid: class.uid * 100 + u32::from(activity.0),
+        type_name: format!("{}: {}", class.name, activity.1),
+        time: millis(time),
+        time_dt: time.to_string(),
+        severity_id,
+        severity,
+        status_id: if success { 1 } else { 2 },
+        status: if success { "Success" } else { "Failure" },
+        status_code,
+        status_detail,
+        message,
+        metadata: Metadata::new(uid),
+    }
+}
+
+/// HTTP Activity (4002).
+#[derive(Serialize)]
+struct HttpRecord<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    action_id: u8,
+    action: &'static str,
+    disposition_id: u8,
+    disposition: &'static str,
+    http_request: HttpRequest<'a>,
+    http_response: HttpResponse,
+    src_endpoint: Endpoint,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_endpoint: Option<Upstream<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<ActorRecord<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<Tls<'a>>,
+    /// Milliseconds.
+    duration: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<ContainerRecord<'a>>,
+    unmapped: Unmapped<'a>,
+}
+
+fn http_activity(method: &Method) -> (u8, &str) {
+    match *method {
+        Method::CONNECT => (1, "Connect"),
+        Method::DELETE => (2, "Delete"),
+        Method::GET => (3, "Get"),
+        Method::HEAD => (4, "Head"),
+        Method::OPTIONS => (5, "Options"),
+        Method::POST => (6, "Post"),
+        Method::PUT => (7, "Put"),
+        Method::TRACE => (8, "Trace"),
+        Method::PATCH => (9, "Patch"),
+        ref other => (99, other.as_str()),
+    }
+}
+
+fn version_text(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP",
+    }
+}
+
+impl<'a> HttpRecord<'a> {
+    fn new(e: &'a HttpEvent) -> Self {
+        let allowed = e.decision == Decision::Allow;
+        let success = allowed && e.status < 400;
+        let severity = match e.decision {
+            Decision::Allow | Decision::Login => 1,
+            Decision::Unauthenticated | Decision::Error => 2,
+            Decision::Deny => 3,
+        };
+        let who = e.actor.as_ref().map_or("anonymous", Actor::user_key);
+        let message = format!(
+            "{} {} {} {}{} -> {}",
+            e.decision.as_str(),
+            who,
+            e.method,
+            e.host,
+            e.path,
+            e.status
+        );
+        let latency = u64::try_from(e.latency.as_millis()).unwrap_or(u64::MAX);
+        let query = match &e.query {
+            Query::None => None,
+            Query::Redacted => Some("[redacted]"),
+            Query::Kept(q) => Some(q.as_str()),
+        };
+        let authorization = Authorization {
+            decision: e.decision.as_str(),
+            policy: (e.policy.is_some() || e.rule.is_some()).then_some(PolicyRecord {
+                name: e.policy.as_deref(),
+                desc: e.rule.as_deref(),
+            }),
+        };
+        let actor = e.actor.as_ref().map(|actor| {
+            let identity = actor.identity();
+            ActorRecord {
+                user: User::new(identity),
+                session: Session {
+                    uid: actor.session_uid(),
+                    issuer: Some(&identity.issuer),
+                    credential_uid: Some(actor.credential()),
+                },
+                idp: Idp {
+                    name: &identity.issuer,
+                    uid: &identity.issuer,
+                },
+                authorizations: vec![authorization],
+            }
+        });
+        let (upstream_host, upstream_port) = match &e.upstream {
+            Some(text) => match text.rsplit_once(':') {
+                Some((host, port)) => (Some(host), port.parse().ok()),
+                None => (Some(text.as_str()), None),
+            },
+            None => (None, None),
+        };
+        HttpRecord {
+            head: head(
+                &HTTP_ACTIVITY,
+                http_activity(&e.method),
+                e.time,
+                severity,
+                success,
+                Some(e.status.to_string()),
+                e.detail.as_deref(),
+                message,
+                Some(&e.request_id),
+            ),
+            action_id: if allowed { 1 } else { 2 },
+            action: if allowed { "Allowed" } else { "Denied" },
+            disposition_id: if allowed { 1 } else { 2 },
+            disposition: if allowed { "Allowed" } else { "Blocked" },
+            http_request: HttpRequest {
+                uid: &e.request_id,
+                http_method: e.method.as_str(),
+                version: version_text(e.version),
+                url: Url {
+                    scheme: e.scheme,
+                    hostname: &e.host,
+                    port: e.port,
+                    path: &e.path,
+                    query_string: query,
+                },
+                user_agent: e.user_agent.as_deref(),
+                length: e.bytes_in,
+            },
+            http_response: HttpResponse {
+                code: e.status,
+                length: e.bytes_out,
+                latency,
+            },
+            src_endpoint: source(e.client_ip, e.peer),
+            dst_endpoint: (e.upstream.is_some() || e.route.is_some()).then_some(Upstream {
+                hostname: upstream_host,
+                port: upstream_port,
+                svc_name: e.route.as_deref(),
+            }),
+            actor,
+            tls: e.tls_version.map(|version| Tls {
+                version,
+                certificate: e.client_certificate.as_deref().map(|value| Certificate {
+                    fingerprints: [Fingerprint {
+                        algorithm_id: 3,
+                        algorithm: "SHA-256",
+                        value,
+                    }],
+                }),
+            }),
+            duration: latency,
+            container: e.container.as_ref().map(|c| ContainerRecord {
+                uid: &c.id,
+                name: "",
+            }),
+            unmapped: Unmapped {
+                decision: Some(e.decision.as_str()),
+                event: None,
+                route: e.route.as_deref(),
+                rule: e.rule.as_deref(),
+                report_only_deny: e.report_only_deny,
+                credential: e.actor.as_ref().map(Actor::credential),
+                user: e.actor.as_ref().map(Actor::user_key),
+                cgroup: e.container.as_ref().map(|c| c.cgroup.as_str()),
+            },
+        }
+    }
+}
+
+/// Authentication (3002).
+#[derive(Serialize)]
+struct AuthRecord<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    auth_protocol_id: u8,
+    auth_protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<User<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<Session<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_endpoint: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_request: Option<AuthHttpRequest<'a>>,
+    service: Service,
+    unmapped: Unmapped<'a>,
+}
+
+#[derive(Serialize)]
+struct AuthHttpRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<AuthUrl<'a>>,
+}
+
+#[derive(Serialize)]
+struct AuthUrl<'a> {
+    hostname: &'a str,
+}
+
+#[derive(Serialize)]
+struct Service {
+    name: &'static str,
+}
+
+impl<'a> AuthRecord<'a> {
+    fn new(e: &'a AuthEvent) -> Self {
+        let who = e
+            .identity
+            .as_deref()
+            .map_or("unknown user", |i| i.email.as_deref().unwrap_or(&i.sub));
+        let message = format!(
+            "{} {} {}",
+            e.activity.as_str(),
+            if e.success {
+                "succeeded for"
+            } else {
+                "failed for"
+            },
+            who
+        );
+        let severity = if e.success { 1 } else { 2 };
+        AuthRecord {
+            head: head(
+                &AUTHENTICATION,
+                e.activity.ids(),
+                e.time,
+                severity,
+                e.success,
+                None,
+                e.detail.as_deref(),
+                message,
+                e.request_id.as_deref(),
+            ),
+            auth_protocol_id: 4,
+            auth_protocol: "OpenID",
+            user: e.identity.as_deref().map(User::new),
+            session: e.session.as_deref().map(|uid| Session {
+                uid,
+                issuer: e.provider.as_deref(),
+                credential_uid: None,
+            }),
+            src_endpoint: match (e.client_ip, e.peer) {
+                (Some(ip), Some(peer)) => Some(source(ip, peer)),
+                _ => None,
+            },
+            http_request: (e.request_id.is_some() || e.user_agent.is_some()).then(|| {
+                AuthHttpRequest {
+                    uid: e.request_id.as_deref(),
+                    user_agent: e.user_agent.as_deref(),
+                    url: e.host.as_deref().map(|hostname| AuthUrl { hostname }),
+                }
+            }),
+            service: Service { name: "sekisho" },
+            unmapped: Unmapped {
+                decision: None,
+                event: Some(e.activity.as_str()),
+                route: None,
+                rule: None,
+                report_only_deny: false,
+                credential: None,
+                user: e
+                    .identity
+                    .as_deref()
+                    .map(|i| i.email.as_deref().unwrap_or(&i.sub)),
+                cgroup: None,
+            },
+        }
+    }
+}
+
+/// Application Lifecycle (6002).
+#[derive(Serialize)]
+struct LifecycleRecord<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    app: Product,
+    unmapped: Unmapped<'a>,
+}
+
+impl<'a> LifecycleRecord<'a> {
+    fn new(e: &'a LifecycleEvent) -> Self {
+        let (activity, event) = match e.activity {
+            Lifecycle::Start => ((3, "Start"), "start"),
+            Lifecycle::Stop => ((4, "Stop"), "stop"),
+            Lifecycle::Reload => ((8, "Update"), "reload"),
+            Lifecycle::AuditLog => ((99, "Audit Log"), "audit_log"),
+        };
+        let severity = if e.success { 1 } else { 4 };
+        LifecycleRecord {
+            head: head(
+                &APPLICATION_LIFECYCLE,
+                activity,
+                e.time,
+                severity,
+                e.success,
+                None,
+                None,
+                e.message.clone(),
+                None,
+            ),
+            app: Product {
+                name: "sekisho",
+                vendor_name: "sekisho",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            unmapped: Unmapped {
+                decision: None,
+                event: Some(event),
+                route: None,
+                rule: None,
+                report_only_deny: false,
+                credential: None,
+                user: None,
+                cgroup: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::SessionState;
+    use serde_json::Value;
+
+    fn identity() -> Identity {
+        Identity {
+            sub: "u-1".into(),
+            email: Some("alice@example.com".into()),
+            name: Some("Alice".into()),
+            groups: vec!["eng".into(), "admins".into()],
+            issuer: "https://idp.example.com".into(),
+            email_verified: Some(true),
+            claims: serde_json::Map::new(),
+        }
+    }
+
+    fn http_event() -> HttpEvent {
+        let session = OpenSession::new(SessionState {
+            sid: "sid-1".into(),
+            identity: identity(),
+            login_at: 1,
+            seen_at: 1,
+            tokens_expire_at: None,
+            refresh_token: Some("secret-refresh-token".into()),
+            id_token: Some("secret-id-token".into()),
+        });
+        HttpEvent {
+            time: jiff::Timestamp::from_millisecond(1_764_068_813_123).unwrap(),
+            request_id: "req-1".into(),
+            method: Method::PATCH,
+            version: Version::HTTP_2,
+            scheme: "https",
+            host: "app.example.com".into(),
+            port: Some(8443),
+            path: "/admin/x".into(),
+            query: Query::Redacted,
+            user_agent: Some("curl/8".into()),
+            peer: "10.0.0.1:4444".parse().unwrap(),
+            client_ip: "203.0.113.9".parse().unwrap(),
+            tls_version: Some("1.3"),
+            client_certificate: Some("ab".repeat(32)),
+            route: Some(Arc::from("admin")),
+            decision: Decision::Deny,
+            policy: Some(Arc::from("admins-only")),
+            rule: Some("policies.admins-only: no allow rule matched".into()),
+            report_only_deny: false,
+            actor: Some(Actor::Session(Arc::new(session))),
+            upstream: Some("10.1.0.5:8080".into()),
+            status: 403,
+            detail: None,
+            bytes_in: Some(12),
+            bytes_out: None,
+            latency: Duration::from_millis(3),
+            container: None,
+        }
+    }
+
+    fn json(event: &Event) -> Value {
+        let mut out = Vec::new();
+        event.write_json(&mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn http_records_carry_the_ocsf_fields() {
+        let v = json(&Event::Http(Box::new(http_event())));
+        assert_eq!(v["class_uid"], 4002);
+        assert_eq!(v["activity_id"], 9);
+        assert_eq!(v["type_uid"], 400209);
+        assert_eq!(v["time"], 1_764_068_813_123_i64);
+        assert_eq!(v["time_dt"], "2025-11-25T11:06:53.123Z");
+        assert_eq!(v["status_id"], 2);
+        assert_eq!(v["action"], "Denied");
+        assert_eq!(v["http_request"]["url"]["path"], "/admin/x");
+        assert_eq!(v["http_request"]["url"]["query_string"], "[redacted]");
+        assert_eq!(v["http_request"]["version"], "HTTP/2");
+        assert_eq!(v["http_response"]["code"], 403);
+        assert_eq!(v["src_endpoint"]["ip"], "203.0.113.9");
+        assert_eq!(v["src_endpoint"]["intermediate_ips"][0], "10.0.0.1");
+        assert_eq!(v["dst_endpoint"]["hostname"], "10.1.0.5");
+        assert_eq!(v["dst_endpoint"]["port"], 8080);
+        assert_eq!(v["actor"]["user"]["email_addr"], "alice@example.com");
+        assert_eq!(v["actor"]["user"]["groups"][1]["name"], "admins");
+        assert_eq!(
+            v["actor"]["session"]["uid"],
+            crate::session::sid_hash("sid-1")
+        );
+        assert_eq!(
+            v["actor"]["authorizations"][0]["policy"]["desc"],
+            "policies.admins-only: no allow rule matched"
+        );
+        assert_eq!(
+            v["tls"]["certificate"]["fingerprints"][0]["algorithm_id"],
+            3
+        );
+        assert_eq!(v["unmapped"]["decision"], "deny");
+        assert_eq!(v["unmapped"]["route"], "admin");
+        assert_eq!(v["metadata"]["version"], OCSF_VERSION);
+    }
+
+    #[test]
+    fn records_never_carry_tokens_or_session_ids() {
+        let mut out = Vec::new();
+        Event::Http(Box::new(http_event()))
+            .write_json(&mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("secret-refresh-token"));
+        assert!(!text.contains("secret-id-token"));
+        assert!(!text.contains("\"sid-1\""));
+    }
+
+    #[test]
+    fn auth_and_lifecycle_records_have_their_classes() {
+        let auth = json(&Event::Auth(Box::new(AuthEvent {
+            time: jiff::Timestamp::UNIX_EPOCH,
+            activity: AuthActivity::Login,
+            success: false,
+            detail: Some("state mismatch".into()),
+            request_id: Some("r".into()),
+            identity: None,
+            session: None,
+            provider: Some("https://idp".into()),
+            client_ip: Some("127.0.0.1".parse().unwrap()),
+            peer: Some("127.0.0.1:1".parse().unwrap()),
+            user_agent: None,
+            host: Some("app".into()),
+        })));
+        assert_eq!(auth["class_uid"], 3002);
+        assert_eq!(auth["type_uid"], 300201);
+        assert_eq!(auth["status"], "Failure");
+        assert_eq!(auth["status_detail"], "state mismatch");
+        assert_eq!(auth["auth_protocol"], "OpenID");
+        let life = json(&Event::Lifecycle(Box::new(LifecycleEvent {
+            time: jiff::Timestamp::UNIX_EPOCH,
+            activity: Lifecycle::Reload,
+            success: true,
+            message: "3 routes".into(),
+        })));
+        assert_eq!(life["class_uid"], 6002);
+        assert_eq!(life["activity_name"], "Update");
+        assert_eq!(life["unmapped"]["event"], "reload");
+    }
+}

@@ -1,0 +1,1031 @@
+//! The audit writer: one thread that owns the log files. Requests hand it events through a
+//! bounded channel and never wait for it, except in strict mode, where a response is released
+//! only after the batch holding its record has been written and `fdatasync`ed (group commit:
+//! one sync covers every record that arrived meanwhile).
+//!
+//! Files are `audit-<first seq>-<UTC start time>.jsonl` in the audit directory, rotated by size
+//! and age, removed after the retention period (a record says so). The hash chain runs across
+//! rotation; a signed checkpoint closes every file, and is written every `checkpoint_interval`
+//! while records arrive, at start (vouching for what a crash left unsigned) and at shutdown.
+//! Next to each file an index (`.idx`, JSON lines, one per block of records) lets
+//! `sekisho audit query` skip what cannot match; it is a cache, never trusted for integrity.
+//!
+//! When a write or sync fails (disk full, I/O error) the file is cut back to its last good
+//! length and the chain to its last good state, nothing half-written remains, and the writer
+//! marks itself failing: with `on_failure: deny` new requests get 503 until a retry succeeds.
+//! Events that could not be written wait in memory (bounded by `queue`) and are written, in
+//! order, once the disk takes them again; what overflows is counted and recorded as lost.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use sekisho_config::{Audit, Durability, OnFailure};
+use serde::{Deserialize, Serialize};
+
+use super::chain::{self, Chain};
+use super::record::{Event, Lifecycle, LifecycleEvent};
+
+/// Records per index block.
+const BLOCK_RECORDS: usize = 1024;
+/// Distinct values an index block lists per facet; beyond it the facet matches anything.
+const FACET_LIMIT: usize = 64;
+/// Events the writer takes from the channel per batch.
+const BATCH_LIMIT: usize = 8192;
+/// How often a failing writer retries.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a strict-mode request waits for its commit before it counts as failed.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the audit log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A file or directory operation failed.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// What it was about.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The checkpoint key is not an Ed25519 PKCS#8 key.
+    #[error("audit signing key: {0}")]
+    Key(String),
+    /// The newest file's last line is not a chained record.
+    #[error(
+        "audit log {0}: the last line is not a chained record; move the file aside or repair it"
+    )]
+    Resume(PathBuf),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Why a record was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The channel to the writer is full.
+    #[error("the audit writer is behind (queue full)")]
+    QueueFull,
+    /// The record could not be made durable (disk full, I/O error, timeout).
+    #[error("the audit log cannot be written")]
+    Failing,
+    /// The writer has stopped.
+    #[error("the audit writer has stopped")]
+    Closed,
+}
+
+/// Operator counters (exported on the admin listener's `/metrics`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records written to disk.
+    pub records_written: AtomicU64,
+    /// Records lost: the queue or the retry buffer overflowed.
+    pub records_dropped: AtomicU64,
+    /// Writes or syncs that failed.
+    pub write_failures: AtomicU64,
+    /// Events refused because the channel was full.
+    pub queue_full: AtomicU64,
+    /// Checkpoints written.
+    pub checkpoints: AtomicU64,
+    /// `fdatasync` calls.
+    pub syncs: AtomicU64,
+    /// Requests refused with 503 because of the audit log (`on_failure: deny`).
+    pub requests_refused: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    failing: AtomicBool,
+    metrics: Metrics,
+    last_error: Mutex<Option<String>>,
+}
+
+type Waiter = tokio::sync::oneshot::Sender<bool>;
+
+enum Message {
+    Event(Event, Option<Waiter>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The handle the proxy holds.
+pub struct AuditLog {
+    tx: Mutex<Option<SyncSender<Message>>>,
+    shared: Arc<Shared>,
+    durability: Durability,
+    on_failure: OnFailure,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    public_key_hex: String,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `config.dir`, resumes its chain and starts the writer.
+    /// The checkpoint key is `config.signing_key`, else `{state_dir}/audit-signing.pem`
+    /// (created on first use); its public half is written to `{dir}/audit-signing.pub` (hex).
+    pub fn open(config: &Audit, state_dir: &Path) -> Result<Self, OpenError> {
+        create_private_dir(&config.dir)?;
+        let key = load_or_create_key(config, state_dir)?;
+        let public_key_hex = hex(key.public_key().as_ref());
+        let pub_path = config.dir.join("audit-signing.pub");
+        std::fs::write(&pub_path, format!("{public_key_hex}\n")).map_err(io_error(&pub_path))?;
+
+        let files = log_files(&config.dir).map_err(io_error(&config.dir))?;
+        let (chain, active) = match files.last() {
+            Some(newest) => resume(&newest.path)?,
+            None => (Chain::default(), None),
+        };
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue);
+        let mut writer = Writer {
+            config: config.clone(),
+            key,
+            chain,
+            active,
+            pending: VecDeque::new(),
+            lost: 0,
+            dirty: false,
+            last_sync: Instant::now(),
+            last_checkpoint: Instant::now(),
+            since_checkpoint: 0,
+            last_retention: None,
+            shared: shared.clone(),
+            failure: None,
+        };
+        if writer.chain.next_seq() > 0 {
+            // Vouch for what the previous run left after its last checkpoint (a crash).
+            writer.checkpoint();
+        }
+        let thread = std::thread::Builder::new()
+            .name("sekisho-audit".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(io_error(&config.dir))?;
+        Ok(AuditLog {
+            tx: Mutex::new(Some(tx)),
+            shared,
+            durability: config.durability,
+            on_failure: config.on_failure,
+            thread: Mutex::new(Some(thread)),
+            public_key_hex,
+            dir: config.dir.clone(),
+        })
+    }
+
+    /// The directory of the log files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Hex of the checkpoint public key.
+    pub fn public_key_hex(&self) -> &str {
+        &self.public_key_hex
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The durability mode.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The last write error, while the writer is failing.
+    pub fn failure(&self) -> Option<String> {
+        if !self.shared.failing.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.shared.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Whether new requests may be served: false with `on_failure: deny` while records cannot
+    /// be written. (With `allow` always true.)
+    pub fn accepting(&self) -> bool {
+        self.on_failure == OnFailure::Allow || !self.shared.failing.load(Ordering::Relaxed)
+    }
+
+    /// The failure mode.
+    pub fn on_failure(&self) -> OnFailure {
+        self.on_failure
+    }
+
+    fn send(&self, message: Message) -> Result<(), Refused> {
+        let guard = self.tx.lock().map_err(|_| Refused::Closed)?;
+        let tx = guard.as_ref().ok_or(Refused::Closed)?;
+        match tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.shared
+                    .metrics
+                    .queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .records_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(Refused::QueueFull)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(Refused::Closed),
+        }
+    }
+
+    /// Queues an event without waiting (batched durability, and events no response waits on).
+    pub fn record(&self, event: Event) -> Result<(), Refused> {
+        self.send(Message::Event(event, None))
+    }
+
+    /// Records an event the way the durability mode asks: in strict mode returns once it is on
+    /// disk (or failed), in batched mode once it is queued.
+    pub async fn commit(&self, event: Event) -> Result<(), Refused> {
+        if self.durability == Durability::Batched {
+            return self.record(event);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Message::Event(event, Some(tx)))?;
+        match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(Refused::Failing),
+            Ok(Err(_)) => Err(Refused::Closed),
+            Err(_) => Err(Refused::Failing),
+        }
+    }
+
+    /// Waits until everything queued so far is written, synced and signed by a checkpoint.
+    pub fn flush(&self) -> Result<(), Refused> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let guard = self.tx.lock().map_err(|_| Refused::Closed)?;
+            let sender = guard.as_ref().ok_or(Refused::Closed)?;
+            sender
+                .send(Message::Flush(tx))
+                .map_err(|_| Refused::Closed)?;
+        }
+        rx.recv().map_err(|_| Refused::Closed)
+    }
+
+    /// Stops the writer after it has written, synced and signed everything queued.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the audit writer thread panicked");
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// One log file, as found in the directory.
+#[derive(Debug, Clone)]
+pub struct LogFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// The `seq` of its first line (from the name).
+    pub first_seq: u64,
+}
+
+/// The log files in `dir`, oldest first (by the first `seq` in their names).
+pub fn log_files(dir: &Path) -> std::io::Result<Vec<LogFile>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(first_seq) = parse_file_name(name) {
+            files.push(LogFile {
+                path: entry.path(),
+                first_seq,
+            });
+        }
+    }
+    files.sort_by_key(|f| f.first_seq);
+    Ok(files)
+}
+
+/// `audit-<seq, 16 digits>-<time>.jsonl` → seq.
+fn parse_file_name(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("audit-")?.strip_suffix(".jsonl")?;
+    let (seq, _time) = rest.split_once('-')?;
+    if seq.len() != 16 {
+        return None;
+    }
+    seq.parse().ok()
+}
+
+fn file_name(first_seq: u64, time: jiff::Timestamp) -> String {
+    format!(
+        "audit-{first_seq:016}-{}.jsonl",
+        time.strftime("%Y%m%dT%H%M%SZ")
+    )
+}
+
+/// The path of a log file's index.
+pub fn index_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".idx");
+    PathBuf::from(name)
+}
+
+/// One index line: a block of consecutive records of one file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IndexBlock {
+    /// Byte offset of the block's first line.
+    pub offset: u64,
+    /// Byte length of the block (whole lines).
+    pub len: u64,
+    /// `seq` of the first and last line.
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub last_seq: u64,
+    /// Earliest and latest record time, ms since the epoch.
+    pub from_ms: i64,
+    /// See `from_ms`.
+    pub to_ms: i64,
+    /// Distinct users; `None` when there were too many to list.
+    pub users: Option<BTreeSet<String>>,
+    /// Distinct routes; `None` when too many.
+    pub routes: Option<BTreeSet<String>>,
+    /// Distinct decisions / event kinds; `None` when too many.
+    pub decisions: Option<BTreeSet<String>>,
+    /// Distinct client addresses; `None` when too many.
+    pub sources: Option<BTreeSet<String>>,
+    /// Distinct containers; `None` when too many.
+    pub containers: Option<BTreeSet<String>>,
+}
+
+fn add_facet(set: &mut Option<BTreeSet<String>>, value: Option<&str>) {
+    let (Some(values), Some(value)) = (set.as_mut(), value) else {
+        return;
+    };
+    if !values.contains(value) {
+        if values.len() >= FACET_LIMIT {
+            *set = None;
+        } else {
+            values.insert(value.to_owned());
+        }
+    }
+}
+
+struct ActiveFile {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    opened: Instant,
+    block: Option<IndexBlock>,
+    block_records: usize,
+}
+
+struct Writer {
+    config: Audit,
+    key: Ed25519KeyPair,
+    chain: Chain,
+    active: Option<ActiveFile>,
+    /// Events not yet written because writing failed, oldest first.
+    pending: VecDeque<Event>,
+    /// Events dropped since the last successful write.
+    lost: u64,
+    /// Written but not yet synced (batched mode).
+    dirty: bool,
+    last_sync: Instant,
+    last_checkpoint: Instant,
+    since_checkpoint: u64,
+    last_retention: Option<Instant>,
+    shared: Arc<Shared>,
+    /// The error that made the writer fail, while it does.
+    failure: Option<String>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &Receiver<Message>) {
+        self.retention();
+        loop {
+            let timeout = self.next_wake();
+            let first = match rx.recv_timeout(timeout) {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut events = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = first;
+            while let Some(message) = next {
+                match message {
+                    Message::Event(event, waiter) => events.push((event, waiter)),
+                    Message::Flush(done) => flushes.push(done),
+                }
+                next = if events.len() < BATCH_LIMIT {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.write_batch(events);
+            self.housekeeping(!flushes.is_empty());
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+        // The channel closed: write what is left, sign it, sync.
+        self.write_batch(Vec::new());
+        self.housekeeping(true);
+    }
+
+    fn next_wake(&self) -> Duration {
+        let mut wake = Duration::from_secs(1);
+        if self.failure.is_some() {
+            wake = wake.min(RETRY_INTERVAL);
+        }
+        if self.dirty {
+            wake = wake.min(
+                self.config
+                    .batch_window
+                    .saturating_sub(self.last_sync.elapsed()),
+            );
+        }
+        if self.since_checkpoint > 0 {
+            wake = wake.min(
+                self.config
+                    .checkpoint_interval
+                    .saturating_sub(self.last_checkpoint.elapsed()),
+            );
+        }
+        wake.max(Duration::from_millis(1))
+    }
+
+    /// Writes pending events and `events` as one group; strict waiters learn the outcome.
+    fn write_batch(&mut self, events: Vec<(Event, Option<Waiter>)>) {
+        if events.is_empty() && self.pending.is_empty() {
+            return;
+        }
+        if self.rotation_due()
+            && let Err(e) = self.rotate()
+        {
+            self.fail(&e);
+        }
+        let mut batch: Vec<(Event, Option<Waiter>)> =
+            self.pending.drain(..).map(|e| (e, None)).collect();
+        if self.lost > 0 {
+            let lost = std::mem::take(&mut self.lost);
+            batch.push((
+                Event::Lifecycle(Box::new(LifecycleEvent {
+                    time: jiff::Timestamp::now(),
+                    activity: Lifecycle::AuditLog,
+                    success: false,
+                    message: format!(
+                        "{lost} audit records were lost while the log could not be written"
+                    ),
+                })),
+                None,
+            ));
+        }
+        batch.extend(events);
+
+        if self.active.is_none()
+            && let Err(e) = self.open_new_file()
+        {
+            self.fail(&e);
+            self.refuse(batch);
+            return;
+        }
+        let snapshot = self.chain.clone();
+        let mut buf = Vec::with_capacity(batch.len() * 1024);
+        let mut object = Vec::with_capacity(2048);
+        let mut ends = Vec::with_capacity(batch.len());
+        for (event, _) in &batch {
+            object.clear();
+            let chained = event
+                .write_json(&mut object)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    self.chain
+                        .append_object(&object, &mut buf)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = chained {
+                // Unreachable for the records sekisho builds; never silently.
+                tracing::error!(error = %e, "audit record could not be serialised");
+            }
+            ends.push(buf.len());
+        }
+        let sync = self.config.durability == Durability::Strict;
+        match self.append(&buf, sync) {
+            Ok(start) => {
+                self.recovered();
+                let first_seq = snapshot.next_seq();
+                let mut line_start = 0;
+                for (i, (event, waiter)) in batch.into_iter().enumerate() {
+                    let end = ends.get(i).copied().unwrap_or(line_start);
+                    self.index(
+                        &event,
+                        first_seq + i as u64,
+                        start + line_start as u64,
+                        end - line_start,
+                    );
+                    line_start = end;
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(true);
+                    }
+                }
+                self.since_checkpoint += ends.len() as u64;
+                self.dirty |= !sync;
+                self.shared
+                    .metrics
+                    .records_written
+                    .fetch_add(ends.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.chain = snapshot;
+                self.fail(&e);
+                self.refuse(batch);
+            }
+        }
+    }
+
+    /// A batch that could not be written: strict waiters learn it (the request decides: 503,
+    /// or a new record), the rest wait for the next attempt.
+    fn refuse(&mut self, batch: Vec<(Event, Option<Waiter>)>) {
+        for (event, waiter) in batch {
+            match waiter {
+                Some(waiter) => {
+                    let _ = waiter.send(false);
+                }
+                None => self.keep_pending(event),
+            }
+        }
+    }
+
+    fn keep_pending(&mut self, event: Event) {
+        if self.pending.len() >= self.config.queue {
+            self.pending.pop_front();
+            self.lost += 1;
+            self.shared
+                .metrics
+                .records_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.pending.push_back(event);
+    }
+
+    /// Appends `bytes` to the active file (opening one if needed), optionally synced; on any
+    /// failure cuts the file back. Returns the offset the bytes start at.
+    fn append(&mut self, bytes: &[u8], sync: bool) -> Result<u64, String> {
+        if self.active.is_none() {
+            self.open_new_file()?;
+        }
+        let Some(active) = self.active.as_mut() else {
+            return Err("no audit file".into());
+        };
+        let start = active.len;
+        let written = active.file.write_all(bytes).and_then(|()| {
+            if sync {
+                active.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if sync && written.is_ok() {
+            self.shared.metrics.syncs.fetch_add(1, Ordering::Relaxed);
+            self.last_sync = Instant::now();
+        }
+        match written {
+            Ok(()) => {
+                active.len += bytes.len() as u64;
+                Ok(start)
+            }
+            Err(e) => {
+                // Leave no partial line behind: the chain is rolled back too.
+                let cut = active.file.set_len(start);
+                if let Err(cut) = cut {
+                    tracing::error!(error = %cut, path = %active.path.display(), "could not cut the audit file back after a failed write");
+                }
+                Err(format!("{}: {e}", active.path.display()))
+            }
+        }
+    }
+
+    fn fail(&mut self, error: &str) {
+        self.shared
+            .metrics
+            .write_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if self.failure.is_none() {
+            tracing::error!(error, "audit log cannot be written");
+        }
+        self.failure = Some(error.to_owned());
+        if let Ok(mut last) = self.shared.last_error.lock() {
+            *last = Some(error.to_owned());
+        }
+        self.shared.failing.store(true, Ordering::Relaxed);
+    }
+
+    fn recovered(&mut self) {
+        if let Some(error) = self.failure.take() {
+            tracing::warn!(previous_error = %error, "audit log is being written again");
+            self.shared.failing.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn index(&mut self, event: &Event, seq: u64, offset: u64, len: usize) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let facets = event.facets();
+        let block = active.block.get_or_insert_with(|| IndexBlock {
+            offset,
+            first_seq: seq,
+            from_ms: facets.time_ms,
+            to_ms: facets.time_ms,
+            users: Some(BTreeSet::new()),
+            routes: Some(BTreeSet::new()),
+            decisions: Some(BTreeSet::new()),
+            sources: Some(BTreeSet::new()),
+            containers: Some(BTreeSet::new()),
+            ..IndexBlock::default()
+        });
+        block.len = offset + len as u64 - block.offset;
+        block.last_seq = seq;
+        block.from_ms = block.from_ms.min(facets.time_ms);
+        block.to_ms = block.to_ms.max(facets.time_ms);
+        add_facet(&mut block.users, facets.user);
+        add_facet(&mut block.routes, facets.route);
+        add_facet(&mut block.decisions, facets.decision);
+        let source = facets.source.map(|ip| ip.to_string());
+        add_facet(&mut block.sources, source.as_deref());
+        add_facet(&mut block.containers, facets.container);
+        active.block_records += 1;
+        if active.block_records >= BLOCK_RECORDS {
+            self.flush_index();
+        }
+    }
+
+    fn flush_index(&mut self) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        active.block_records = 0;
+        let Some(block) = active.block.take() else {
+            return;
+        };
+        let path = index_path(&active.path);
+        let line = serde_json::to_string(&block).map(|mut l| {
+            l.push('\n');
+            l
+        });
+        let written = line.map_err(std::io::Error::other).and_then(|line| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?
+                .write_all(line.as_bytes())
+        });
+        if let Err(e) = written {
+            // The index is a cache: queries scan what it does not cover.
+            tracing::warn!(error = %e, path = %path.display(), "audit index not written");
+        }
+    }
+
+    /// Syncs when due, writes a checkpoint when due (or `now`), rotates by age, applies
+    /// retention.
+    fn housekeeping(&mut self, now: bool) {
+        if self.failure.is_some() && !self.pending.is_empty() {
+            return;
+        }
+        let checkpoint_due = self.since_checkpoint > 0
+            && (now || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval);
+        if checkpoint_due {
+            self.checkpoint();
+        } else if self.dirty && (now || self.last_sync.elapsed() >= self.config.batch_window) {
+            self.sync();
+        }
+        if self.active.is_some()
+            && self.rotation_due()
+            && let Err(e) = self.rotate()
+        {
+            self.fail(&e);
+        }
+        if self
+            .last_retention
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(3600))
+        {
+            self.retention();
+        }
+    }
+
+    fn sync(&mut self) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        match active.file.sync_data() {
+            Ok(()) => {
+                self.dirty = false;
+                self.last_sync = Instant::now();
+                self.shared.metrics.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let error = format!("{}: sync: {e}", active.path.display());
+                self.fail(&error);
+            }
+        }
+    }
+
+    /// Writes and syncs a signed checkpoint vouching for every line so far.
+    fn checkpoint(&mut self) {
+        let snapshot = self.chain.clone();
+        let time = jiff::Timestamp::now().to_string();
+        let line = match self.chain.checkpoint(&self.key, &time) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(error = %e, "audit checkpoint could not be built");
+                return;
+            }
+        };
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        match self.append(&bytes, true) {
+            Ok(_) => {
+                self.recovered();
+                self.dirty = false;
+                self.since_checkpoint = 0;
+                self.last_checkpoint = Instant::now();
+                self.shared
+                    .metrics
+                    .checkpoints
+                    .fetch_add(1, Ordering::Relaxed);
+                self.flush_index();
+            }
+            Err(e) => {
+                self.chain = snapshot;
+                self.fail(&e);
+            }
+        }
+    }
+
+    fn rotation_due(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| {
+            a.len > 0
+                && (a.len >= self.config.rotate_size
+                    || a.opened.elapsed() >= self.config.rotate_interval)
+        })
+    }
+
+    /// Closes the active file with a checkpoint; the next write opens a new one.
+    fn rotate(&mut self) -> Result<(), String> {
+        self.checkpoint();
+        if let Some(error) = &self.failure {
+            return Err(error.clone());
+        }
+        self.active = None;
+        self.retention();
+        Ok(())
+    }
+
+    fn open_new_file(&mut self) -> Result<(), String> {
+        let name = file_name(self.chain.next_seq(), jiff::Timestamp::now());
+        let path = self.config.dir.join(name);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        sync_dir(&self.config.dir).map_err(|e| format!("{}: {e}", self.config.dir.display()))?;
+        self.active = Some(ActiveFile {
+            file,
+            path,
+            len: 0,
+            opened: Instant::now(),
+            block: None,
+            block_records: 0,
+        });
+        Ok(())
+    }
+
+    /// Removes rotated files older than the retention period, and records that it did.
+    fn retention(&mut self) {
+        self.last_retention = Some(Instant::now());
+        let Ok(files) = log_files(&self.config.dir) else {
+            return;
+        };
+        let active = self.active.as_ref().map(|a| a.path.clone());
+        let mut removed = Vec::new();
+        for (i, file) in files.iter().enumerate() {
+            let Some(next) = files.get(i + 1) else { break };
+            if Some(&file.path) == active.as_ref() {
+                continue;
+            }
+            let old = std::fs::metadata(&file.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > self.config.retention);
+            if !old {
+                break;
+            }
+            match std::fs::remove_file(&file.path) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(index_path(&file.path));
+                    removed.push(format!(
+                        "{} (seq {}..{})",
+                        file.path.file_name().unwrap_or_default().to_string_lossy(),
+                        file.first_seq,
+                        next.first_seq.saturating_sub(1)
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %file.path.display(), "retention could not remove an audit file");
+                    break;
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.pending
+                .push_back(Event::Lifecycle(Box::new(LifecycleEvent {
+                    time: jiff::Timestamp::now(),
+                    activity: Lifecycle::AuditLog,
+                    success: true,
+                    message: format!("retention removed {}", removed.join(", ")),
+                })));
+        }
+    }
+}
+
+/// Opens the newest file to continue its chain. A last line without its newline (a write cut
+/// by power loss) is cut off: no reader was ever told it existed.
+fn resume(path: &Path) -> Result<(Chain, Option<ActiveFile>), OpenError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    let len = file.metadata().map_err(io_error(path))?.len();
+    let tail_len = len.min(1 << 20);
+    file.seek(SeekFrom::Start(len - tail_len))
+        .map_err(io_error(path))?;
+    let mut tail = Vec::with_capacity(usize::try_from(tail_len).unwrap_or(0));
+    file.read_to_end(&mut tail).map_err(io_error(path))?;
+    let complete = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None if len > tail_len => return Err(OpenError::Resume(path.to_owned())),
+        None => 0,
+    };
+    let kept = len - tail_len + complete as u64;
+    if kept < len {
+        tracing::warn!(path = %path.display(), bytes = len - kept, "cutting an incomplete last line off the audit log");
+        file.set_len(kept).map_err(io_error(path))?;
+    }
+    let lines = tail.get(..complete).unwrap_or_default();
+    let last = lines
+        .strip_suffix(b"\n")
+        .and_then(|l| l.rsplit(|&b| b == b'\n').next())
+        .filter(|l| !l.is_empty());
+    let chain = match last {
+        Some(line) => std::str::from_utf8(line)
+            .ok()
+            .and_then(Chain::resume_after)
+            .ok_or_else(|| OpenError::Resume(path.to_owned()))?,
+        None => return Ok((Chain::default(), None)),
+    };
+    let active = ActiveFile {
+        file,
+        path: path.to_owned(),
+        len: kept,
+        opened: Instant::now(),
+        block: None,
+        block_records: 0,
+    };
+    Ok((chain, Some(active)))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(dir))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn load_or_create_key(config: &Audit, state_dir: &Path) -> Result<Ed25519KeyPair, OpenError> {
+    let pem = match &config.signing_key {
+        Some(pem) => pem.expose().to_owned(),
+        None => {
+            let path = state_dir.join("audit-signing.pem");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    create_private_dir(state_dir)?;
+                    let pem = generate_key_pem().map_err(OpenError::Key)?;
+                    let mut file = OpenOptions::new()
+                        .create_new(true)
+                        .write(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .map_err(io_error(&path))?;
+                    file.write_all(pem.as_bytes())
+                        .and_then(|()| file.sync_all())
+                        .map_err(io_error(&path))?;
+                    tracing::info!(path = %path.display(), "created the audit checkpoint key");
+                    pem
+                }
+                Err(e) => return Err(io_error(&path)(e)),
+            }
+        }
+    };
+    key_from_pem(&pem)
+}
+
+/// A new Ed25519 key as PKCS#8 PEM (what `sekisho gen-audit-key` prints).
+pub fn generate_key_pem() -> Result<String, String> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?;
+    let body = STANDARD.encode(pkcs8.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    Ok(pem)
+}
+
+/// Parses an Ed25519 PKCS#8 PEM (v1 as openssl writes it, or v2 as ring does).
+pub fn key_from_pem(pem: &str) -> Result<Ed25519KeyPair, OpenError> {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    let der = STANDARD
+        .decode(body)
+        .map_err(|e| OpenError::Key(format!("PEM body is not base64: {e}")))?;
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        .map_err(|e| OpenError::Key(format!("not an Ed25519 PKCS#8 key: {e}")))
+}
+
+/// Hex of the public half of a PEM key.
+pub fn public_key_hex(pem: &str) -> Result<String, OpenError> {
+    Ok(hex(key_from_pem(pem)?.public_key().as_ref()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The key id checkpoints name for `public_key_hex`.
+pub fn key_id_of_hex(public_key_hex: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..public_key_hex.len())
+        .step_by(2)
+        .map(|i| {
+            public_key_hex
+                .get(i..i + 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect();
+    bytes.map(|b| chain::key_id(&b))
+}
+
+#[cfg(test)]
+mod tests;
