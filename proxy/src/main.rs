@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
+use sekisho::audit::{Event, Lifecycle, LifecycleEvent};
 use sekisho::proxy::Proxy;
 use sekisho::server::Listeners;
 
@@ -351,9 +352,16 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({ "event": "listening", "http": http.map(|a| a.to_string()), "https": https.map(|a| a.to_string()) })
         );
-        tracing::info!(?http, ?https, "sekisho listening");
+        tracing::info!(?http, ?https, audit = %proxy.audit().dir().display(), "sekisho listening");
+        proxy.record(lifecycle(
+            Lifecycle::Start,
+            true,
+            format!("sekisho started; http {http:?}, https {https:?}"),
+        ));
         tokio::spawn(watch_config(path.clone(), proxy.clone()));
-        listeners.serve(proxy, timeouts, shutdown_signal()).await;
+        listeners.serve(proxy.clone(), timeouts, shutdown_signal()).await;
+        proxy.record(lifecycle(Lifecycle::Stop, true, "sekisho stopped".into()));
+        proxy.audit().close();
         tracing::info!("sekisho stopped");
         Ok(())
     })
@@ -399,16 +407,39 @@ async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
                     tracing::info!(routes, file = %path.display(), "configuration reloaded")
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "configuration not reloaded; keeping the running routes")
+                    tracing::error!(error = %e, "configuration not reloaded; keeping the running routes");
+                    proxy.record(lifecycle(
+                        Lifecycle::Reload,
+                        false,
+                        format!("configuration not reloaded: {e}"),
+                    ));
                 }
             },
             Err(errors) => {
                 for error in &errors.errors {
                     tracing::error!(%error, "configuration not reloaded; keeping the running routes");
                 }
+                let first = errors.errors.first().map(ToString::to_string).unwrap_or_default();
+                proxy.record(lifecycle(
+                    Lifecycle::Reload,
+                    false,
+                    format!(
+                        "configuration not reloaded ({} errors; first: {first})",
+                        errors.errors.len()
+                    ),
+                ));
             }
         }
     }
+}
+
+fn lifecycle(activity: Lifecycle, success: bool, message: String) -> Event {
+    Event::Lifecycle(Box::new(LifecycleEvent {
+        time: jiff::Timestamp::now(),
+        activity,
+        success,
+        message,
+    }))
 }
 
 async fn shutdown_signal() {

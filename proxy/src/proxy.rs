@@ -20,6 +20,7 @@ use sekisho_config::{Config, Origin, Scheme};
 use serde::{Deserialize, Serialize};
 
 use crate::assertion::{AssertionError, AssertionSigner};
+use crate::audit::{Actor, AuditLog, AuthActivity, Decision, Event, Lifecycle, LifecycleEvent};
 use crate::error::{BoxError, ProxyBody, ProxyError, full, html_escape, page};
 use crate::headers::{
     Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop,
@@ -72,6 +73,9 @@ pub enum StartError {
     /// A `rego` policy rule did not load.
     #[error(transparent)]
     Rego(#[from] policy::RegoError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::writer::OpenError),
     /// An upstream client could not be built.
     #[error("route {route}: {source}")]
     Upstream {
@@ -99,6 +103,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// Whether the listener terminated TLS.
     pub tls: bool,
+    /// The negotiated TLS version (`1.2`, `1.3`), when it did.
+    pub tls_version: Option<&'static str>,
     /// The client certificate presented over mTLS, if any.
     pub client_certificate: Option<ClientCertificate>,
 }
@@ -132,6 +138,7 @@ pub struct Proxy {
     identity_header_names: IdentityHeaderNames,
     sessions: SessionCache,
     request_ids: RequestIds,
+    audit: Arc<AuditLog>,
     /// Operational counters.
     pub counters: Counters,
 }
@@ -220,7 +227,7 @@ enum Authenticated {
     },
     /// A bearer JWT.
     Bearer {
-        identity: Box<Identity>,
+        identity: Arc<Identity>,
         values: IdentityValues,
         token_hash: String,
     },
@@ -238,6 +245,20 @@ impl Authenticated {
         match self {
             Authenticated::Session { session, .. } => &session.values,
             Authenticated::Bearer { values, .. } => values,
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        match self {
+            Authenticated::Session { session, .. } => Actor::Session(session.clone()),
+            Authenticated::Bearer {
+                identity,
+                token_hash,
+                ..
+            } => Actor::Bearer {
+                identity: identity.clone(),
+                token_hash: token_hash.clone(),
+            },
         }
     }
 
@@ -278,6 +299,7 @@ impl Proxy {
             tracing::warn!(malformed, file = %config.session.revocation_file.display(), "skipped malformed revocation entries");
         }
         let routing = Routing::new(&config)?;
+        let audit = Arc::new(AuditLog::open(&config.audit, &config.state_dir)?);
         let oidc = OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?;
         let h = &config.identity_headers;
         let identity_names = [&h.user, &h.email, &h.groups, &h.jwt_assertion]
@@ -306,6 +328,7 @@ impl Proxy {
             identity_header_names,
             sessions: SessionCache::default(),
             request_ids: RequestIds::new(),
+            audit,
             counters: Counters::default(),
             config,
         })
@@ -314,6 +337,19 @@ impl Proxy {
     /// The OpenID relying party (for startup discovery).
     pub fn oidc(&self) -> &OidcProvider {
         &self.oidc
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Records an event that no response waits on (logins, reloads); a refusal is counted by
+    /// the log and reported here.
+    pub fn record(&self, event: Event) {
+        if let Err(e) = self.audit.record(event) {
+            tracing::error!(error = %e, "audit record not kept");
+        }
     }
 
     /// The routing requests start with now.
@@ -336,6 +372,12 @@ impl Proxy {
             );
         }
         let routes = routing.table.routes().len();
+        self.record(Event::Lifecycle(Box::new(LifecycleEvent {
+            time: jiff::Timestamp::now(),
+            activity: Lifecycle::Reload,
+            success: true,
+            message: format!("configuration reloaded: {routes} routes"),
+        })));
         match self.routing.write() {
             Ok(mut slot) => *slot = Arc::new(routing),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(routing),
@@ -349,16 +391,75 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        let started = Instant::now();
+        let time = jiff::Timestamp::now();
         let request_id = self.request_ids.next();
         let browser = is_browser(request.headers());
-        let mut response = match self.process(request, conn, &request_id, browser).await {
-            Ok(response) => response,
-            Err(e) => e.into_response(&request_id, browser),
+        let mut facts = Facts::new(&request, conn, &request_id, self.config.audit.record_query);
+        let mut response = if self.audit.accepting() {
+            match self
+                .process(request, conn, &request_id, browser, &mut facts)
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => {
+                    facts.refused(&e);
+                    e.into_response(&request_id, browser)
+                }
+            }
+        } else {
+            self.audit
+                .metrics()
+                .requests_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let e = ProxyError::Unavailable {
+                detail: "the audit log cannot be written (on_failure: deny)".into(),
+            };
+            facts.refused(&e);
+            e.into_response(&request_id, browser)
         };
+        let event = facts.event(time, started.elapsed(), &response);
+        if let Err(refused) = self.audit.commit(event).await {
+            response = self.unrecorded(refused, response, &request_id, browser, time, started);
+        }
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", id);
         }
         response
+    }
+
+    /// A response whose record could not be made durable: with `on_failure: deny` it is
+    /// replaced by a 503 (whose record waits in the writer's buffer); with `allow` it goes out
+    /// and the writer keeps its record for later.
+    fn unrecorded(
+        &self,
+        refused: crate::audit::Refused,
+        response: Response<ProxyBody>,
+        request_id: &str,
+        browser: bool,
+        time: jiff::Timestamp,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        match self.audit.on_failure() {
+            sekisho_config::OnFailure::Allow => {
+                tracing::warn!(request_id, error = %refused, "response released without a durable audit record (on_failure: allow)");
+                response
+            }
+            sekisho_config::OnFailure::Deny => {
+                self.audit
+                    .metrics()
+                    .requests_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(request_id, error = %refused, "response withheld: its audit record could not be written (on_failure: deny)");
+                let e = ProxyError::Unavailable {
+                    detail: format!("audit record not written: {refused}"),
+                };
+                let _ = self
+                    .audit
+                    .record(Facts::withheld(request_id, &e, time, started));
+                e.into_response(request_id, browser)
+            }
+        }
     }
 
     async fn process<B>(
@@ -367,6 +468,7 @@ impl Proxy {
         conn: Connection,
         request_id: &str,
         browser: bool,
+        facts: &mut Facts,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -374,10 +476,12 @@ impl Proxy {
     {
         // Phase: normalise.
         let target = self.target(&request, conn)?;
+        facts.target(&target);
         let routing = self.routing();
 
         // Phase: sekisho's own endpoints.
         if target.path == JWKS_PATH {
+            facts.decision = Decision::Allow;
             return Ok(self.jwks_response());
         }
         if target.path.starts_with("/.sekisho/") {
@@ -387,10 +491,17 @@ impl Proxy {
             {
                 return Err(ProxyError::NoRoute);
             }
+            facts.decision = Decision::Allow;
             return match target.path.as_str() {
-                CALLBACK_PATH => self.callback(&request, &target).await,
-                LOGIN_PATH => self.explicit_login(&request, &target).await,
-                LOGOUT_PATH => self.logout(&request, &target).await,
+                CALLBACK_PATH => {
+                    let outcome = self.callback(&request, &target, facts).await;
+                    if let Err(e) = &outcome {
+                        self.record(facts.auth(AuthActivity::Login, false, Some(e.to_string()), None, None));
+                    }
+                    outcome
+                }
+                LOGIN_PATH => self.explicit_login(&request, &target, facts).await,
+                LOGOUT_PATH => self.logout(&request, &target, facts).await,
                 SIGNED_OUT_PATH => Ok(signed_out_page(request_id)),
                 _ => Err(ProxyError::NoRoute),
             };
@@ -404,7 +515,10 @@ impl Proxy {
             request.method(),
             &target.path,
         ) {
-            Match::Found(index, route) => (index, route),
+            Match::Found(index, route) => {
+                facts.route = Some(Arc::from(route.id.as_str()));
+                (index, route)
+            }
             Match::MethodNotAllowed => return Err(ProxyError::MethodNotAllowed),
             Match::NoRoute => return Err(ProxyError::NoRoute),
         };
@@ -419,8 +533,9 @@ impl Proxy {
         let codec = self.codec(target.scheme);
         let mut set_cookies: Vec<HeaderValue> = Vec::new();
         let auth = self
-            .authenticate(request.headers(), codec, &mut set_cookies)
+            .authenticate(request.headers(), codec, &mut set_cookies, facts)
             .await?;
+        facts.actor = auth.as_ref().map(Authenticated::actor);
 
         // Phase: authorize.
         let input = policy::Input {
@@ -434,20 +549,35 @@ impl Proxy {
             now: jiff::Timestamp::now(),
         };
         let decision = policy::decide(&route.policy, &input, &routing.rego);
+        let explanation = decision.explanation();
         let allowed = match (decision.effect, route.mode) {
             (Effect::Allow, _) => true,
             // Report mode never lets an unauthenticated request through a policy that denies it.
             (Effect::Deny, PolicyMode::Report) if auth.is_some() => {
-                tracing::warn!(request_id, route = %route.id, explanation = %decision.explanation(), "report-only policy would deny");
+                tracing::warn!(request_id, route = %route.id, explanation = %explanation, "report-only policy would deny");
+                facts.report_only_deny = true;
                 true
             }
             (Effect::Deny, _) => false,
         };
+        facts.policy = Some(Arc::from(route.policy.path.as_str()));
+        facts.rule = Some(explanation);
+        facts.decision = if allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        };
         if !allowed {
             let Some(auth) = &auth else {
-                return self
+                let response = self
                     .challenge(&request, &target, request_id, browser, set_cookies)
-                    .await;
+                    .await?;
+                facts.decision = if response.status().is_redirection() {
+                    Decision::Login
+                } else {
+                    Decision::Unauthenticated
+                };
+                return Ok(response);
             };
             tracing::info!(request_id, route = %route.id, sub = %auth.identity().sub, explanation = %decision.explanation(), "denied");
             let reason = if route.show_error_details {
@@ -496,6 +626,7 @@ impl Proxy {
             detail: "route has no targets".into(),
         })?;
         let uri = target_url.uri_for(&target.path, request.uri().query())?;
+        facts.upstream = target_url.host.to_str().ok().map(str::to_owned);
         let (mut parts, body) = request.into_parts();
         parts.uri = uri;
         let keep_te_trailers = route.upstream_http2
@@ -657,6 +788,7 @@ impl Proxy {
         headers: &HeaderMap,
         codec: &CookieCodec,
         set_cookies: &mut Vec<HeaderValue>,
+        facts: &Facts,
     ) -> Result<Option<Authenticated>, ProxyError> {
         let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
         let authorization = authorizations.next();
@@ -676,7 +808,7 @@ impl Proxy {
                 return match self.oidc.verify_bearer(token).await {
                     Ok(identity) => Ok(Some(Authenticated::Bearer {
                         values: IdentityValues::new(&identity),
-                        identity: Box::new(identity),
+                        identity: Arc::new(identity),
                         token_hash: crate::session::sid_hash(token),
                     })),
                     Err(OidcError::Unavailable | OidcError::Discovery(_)) => {
@@ -688,6 +820,13 @@ impl Proxy {
                         self.counters
                             .rejected_tokens
                             .fetch_add(1, Ordering::Relaxed);
+                        self.record(facts.auth(
+                            AuthActivity::CredentialRejected,
+                            false,
+                            Some(format!("bearer token rejected: {e}")),
+                            None,
+                            Some(crate::session::sid_hash(token)),
+                        ));
                         Err(ProxyError::Unauthenticated {
                             detail: e.to_string(),
                             invalid_token: true,
@@ -704,6 +843,13 @@ impl Proxy {
                     .invalid_cookies
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%rejection, "session cookie refused");
+                self.record(facts.auth(
+                    AuthActivity::CredentialRejected,
+                    false,
+                    Some(format!("session cookie rejected: {rejection}")),
+                    None,
+                    None,
+                ));
                 set_cookies.extend(codec.clear());
                 return Ok(None);
             }
@@ -733,8 +879,24 @@ impl Proxy {
                 )
                 .await
             {
-                RefreshOutcome::Refreshed(state) => fresh = Some(*state),
+                RefreshOutcome::Refreshed(state) => {
+                    self.record(facts.auth(
+                        AuthActivity::Refresh,
+                        true,
+                        None,
+                        Some(Arc::new(state.identity.clone())),
+                        Some(session.sid_hash.clone()),
+                    ));
+                    fresh = Some(*state);
+                }
                 RefreshOutcome::Ended => {
+                    self.record(facts.auth(
+                        AuthActivity::Refresh,
+                        false,
+                        Some("the provider refused the refresh; session ended".into()),
+                        Some(Arc::new(session.state.identity.clone())),
+                        Some(session.sid_hash.clone()),
+                    ));
                     set_cookies.extend(codec.clear());
                     return Ok(None);
                 }
@@ -929,6 +1091,7 @@ impl Proxy {
         &self,
         request: &Request<B>,
         target: &Target,
+        facts: &Facts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let refuse = |detail: &str| {
             self.counters
@@ -1002,6 +1165,13 @@ impl Proxy {
             id_token: tokens.id_token,
         };
         tracing::info!(sub = %session.identity.sub, sid = %session.sid_hash(), "login");
+        self.record(facts.auth(
+            AuthActivity::Login,
+            true,
+            None,
+            Some(Arc::new(session.identity.clone())),
+            Some(session.sid_hash()),
+        ));
         let mut cookies = codec
             .write(
                 &self.sealer,
@@ -1033,6 +1203,7 @@ impl Proxy {
         &self,
         request: &Request<B>,
         target: &Target,
+        facts: &Facts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let rd = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "rd")
@@ -1048,7 +1219,7 @@ impl Proxy {
         let codec = self.codec(target.scheme);
         let mut ignored = Vec::new();
         if self
-            .authenticate(request.headers(), codec, &mut ignored)
+            .authenticate(request.headers(), codec, &mut ignored, facts)
             .await?
             .is_some()
         {
@@ -1078,6 +1249,7 @@ impl Proxy {
         &self,
         request: &Request<B>,
         target: &Target,
+        facts: &Facts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let codec = self.codec(target.scheme);
         let session = codec.read(&self.sealer, request.headers()).ok();
@@ -1089,6 +1261,13 @@ impl Proxy {
                 })?;
             self.signer.forget(&state.sid_hash());
             tracing::info!(sub = %state.identity.sub, sid = %state.sid_hash(), "logout");
+            self.record(facts.auth(
+                AuthActivity::Logout,
+                true,
+                None,
+                Some(Arc::new(state.identity.clone())),
+                Some(state.sid_hash()),
+            ));
         }
         let post_logout = match &self.config.oidc.post_logout_redirect_uri {
             Some(url) => url.to_string(),
@@ -1112,6 +1291,9 @@ impl Proxy {
         Ok(URL_SAFE_NO_PAD.encode(bytes))
     }
 }
+
+mod facts;
+use facts::Facts;
 
 /// The refresh-cache key of the session cookie a request presented: the session id's hash and a
 /// digest of the sealed cookie value(s). Every sealing draws a fresh nonce, so a re-issued

@@ -172,6 +172,7 @@ async fn accept_loop(
             let conn = Connection {
                 peer,
                 tls: tls.is_some(),
+                tls_version: None,
                 client_certificate: None,
             };
             let service = move |conn: Connection| {
@@ -208,6 +209,7 @@ async fn accept_loop(
                     };
                     let service = service(Connection {
                         client_certificate: client_certificate(&stream),
+                        tls_version: tls_version(&stream),
                         ..conn
                     });
                     let connection =
@@ -354,6 +356,17 @@ fn client_certificate(
         fingerprint: sha256(leaf.as_ref())?,
         spki_hash: sha256(spki.as_ref())?,
     })
+}
+
+/// The negotiated TLS version, as audit records write it.
+fn tls_version(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) -> Option<&'static str> {
+    match stream.get_ref().1.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => Some("1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("1.2"),
+        _ => Some("other"),
+    }
 }
 
 /// DNS names (SAN) of a certificate's leaf.
