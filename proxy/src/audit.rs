@@ -12,4 +12,4 @@ pub use record::{
     Actor, AuthActivity, AuthEvent, Container, Decision, Event, HttpEvent, Lifecycle,
     LifecycleEvent, Query,
 };
-pub use writer::{AuditLog, Refused};
+pub use writer::{AuditLog, Refused, Unrecorded};

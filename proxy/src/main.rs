@@ -419,7 +419,11 @@ async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
                 for error in &errors.errors {
                     tracing::error!(%error, "configuration not reloaded; keeping the running routes");
                 }
-                let first = errors.errors.first().map(ToString::to_string).unwrap_or_default();
+                let first = errors
+                    .errors
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 proxy.record(lifecycle(
                     Lifecycle::Reload,
                     false,

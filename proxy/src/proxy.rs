@@ -16,11 +16,13 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::BodyExt as _;
 use sekisho_config::policy::PolicyMode;
-use sekisho_config::{Config, Origin, Scheme};
+use sekisho_config::{Config, OnFailure, Origin, Scheme};
 use serde::{Deserialize, Serialize};
 
 use crate::assertion::{AssertionError, AssertionSigner};
-use crate::audit::{Actor, AuditLog, AuthActivity, Decision, Event, Lifecycle, LifecycleEvent};
+use crate::audit::{
+    Actor, AuditLog, AuthActivity, Decision, Event, Lifecycle, LifecycleEvent, Unrecorded,
+};
 use crate::error::{BoxError, ProxyBody, ProxyError, full, html_escape, page};
 use crate::headers::{
     Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop,
@@ -419,8 +421,8 @@ impl Proxy {
             e.into_response(&request_id, browser)
         };
         let event = facts.event(time, started.elapsed(), &response);
-        if let Err(refused) = self.audit.commit(event).await {
-            response = self.unrecorded(refused, response, &request_id, browser, time, started);
+        if let Err(unrecorded) = self.audit.commit(event).await {
+            response = self.unrecorded(unrecorded, response, &request_id, browser);
         }
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", id);
@@ -429,35 +431,44 @@ impl Proxy {
     }
 
     /// A response whose record could not be made durable: with `on_failure: deny` it is
-    /// replaced by a 503 (whose record waits in the writer's buffer); with `allow` it goes out
-    /// and the writer keeps its record for later.
+    /// replaced by a 503, and the record, rewritten to say so, waits in the writer's buffer;
+    /// with `allow` the response goes out and the record waits as it is.
     fn unrecorded(
         &self,
-        refused: crate::audit::Refused,
+        unrecorded: Unrecorded,
         response: Response<ProxyBody>,
         request_id: &str,
         browser: bool,
-        time: jiff::Timestamp,
-        started: Instant,
     ) -> Response<ProxyBody> {
+        let Unrecorded { reason, event } = unrecorded;
         match self.audit.on_failure() {
-            sekisho_config::OnFailure::Allow => {
-                tracing::warn!(request_id, error = %refused, "response released without a durable audit record (on_failure: allow)");
+            OnFailure::Allow => {
+                tracing::warn!(request_id, error = %reason, "response released before its audit record was durable (on_failure: allow)");
+                if let Some(event) = event {
+                    self.record(event);
+                }
                 response
             }
-            sekisho_config::OnFailure::Deny => {
+            OnFailure::Deny => {
                 self.audit
                     .metrics()
                     .requests_refused
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(request_id, error = %refused, "response withheld: its audit record could not be written (on_failure: deny)");
+                tracing::error!(request_id, error = %reason, "response withheld: its audit record could not be written (on_failure: deny)");
                 let e = ProxyError::Unavailable {
-                    detail: format!("audit record not written: {refused}"),
+                    detail: format!("audit record not written: {reason}"),
                 };
-                let _ = self
-                    .audit
-                    .record(Facts::withheld(request_id, &e, time, started));
-                e.into_response(request_id, browser)
+                let replacement = e.into_response(request_id, browser);
+                if let Some(Event::Http(mut event)) = event {
+                    event.status = replacement.status().as_u16();
+                    event.decision = Decision::Error;
+                    event.detail = Some(format!(
+                        "response withheld: audit record not written ({reason})"
+                    ));
+                    event.bytes_out = None;
+                    self.record(Event::Http(event));
+                }
+                replacement
             }
         }
     }
@@ -496,7 +507,13 @@ impl Proxy {
                 CALLBACK_PATH => {
                     let outcome = self.callback(&request, &target, facts).await;
                     if let Err(e) = &outcome {
-                        self.record(facts.auth(AuthActivity::Login, false, Some(e.to_string()), None, None));
+                        self.record(facts.auth(
+                            AuthActivity::Login,
+                            false,
+                            Some(e.to_string()),
+                            None,
+                            None,
+                        ));
                     }
                     outcome
                 }

@@ -129,6 +129,21 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Asks the child to stop (SIGTERM) and waits until it has exited.
+    pub async fn terminate(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "kill -TERM {pid} failed");
+        }
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit after SIGTERM", self.name))
+            .expect("waiting for the child");
+    }
+
     /// Stops the child (SIGKILL) and waits for it.
     pub async fn stop(&mut self) {
         let _ = self.child.start_kill();
@@ -484,6 +499,76 @@ impl Proxy {
     pub fn logs(&self) -> String {
         self.process.logs()
     }
+
+    /// The `state_dir` of this instance.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// The default audit directory (`{state_dir}/audit`).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.state_dir().join("audit")
+    }
+
+    /// Kills the proxy with SIGKILL (a crash), leaving its files as they are.
+    pub async fn kill(&mut self) {
+        self.process.stop().await;
+    }
+
+    /// Stops the proxy gracefully (SIGTERM) and waits until it has exited.
+    pub async fn terminate(&mut self) {
+        self.process.terminate().await;
+    }
+
+    /// Starts the proxy again after [`Self::kill`] or [`Self::terminate`] (new ports).
+    pub async fn start_again(&mut self) {
+        let (process, ready) = Self::spawn_process(&self.dir).await;
+        self.process = process;
+        self.apply_ready(&ready);
+    }
+}
+
+/// Every line of the audit log files in `dir`, oldest file first, parsed.
+pub fn audit_records(dir: &Path) -> Vec<Value> {
+    audit_files(dir)
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file)
+                .expect("reading an audit file")
+                .lines()
+                .map(|line| serde_json::from_str::<Value>(line).expect("audit line is JSON"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The audit log files in `dir`, oldest first.
+pub fn audit_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("reading the audit directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `sekisho audit verify` over `dir` with its published key; (exit success, stdout).
+pub fn audit_verify(dir: &Path) -> (bool, String) {
+    let output = std::process::Command::new(sekisho_binary())
+        .args(["audit", "verify", "--public-key"])
+        .arg(dir.join("audit-signing.pub"))
+        .args(audit_files(dir))
+        .output()
+        .expect("running sekisho audit verify");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
 }
 
 fn unique() -> u64 {

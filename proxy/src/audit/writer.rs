@@ -116,7 +116,19 @@ struct Shared {
     last_error: Mutex<Option<String>>,
 }
 
-type Waiter = tokio::sync::oneshot::Sender<bool>;
+/// Where a strict-mode request learns the fate of its record: written, or handed back.
+type Waiter = tokio::sync::oneshot::Sender<Result<(), Event>>;
+
+/// A record that could not be made durable, handed back to the request so that it can record
+/// what really happened (a 503 instead of the response, with `on_failure: deny`).
+#[derive(Debug)]
+pub struct Unrecorded {
+    /// Why.
+    pub reason: Refused,
+    /// The event, when the writer gave it back (not after a timeout: then the writer still
+    /// holds it and writes it when it can).
+    pub event: Option<Event>,
+}
 
 enum Message {
     Event(Event, Option<Waiter>),
@@ -234,12 +246,21 @@ impl AuditLog {
         self.on_failure
     }
 
-    fn send(&self, message: Message) -> Result<(), Refused> {
-        let guard = self.tx.lock().map_err(|_| Refused::Closed)?;
-        let tx = guard.as_ref().ok_or(Refused::Closed)?;
-        match tx.try_send(message) {
+    /// Hands `event` to the writer; gives it back when the channel is full or closed.
+    fn send(&self, event: Event, waiter: Option<Waiter>) -> Result<(), Unrecorded> {
+        let closed = |event| Unrecorded {
+            reason: Refused::Closed,
+            event: Some(event),
+        };
+        let Ok(guard) = self.tx.lock() else {
+            return Err(closed(event));
+        };
+        let Some(tx) = guard.as_ref() else {
+            return Err(closed(event));
+        };
+        match tx.try_send(Message::Event(event, waiter)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(message)) => {
                 self.shared
                     .metrics
                     .queue_full
@@ -248,30 +269,49 @@ impl AuditLog {
                     .metrics
                     .records_dropped
                     .fetch_add(1, Ordering::Relaxed);
-                Err(Refused::QueueFull)
+                Err(Unrecorded {
+                    reason: Refused::QueueFull,
+                    event: match message {
+                        Message::Event(event, _) => Some(event),
+                        Message::Flush(_) => None,
+                    },
+                })
             }
-            Err(TrySendError::Disconnected(_)) => Err(Refused::Closed),
+            Err(TrySendError::Disconnected(_)) => Err(Unrecorded {
+                reason: Refused::Closed,
+                event: None,
+            }),
         }
     }
 
     /// Queues an event without waiting (batched durability, and events no response waits on).
+    /// A full queue loses the event (counted in `records_dropped`).
     pub fn record(&self, event: Event) -> Result<(), Refused> {
-        self.send(Message::Event(event, None))
+        self.send(event, None).map_err(|u| u.reason)
     }
 
     /// Records an event the way the durability mode asks: in strict mode returns once it is on
-    /// disk (or failed), in batched mode once it is queued.
-    pub async fn commit(&self, event: Event) -> Result<(), Refused> {
+    /// disk, in batched mode once it is queued; otherwise hands it back with the reason.
+    pub async fn commit(&self, event: Event) -> Result<(), Unrecorded> {
         if self.durability == Durability::Batched {
-            return self.record(event);
+            return self.send(event, None);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Message::Event(event, Some(tx)))?;
+        self.send(event, Some(tx))?;
         match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(Refused::Failing),
-            Ok(Err(_)) => Err(Refused::Closed),
-            Err(_) => Err(Refused::Failing),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(event))) => Err(Unrecorded {
+                reason: Refused::Failing,
+                event: Some(event),
+            }),
+            Ok(Err(_)) => Err(Unrecorded {
+                reason: Refused::Closed,
+                event: None,
+            }),
+            Err(_) => Err(Unrecorded {
+                reason: Refused::Failing,
+                event: None,
+            }),
         }
     }
 
@@ -556,7 +596,7 @@ impl Writer {
                     );
                     line_start = end;
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(true);
+                        let _ = waiter.send(Ok(()));
                     }
                 }
                 self.since_checkpoint += ends.len() as u64;
@@ -574,13 +614,16 @@ impl Writer {
         }
     }
 
-    /// A batch that could not be written: strict waiters learn it (the request decides: 503,
-    /// or a new record), the rest wait for the next attempt.
+    /// A batch that could not be written: strict waiters get their event back (the request
+    /// records what really happened), the rest wait for the next attempt.
     fn refuse(&mut self, batch: Vec<(Event, Option<Waiter>)>) {
         for (event, waiter) in batch {
             match waiter {
                 Some(waiter) => {
-                    let _ = waiter.send(false);
+                    if let Err(Err(event)) = waiter.send(Err(event)) {
+                        // The request stopped waiting (timeout): keep the record.
+                        self.keep_pending(event);
+                    }
                 }
                 None => self.keep_pending(event),
             }

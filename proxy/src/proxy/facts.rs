@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, Version};
@@ -162,24 +162,6 @@ impl Facts {
             bytes_out: content_length(response.headers()),
             latency,
             container: None,
-        }))
-    }
-
-    /// A minimal record for a response withheld because its own record failed.
-    pub(crate) fn withheld(
-        request_id: &str,
-        error: &ProxyError,
-        time: jiff::Timestamp,
-        started: Instant,
-    ) -> Event {
-        Event::Lifecycle(Box::new(crate::audit::LifecycleEvent {
-            time,
-            activity: crate::audit::Lifecycle::AuditLog,
-            success: false,
-            message: format!(
-                "response to request {request_id} withheld after {} ms: {error}",
-                started.elapsed().as_millis()
-            ),
         }))
     }
 

@@ -1,0 +1,439 @@
+//! The audit log end to end: what real requests, logins and denials leave in it, a kill -9
+//! under strict-mode load, and a full disk (a small tmpfs the test mounts) with both
+//! `on_failure` modes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests panic with context"
+)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sekisho_tests::{
+    Agent, Idp, IdpOptions, audit_records, audit_verify, no_redirect_client, stack,
+};
+use serde_json::Value;
+
+const POLICIES: &str =
+    "policies:\n  admins-only:\n    allow:\n      and:\n        - groups: {has: admins}\n";
+const ROUTES: &str = "  - id: admin\n    from: http://127.0.0.1/admin\n    to: http://{echo}\n    policy: admins-only\n\
+                      \x20 - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n";
+
+async fn bearer(idp: &Idp, sub: &str) -> String {
+    idp.token(&[
+        ("sub", sub),
+        ("aud", "sekisho"),
+        ("alg", "ES256"),
+        ("ttl", "600"),
+    ])
+    .await
+}
+
+fn request_id(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn record_of<'a>(records: &'a [Value], id: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["class_uid"] == 4002 && r["http_request"]["uid"] == id)
+        .unwrap_or_else(|| panic!("no HTTP record for request {id}"))
+}
+
+#[tokio::test]
+async fn decisions_logins_and_rejections_are_recorded_and_the_log_verifies() {
+    let (idp, _echo, mut proxy) = stack(IdpOptions::default(), "RS256", |o| {
+        o.routes_yaml = ROUTES.into();
+        o.extra_yaml = POLICIES.into();
+    })
+    .await;
+    let base = proxy.base();
+
+    // alice logs in through the browser flow and reaches /admin.
+    let alice = Agent::new();
+    let login = alice
+        .login(
+            &format!("{base}/admin/panel?token=s3cret"),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await;
+    let allowed = alice.api(&login.landed).await;
+    assert_eq!(allowed.status(), 200);
+    let allowed_id = request_id(&allowed);
+
+    // bob logs in and is denied.
+    let bob = Agent::new();
+    let login = bob
+        .login(&format!("{base}/admin/panel"), &idp.issuer, "bob", "bob-pw")
+        .await;
+    let denied = bob.api(&login.landed).await;
+    assert_eq!(denied.status(), 403);
+    let denied_id = request_id(&denied);
+
+    // A program without credentials, and one with a forged token.
+    let anonymous = no_redirect_client()
+        .get(format!("{base}/admin/x"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let anonymous_id = request_id(&anonymous);
+    let token = bearer(&idp, "alice").await;
+    // Change one signature character well inside the signature (the last one carries padding
+    // bits).
+    let at = token.len() - 10;
+    let swapped = if &token[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+    let rejected = no_redirect_client()
+        .get(format!("{base}/admin/x"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 401);
+
+    let logout = alice.browse(&format!("{base}/.sekisho/logout")).await;
+    assert!(logout.status().is_redirection());
+
+    proxy.terminate().await;
+    let dir = proxy.audit_dir();
+    let (ok, report) = audit_verify(&dir);
+    assert!(ok, "a cleanly stopped log verifies fully: {report}");
+    let records = audit_records(&dir);
+
+    let allow = record_of(&records, &allowed_id);
+    assert_eq!(allow["unmapped"]["decision"], "allow");
+    assert_eq!(allow["unmapped"]["route"], "admin");
+    assert_eq!(allow["actor"]["user"]["email_addr"], "alice@example.com");
+    assert!(
+        allow["actor"]["user"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "admins")
+    );
+    assert_eq!(allow["actor"]["session"]["credential_uid"], "session");
+    assert_eq!(allow["http_response"]["code"], 200);
+    assert_eq!(allow["http_request"]["url"]["path"], "/admin/panel");
+    assert_eq!(
+        allow["http_request"]["url"]["query_string"], "[redacted]",
+        "query strings are redacted by default"
+    );
+    assert!(
+        allow["unmapped"]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("policies.admins-only"),
+        "{allow}"
+    );
+    assert!(allow["dst_endpoint"]["port"].as_u64().is_some());
+    assert_eq!(allow["src_endpoint"]["ip"], "127.0.0.1");
+
+    let deny = record_of(&records, &denied_id);
+    assert_eq!(deny["unmapped"]["decision"], "deny");
+    assert_eq!(deny["actor"]["user"]["email_addr"], "bob@example.com");
+    assert_eq!(deny["http_response"]["code"], 403);
+    assert_eq!(deny["action"], "Denied");
+    assert!(
+        deny["actor"]["authorizations"][0]["policy"]["desc"]
+            .as_str()
+            .unwrap()
+            .contains("admins"),
+        "{deny}"
+    );
+
+    let anon = record_of(&records, &anonymous_id);
+    assert_eq!(anon["unmapped"]["decision"], "unauthenticated");
+    assert!(anon.get("actor").is_none());
+
+    let auth: Vec<&Value> = records.iter().filter(|r| r["class_uid"] == 3002).collect();
+    let has = |event: &str, user: &str, success: bool| {
+        auth.iter().any(|r| {
+            r["unmapped"]["event"] == event
+                && r["status_id"] == if success { 1 } else { 2 }
+                && (user.is_empty() || r["user"]["email_addr"] == user)
+        })
+    };
+    assert!(has("login", "alice@example.com", true), "{auth:#?}");
+    assert!(has("login", "bob@example.com", true));
+    assert!(has("logout", "alice@example.com", true));
+    assert!(has("credential_rejected", "", false));
+    let lifecycle: Vec<&str> = records
+        .iter()
+        .filter(|r| r["class_uid"] == 6002)
+        .map(|r| r["unmapped"]["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(lifecycle, ["start", "stop"]);
+
+    // Nothing secret is in the log.
+    let text = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(!text.contains(&token[..40]), "bearer token in the log");
+    assert!(!text.contains("s3cret"), "query string in the log");
+    for cookie in alice.cookies().values() {
+        assert!(!text.contains(cookie.as_str()), "session cookie in the log");
+    }
+
+    // Tampering is found: change alice's decision in place.
+    let files = sekisho_tests::audit_files(&dir);
+    let victim = files
+        .iter()
+        .find(|f| std::fs::read_to_string(f).unwrap().contains(&allowed_id))
+        .unwrap();
+    let original = std::fs::read_to_string(victim).unwrap();
+    let tampered = original.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1);
+    assert_ne!(tampered, original);
+    std::fs::write(victim, tampered).unwrap();
+    let (ok, report) = audit_verify(&dir);
+    assert!(!ok && report.contains("BROKEN"), "{report}");
+}
+
+/// Sends requests from `loops` concurrent tasks until stopped, collecting the request id of
+/// every response that came back.
+fn load(
+    url: String,
+    token: String,
+    loops: usize,
+    received: Arc<Mutex<Vec<(u16, String)>>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..loops)
+        .map(|_| {
+            let (url, token, received, stop) =
+                (url.clone(), token.clone(), received.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = no_redirect_client();
+                while !*stop.borrow() {
+                    match client.get(&url).bearer_auth(&token).send().await {
+                        Ok(response) => {
+                            let id = request_id(&response);
+                            let status = response.status().as_u16();
+                            if response.bytes().await.is_ok() {
+                                received.lock().unwrap().push((status, id));
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kill_9_under_strict_load_leaves_a_verifiable_log_with_every_answered_request() {
+    let (idp, _echo, mut proxy) = stack(IdpOptions::default(), "RS256", |o| {
+        o.extra_yaml = "audit:\n  durability: strict\n".into();
+    })
+    .await;
+    let token = bearer(&idp, "alice").await;
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = load(
+        format!("{}/load", proxy.base()),
+        token,
+        8,
+        received.clone(),
+        stop_rx,
+    );
+    sekisho_tests::eventually("400 answered requests", || {
+        let n = received.lock().unwrap().len();
+        async move { n >= 400 }
+    })
+    .await;
+    proxy.kill().await;
+    for task in tasks {
+        task.await.unwrap();
+    }
+    drop(stop_tx);
+    let answered = received.lock().unwrap().clone();
+    assert!(answered.iter().all(|(status, _)| *status == 200));
+
+    let dir = proxy.audit_dir();
+    let (_, report) = audit_verify(&dir);
+    assert!(
+        !report.contains("BROKEN"),
+        "the chain survives kill -9: {report}"
+    );
+    let recorded: HashSet<String> = audit_records(&dir)
+        .iter()
+        .filter_map(|r| r["http_request"]["uid"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = answered
+        .iter()
+        .map(|(_, id)| id)
+        .filter(|id| !recorded.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "strict mode: {} of {} answered requests have no record: {missing:?}",
+        missing.len(),
+        answered.len()
+    );
+
+    // The next start signs what the crash left unsigned (and a clean stop signs the rest).
+    proxy.start_again().await;
+    proxy.terminate().await;
+    let (ok, report) = audit_verify(&dir);
+    assert!(ok, "after restart the log verifies fully: {report}");
+}
+
+/// A small tmpfs the test mounts (as root) and removes.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the test suite runs as root, like the eBPF tests)"
+        );
+        Tmpfs(dir)
+    }
+
+    /// Fills the file system; returns the filler's path.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.write_all(&[0u8]);
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+async fn disk_full_stack(
+    on_failure: &str,
+    audit: &Path,
+) -> (Idp, sekisho_tests::echo::Echo, sekisho_tests::Proxy) {
+    let yaml = format!(
+        "audit:\n  dir: {}\n  durability: strict\n  on_failure: {on_failure}\n",
+        audit.display()
+    );
+    stack(IdpOptions::default(), "RS256", move |o| o.extra_yaml = yaml).await
+}
+
+async fn status_and_id(url: &str, token: &str) -> (u16, String) {
+    let response = no_redirect_client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), request_id(&response))
+}
+
+#[tokio::test]
+async fn a_full_disk_with_on_failure_deny_refuses_requests_until_space_returns() {
+    let tmpfs = Tmpfs::mount("256k");
+    let audit = tmpfs.0.join("audit");
+    let (idp, _echo, mut proxy) = disk_full_stack("deny", &audit).await;
+    let token = bearer(&idp, "alice").await;
+    let url = format!("{}/x", proxy.base());
+    assert_eq!(status_and_id(&url, &token).await.0, 200);
+
+    let filler = tmpfs.fill();
+    let mut answered_ok = Vec::new();
+    let mut refused = None;
+    for _ in 0..200 {
+        let (status, id) = status_and_id(&url, &token).await;
+        match status {
+            200 => answered_ok.push(id),
+            503 => {
+                refused = Some(id);
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let refused = refused.expect("with the disk full, requests are refused with 503");
+    // While the writer fails, every new request is refused at once.
+    assert_eq!(status_and_id(&url, &token).await.0, 503);
+    assert!(proxy.logs().contains("audit log cannot be written"));
+
+    std::fs::remove_file(filler).unwrap();
+    sekisho_tests::eventually("requests are served again", || {
+        let (url, token) = (url.clone(), token.clone());
+        async move { status_and_id(&url, &token).await.0 == 200 }
+    })
+    .await;
+    proxy.terminate().await;
+    let (ok, report) = audit_verify(&audit);
+    assert!(ok, "{report}");
+    let records = audit_records(&audit);
+    for id in &answered_ok {
+        record_of(&records, id);
+    }
+    // The withheld response is recorded as what the client got, once the disk takes records.
+    let refusal = record_of(&records, &refused);
+    assert_eq!(refusal["http_response"]["code"], 503);
+    assert_eq!(refusal["unmapped"]["decision"], "error");
+    assert!(
+        refusal["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("audit record not written"),
+        "{refusal}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_with_on_failure_allow_keeps_serving_and_writes_the_records_later() {
+    let tmpfs = Tmpfs::mount("256k");
+    let audit = tmpfs.0.join("audit");
+    let (idp, _echo, mut proxy) = disk_full_stack("allow", &audit).await;
+    let token = bearer(&idp, "alice").await;
+    let url = format!("{}/x", proxy.base());
+    let filler = tmpfs.fill();
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let (status, id) = status_and_id(&url, &token).await;
+        assert_eq!(status, 200, "on_failure: allow keeps serving");
+        ids.push(id);
+    }
+    assert!(proxy.logs().contains("audit log cannot be written"));
+    std::fs::remove_file(filler).unwrap();
+    proxy.terminate().await;
+    let (ok, report) = audit_verify(&audit);
+    assert!(ok, "{report}");
+    let records = audit_records(&audit);
+    for id in &ids {
+        record_of(&records, id);
+    }
+}
