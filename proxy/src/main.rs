@@ -62,10 +62,52 @@ enum AuditCommand {
         /// The files do not start at the beginning of the log (the first is a later rotation).
         #[arg(long)]
         mid_chain: bool,
-        /// Audit log files, oldest first.
+        /// Audit log files, oldest first, or directories (all their log files, in order).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Search the audit log: `--since 1h --user alice@example.com --decision deny`.
+    Query(Box<AuditQuery>),
+}
+
+#[derive(clap::Args)]
+struct AuditQuery {
+    /// Configuration file (the log is in its `audit.dir`).
+    #[arg(short, long, conflicts_with = "dir", required_unless_present = "dir")]
+    config: Option<PathBuf>,
+    /// The audit directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Records from this long ago (`90m`, `1h`, `7d`) or this RFC 3339 time on.
+    #[arg(long)]
+    since: Option<String>,
+    /// Records before this time (same forms as `--since`).
+    #[arg(long)]
+    until: Option<String>,
+    /// The user: email (or subject).
+    #[arg(long)]
+    user: Option<String>,
+    /// allow, deny, login, unauthenticated, error; or logout, refresh, credential_rejected.
+    #[arg(long)]
+    decision: Option<String>,
+    /// Route id.
+    #[arg(long)]
+    route: Option<String>,
+    /// Client address.
+    #[arg(long)]
+    source: Option<String>,
+    /// Container id.
+    #[arg(long)]
+    container: Option<String>,
+    /// Request id (`X-Request-Id`).
+    #[arg(long)]
+    request_id: Option<String>,
+    /// Show at most this many (the newest).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// `table` (one line per record) or `json` (JSON lines, the records as written).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +174,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Audit(AuditCommand::Query(query)) => match audit_query(&query) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Audit(AuditCommand::Verify {
             public_key,
             mid_chain,
@@ -176,11 +225,71 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<sekisho_config::Config>
     sekisho_config::load(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
 }
 
+fn audit_query(query: &AuditQuery) -> anyhow::Result<ExitCode> {
+    use sekisho::audit::query::{self, Filter};
+    let dir = match (&query.dir, &query.config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(config)) => {
+            sekisho_config::load_without_secrets(config)
+                .map_err(|errors| anyhow::anyhow!("{errors}"))?
+                .audit
+                .dir
+        }
+        (None, None) => anyhow::bail!("give --config or --dir"),
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    let time = |text: &Option<String>, flag: &str| {
+        text.as_deref()
+            .map(|t| query::parse_time(t, now))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+    };
+    let filter = Filter {
+        since_ms: time(&query.since, "--since")?,
+        until_ms: time(&query.until, "--until")?,
+        user: query.user.clone(),
+        decision: query.decision.clone(),
+        route: query.route.clone(),
+        source: query.source.clone(),
+        container: query.container.clone(),
+        request_id: query.request_id.clone(),
+    };
+    let found = query::query(&dir, &filter, query.limit)?;
+    for record in &found.records {
+        if query.format == "json" {
+            println!("{record}");
+        } else {
+            println!("{}", query::table_row(record));
+        }
+    }
+    eprintln!(
+        "{} matching records ({} shown); index: {} blocks read, {} skipped, {} bytes unindexed",
+        found.matched,
+        found.records.len(),
+        found.blocks_read,
+        found.blocks_skipped,
+        found.unindexed_bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn audit_verify(
     public_key: &std::path::Path,
     mid_chain: bool,
     files: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
+    let mut expanded = Vec::new();
+    for path in files {
+        if path.is_dir() {
+            let logs = sekisho::audit::writer::log_files(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            anyhow::ensure!(!logs.is_empty(), "{}: no audit log files", path.display());
+            expanded.extend(logs.into_iter().map(|f| f.path));
+        } else {
+            expanded.push(path.clone());
+        }
+    }
+    let files = &expanded[..];
     let key_text = std::fs::read_to_string(public_key)
         .with_context(|| format!("reading {}", public_key.display()))?;
     let key_text = key_text.trim();

@@ -188,6 +188,44 @@ async fn decisions_logins_and_rejections_are_recorded_and_the_log_verifies() {
         assert!(!text.contains(cookie.as_str()), "session cookie in the log");
     }
 
+    // `sekisho audit query` finds bob's denial and nothing else for that filter.
+    let (json, _) = audit_query(
+        &dir,
+        &[
+            "--user",
+            "bob@example.com",
+            "--decision",
+            "deny",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+    );
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{json}");
+    assert_eq!(lines[0]["http_request"]["uid"], denied_id.as_str());
+    let (table, summary) = audit_query(&dir, &["--route", "admin", "--decision", "allow"]);
+    assert!(
+        table.contains("alice@example.com") && table.contains("/admin/panel"),
+        "{table}"
+    );
+    assert!(!table.contains("bob@example.com"), "{table}");
+    assert!(summary.contains("matching records"), "{summary}");
+    let (none, _) = audit_query(
+        &dir,
+        &[
+            "--user",
+            "bob@example.com",
+            "--until",
+            "2000-01-01T00:00:00Z",
+        ],
+    );
+    assert!(none.is_empty(), "{none}");
+
     // Tampering is found: change alice's decision in place.
     let files = sekisho_tests::audit_files(&dir);
     let victim = files
@@ -200,6 +238,20 @@ async fn decisions_logins_and_rejections_are_recorded_and_the_log_verifies() {
     std::fs::write(victim, tampered).unwrap();
     let (ok, report) = audit_verify(&dir);
     assert!(!ok && report.contains("BROKEN"), "{report}");
+}
+
+/// Runs `sekisho audit query --dir DIR ARGS…`; (stdout, stderr). Panics unless it succeeds.
+fn audit_query(dir: &Path, args: &[&str]) -> (String, String) {
+    let output = std::process::Command::new(sekisho_tests::sekisho_binary())
+        .args(["audit", "query", "--dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "audit query {args:?}: {stderr}");
+    (stdout, stderr)
 }
 
 /// Sends requests from `loops` concurrent tasks until stopped, collecting the request id of
