@@ -2,6 +2,7 @@
 //! ARCHITECTURE.md draws its phases.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod assertion;
 pub mod audit;
 pub mod error;

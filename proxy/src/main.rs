@@ -253,6 +253,7 @@ fn audit_query(query: &AuditQuery) -> anyhow::Result<ExitCode> {
         source: query.source.clone(),
         container: query.container.clone(),
         request_id: query.request_id.clone(),
+        seq: None,
     };
     let found = query::query(&dir, &filter, query.limit)?;
     for record in &found.records {
@@ -456,10 +457,11 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "provider discovery failed at startup; retrying on demand");
         }
         let (http, https) = listeners.addresses();
+        let admin = listeners.admin_address();
         // One machine-readable line on stdout: tests and scripts read the bound ports from it.
         println!(
             "{}",
-            serde_json::json!({ "event": "listening", "http": http.map(|a| a.to_string()), "https": https.map(|a| a.to_string()) })
+            serde_json::json!({ "event": "listening", "http": http.map(|a| a.to_string()), "https": https.map(|a| a.to_string()), "admin": admin.map(|a| a.to_string()) })
         );
         tracing::info!(?http, ?https, audit = %proxy.audit().dir().display(), "sekisho listening");
         proxy.record(lifecycle(

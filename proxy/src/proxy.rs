@@ -107,6 +107,8 @@ pub struct Connection {
     pub tls: bool,
     /// The negotiated TLS version (`1.2`, `1.3`), when it did.
     pub tls_version: Option<&'static str>,
+    /// The request came to the admin listener (metrics, audit review).
+    pub admin: bool,
     /// The client certificate presented over mTLS, if any.
     pub client_certificate: Option<ClientCertificate>,
 }
@@ -141,6 +143,7 @@ pub struct Proxy {
     sessions: SessionCache,
     request_ids: RequestIds,
     audit: Arc<AuditLog>,
+    live_verification: crate::admin::LiveVerification,
     /// Operational counters.
     pub counters: Counters,
 }
@@ -331,6 +334,7 @@ impl Proxy {
             sessions: SessionCache::default(),
             request_ids: RequestIds::new(),
             audit,
+            live_verification: crate::admin::LiveVerification::default(),
             counters: Counters::default(),
             config,
         })
@@ -489,6 +493,9 @@ impl Proxy {
         let target = self.target(&request, conn)?;
         facts.target(&target);
         let routing = self.routing();
+        if conn.admin {
+            return self.admin(request, conn, &target, &routing, facts).await;
+        }
 
         // Phase: sekisho's own endpoints.
         if target.path == JWKS_PATH {
@@ -502,26 +509,9 @@ impl Proxy {
             {
                 return Err(ProxyError::NoRoute);
             }
-            facts.decision = Decision::Allow;
-            return match target.path.as_str() {
-                CALLBACK_PATH => {
-                    let outcome = self.callback(&request, &target, facts).await;
-                    if let Err(e) = &outcome {
-                        self.record(facts.auth(
-                            AuthActivity::Login,
-                            false,
-                            Some(e.to_string()),
-                            None,
-                            None,
-                        ));
-                    }
-                    outcome
-                }
-                LOGIN_PATH => self.explicit_login(&request, &target, facts).await,
-                LOGOUT_PATH => self.logout(&request, &target, facts).await,
-                SIGNED_OUT_PATH => Ok(signed_out_page(request_id)),
-                _ => Err(ProxyError::NoRoute),
-            };
+            return self
+                .own_endpoint(&request, &target, request_id, facts)
+                .await;
         }
 
         // Phase: route.
@@ -701,6 +691,126 @@ impl Proxy {
             response.headers_mut().append(header::SET_COOKIE, c);
         }
         tracing::debug!(request_id, route = %route.id, sub = auth.as_ref().map(|a| a.identity().sub.as_str()), status = %response.status(), "forwarded");
+        Ok(response)
+    }
+
+    /// `/.sekisho/…`: login callback, explicit login, logout, the signed-out page.
+    async fn own_endpoint<B>(
+        &self,
+        request: &Request<B>,
+        target: &Target,
+        request_id: &str,
+        facts: &mut Facts,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        facts.decision = Decision::Allow;
+        match target.path.as_str() {
+            CALLBACK_PATH => {
+                let outcome = self.callback(request, target, facts).await;
+                if let Err(e) = &outcome {
+                    self.record(facts.auth(
+                        AuthActivity::Login,
+                        false,
+                        Some(e.to_string()),
+                        None,
+                        None,
+                    ));
+                }
+                outcome
+            }
+            LOGIN_PATH => self.explicit_login(request, target, facts).await,
+            LOGOUT_PATH => self.logout(request, target, facts).await,
+            SIGNED_OUT_PATH => Ok(signed_out_page(request_id)),
+            _ => Err(ProxyError::NoRoute),
+        }
+    }
+
+    /// The admin listener: `/metrics` as is; sekisho's own login endpoints; everything else is
+    /// the audit review page, for users the `admin` policy allows.
+    async fn admin<B>(
+        &self,
+        request: Request<B>,
+        conn: Connection,
+        target: &Target,
+        routing: &Routing,
+        facts: &mut Facts,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Some(admin) = &self.config.admin else {
+            return Err(ProxyError::NoRoute);
+        };
+        facts.route = Some(Arc::from("sekisho-admin"));
+        if target.path == "/metrics" {
+            facts.decision = Decision::Allow;
+            return Ok(crate::admin::metrics(&self.audit, &self.counters));
+        }
+        let request_id = facts.request_id().to_owned();
+        if target.path.starts_with("/.sekisho/") {
+            return self
+                .own_endpoint(&request, target, &request_id, facts)
+                .await;
+        }
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let codec = self.codec(target.scheme);
+        let mut set_cookies = Vec::new();
+        let auth = self
+            .authenticate(request.headers(), codec, &mut set_cookies, facts)
+            .await?;
+        facts.actor = auth.as_ref().map(Authenticated::actor);
+        let input = policy::Input {
+            identity: auth.as_ref().map(Authenticated::identity),
+            method: request.method(),
+            host: &target.host,
+            path: &target.path,
+            source_ip: target.forwarded.client_ip,
+            headers: request.headers(),
+            client_certificate: conn.client_certificate.as_ref(),
+            now: jiff::Timestamp::now(),
+        };
+        let decision = policy::decide(&admin.policy, &input, &routing.rego);
+        let allowed = decision.effect == Effect::Allow;
+        facts.policy = Some(Arc::from(admin.policy.path.as_str()));
+        facts.rule = Some(decision.explanation());
+        let browser = is_browser(request.headers());
+        let auth = match auth {
+            Some(auth) if allowed => auth,
+            Some(_) => {
+                facts.decision = Decision::Deny;
+                return Err(ProxyError::Forbidden {
+                    reason: "The audit review is for the administrators the admin policy names."
+                        .into(),
+                });
+            }
+            None => {
+                let response = self
+                    .challenge(&request, target, &request_id, browser, set_cookies)
+                    .await?;
+                facts.decision = if response.status().is_redirection() {
+                    Decision::Login
+                } else {
+                    Decision::Unauthenticated
+                };
+                return Ok(response);
+            }
+        };
+        facts.decision = Decision::Allow;
+        let identity = auth.identity();
+        let who = identity.email.as_deref().unwrap_or(&identity.sub);
+        let path = if target.path == "/" {
+            "/audit"
+        } else {
+            target.path.as_str()
+        };
+        let mut response = crate::admin::review(
+            &self.audit,
+            &self.live_verification,
+            path,
+            request.uri().query(),
+            who,
+        )?;
+        for c in set_cookies {
+            response.headers_mut().append(header::SET_COOKIE, c);
+        }
         Ok(response)
     }
 

@@ -46,6 +46,7 @@ pub enum ServerError {
 pub struct Listeners {
     http: Option<TcpListener>,
     https: Option<(TcpListener, TlsAcceptor)>,
+    admin: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Listeners {
@@ -81,7 +82,22 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { http, https })
+        let admin =
+            match &config.admin {
+                Some(admin) => Some(TcpListener::bind(admin.listen).await.map_err(|source| {
+                    ServerError::Bind {
+                        addr: admin.listen,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        Ok(Listeners { http, https, admin })
+    }
+
+    /// The bound admin listener address, when configured.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The actual bound addresses (http, https).
@@ -105,6 +121,7 @@ impl Listeners {
             tasks.spawn(accept_loop(
                 listener,
                 None,
+                false,
                 proxy.clone(),
                 timeouts,
                 graceful.clone(),
@@ -114,6 +131,17 @@ impl Listeners {
             tasks.spawn(accept_loop(
                 listener,
                 Some(acceptor),
+                false,
+                proxy.clone(),
+                timeouts,
+                graceful.clone(),
+            ));
+        }
+        if let Some(listener) = self.admin {
+            tasks.spawn(accept_loop(
+                listener,
+                None,
+                true,
                 proxy.clone(),
                 timeouts,
                 graceful.clone(),
@@ -135,6 +163,7 @@ impl Listeners {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    admin: bool,
     proxy: Arc<Proxy>,
     timeouts: sekisho_config::ServerTimeouts,
     graceful: Arc<GracefulShutdown>,
@@ -174,6 +203,7 @@ async fn accept_loop(
                 tls: tls.is_some(),
                 tls_version: None,
                 client_certificate: None,
+                admin,
             };
             let service = move |conn: Connection| {
                 service_fn(move |request| {

@@ -122,6 +122,10 @@ async function runStep(step, timeout) {
     await page.fill(step.fill, String(step.value ?? ''), { timeout });
     return;
   }
+  if ('select' in step) {
+    await page.selectOption(step.select, String(step.value ?? ''), { timeout });
+    return;
+  }
   if ('click' in step) {
     await page.click(step.click, { timeout });
     return;

@@ -361,6 +361,8 @@ pub struct Proxy {
     pub http: SocketAddr,
     /// TLS address, when enabled.
     pub https: Option<SocketAddr>,
+    /// Admin listener address, when configured.
+    pub admin: Option<SocketAddr>,
     /// The session cookie key (base64), to forge or inspect cookies in attack tests.
     pub cookie_key: Vec<u8>,
     /// The config file.
@@ -433,6 +435,7 @@ impl Proxy {
         let mut proxy = Proxy {
             http: "0.0.0.0:0".parse().expect("addr"),
             https: None,
+            admin: None,
             cookie_key: key.to_vec(),
             config_path,
             process,
@@ -476,6 +479,9 @@ impl Proxy {
         self.https = ready["https"]
             .as_str()
             .map(|a| a.parse().expect("https address"));
+        self.admin = ready["admin"]
+            .as_str()
+            .map(|a| a.parse().expect("admin address"));
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -492,6 +498,7 @@ impl Proxy {
     pub fn origins(&self) -> Vec<String> {
         let mut origins = vec![self.base()];
         origins.extend(self.tls_base());
+        origins.extend(self.admin.map(|a| format!("http://{a}")));
         origins
     }
 

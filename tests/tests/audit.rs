@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use sekisho_tests::{
     Agent, Idp, IdpOptions, audit_records, audit_verify, no_redirect_client, stack,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const POLICIES: &str =
     "policies:\n  admins-only:\n    allow:\n      and:\n        - groups: {has: admins}\n";
@@ -488,4 +488,115 @@ async fn a_full_disk_with_on_failure_allow_keeps_serving_and_writes_the_records_
     for id in &ids {
         record_of(&records, id);
     }
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_review_page_finds_a_denial_and_shows_why_in_chromium() {
+    let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |o| {
+        o.routes_yaml = ROUTES.into();
+        o.extra_yaml = format!("{POLICIES}admin:\n  listen: 127.0.0.1:0\n  policy: admins-only\n");
+    })
+    .await;
+    let base = proxy.base();
+    let admin = format!("http://{}", proxy.admin.expect("admin listener"));
+
+    // Records to find: bob is denied /admin, alice allowed.
+    let bob = Agent::new();
+    let login = bob
+        .login(
+            &format!("{base}/admin/payroll"),
+            &idp.issuer,
+            "bob",
+            "bob-pw",
+        )
+        .await;
+    let denied = bob.api(&login.landed).await;
+    assert_eq!(denied.status(), 403);
+    let denied_id = request_id(&denied);
+    let alice = Agent::new();
+    let login = alice
+        .login(&format!("{base}/admin/x"), &idp.issuer, "alice", "alice-pw")
+        .await;
+    assert_eq!(alice.api(&login.landed).await.status(), 200);
+
+    // The review page is behind sekisho's login and the admin policy: bob may not see it.
+    let bob_admin = Agent::new();
+    let login = bob_admin
+        .login(&format!("{admin}/audit"), &idp.issuer, "bob", "bob-pw")
+        .await;
+    assert_eq!(bob_admin.browse(&login.landed).await.status(), 403);
+    // Metrics need no login (the admin listener is private).
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sekisho_audit_records_written_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sekisho_audit_failing 0"), "{metrics}");
+
+    let steps = vec![
+        json!({"goto": format!("{admin}/audit")}),
+        json!({"wait_url": format!("^{}/interaction/", regex_escape(&idp.issuer))}),
+        json!({"fill": "input[name=login]", "value": "alice"}),
+        json!({"fill": "input[name=password]", "value": "alice-pw"}),
+        json!({"click": "#submit"}),
+        json!({"wait_url": format!("^{}/audit", regex_escape(&admin))}),
+        json!({"expect_text": "Chain intact"}),
+        json!({"fill": "input[name=user]", "value": "bob@example.com"}),
+        json!({"select": "#decision", "value": "deny"}),
+        json!({"fill": "input[name=since]", "value": "1h"}),
+        json!({"click": "#search"}),
+        json!({"wait_url": "decision=deny"}),
+        json!({"expect_text": "/admin/payroll"}),
+        json!({"dump": "results"}),
+        json!({"click": "#records tbody tr:has-text('/admin/payroll') a"}),
+        json!({"wait_url": "/audit/record\\?seq="}),
+        json!({"expect_text": "Why"}),
+        json!({"dump": "record"}),
+        json!({"goto": format!("{admin}/audit/user?user=bob%40example.com")}),
+        json!({"expect_text": "Timeline of bob@example.com"}),
+        json!({"dump": "timeline"}),
+    ];
+    let result = sekisho_tests::run_browser(&json!({ "steps": steps })).await;
+    let dumps = &result["dumps"];
+    let results = dumps["results"]["body"].as_str().unwrap();
+    // bob's denial at /admin, and his refused look at the review page itself.
+    assert!(results.contains("2 matching records"), "{results}");
+    let table = results.split("Time (UTC)").nth(1).expect("a results table");
+    assert!(
+        table.contains("bob@example.com") && !table.contains("alice@example.com"),
+        "{results}"
+    );
+    assert!(results.contains("Chain intact"), "{results}");
+    let record = dumps["record"]["body"].as_str().unwrap();
+    assert!(
+        record.contains(&denied_id),
+        "the opened record is bob's denial: {record}"
+    );
+    assert!(
+        record.contains("not allowed"),
+        "the explanation is shown: {record}"
+    );
+    assert!(record.contains("policies.admins-only"), "{record}");
+    let timeline = dumps["timeline"]["body"].as_str().unwrap();
+    assert!(
+        timeline.contains("login") && timeline.contains("deny"),
+        "{timeline}"
+    );
 }

@@ -147,48 +147,80 @@ pub fn verify<'a>(
     public_key: &[u8],
     starts_at_genesis: bool,
 ) -> Verification {
-    let key = UnparsedPublicKey::new(&ED25519, public_key);
-    let mut result = Verification {
-        lines: 0,
-        checkpoints: 0,
-        first_break: None,
-        unsigned_tail: 0,
-    };
-    let mut expected: Option<(u64, String)> = starts_at_genesis.then(|| (0, GENESIS.to_owned()));
+    let mut verifier = Verifier::new(public_key, starts_at_genesis);
     for line in lines {
-        result.lines += 1;
-        let number = result.lines;
-        let fail = |result: &mut Verification, why: String| {
-            result.first_break = Some((number, why));
-        };
+        if !verifier.feed(line) {
+            break;
+        }
+    }
+    verifier.result().clone()
+}
+
+/// Verification line by line, for a log that keeps growing (the review page verifies only
+/// what was added since it last looked).
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    key: Vec<u8>,
+    expected: Option<(u64, String)>,
+    result: Verification,
+}
+
+impl Verifier {
+    /// A verifier for `public_key`; see [`verify`] for `starts_at_genesis`.
+    pub fn new(public_key: &[u8], starts_at_genesis: bool) -> Self {
+        Verifier {
+            key: public_key.to_vec(),
+            expected: starts_at_genesis.then(|| (0, GENESIS.to_owned())),
+            result: Verification {
+                lines: 0,
+                checkpoints: 0,
+                first_break: None,
+                unsigned_tail: 0,
+            },
+        }
+    }
+
+    /// What was found so far.
+    pub fn result(&self) -> &Verification {
+        &self.result
+    }
+
+    /// The next line; false once the chain is broken (later lines are not looked at).
+    pub fn feed(&mut self, line: &str) -> bool {
+        if self.result.first_break.is_some() {
+            return false;
+        }
+        self.result.lines += 1;
+        match self.check(line) {
+            Ok(()) => true,
+            Err(why) => {
+                self.result.first_break = Some((self.result.lines, why));
+                false
+            }
+        }
+    }
+
+    fn check(&mut self, line: &str) -> Result<(), String> {
         let Ok(Value::Object(object)) = serde_json::from_str::<Value>(line) else {
-            fail(&mut result, "not a JSON object".into());
-            return result;
+            return Err("not a JSON object".into());
         };
         let (Some(seq), Some(prev)) = (
             object.get("seq").and_then(Value::as_u64),
             object.get("prev_hash").and_then(Value::as_str),
         ) else {
-            fail(&mut result, "missing seq or prev_hash".into());
-            return result;
+            return Err("missing seq or prev_hash".into());
         };
-        if let Some((want_seq, want_prev)) = &expected {
+        if let Some((want_seq, want_prev)) = &self.expected {
             if seq != *want_seq {
-                fail(
-                    &mut result,
-                    format!("seq {seq}, expected {want_seq} (a line was removed, added or moved)"),
-                );
-                return result;
+                return Err(format!(
+                    "seq {seq}, expected {want_seq} (a line was removed, added or moved)"
+                ));
             }
             if prev != want_prev {
-                fail(
-                    &mut result,
-                    format!(
-                        "prev_hash does not match line {}: that line was changed, or lines were removed or moved here",
-                        number - 1
-                    ),
-                );
-                return result;
+                return Err(format!(
+                    "prev_hash does not match line {}: that line was changed, or lines were removed or moved here",
+                    self.result.lines - 1
+                ));
             }
         }
         if object.get("type").and_then(Value::as_str) == Some("checkpoint") {
@@ -196,22 +228,22 @@ pub fn verify<'a>(
                 .get("signature")
                 .and_then(Value::as_str)
                 .and_then(unhex);
+            let key = UnparsedPublicKey::new(&ED25519, &self.key);
             let valid = signature.is_some_and(|sig| {
                 key.verify(checkpoint_message(seq, prev).as_bytes(), &sig)
                     .is_ok()
             });
             if !valid {
-                fail(&mut result, "checkpoint signature does not verify".into());
-                return result;
+                return Err("checkpoint signature does not verify".into());
             }
-            result.checkpoints += 1;
-            result.unsigned_tail = 0;
+            self.result.checkpoints += 1;
+            self.result.unsigned_tail = 0;
         } else {
-            result.unsigned_tail += 1;
+            self.result.unsigned_tail += 1;
         }
-        expected = Some((seq + 1, sha256_hex(line.as_bytes())));
+        self.expected = Some((seq + 1, sha256_hex(line.as_bytes())));
+        Ok(())
     }
-    result
 }
 
 fn checkpoint_message(seq: u64, prev_hash: &str) -> String {

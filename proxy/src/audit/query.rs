@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::writer::{IndexBlock, index_path, log_files};
+use super::writer::{IndexBlock, facet, index_path, log_files};
 
 /// What to look for. Every set field must match.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,8 @@ pub struct Filter {
     pub container: Option<String>,
     /// Request id.
     pub request_id: Option<String>,
+    /// One record by its sequence number.
+    pub seq: Option<u64>,
 }
 
 /// What a query found, and how much it read.
@@ -63,20 +65,21 @@ pub struct QueryError {
 
 impl Filter {
     fn block_may_match(&self, block: &IndexBlock) -> bool {
-        let facet =
-            |wanted: &Option<String>, set: &Option<std::collections::BTreeSet<String>>| match (
-                wanted, set,
-            ) {
-                (Some(w), Some(set)) => set.contains(w),
-                _ => true,
-            };
+        let facet = |tag: u8, wanted: &Option<String>| {
+            wanted
+                .as_deref()
+                .is_none_or(|value| block.facets.may_contain(tag, value))
+        };
         self.since_ms.is_none_or(|since| block.to_ms >= since)
             && self.until_ms.is_none_or(|until| block.from_ms < until)
-            && facet(&self.user, &block.users)
-            && facet(&self.route, &block.routes)
-            && facet(&self.decision, &block.decisions)
-            && facet(&self.source, &block.sources)
-            && facet(&self.container, &block.containers)
+            && self
+                .seq
+                .is_none_or(|seq| (block.first_seq..=block.last_seq).contains(&seq))
+            && facet(facet::USER, &self.user)
+            && facet(facet::ROUTE, &self.route)
+            && facet(facet::DECISION, &self.decision)
+            && facet(facet::SOURCE, &self.source)
+            && facet(facet::CONTAINER, &self.container)
     }
 
     /// Cheap test on the raw line: every wanted string must occur in it.
@@ -107,6 +110,9 @@ impl Filter {
         };
         self.since_ms.is_none_or(|since| time >= since)
             && self.until_ms.is_none_or(|until| time < until)
+            && self
+                .seq
+                .is_none_or(|seq| record.get("seq").and_then(Value::as_u64) == Some(seq))
             && eq(
                 &self.user,
                 &[

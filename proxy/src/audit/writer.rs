@@ -16,7 +16,7 @@
 //! Events that could not be written wait in memory (bounded by `queue`) and are written, in
 //! order, once the disk takes them again; what overflows is counted and recorded as lost.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -38,8 +38,6 @@ use super::record::{Event, Lifecycle, LifecycleEvent};
 
 /// Records per index block.
 const BLOCK_RECORDS: usize = 1024;
-/// Distinct values an index block lists per facet; beyond it the facet matches anything.
-const FACET_LIMIT: usize = 64;
 /// Events the writer takes from the channel per batch.
 const BATCH_LIMIT: usize = 8192;
 /// How often a failing writer retries.
@@ -210,6 +208,18 @@ impl AuditLog {
     /// The directory of the log files.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The checkpoint public key (32 bytes).
+    pub fn public_key(&self) -> Vec<u8> {
+        (0..self.public_key_hex.len())
+            .step_by(2)
+            .filter_map(|i| {
+                self.public_key_hex
+                    .get(i..i + 2)
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+            })
+            .collect()
     }
 
     /// Hex of the checkpoint public key.
@@ -414,29 +424,102 @@ pub struct IndexBlock {
     pub from_ms: i64,
     /// See `from_ms`.
     pub to_ms: i64,
-    /// Distinct users; `None` when there were too many to list.
-    pub users: Option<BTreeSet<String>>,
-    /// Distinct routes; `None` when too many.
-    pub routes: Option<BTreeSet<String>>,
-    /// Distinct decisions / event kinds; `None` when too many.
-    pub decisions: Option<BTreeSet<String>>,
-    /// Distinct client addresses; `None` when too many.
-    pub sources: Option<BTreeSet<String>>,
-    /// Distinct containers; `None` when too many.
-    pub containers: Option<BTreeSet<String>>,
+    /// Users, decisions (and event kinds), routes, client addresses and containers of the
+    /// block's records, each value tagged with its facet (see [`facet`]).
+    pub facets: Bloom,
 }
 
-fn add_facet(set: &mut Option<BTreeSet<String>>, value: Option<&str>) {
-    let (Some(values), Some(value)) = (set.as_mut(), value) else {
-        return;
-    };
-    if !values.contains(value) {
-        if values.len() >= FACET_LIMIT {
-            *set = None;
-        } else {
-            values.insert(value.to_owned());
+/// A Bloom filter of 8192 bits and 4 probes: over one block's distinct facet values (a few
+/// hundred at most) it answers "maybe" for an absent value about once in a thousand times,
+/// and never "no" for a present one. Written as base64 in the index.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bloom(Box<[u64; BLOOM_WORDS]>);
+
+const BLOOM_WORDS: usize = 128;
+const BLOOM_BITS: u64 = BLOOM_WORDS as u64 * 64;
+
+impl Default for Bloom {
+    fn default() -> Self {
+        Bloom(Box::new([0; BLOOM_WORDS]))
+    }
+}
+
+impl std::fmt::Debug for Bloom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set: u32 = self.0.iter().map(|w| w.count_ones()).sum();
+        write!(f, "Bloom({set} bits set)")
+    }
+}
+
+impl Bloom {
+    fn probes(facet: u8, value: &str) -> impl Iterator<Item = u64> {
+        // FNV-1a 64 over the tagged value, split for double hashing; stable across versions,
+        // since the index outlives the binary that wrote it.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in [facet, b':'].iter().chain(value.as_bytes()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        let h1 = hash;
+        let h2 = hash.rotate_left(32) | 1;
+        (0..4u64).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % BLOOM_BITS)
+    }
+
+    /// Adds `value` of `facet`.
+    pub fn insert(&mut self, facet: u8, value: &str) {
+        for bit in Self::probes(facet, value) {
+            if let Some(word) = self.0.get_mut((bit / 64) as usize) {
+                *word |= 1 << (bit % 64);
+            }
         }
     }
+
+    /// False only when `value` of `facet` is certainly absent.
+    pub fn may_contain(&self, facet: u8, value: &str) -> bool {
+        Self::probes(facet, value).all(|bit| {
+            self.0
+                .get((bit / 64) as usize)
+                .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+        })
+    }
+}
+
+impl Serialize for Bloom {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = self.0.iter().flat_map(|w| w.to_le_bytes()).collect();
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bloom {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = STANDARD.decode(text).map_err(serde::de::Error::custom)?;
+        if bytes.len() != BLOOM_WORDS * 8 {
+            return Err(serde::de::Error::custom("bloom filter of the wrong size"));
+        }
+        let mut words = Box::new([0u64; BLOOM_WORDS]);
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(le);
+        }
+        Ok(Bloom(words))
+    }
+}
+
+/// Facet tags in the index's Bloom filter.
+pub mod facet {
+    /// The user (email, else subject).
+    pub const USER: u8 = b'u';
+    /// The decision or event kind.
+    pub const DECISION: u8 = b'd';
+    /// The route.
+    pub const ROUTE: u8 = b'r';
+    /// The client address.
+    pub const SOURCE: u8 = b's';
+    /// The container.
+    pub const CONTAINER: u8 = b'c';
 }
 
 struct ActiveFile {
@@ -711,23 +794,26 @@ impl Writer {
             first_seq: seq,
             from_ms: facets.time_ms,
             to_ms: facets.time_ms,
-            users: Some(BTreeSet::new()),
-            routes: Some(BTreeSet::new()),
-            decisions: Some(BTreeSet::new()),
-            sources: Some(BTreeSet::new()),
-            containers: Some(BTreeSet::new()),
             ..IndexBlock::default()
         });
         block.len = offset + len as u64 - block.offset;
         block.last_seq = seq;
         block.from_ms = block.from_ms.min(facets.time_ms);
         block.to_ms = block.to_ms.max(facets.time_ms);
-        add_facet(&mut block.users, facets.user);
-        add_facet(&mut block.routes, facets.route);
-        add_facet(&mut block.decisions, facets.decision);
-        let source = facets.source.map(|ip| ip.to_string());
-        add_facet(&mut block.sources, source.as_deref());
-        add_facet(&mut block.containers, facets.container);
+        let bloom = &mut block.facets;
+        for (tag, value) in [
+            (facet::USER, facets.user),
+            (facet::ROUTE, facets.route),
+            (facet::DECISION, facets.decision),
+            (facet::CONTAINER, facets.container),
+        ] {
+            if let Some(value) = value {
+                bloom.insert(tag, value);
+            }
+        }
+        if let Some(source) = facets.source {
+            bloom.insert(facet::SOURCE, &source.to_string());
+        }
         active.block_records += 1;
         if active.block_records >= BLOCK_RECORDS {
             self.flush_index();

@@ -101,6 +101,11 @@ impl Facts {
         }
     }
 
+    /// The request id.
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
     /// The normalised addressing, once known.
     pub(crate) fn target(&mut self, target: &Target) {
         self.scheme = match target.scheme {

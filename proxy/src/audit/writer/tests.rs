@@ -91,9 +91,13 @@ fn records_are_chained_signed_and_indexed() {
     let index = std::fs::read_to_string(index_path(&files[0].path)).unwrap();
     let block: IndexBlock = serde_json::from_str(index.lines().next().unwrap()).unwrap();
     assert_eq!((block.first_seq, block.last_seq), (0, 9));
-    assert_eq!(
-        block.decisions.unwrap().into_iter().collect::<Vec<_>>(),
-        ["allow", "deny"]
+    assert!(block.facets.may_contain(facet::DECISION, "allow"));
+    assert!(block.facets.may_contain(facet::DECISION, "deny"));
+    assert!(block.facets.may_contain(facet::ROUTE, "app"));
+    assert!(!block.facets.may_contain(facet::DECISION, "login"));
+    assert!(
+        !block.facets.may_contain(facet::USER, "app"),
+        "facets are tagged"
     );
     assert_eq!(
         std::fs::read_to_string(config.dir.join("audit-signing.pub")).unwrap(),
