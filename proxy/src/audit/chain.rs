@@ -6,7 +6,6 @@
 //! chain or a signature breaks, and how many lines follow the last checkpoint unsigned (a
 //! truncated or crashed tail).
 
-use std::fmt::Write as _;
 
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use serde_json::{Map, Value};
@@ -264,7 +263,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
     }
     out
 }

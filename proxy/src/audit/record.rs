@@ -549,7 +549,7 @@ struct Head<'a> {
     activity_id: u8,
     activity_name: &'a str,
     type_uid: u32,
-    type_name: String,
+    type_name: std::borrow::Cow<'static, str>,
     time: i64,
     time_dt: String,
     severity_id: u8,
@@ -590,6 +590,24 @@ const APPLICATION_LIFECYCLE: Class = Class {
     category_name: "Application Activity",
 };
 
+/// The `type_name` of the common (class, activity) pairs, without formatting one per record.
+fn type_name(class: u32, activity: u8) -> Option<&'static str> {
+    Some(match (class, activity) {
+        (4002, 1) => "HTTP Activity: Connect",
+        (4002, 2) => "HTTP Activity: Delete",
+        (4002, 3) => "HTTP Activity: Get",
+        (4002, 4) => "HTTP Activity: Head",
+        (4002, 5) => "HTTP Activity: Options",
+        (4002, 6) => "HTTP Activity: Post",
+        (4002, 7) => "HTTP Activity: Put",
+        (4002, 8) => "HTTP Activity: Trace",
+        (4002, 9) => "HTTP Activity: Patch",
+        (3002, 1) => "Authentication: Logon",
+        (3002, 2) => "Authentication: Logoff",
+        _ => return None,
+    })
+}
+
 #[allow(
     clippy::too_many_arguments,
     reason = "the OCSF head has this many parts"
@@ -620,7 +638,8 @@ fn head<'a>(
         activity_id: activity.0,
         activity_name: activity.1,
         type_uid: class.uid * 100 + u32::from(activity.0),
-        type_name: format!("{}: {}", class.name, activity.1),
+        type_name: type_name(class.uid, activity.0)
+            .map_or_else(|| format!("{}: {}", class.name, activity.1).into(), Into::into),
         time: millis(time),
         time_dt: time.to_string(),
         severity_id,

@@ -812,7 +812,10 @@ impl Writer {
             }
         }
         if let Some(source) = facets.source {
-            bloom.insert(facet::SOURCE, &source.to_string());
+            use std::fmt::Write as _;
+            let mut text = String::with_capacity(46);
+            let _ = write!(text, "{source}");
+            bloom.insert(facet::SOURCE, &text);
         }
         active.block_records += 1;
         if active.block_records >= BLOCK_RECORDS {
