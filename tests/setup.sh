@@ -48,6 +48,12 @@ if ! command -v bpf-linker >/dev/null 2>&1; then
   LLVM_PREFIX="$PREFIX" cargo install bpf-linker@0.13.0 --locked --no-default-features --features "llvm-$MAJOR"
 fi
 
+# Python side: the OTLP receiver decodes with the OpenTelemetry project's own bindings.
+if ! python3 -c 'import opentelemetry.proto.collector.logs.v1.logs_service_pb2' 2>/dev/null; then
+  echo "setup: pip install opentelemetry-proto"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'opentelemetry-proto==1.45.2'
+fi
+
 # Node side: the test OpenID provider and the browser driver.
 npm_setup
 echo "setup: ok"

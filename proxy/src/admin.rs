@@ -191,6 +191,23 @@ pub fn metrics(audit: &AuditLog, counters: &Counters) -> Response<ProxyBody> {
         "Login callbacks refused.",
         load(&counters.rejected_callbacks),
     );
+    if let Some(export) = audit.export_metrics() {
+        counter(
+            "sekisho_audit_otlp_exported_total",
+            "Audit records the OTLP collector accepted.",
+            load(&export.exported),
+        );
+        counter(
+            "sekisho_audit_otlp_dropped_total",
+            "Audit records not exported (exporter behind, or refused by the collector).",
+            load(&export.dropped),
+        );
+        counter(
+            "sekisho_audit_otlp_failures_total",
+            "OTLP export requests that failed.",
+            load(&export.failures),
+        );
+    }
     let _ = write!(
         text,
         "# HELP sekisho_audit_failing 1 while audit records cannot be written.\n# TYPE sekisho_audit_failing gauge\nsekisho_audit_failing {}\n",

@@ -4,6 +4,7 @@
 //! ([`query`]). AUDIT.md documents the record fields and their OCSF mapping.
 
 pub mod chain;
+pub mod otlp;
 pub mod query;
 pub mod record;
 pub mod writer;

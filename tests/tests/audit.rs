@@ -600,3 +600,73 @@ async fn the_review_page_finds_a_denial_and_shows_why_in_chromium() {
         "{timeline}"
     );
 }
+
+#[tokio::test]
+async fn records_are_exported_over_otlp_http_exactly_as_written() {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    let received = receiver_dir.path().join("received.jsonl");
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .arg(sekisho_tests::workspace().join("tests/python/otlp_receiver.py"))
+        .arg(&received);
+    let (_receiver, ready) = sekisho_tests::Process::spawn(
+        "otlp-receiver",
+        command,
+        receiver_dir.path().join("receiver.log"),
+    )
+    .await;
+    let endpoint = format!("http://{}/v1/logs", ready["http"].as_str().unwrap());
+    let yaml = format!(
+        "audit:\n  otlp:\n    endpoint: {endpoint}\n    headers:\n      authorization: Bearer otlp-test-secret\n"
+    );
+    let (idp, _echo, mut proxy) = stack(IdpOptions::default(), "RS256", move |o| {
+        o.extra_yaml = yaml;
+    })
+    .await;
+    let token = bearer(&idp, "alice").await;
+    let (status, id) = status_and_id(&format!("{}/exported", proxy.base()), &token).await;
+    assert_eq!(status, 200);
+
+    let exported = {
+        let (received, id) = (received.clone(), id.clone());
+        let mut found = None;
+        sekisho_tests::eventually("the record reaches the receiver", || {
+            let text = std::fs::read_to_string(&received).unwrap_or_default();
+            found = text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .find(|r| r["body"].as_str().unwrap_or("").contains(&id));
+            let done = found.is_some();
+            async move { done }
+        })
+        .await;
+        found.unwrap()
+    };
+    assert_eq!(exported["authorization"], "Bearer otlp-test-secret");
+    assert_eq!(exported["resource"]["service.name"], "sekisho");
+    assert_eq!(exported["event_name"], "sekisho.audit");
+    assert_eq!(exported["attributes"]["ocsf.class_uid"], 4002);
+    assert_eq!(exported["attributes"]["sekisho.decision"], "allow");
+    assert_eq!(exported["attributes"]["user.email"], "alice@example.com");
+    assert_eq!(exported["severity_text"], "INFO");
+    let body: Value = serde_json::from_str(exported["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        exported["time_unix_nano"].as_u64().unwrap(),
+        body["time"].as_u64().unwrap() * 1_000_000
+    );
+
+    proxy.terminate().await;
+    // The exported body is the line on disk, byte for byte (seq and prev_hash included).
+    let on_disk = sekisho_tests::audit_files(&proxy.audit_dir())
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .find(|l| l.contains(&id))
+        .unwrap();
+    assert_eq!(exported["body"].as_str().unwrap(), on_disk);
+}

@@ -136,7 +136,7 @@ impl Parser<'_> {
                 let parsed: Vec<Option<(String, SecretString)>> = entries
                     .iter()
                     .map(|entry| {
-                        let name = match value::header_name(entry.key) {
+                        let name = match otlp_header_name(entry.key) {
                             Ok(name) => Some(name),
                             Err(error) => {
                                 p.walk.report_at(&entry.value, error);
@@ -175,6 +175,17 @@ impl Parser<'_> {
             policy: policy?,
         })
     }
+}
+
+/// A request header name towards the collector (token characters), lowercased. Any name,
+/// `authorization` included: this header goes to the collector, not to an upstream.
+fn otlp_header_name(input: &str) -> Result<String, ValueError> {
+    let name = input.trim();
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(tchar) {
+        return Err(ValueError::HeaderName(name.to_owned()));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// `strict` or `batched`.

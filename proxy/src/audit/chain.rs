@@ -6,7 +6,6 @@
 //! chain or a signature breaks, and how many lines follow the last checkpoint unsigned (a
 //! truncated or crashed tail).
 
-
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use serde_json::{Map, Value};
 

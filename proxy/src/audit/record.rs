@@ -638,8 +638,10 @@ fn head<'a>(
         activity_id: activity.0,
         activity_name: activity.1,
         type_uid: class.uid * 100 + u32::from(activity.0),
-        type_name: type_name(class.uid, activity.0)
-            .map_or_else(|| format!("{}: {}", class.name, activity.1).into(), Into::into),
+        type_name: type_name(class.uid, activity.0).map_or_else(
+            || format!("{}: {}", class.name, activity.1).into(),
+            Into::into,
+        ),
         time: millis(time),
         time_dt: time.to_string(),
         severity_id,

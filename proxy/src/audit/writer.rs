@@ -34,6 +34,7 @@ use sekisho_config::{Audit, Durability, OnFailure};
 use serde::{Deserialize, Serialize};
 
 use super::chain::{self, Chain};
+use super::otlp::{ExportMetrics, Exported, Exporter};
 use super::record::{Event, Lifecycle, LifecycleEvent};
 
 /// Records per index block.
@@ -60,6 +61,9 @@ pub enum OpenError {
     /// The checkpoint key is not an Ed25519 PKCS#8 key.
     #[error("audit signing key: {0}")]
     Key(String),
+    /// The OTLP exporter could not start.
+    #[error("audit OTLP export: {0}")]
+    Otlp(String),
     /// The newest file's last line is not a chained record.
     #[error(
         "audit log {0}: the last line is not a chained record; move the file aside or repair it"
@@ -142,6 +146,7 @@ pub struct AuditLog {
     thread: Mutex<Option<JoinHandle<()>>>,
     public_key_hex: String,
     dir: PathBuf,
+    exporter: Option<Exporter>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -170,6 +175,12 @@ impl AuditLog {
             None => (Chain::default(), None),
         };
         let shared = Arc::new(Shared::default());
+        let exporter = config
+            .otlp
+            .as_ref()
+            .map(Exporter::start)
+            .transpose()
+            .map_err(OpenError::Otlp)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue);
         let mut writer = Writer {
             config: config.clone(),
@@ -185,6 +196,7 @@ impl AuditLog {
             last_retention: None,
             shared: shared.clone(),
             failure: None,
+            exporter: exporter.clone(),
         };
         if writer.chain.next_seq() > 0 {
             // Vouch for what the previous run left after its last checkpoint (a crash).
@@ -202,6 +214,7 @@ impl AuditLog {
             thread: Mutex::new(Some(thread)),
             public_key_hex,
             dir: config.dir.clone(),
+            exporter,
         })
     }
 
@@ -230,6 +243,11 @@ impl AuditLog {
     /// The counters.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The OTLP export counters, when exporting.
+    pub fn export_metrics(&self) -> Option<&ExportMetrics> {
+        self.exporter.as_ref().map(Exporter::metrics)
     }
 
     /// The durability mode.
@@ -549,6 +567,28 @@ struct Writer {
     shared: Arc<Shared>,
     /// The error that made the writer fail, while it does.
     failure: Option<String>,
+    exporter: Option<Exporter>,
+}
+
+fn exported(event: &Event, line: &[u8]) -> Exported {
+    let facets = event.facets();
+    let (class_uid, success) = match event {
+        Event::Http(e) => (
+            4002,
+            e.decision == crate::audit::Decision::Allow && e.status < 400,
+        ),
+        Event::Auth(e) => (3002, e.success),
+        Event::Lifecycle(e) => (6002, e.success),
+    };
+    Exported {
+        line: String::from_utf8_lossy(line).into_owned(),
+        time_ms: facets.time_ms,
+        class_uid,
+        decision: facets.decision.map(str::to_owned),
+        user: facets.user.map(str::to_owned),
+        route: facets.route.map(str::to_owned),
+        success,
+    }
 }
 
 impl Writer {
@@ -677,6 +717,13 @@ impl Writer {
                         start + line_start as u64,
                         end - line_start,
                     );
+                    if let Some(exporter) = &self.exporter {
+                        // Without the newline.
+                        let line = buf
+                            .get(line_start..end.saturating_sub(1))
+                            .unwrap_or_default();
+                        exporter.offer(exported(&event, line));
+                    }
                     line_start = end;
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(Ok(()));

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""A minimal OTLP/HTTP logs receiver for sekisho's tests, decoding with the OpenTelemetry
+project's own Python protobuf bindings (the `opentelemetry-proto` package from PyPI), not with
+sekisho's code.
+
+    python3 otlp_receiver.py OUT.jsonl
+
+Listens on 127.0.0.1 (port 0), prints {"event": "listening", "http": "127.0.0.1:PORT"} on
+stdout, and appends one JSON object per received log record to OUT.jsonl: its body, time,
+severity, attributes, the resource's attributes and the request's Authorization header.
+Answers 415 to anything but application/x-protobuf and 400 to undecodable bodies, like a
+collector.
+"""
+
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+
+def value_of(any_value):
+    kind = any_value.WhichOneof("value")
+    return getattr(any_value, kind) if kind else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        if self.path != "/v1/logs":
+            self.send_error(404)
+            return
+        if self.headers.get("Content-Type") != "application/x-protobuf":
+            self.send_error(415)
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        request = logs_service_pb2.ExportLogsServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as error:
+            self.send_error(400, str(error))
+            return
+        with open(sys.argv[1], "a", encoding="utf-8") as out:
+            for resource_logs in request.resource_logs:
+                resource = {kv.key: value_of(kv.value) for kv in resource_logs.resource.attributes}
+                for scope_logs in resource_logs.scope_logs:
+                    for record in scope_logs.log_records:
+                        out.write(json.dumps({
+                            "body": value_of(record.body),
+                            "time_unix_nano": record.time_unix_nano,
+                            "severity_number": record.severity_number,
+                            "severity_text": record.severity_text,
+                            "event_name": record.event_name,
+                            "attributes": {kv.key: value_of(kv.value) for kv in record.attributes},
+                            "resource": resource,
+                            "scope": scope_logs.scope.name,
+                            "authorization": self.headers.get("Authorization"),
+                        }) + "\n")
+        response = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(response)))
+        self.end_headers()
+        self.wfile.write(response)
+
+    def log_message(self, format, *args):
+        sys.stderr.write(format % args + "\n")
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    host, port = server.server_address
+    print(json.dumps({"event": "listening", "http": f"{host}:{port}"}), flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
