@@ -2,6 +2,7 @@
 //! defaults are filled in, secrets resolved and cross-field rules checked, and every problem
 //! is collected rather than stopping at the first.
 
+pub(crate) mod idp;
 mod policy;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ const TOP_LEVEL: &[&str] = &[
     "allowed_redirect_origins",
     "policies",
     "routes",
+    "identity_provider",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -205,6 +207,12 @@ impl Parser<'_> {
             .walk
             .required(&map, "routes")
             .and_then(|field| self.routes(&field, &policies));
+        let identity_provider = self.optional(&map, "identity_provider", |p, f| {
+            p.identity_provider(f, state_dir.as_deref())
+        });
+        if let Some(Some(idp)) = &identity_provider {
+            self.check_own_client(root, idp);
+        }
         Some(Config {
             state_dir: state_dir?,
             server: server?,
@@ -215,6 +223,7 @@ impl Parser<'_> {
             allowed_redirect_origins: allowed_redirect_origins?,
             routes: routes?,
             policies: policies.all()?,
+            identity_provider: identity_provider?,
         })
     }
 
