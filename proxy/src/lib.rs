@@ -6,6 +6,7 @@ pub mod assertion;
 pub mod audit;
 pub mod error;
 pub mod headers;
+pub mod idp;
 pub mod normalize;
 pub mod oidc;
 pub mod policy;
