@@ -36,8 +36,12 @@ use crate::error::{BoxError, ProxyBody, full};
 use crate::seal::{Purpose, Sealer};
 use crate::session::{request_cookies, unix_now};
 
-pub use keys::{KeyError, add_key};
-pub use password::{MAX_PASSWORD, PasswordError, hash as hash_password};
+pub use keys::{
+    KeyError, add_key, create_dir as create_private_dir, write_private as write_private_file,
+};
+pub use password::{
+    MAX_PASSWORD, PasswordError, hash as hash_password, verify_blocking as verify_password_blocking,
+};
 pub use store::StoreError;
 
 /// Largest request body the provider reads (forms and token requests are small).

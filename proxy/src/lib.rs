@@ -11,6 +11,7 @@ pub mod normalize;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;
+pub mod quickstart;
 pub mod redirect;
 pub mod revocation;
 pub mod routes;

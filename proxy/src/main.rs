@@ -48,6 +48,43 @@ enum Command {
     GenCookieKey,
     /// Print a new ECDSA P-256 assertion signing key (PKCS#8 PEM).
     GenSigningKey,
+    /// Print the Argon2id hash of a password for `identity_provider.users[].password_hash`.
+    /// The password is read from the terminal (not echoed, asked twice) or from standard input,
+    /// never from the command line.
+    HashPassword,
+    /// Print a new TOTP secret (base32) for `identity_provider.users[].totp_secret`, and the
+    /// otpauth:// URI an authenticator app imports.
+    GenTotpSecret {
+        /// The account name shown in the authenticator app.
+        #[arg(long)]
+        account: String,
+        /// The issuer name shown in the authenticator app.
+        #[arg(long, default_value = "sekisho")]
+        issuer: String,
+    },
+    /// Built-in OpenID provider tools.
+    #[command(subcommand)]
+    Idp(IdpCommand),
+    /// Run the quickstart: the proxy, its built-in OpenID provider with two demo users and a
+    /// demo upstream, on http://127.0.0.1:8080, with secrets generated into a state directory
+    /// on first run and kept.
+    Quickstart {
+        /// State directory (default: $XDG_STATE_HOME/sekisho/quickstart, else
+        /// ~/.local/state/sekisho/quickstart).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdpCommand {
+    /// Add a new signing key: it signs from the provider's next reload (SIGHUP) or restart;
+    /// the previous key stays published until the tokens it signed have expired.
+    RotateKey {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +195,54 @@ fn main() -> ExitCode {
             }
             None => {
                 eprintln!("error: key generation failed");
+                ExitCode::FAILURE
+            }
+        },
+        Command::HashPassword => match hash_password() {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::GenTotpSecret { account, issuer } => match sekisho::idp::totp::generate_secret() {
+            Some(secret) => {
+                let label_text = format!("{issuer}:{account}");
+                let label = percent_encoding::utf8_percent_encode(
+                    &label_text,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                let issuer_param =
+                    percent_encoding::utf8_percent_encode(&issuer, percent_encoding::NON_ALPHANUMERIC);
+                println!("{secret}");
+                println!(
+                    "otpauth://totp/{label}?secret={secret}&issuer={issuer_param}&algorithm=SHA1&digits=6&period=30"
+                );
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("error: the system random source failed");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Idp(IdpCommand::RotateKey { config }) => match rotate_key(&config) {
+            Ok(kid) => {
+                println!("{kid}");
+                eprintln!("new signing key {kid}; it signs once the provider reloads (SIGHUP) or restarts");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Quickstart { dir } => match quickstart(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -325,6 +410,12 @@ fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
+    init_tracing();
+    let config = load_config(&path)?;
+    runtime()?.block_on(serve(config, path, |_, _| {}))
+}
+
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG")
@@ -332,31 +423,146 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = load_config(&path)?;
-    let path = path.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
-        let timeouts = config.server.timeouts;
-        let listeners = Listeners::bind(&config).await?;
-        let proxy = Arc::new(Proxy::new(config)?);
-        if let Err(e) = proxy.oidc().discover().await {
-            tracing::warn!(error = %e, "provider discovery failed at startup; retrying on demand");
+        .context("starting the runtime")
+}
+
+/// Binds the listeners, starts the proxy (and its built-in provider, when configured), calls
+/// `listening` with the bound addresses and serves until SIGINT/SIGTERM.
+async fn serve(
+    config: sekisho_config::Config,
+    path: PathBuf,
+    listening: impl FnOnce(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+) -> anyhow::Result<()> {
+    let timeouts = config.server.timeouts;
+    let listeners = Listeners::bind(&config).await?;
+    let idp = match &config.identity_provider {
+        Some(idp) => Some(Arc::new(sekisho::idp::IdentityProvider::new(
+            idp,
+            Arc::new(sekisho::idp::log_event),
+        )?)),
+        None => None,
+    };
+    let mut proxy = Proxy::new(config)?;
+    if let Some(idp) = &idp {
+        tracing::info!(issuer = idp.issuer(), kid = %idp.signing_kid(), "built-in OpenID provider enabled");
+        proxy = proxy.with_identity_provider(idp.clone());
+        tokio::spawn(idp.clone().maintain());
+    }
+    let proxy = Arc::new(proxy);
+    // Discovery runs beside serving: the provider may be this very process, which answers only
+    // once the listeners accept.
+    tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            if let Err(e) = proxy.oidc().discover().await {
+                tracing::warn!(error = %e, "provider discovery failed at startup; retrying on demand");
+            }
         }
-        let (http, https) = listeners.addresses();
-        // One machine-readable line on stdout: tests and scripts read the bound ports from it.
-        println!(
-            "{}",
-            serde_json::json!({ "event": "listening", "http": http.map(|a| a.to_string()), "https": https.map(|a| a.to_string()) })
-        );
-        tracing::info!(?http, ?https, "sekisho listening");
-        tokio::spawn(watch_config(path.clone(), proxy.clone()));
-        listeners.serve(proxy, timeouts, shutdown_signal()).await;
-        tracing::info!("sekisho stopped");
-        Ok(())
+    });
+    let (http, https) = listeners.addresses();
+    // One machine-readable line on stdout: tests and scripts read the bound ports from it.
+    println!(
+        "{}",
+        serde_json::json!({ "event": "listening", "http": http.map(|a| a.to_string()), "https": https.map(|a| a.to_string()) })
+    );
+    listening(http, https);
+    tracing::info!(?http, ?https, "sekisho listening");
+    tokio::spawn(watch_config(path.clone(), proxy.clone()));
+    listeners.serve(proxy, timeouts, shutdown_signal()).await;
+    tracing::info!("sekisho stopped");
+    Ok(())
+}
+
+/// `sekisho quickstart`: prepares the state directory, starts the demo upstream and runs the
+/// quickstart configuration.
+fn quickstart(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use sekisho::quickstart;
+    init_tracing();
+    let dir = dir.unwrap_or_else(quickstart::default_dir);
+    let prepared = quickstart::prepare(&dir)
+        .with_context(|| format!("preparing the quickstart state in {}", dir.display()))?;
+    let config = load_config(&prepared.config)?;
+    let verifier = quickstart::whoami::Verifier {
+        jwks_url: format!("{}.well-known/sekisho/jwks.json", quickstart::URL),
+        issuer: config.signing.issuer.clone(),
+        audiences: config.routes.iter().map(|r| r.id.clone()).collect(),
+    };
+    let banner = quickstart::banner(&prepared, &dir);
+    runtime()?.block_on(async move {
+        let whoami = tokio::net::TcpListener::bind(quickstart::WHOAMI_LISTEN)
+            .await
+            .with_context(|| format!("the demo upstream cannot listen on {}", quickstart::WHOAMI_LISTEN))?;
+        tokio::spawn(quickstart::whoami::serve(whoami, verifier));
+        serve(config, prepared.config, |_, _| {
+            use std::io::Write as _;
+            println!("{banner}");
+            let _ = std::io::stdout().flush();
+        })
+        .await
     })
+}
+
+/// `sekisho hash-password`: the password from the terminal (no echo, twice) or standard input.
+fn hash_password() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let stdin = std::io::stdin();
+    let password = if rustix::termios::isatty(&stdin) {
+        let ask = |prompt: &str| -> anyhow::Result<String> {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+            let saved = rustix::termios::tcgetattr(&stdin).context("reading terminal settings")?;
+            let mut quiet = saved.clone();
+            quiet.local_modes -= rustix::termios::LocalModes::ECHO;
+            rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
+                .context("turning echo off")?;
+            let mut line = String::new();
+            let read = stdin.lock().read_line(&mut line);
+            let restored =
+                rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
+            eprintln!();
+            read.context("reading the password")?;
+            restored.context("restoring terminal settings")?;
+            Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+        };
+        let first = ask("Password: ")?;
+        let second = ask("Again: ")?;
+        anyhow::ensure!(first == second, "the passwords differ");
+        first
+    } else {
+        let mut text = String::new();
+        stdin
+            .lock()
+            .take(sekisho::idp::MAX_PASSWORD as u64 + 2)
+            .read_to_string(&mut text)
+            .context("reading the password from standard input")?;
+        text.strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text)
+            .to_owned()
+    };
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    anyhow::ensure!(
+        password.len() <= sekisho::idp::MAX_PASSWORD,
+        "the password is longer than {} bytes",
+        sekisho::idp::MAX_PASSWORD
+    );
+    Ok(sekisho::idp::hash_password(&password)?)
+}
+
+/// `sekisho idp rotate-key`.
+fn rotate_key(path: &std::path::Path) -> anyhow::Result<String> {
+    let config = load_config(path)?;
+    let idp = config
+        .identity_provider
+        .context("the configuration has no identity_provider section")?;
+    let now = sekisho::session::unix_now();
+    Ok(sekisho::idp::add_key(&idp.state_dir.join("keys"), now)?)
 }
 
 /// Reloads routes and policies on SIGHUP and whenever the configuration file changes (checked

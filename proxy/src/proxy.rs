@@ -132,6 +132,8 @@ pub struct Proxy {
     identity_header_names: IdentityHeaderNames,
     sessions: SessionCache,
     request_ids: RequestIds,
+    /// The built-in OpenID provider, when configured (served before routing).
+    idp: Option<Arc<crate::idp::IdentityProvider>>,
     /// Operational counters.
     pub counters: Counters,
 }
@@ -306,9 +308,17 @@ impl Proxy {
             identity_header_names,
             sessions: SessionCache::default(),
             request_ids: RequestIds::new(),
+            idp: None,
             counters: Counters::default(),
             config,
         })
+    }
+
+    /// Serves the built-in OpenID provider on this proxy's listeners (requests to its issuer's
+    /// host under its path). The proxy itself still reaches it only over HTTP, as `oidc.issuer`.
+    pub fn with_identity_provider(mut self, idp: Arc<crate::idp::IdentityProvider>) -> Self {
+        self.idp = Some(idp);
+        self
     }
 
     /// The OpenID relying party (for startup discovery).
@@ -329,6 +339,9 @@ impl Proxy {
     /// provider, session keys, signing key) are kept, and each difference is logged.
     pub fn reload(&self, config: &Config) -> Result<usize, StartError> {
         let routing = Routing::new(config)?;
+        if let Some(idp) = &self.idp {
+            idp.reload(config);
+        }
         for setting in restart_only_changes(&self.config, config) {
             tracing::warn!(
                 setting,
@@ -374,6 +387,13 @@ impl Proxy {
     {
         // Phase: normalise.
         let target = self.target(&request, conn)?;
+        if let Some(idp) = &self.idp
+            && idp.serves(target.scheme, &target.host, target.port, &target.path)
+        {
+            return Ok(idp
+                .handle(request, &target.path, target.forwarded.client_ip)
+                .await);
+        }
         let routing = self.routing();
 
         // Phase: sekisho's own endpoints.
