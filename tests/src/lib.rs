@@ -11,6 +11,7 @@
     reason = "test harness: panics are the failure report"
 )]
 
+pub mod builtin;
 pub mod echo;
 
 use std::collections::BTreeMap;
@@ -92,7 +93,20 @@ pub struct Process {
 
 impl Process {
     /// Spawns `command`, waits (with [`DEADLINE`]) for its first stdout line, parses it as JSON.
-    pub async fn spawn(name: &str, mut command: Command, log: PathBuf) -> (Process, Value) {
+    pub async fn spawn(name: &str, command: Command, log: PathBuf) -> (Process, Value) {
+        match Self::try_spawn(name, command, log).await {
+            Ok(ready) => ready,
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+
+    /// Like [`Process::spawn`], but a child that exits or stays silent is an `Err` with its log
+    /// (for callers that retry, like a start on a port that another test took meanwhile).
+    pub async fn try_spawn(
+        name: &str,
+        mut command: Command,
+        log: PathBuf,
+    ) -> Result<(Process, Value), String> {
         let log_file = std::fs::File::create(&log).expect("creating log file");
         command
             .stdout(Stdio::piped())
@@ -112,16 +126,23 @@ impl Process {
         };
         let line = match first {
             Ok(Ok(Some(line))) => line,
-            other => panic!(
-                "{name} did not announce readiness ({other:?}); log:\n{}",
-                process.logs()
-            ),
+            other => {
+                return Err(format!(
+                    "{name} did not announce readiness ({other:?}); log:\n{}",
+                    process.logs()
+                ));
+            }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("{name} readiness line {line:?}: {e}"));
-        (process, ready)
+            .map_err(|e| format!("{name} readiness line {line:?}: {e}"))?;
+        Ok((process, ready))
+    }
+
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The child's stderr so far.
