@@ -448,6 +448,9 @@ async fn serve(
         )?)),
         None => None,
     };
+    let self_provided = idp.as_ref().is_some_and(|idp| {
+        idp.issuer() == config.oidc.issuer.as_str().trim_end_matches('/')
+    });
     let mut proxy = Proxy::new(config)?;
     if let Some(idp) = &idp {
         tracing::info!(issuer = idp.issuer(), kid = %idp.signing_kid(), "built-in OpenID provider enabled");
@@ -455,16 +458,21 @@ async fn serve(
         tokio::spawn(idp.clone().maintain());
     }
     let proxy = Arc::new(proxy);
-    // Discovery runs beside serving: the provider may be this very process, which answers only
-    // once the listeners accept.
-    tokio::spawn({
+    let discovery = {
         let proxy = proxy.clone();
         async move {
             if let Err(e) = proxy.oidc().discover().await {
                 tracing::warn!(error = %e, "provider discovery failed at startup; retrying on demand");
             }
         }
-    });
+    };
+    if self_provided {
+        // The provider is this very process: it answers once the listeners accept, so discovery
+        // runs beside serving.
+        tokio::spawn(discovery);
+    } else {
+        discovery.await;
+    }
     let (http, https) = listeners.addresses();
     // One machine-readable line on stdout: tests and scripts read the bound ports from it.
     println!(

@@ -126,13 +126,12 @@ impl Stack {
         panic!("sekisho did not start in five tries:\n{}", failures.join("\n----\n"));
     }
 
-    /// Waits until the provider answers discovery.
+    /// Waits until the proxy has discovered its provider (it does so over HTTP, as soon as
+    /// its listener accepts).
     async fn wait_discovered(&self) {
-        let http = no_redirect_client();
-        let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        crate::eventually("the built-in provider's discovery document", || {
-            let request = http.get(&url).send();
-            async move { request.await.is_ok_and(|r| r.status() == 200) }
+        crate::eventually("sekisho to discover its built-in provider", || {
+            let discovered = self.process.logs().contains("provider discovered");
+            async move { discovered }
         })
         .await;
     }
