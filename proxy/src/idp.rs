@@ -201,9 +201,9 @@ impl Directory {
     /// The user a typed login names: a username, or an email (case-insensitive).
     fn find_login(&self, login: &str) -> Option<&IdpUser> {
         let login = login.trim();
-        self.users.iter().find(|u| {
-            u.username == login.to_lowercase() || u.email.eq_ignore_ascii_case(login)
-        })
+        self.users
+            .iter()
+            .find(|u| u.username == login.to_lowercase() || u.email.eq_ignore_ascii_case(login))
     }
 }
 
@@ -344,7 +344,9 @@ impl IdentityProvider {
     /// login limits need a restart.
     pub fn reload(&self, config: &Config) {
         let Some(idp) = &config.identity_provider else {
-            tracing::warn!("identity_provider removed from the configuration; takes effect at the next restart");
+            tracing::warn!(
+                "identity_provider removed from the configuration; takes effect at the next restart"
+            );
             return;
         };
         if idp.issuer.as_str().trim_end_matches('/') != self.issuer {
@@ -358,7 +360,11 @@ impl IdentityProvider {
         if let Err(e) = self.keys.refresh(unix_now()) {
             tracing::error!(error = %e, "identity provider: reloading keys failed; keeping the loaded ones");
         }
-        tracing::info!(users = idp.users.len(), clients = idp.clients.len(), "identity provider reloaded");
+        tracing::info!(
+            users = idp.users.len(),
+            clients = idp.clients.len(),
+            "identity provider reloaded"
+        );
     }
 
     /// Rotates keys when due (hourly), until the process ends.
@@ -403,7 +409,10 @@ impl IdentityProvider {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(';').next())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+                .is_some_and(|v| {
+                    v.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                });
             if !is_form {
                 return oauth::error_json(
                     StatusCode::BAD_REQUEST,
@@ -443,8 +452,14 @@ impl IdentityProvider {
             "/userinfo" if get_or_post => self.userinfo(&call),
             "/end-session" if get_or_post => self.end_session(&call),
             "/end-session/confirm" if call.method == Method::POST => self.confirm_logout(&call),
-            "/.well-known/openid-configuration" | "/jwks" | "/authorize" | "/login"
-            | "/login/code" | "/token" | "/userinfo" | "/end-session"
+            "/.well-known/openid-configuration"
+            | "/jwks"
+            | "/authorize"
+            | "/login"
+            | "/login/code"
+            | "/token"
+            | "/userinfo"
+            | "/end-session"
             | "/end-session/confirm" => method_not_allowed(),
             _ => not_found(),
         }
@@ -462,8 +477,16 @@ impl IdentityProvider {
 
     /// A `Set-Cookie` for one of the provider's cookies; `max_age` None: a browser-session cookie.
     fn set_cookie(&self, name: &str, value: &str, max_age: Option<u64>) -> Option<HeaderValue> {
-        let path = if self.prefix.is_empty() { "/" } else { &self.prefix };
-        let secure = if self.scheme == Scheme::Https { "; Secure" } else { "" };
+        let path = if self.prefix.is_empty() {
+            "/"
+        } else {
+            &self.prefix
+        };
+        let secure = if self.scheme == Scheme::Https {
+            "; Secure"
+        } else {
+            ""
+        };
         let age = max_age.map_or_else(String::new, |age| format!("; Max-Age={age}"));
         HeaderValue::from_str(&format!(
             "{name}={value}; Path={path}{age}; HttpOnly; SameSite=Lax{secure}"
@@ -481,7 +504,10 @@ impl IdentityProvider {
     /// The hash binding forms to this browser: of its browser cookie, made (and set) when
     /// absent. `None` when no random value could be made.
     fn browser_binding(&self, headers: &HeaderMap) -> Option<(String, Option<HeaderValue>)> {
-        if let Some(value) = self.cookie(headers, &self.browser_cookie).filter(|v| v.len() >= 32) {
+        if let Some(value) = self
+            .cookie(headers, &self.browser_cookie)
+            .filter(|v| v.len() >= 32)
+        {
             return Some((store::hash(value), None));
         }
         let value = random_token(32)?;
@@ -552,7 +578,10 @@ fn parse_params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
         if value.is_empty() {
             continue;
         }
-        if params.insert(name.to_string(), value.into_owned()).is_some() {
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
             return Err(name.into_owned());
         }
     }
@@ -564,7 +593,11 @@ fn is_get(method: &Method) -> bool {
 }
 
 fn not_found() -> Response<ProxyBody> {
-    pages::message(StatusCode::NOT_FOUND, "Not found", "The identity provider has no such page.")
+    pages::message(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "The identity provider has no such page.",
+    )
 }
 
 fn method_not_allowed() -> Response<ProxyBody> {
@@ -584,7 +617,10 @@ fn redirect(status: StatusCode, location: &str, cookies: Vec<HeaderValue>) -> Re
         h.insert(header::LOCATION, v);
     }
     pages::no_store(h);
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     for cookie in cookies {
         h.append(header::SET_COOKIE, cookie);
     }

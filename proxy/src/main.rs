@@ -215,8 +215,10 @@ fn main() -> ExitCode {
                     &label_text,
                     percent_encoding::NON_ALPHANUMERIC,
                 );
-                let issuer_param =
-                    percent_encoding::utf8_percent_encode(&issuer, percent_encoding::NON_ALPHANUMERIC);
+                let issuer_param = percent_encoding::utf8_percent_encode(
+                    &issuer,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
                 println!("{secret}");
                 println!(
                     "otpauth://totp/{label}?secret={secret}&issuer={issuer_param}&algorithm=SHA1&digits=6&period=30"
@@ -231,7 +233,9 @@ fn main() -> ExitCode {
         Command::Idp(IdpCommand::RotateKey { config }) => match rotate_key(&config) {
             Ok(kid) => {
                 println!("{kid}");
-                eprintln!("new signing key {kid}; it signs once the provider reloads (SIGHUP) or restarts");
+                eprintln!(
+                    "new signing key {kid}; it signs once the provider reloads (SIGHUP) or restarts"
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -448,9 +452,9 @@ async fn serve(
         )?)),
         None => None,
     };
-    let self_provided = idp.as_ref().is_some_and(|idp| {
-        idp.issuer() == config.oidc.issuer.as_str().trim_end_matches('/')
-    });
+    let self_provided = idp
+        .as_ref()
+        .is_some_and(|idp| idp.issuer() == config.oidc.issuer.as_str().trim_end_matches('/'));
     let mut proxy = Proxy::new(config)?;
     if let Some(idp) = &idp {
         tracing::info!(issuer = idp.issuer(), kid = %idp.signing_kid(), "built-in OpenID provider enabled");
@@ -505,7 +509,12 @@ fn quickstart(dir: Option<PathBuf>) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let whoami = tokio::net::TcpListener::bind(quickstart::WHOAMI_LISTEN)
             .await
-            .with_context(|| format!("the demo upstream cannot listen on {}", quickstart::WHOAMI_LISTEN))?;
+            .with_context(|| {
+                format!(
+                    "the demo upstream cannot listen on {}",
+                    quickstart::WHOAMI_LISTEN
+                )
+            })?;
         tokio::spawn(quickstart::whoami::serve(whoami, verifier));
         serve(config, prepared.config, |_, _| {
             use std::io::Write as _;

@@ -70,9 +70,12 @@ pub fn prepare(dir: &Path) -> Result<Prepared, QuickstartError> {
     crate::idp::create_private_dir(dir)?;
     keep(dir, "cookie.key", || Ok(STANDARD.encode(random(32)?)))?;
     keep(dir, "signing.pem", || {
-        crate::assertion::generate_pem().ok_or_else(|| QuickstartError::Generate("key generation failed".into()))
+        crate::assertion::generate_pem()
+            .ok_or_else(|| QuickstartError::Generate("key generation failed".into()))
     })?;
-    keep(dir, "client-secret", || Ok(URL_SAFE_NO_PAD.encode(random(32)?)))?;
+    keep(dir, "client-secret", || {
+        Ok(URL_SAFE_NO_PAD.encode(random(32)?))
+    })?;
     let mut users = Vec::new();
     for (name, groups) in USERS {
         let password = keep(dir, &format!("{name}.password"), || {
@@ -82,7 +85,8 @@ pub fn prepare(dir: &Path) -> Result<Prepared, QuickstartError> {
         let hash_file = dir.join(format!("{name}.hash"));
         let current = std::fs::read_to_string(&hash_file).unwrap_or_default();
         if !crate::idp::verify_password_blocking(current.trim(), &password) {
-            let hash = hash_password(&password).map_err(|e| QuickstartError::Generate(e.to_string()))?;
+            let hash =
+                hash_password(&password).map_err(|e| QuickstartError::Generate(e.to_string()))?;
             crate::idp::write_private_file(&hash_file, hash.as_bytes())?;
         }
         users.push((
@@ -137,7 +141,9 @@ fn random(len: usize) -> Result<Vec<u8>, QuickstartError> {
 pub fn banner(prepared: &Prepared, dir: &Path) -> String {
     let mut out = String::new();
     out.push_str("\n  sekisho quickstart\n  ------------------\n");
-    out.push_str(&format!("  Open {URL} and sign in as one of the demo users:\n"));
+    out.push_str(&format!(
+        "  Open {URL} and sign in as one of the demo users:\n"
+    ));
     for (name, password, groups) in &prepared.users {
         let admin = if groups.iter().any(|g| g == "admins") {
             "may open /admin"
@@ -176,12 +182,19 @@ mod tests {
         assert_eq!(first.users, second.users);
         assert_eq!(first.users.len(), 2);
         let config = sekisho_config::load(&first.config).unwrap_or_else(|e| panic!("{e}"));
-        let idp = config.identity_provider.unwrap_or_else(|| panic!("no provider"));
+        let idp = config
+            .identity_provider
+            .unwrap_or_else(|| panic!("no provider"));
         assert_eq!(idp.users.len(), 2);
         for (name, password, _) in &first.users {
             let user = idp.users.iter().find(|u| &u.username == name);
-            let hash = user.map(|u| u.password_hash.expose().to_owned()).unwrap_or_default();
-            assert!(crate::idp::verify_password_blocking(&hash, password), "{name}");
+            let hash = user
+                .map(|u| u.password_hash.expose().to_owned())
+                .unwrap_or_default();
+            assert!(
+                crate::idp::verify_password_blocking(&hash, password),
+                "{name}"
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

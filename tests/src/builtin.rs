@@ -98,8 +98,11 @@ impl Stack {
             sekisho::assertion::generate_pem().expect("keygen"),
         )
         .expect("write pem");
-        std::fs::write(dir.path().join("client-secret"), URL_SAFE_NO_PAD.encode(key))
-            .expect("write secret");
+        std::fs::write(
+            dir.path().join("client-secret"),
+            URL_SAFE_NO_PAD.encode(key),
+        )
+        .expect("write secret");
         let config_path = dir.path().join("sekisho.yaml");
         let mut failures = Vec::new();
         for _ in 0..5 {
@@ -123,7 +126,10 @@ impl Stack {
                 Err(failure) => failures.push(failure),
             }
         }
-        panic!("sekisho did not start in five tries:\n{}", failures.join("\n----\n"));
+        panic!(
+            "sekisho did not start in five tries:\n{}",
+            failures.join("\n----\n")
+        );
     }
 
     /// Waits until the proxy has discovered its provider (it does so over HTTP, as soon as
@@ -208,8 +214,13 @@ fn hashes() -> [String; 4] {
     static HASHES: OnceLock<[String; 4]> = OnceLock::new();
     HASHES
         .get_or_init(|| {
-            [ALICE_PASSWORD, BOB_PASSWORD, CAROL_PASSWORD, HASHED_RP_SECRET]
-                .map(|p| sekisho::idp::hash_password(p).expect("hashing"))
+            [
+                ALICE_PASSWORD,
+                BOB_PASSWORD,
+                CAROL_PASSWORD,
+                HASHED_RP_SECRET,
+            ]
+            .map(|p| sekisho::idp::hash_password(p).expect("hashing"))
         })
         .clone()
 }
@@ -373,7 +384,12 @@ impl Agent {
     }
 
     /// Posts a form (with `X-Forwarded-For: source` when given).
-    pub async fn post_form(&self, action: &str, fields: &[(&str, &str)], source: Option<&str>) -> Posted {
+    pub async fn post_form(
+        &self,
+        action: &str,
+        fields: &[(&str, &str)],
+        source: Option<&str>,
+    ) -> Posted {
         let mut request = no_redirect_client()
             .post(action)
             .header("accept", "text/html")
@@ -403,17 +419,31 @@ impl Agent {
 
     /// Signs in at the provider for the test relying party and returns the code it was
     /// redirected with (after checking `state` and `iss`).
-    pub async fn code_for(&self, issuer: &str, challenge: &str, user: &str, password: &str) -> String {
+    pub async fn code_for(
+        &self,
+        issuer: &str,
+        challenge: &str,
+        user: &str,
+        password: &str,
+    ) -> String {
         let authorize = authorize_url(issuer, &code_request(challenge, "st-1"));
         let (action, interaction) = self.open_sign_in(&authorize).await;
         let posted = self
             .post_form(
                 &action,
-                &[("interaction", &interaction), ("username", user), ("password", password)],
+                &[
+                    ("interaction", &interaction),
+                    ("username", user),
+                    ("password", password),
+                ],
                 None,
             )
             .await;
-        assert_eq!(posted.status, 303, "sign-in answered {}: {}", posted.status, posted.body);
+        assert_eq!(
+            posted.status, 303,
+            "sign-in answered {}: {}",
+            posted.status, posted.body
+        );
         let back = url::Url::parse(posted.location.as_deref().expect("Location")).expect("URL");
         assert!(back.as_str().starts_with(RP_REDIRECT), "{back}");
         let param = |name: &str| {
@@ -443,6 +473,10 @@ pub async fn token_request(issuer: &str, fields: &[(&str, &str)]) -> (u16, Value
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body: Value = response.json().await.expect("token JSON");
-    assert_eq!(cache.as_deref(), Some("no-store"), "token responses are never cached");
+    assert_eq!(
+        cache.as_deref(),
+        Some("no-store"),
+        "token responses are never cached"
+    );
     (status, body)
 }

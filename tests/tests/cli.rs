@@ -303,9 +303,16 @@ fn hash_password_reads_standard_input_and_prints_an_argon2id_hash() {
         .write_all(b"correct horse battery staple\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let hash = String::from_utf8(out.stdout).unwrap();
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
     assert!(sekisho::idp::verify_password_blocking(
         hash.trim(),
         "correct horse battery staple"
@@ -353,7 +360,9 @@ fn identity_provider_errors_are_reported_with_their_positions() {
         ("identity_provider.clients[0].redirect_uris[0]", ":17:"),
     ] {
         assert!(
-            stderr.lines().any(|l| l.contains(field) && l.contains(line)),
+            stderr
+                .lines()
+                .any(|l| l.contains(field) && l.contains(line)),
             "no error for {field} at line {line} in:\n{stderr}"
         );
     }

@@ -18,9 +18,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sekisho_tests::builtin::{
-    ALICE_PASSWORD, BOB_PASSWORD, CAROL_PASSWORD, HASHED_RP_ID, HASHED_RP_SECRET, Options,
-    RP_ID, RP_LOGOUT, RP_REDIRECT, RP_SECRET, Stack, authorize_url, code_request, pkce,
-    token_request,
+    ALICE_PASSWORD, BOB_PASSWORD, CAROL_PASSWORD, HASHED_RP_ID, HASHED_RP_SECRET, Options, RP_ID,
+    RP_LOGOUT, RP_REDIRECT, RP_SECRET, Stack, authorize_url, code_request, pkce, token_request,
 };
 use sekisho_tests::echo::Echoed;
 use sekisho_tests::{Agent, eventually, location, no_redirect_client, run_browser, workspace};
@@ -30,7 +29,9 @@ use serde_json::{Value, json};
 async fn tokens(stack: &Stack, user: &str, password: &str) -> Value {
     let agent = Agent::new();
     let (verifier, challenge) = pkce();
-    let code = agent.code_for(&stack.issuer, &challenge, user, password).await;
+    let code = agent
+        .code_for(&stack.issuer, &challenge, user, password)
+        .await;
     let (status, body) = token_request(
         &stack.issuer,
         &[
@@ -60,7 +61,9 @@ async fn jwks(stack: &Stack) -> JwkSet {
 async fn verify_id_token(stack: &Stack, token: &str) -> Value {
     let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
     let set = jwks(stack).await;
-    let jwk = set.find(&kid).unwrap_or_else(|| panic!("kid {kid} not published"));
+    let jwk = set
+        .find(&kid)
+        .unwrap_or_else(|| panic!("kid {kid} not published"));
     let mut validation = Validation::new(Algorithm::ES256);
     validation.set_audience(&[RP_ID]);
     validation.set_issuer(&[&stack.issuer]);
@@ -88,19 +91,31 @@ async fn proxy_login(agent: &Agent, stack: &Stack, user: &str, password: &str) {
     let first = agent.browse(&start).await;
     assert_eq!(first.status(), 302);
     let authorize = location(&first, &start);
-    assert!(authorize.starts_with(&format!("{}/authorize", stack.issuer)), "{authorize}");
+    assert!(
+        authorize.starts_with(&format!("{}/authorize", stack.issuer)),
+        "{authorize}"
+    );
     let (action, interaction) = agent.open_sign_in(&authorize).await;
     let posted = agent
         .post_form(
             &action,
-            &[("interaction", &interaction), ("username", user), ("password", password)],
+            &[
+                ("interaction", &interaction),
+                ("username", user),
+                ("password", password),
+            ],
             None,
         )
         .await;
     assert_eq!(posted.status, 303, "{}", posted.body);
     let callback = posted.location.unwrap();
     let done = agent.browse(&callback).await;
-    assert_eq!(done.status(), 302, "callback: {}", done.text().await.unwrap_or_default());
+    assert_eq!(
+        done.status(),
+        302,
+        "callback: {}",
+        done.text().await.unwrap_or_default()
+    );
     assert_eq!(location(&done, &callback), start);
 }
 
@@ -154,8 +169,14 @@ async fn chromium_signs_in_through_the_built_in_provider_and_out_again() {
     let json_text = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
     let echoed = Echoed(serde_json::from_str(json_text).unwrap());
     assert_eq!(echoed.header("x-sekisho-user").as_deref(), Some("alice"));
-    assert_eq!(echoed.header("x-sekisho-email").as_deref(), Some("alice@example.com"));
-    assert_eq!(echoed.header("x-sekisho-groups").as_deref(), Some("eng,admins"));
+    assert_eq!(
+        echoed.header("x-sekisho-email").as_deref(),
+        Some("alice@example.com")
+    );
+    assert_eq!(
+        echoed.header("x-sekisho-groups").as_deref(),
+        Some("eng,admins")
+    );
     let cookies = dumps["after_login"]["cookies"].as_array().unwrap();
     let idp_cookie = cookies
         .iter()
@@ -165,12 +186,19 @@ async fn chromium_signs_in_through_the_built_in_provider_and_out_again() {
     assert_eq!(idp_cookie["sameSite"], "Lax");
     assert_eq!(idp_cookie["path"], "/idp");
     // After logout at sekisho (RP-initiated logout at the provider), the provider asks again.
-    assert!(dumps["again"]["body"].as_str().unwrap().contains("Password"));
+    assert!(
+        dumps["again"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("Password")
+    );
     assert!(
         stack
             .logs()
             .lines()
-            .any(|l| l.contains("identity provider sign-in") && l.contains("success") && l.contains("alice")),
+            .any(|l| l.contains("identity provider sign-in")
+                && l.contains("success")
+                && l.contains("alice")),
         "the sign-in is reported as an event"
     );
 }
@@ -183,7 +211,12 @@ async fn the_sign_in_page_is_accessible_and_hardened() {
     let response = Agent::new().browse(&authorize).await;
     assert_eq!(response.status(), 200);
     let h = response.headers().clone();
-    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let header = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     assert_eq!(header("x-frame-options"), "DENY");
     assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
     assert!(header("content-security-policy").contains("default-src 'none'"));
@@ -217,9 +250,8 @@ async fn tokens_are_standard_and_userinfo_takes_access_tokens_only() {
     assert_eq!(claims["email"], "alice@example.com");
     assert_eq!(claims["amr"], json!(["pwd"]));
     let access = body["access_token"].as_str().unwrap();
-    let at_hash = URL_SAFE_NO_PAD.encode(
-        &ring::digest::digest(&ring::digest::SHA256, access.as_bytes()).as_ref()[..16],
-    );
+    let at_hash = URL_SAFE_NO_PAD
+        .encode(&ring::digest::digest(&ring::digest::SHA256, access.as_bytes()).as_ref()[..16]);
     assert_eq!(claims["at_hash"], at_hash);
     assert_eq!(
         jsonwebtoken::decode_header(access).unwrap().typ.as_deref(),
@@ -239,7 +271,11 @@ async fn tokens_are_standard_and_userinfo_takes_access_tokens_only() {
             .headers()
             .get("www-authenticate")
             .map(|v| v.to_str().unwrap().to_owned());
-        (status, challenge, response.json::<Value>().await.unwrap_or(Value::Null))
+        (
+            status,
+            challenge,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
     };
     let (status, _, info) = userinfo(access.to_owned()).await;
     assert_eq!(status, 200);
@@ -268,8 +304,14 @@ async fn pkce_is_required_s256_only_and_checked() {
     for params in [
         vec![("code_challenge_method", "S256")],
         vec![("code_challenge", challenge.as_str())],
-        vec![("code_challenge", challenge.as_str()), ("code_challenge_method", "plain")],
-        vec![("code_challenge", "too-short"), ("code_challenge_method", "S256")],
+        vec![
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "plain"),
+        ],
+        vec![
+            ("code_challenge", "too-short"),
+            ("code_challenge_method", "S256"),
+        ],
     ] {
         let mut query: Vec<(&str, &str)> = code_request(&challenge, "st")
             .into_iter()
@@ -280,24 +322,41 @@ async fn pkce_is_required_s256_only_and_checked() {
         assert_eq!(response.status(), 302, "{query:?}");
         let back = location(&response, &stack.issuer);
         assert!(back.starts_with(RP_REDIRECT), "{back}");
-        assert_eq!(query_param(&back, "error").as_deref(), Some("invalid_request"), "{back}");
+        assert_eq!(
+            query_param(&back, "error").as_deref(),
+            Some("invalid_request"),
+            "{back}"
+        );
         assert_eq!(query_param(&back, "state").as_deref(), Some("st"));
-        assert_eq!(query_param(&back, "iss").as_deref(), Some(stack.issuer.as_str()));
+        assert_eq!(
+            query_param(&back, "iss").as_deref(),
+            Some(stack.issuer.as_str())
+        );
     }
     // A code without its verifier, or with another one, is refused (and burned).
-    let code = agent.code_for(&stack.issuer, &challenge, "bob", BOB_PASSWORD).await;
+    let code = agent
+        .code_for(&stack.issuer, &challenge, "bob", BOB_PASSWORD)
+        .await;
     let base = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
         ("redirect_uri", RP_REDIRECT),
     ];
     let (status, body) = token_request(&stack.issuer, &base).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
     let (other, _) = pkce();
     let mut wrong = base.to_vec();
     wrong.push(("code_verifier", &other));
     let (status, body) = token_request(&stack.issuer, &wrong).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
     let mut right = base.to_vec();
     right.push(("code_verifier", &verifier));
     let (status, body) = token_request(&stack.issuer, &right).await;
@@ -313,7 +372,9 @@ async fn codes_are_single_use_and_a_replay_revokes_what_they_issued() {
     let stack = Stack::start(Options::default()).await;
     let agent = Agent::new();
     let (verifier, challenge) = pkce();
-    let code = agent.code_for(&stack.issuer, &challenge, "alice", ALICE_PASSWORD).await;
+    let code = agent
+        .code_for(&stack.issuer, &challenge, "alice", ALICE_PASSWORD)
+        .await;
     let fields = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
@@ -323,7 +384,10 @@ async fn codes_are_single_use_and_a_replay_revokes_what_they_issued() {
     let (status, first) = token_request(&stack.issuer, &fields).await;
     assert_eq!(status, 200, "{first}");
     let (status, replay) = token_request(&stack.issuer, &fields).await;
-    assert_eq!((status, replay["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, replay["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     let (status, refreshed) = token_request(
         &stack.issuer,
         &[
@@ -340,7 +404,9 @@ async fn codes_are_single_use_and_a_replay_revokes_what_they_issued() {
     // A redirect_uri differing from the authorization request's is refused.
     let (verifier, challenge) = pkce();
     let agent = Agent::new();
-    let code = agent.code_for(&stack.issuer, &challenge, "alice", ALICE_PASSWORD).await;
+    let code = agent
+        .code_for(&stack.issuer, &challenge, "alice", ALICE_PASSWORD)
+        .await;
     let (status, body) = token_request(
         &stack.issuer,
         &[
@@ -351,7 +417,10 @@ async fn codes_are_single_use_and_a_replay_revokes_what_they_issued() {
         ],
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]
@@ -371,7 +440,10 @@ async fn unregistered_redirect_uris_and_clients_get_a_page_never_a_redirect() {
             .collect();
         let response = agent.browse(&authorize_url(&stack.issuer, &query)).await;
         assert_eq!(response.status(), 400, "{name}={value}");
-        assert!(response.headers().get("location").is_none(), "{name}={value}");
+        assert!(
+            response.headers().get("location").is_none(),
+            "{name}={value}"
+        );
         assert!(response.text().await.unwrap().contains("Request refused"));
     }
     // Logout: only a registered post_logout_redirect_uri is followed.
@@ -399,11 +471,19 @@ async fn unregistered_redirect_uris_and_clients_get_a_page_never_a_redirect() {
     // Another browser cannot submit the confirmation.
     let other = Agent::new();
     let posted = other
-        .post_form(&format!("{}/end-session/confirm", stack.issuer), &[("confirm", &token)], None)
+        .post_form(
+            &format!("{}/end-session/confirm", stack.issuer),
+            &[("confirm", &token)],
+            None,
+        )
         .await;
     assert_eq!(posted.status, 403);
     let posted = agent
-        .post_form(&format!("{}/end-session/confirm", stack.issuer), &[("confirm", &token)], None)
+        .post_form(
+            &format!("{}/end-session/confirm", stack.issuer),
+            &[("confirm", &token)],
+            None,
+        )
         .await;
     assert_eq!(posted.status, 303);
     assert_eq!(posted.location.as_deref(), Some(RP_LOGOUT));
@@ -433,7 +513,15 @@ async fn login_forms_posted_from_another_browser_are_refused() {
     let mut tampered = interaction.clone();
     tampered.replace_range(10..11, if &tampered[10..11] == "A" { "B" } else { "A" });
     let posted = attacker
-        .post_form(&action, &[("interaction", &tampered), ("username", "bob"), ("password", BOB_PASSWORD)], None)
+        .post_form(
+            &action,
+            &[
+                ("interaction", &tampered),
+                ("username", "bob"),
+                ("password", BOB_PASSWORD),
+            ],
+            None,
+        )
         .await;
     assert_eq!(posted.status, 400);
     // The form's own browser succeeds, once.
@@ -450,12 +538,20 @@ async fn carol_code_page(agent: &Agent, issuer: &str, challenge: &str) -> (Strin
     let posted = agent
         .post_form(
             &action,
-            &[("interaction", &interaction), ("username", "carol"), ("password", CAROL_PASSWORD)],
+            &[
+                ("interaction", &interaction),
+                ("username", "carol"),
+                ("password", CAROL_PASSWORD),
+            ],
             None,
         )
         .await;
     assert_eq!(posted.status, 200, "the code page follows a right password");
-    assert!(posted.body.contains("autocomplete=\"one-time-code\""), "{}", posted.body);
+    assert!(
+        posted.body.contains("autocomplete=\"one-time-code\""),
+        "{}",
+        posted.body
+    );
     sekisho_tests::builtin::form(&posted.body, &action)
 }
 
@@ -474,7 +570,11 @@ async fn totp_is_asked_after_the_password_and_a_code_works_once() {
     let agent = Agent::new();
     let (action, interaction) = carol_code_page(&agent, &stack.issuer, &challenge).await;
     let wrong = agent
-        .post_form(&action, &[("interaction", &interaction), ("code", "000000")], None)
+        .post_form(
+            &action,
+            &[("interaction", &interaction), ("code", "000000")],
+            None,
+        )
         .await;
     // (One in a million: the wrong code is right.)
     if code_now() != "000000" {
@@ -482,7 +582,11 @@ async fn totp_is_asked_after_the_password_and_a_code_works_once() {
     }
     let code = code_now();
     let ok = agent
-        .post_form(&action, &[("interaction", &interaction), ("code", &code)], None)
+        .post_form(
+            &action,
+            &[("interaction", &interaction), ("code", &code)],
+            None,
+        )
         .await;
     assert_eq!(ok.status, 303, "{}", ok.body);
     let back = ok.location.unwrap();
@@ -498,12 +602,19 @@ async fn totp_is_asked_after_the_password_and_a_code_works_once() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(claims_of(body["id_token"].as_str().unwrap())["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(
+        claims_of(body["id_token"].as_str().unwrap())["amr"],
+        json!(["pwd", "otp", "mfa"])
+    );
     // The same code in a new sign-in (another browser) is refused: no reuse.
     let other = Agent::new();
     let (action, interaction) = carol_code_page(&other, &stack.issuer, &challenge).await;
     let reused = other
-        .post_form(&action, &[("interaction", &interaction), ("code", &code)], None)
+        .post_form(
+            &action,
+            &[("interaction", &interaction), ("code", &code)],
+            None,
+        )
         .await;
     assert_eq!(reused.status, 401, "a TOTP code is accepted once");
     assert!(stack.logs().contains("reused_code"));
@@ -530,9 +641,16 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
     assert_eq!(claims["sub"], "bob");
     // rt1 again: refused, and its family (rt2) with it.
     let (status, reused) = refresh(rt1.to_owned()).await;
-    assert_eq!((status, reused["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, reused["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     let (status, after) = refresh(rt2).await;
-    assert_eq!((status, after["error"].as_str()), (400, Some("invalid_grant")), "{after}");
+    assert_eq!(
+        (status, after["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{after}"
+    );
 }
 
 #[tokio::test]
@@ -545,7 +663,11 @@ async fn the_token_endpoint_answers_bad_requests_with_oauth_errors() {
         let status = response.status().as_u16();
         let challenge = response.headers().get("www-authenticate").is_some();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        (status, body["error"].as_str().unwrap_or("").to_owned(), challenge)
+        (
+            status,
+            body["error"].as_str().unwrap_or("").to_owned(),
+            challenge,
+        )
     };
     let basic = |request: reqwest::RequestBuilder| request.basic_auth(RP_ID, Some(RP_SECRET));
     assert_eq!(
@@ -557,15 +679,29 @@ async fn the_token_endpoint_answers_bad_requests_with_oauth_errors() {
         (400, "invalid_request".into(), false)
     );
     assert_eq!(
-        send(http.post(&url).basic_auth(RP_ID, Some("wrong-secret-0123456789")).form(&[("grant_type", "refresh_token")])).await,
+        send(
+            http.post(&url)
+                .basic_auth(RP_ID, Some("wrong-secret-0123456789"))
+                .form(&[("grant_type", "refresh_token")])
+        )
+        .await,
         (401, "invalid_client".into(), true)
     );
     assert_eq!(
-        send(http.post(&url).form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])).await,
+        send(
+            http.post(&url)
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        )
+        .await,
         (401, "invalid_client".into(), true)
     );
     assert_eq!(
-        send(basic(http.post(&url)).body("grant_type=refresh_token&grant_type=authorization_code").header("content-type", "application/x-www-form-urlencoded")).await,
+        send(
+            basic(http.post(&url))
+                .body("grant_type=refresh_token&grant_type=authorization_code")
+                .header("content-type", "application/x-www-form-urlencoded")
+        )
+        .await,
         (400, "invalid_request".into(), false)
     );
     assert_eq!(
@@ -573,16 +709,33 @@ async fn the_token_endpoint_answers_bad_requests_with_oauth_errors() {
         (400, "invalid_request".into(), false)
     );
     assert_eq!(
-        send(basic(http.post(&url)).form(&[("grant_type", "authorization_code"), ("code", "nope"), ("redirect_uri", RP_REDIRECT), ("code_verifier", &"a".repeat(43))])).await,
+        send(basic(http.post(&url)).form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "nope"),
+            ("redirect_uri", RP_REDIRECT),
+            ("code_verifier", &"a".repeat(43))
+        ]))
+        .await,
         (400, "invalid_grant".into(), false)
     );
     // client_secret_post, and an Argon2id-hashed client secret.
     assert_eq!(
-        send(http.post(&url).form(&[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", RP_ID), ("client_secret", RP_SECRET)])).await,
+        send(http.post(&url).form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_id", RP_ID),
+            ("client_secret", RP_SECRET)
+        ]))
+        .await,
         (400, "invalid_grant".into(), false)
     );
     assert_eq!(
-        send(http.post(&url).basic_auth(HASHED_RP_ID, Some(HASHED_RP_SECRET)).form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])).await,
+        send(
+            http.post(&url)
+                .basic_auth(HASHED_RP_ID, Some(HASHED_RP_SECRET))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        )
+        .await,
         (400, "invalid_grant".into(), false)
     );
     assert_eq!(http.get(&url).send().await.unwrap().status(), 405);
@@ -591,7 +744,8 @@ async fn the_token_endpoint_answers_bad_requests_with_oauth_errors() {
 #[tokio::test]
 async fn failed_logins_lock_the_account_from_every_source() {
     let stack = Stack::start(Options {
-        login_limits: "{account_failures: 3, source_failures: 100, lockout: 2s, max_lockout: 1m}".into(),
+        login_limits: "{account_failures: 3, source_failures: 100, lockout: 2s, max_lockout: 1m}"
+            .into(),
         trusted_proxies: vec!["127.0.0.1".into()],
         ..Options::default()
     })
@@ -606,7 +760,11 @@ async fn failed_logins_lock_the_account_from_every_source() {
             agent
                 .post_form(
                     &action,
-                    &[("interaction", &interaction), ("username", user), ("password", password)],
+                    &[
+                        ("interaction", &interaction),
+                        ("username", user),
+                        ("password", password),
+                    ],
                     Some(source),
                 )
                 .await
@@ -628,7 +786,11 @@ async fn failed_logins_lock_the_account_from_every_source() {
     let posted = bob
         .post_form(
             &bob_action,
-            &[("interaction", &bob_interaction), ("username", "bob"), ("password", BOB_PASSWORD)],
+            &[
+                ("interaction", &bob_interaction),
+                ("username", "bob"),
+                ("password", BOB_PASSWORD),
+            ],
             Some("198.51.100.1"),
         )
         .await;
@@ -636,12 +798,17 @@ async fn failed_logins_lock_the_account_from_every_source() {
     // The lockout ends (polled with a deadline; locked attempts are not counted).
     let deadline = tokio::time::Instant::now() + sekisho_tests::DEADLINE;
     loop {
-        let status = attempt("alice", ALICE_PASSWORD, "198.51.100.1").await.status;
+        let status = attempt("alice", ALICE_PASSWORD, "198.51.100.1")
+            .await
+            .status;
         if status != 429 {
             assert_eq!(status, 303);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the lockout did not end");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lockout did not end"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let logs = stack.logs();
@@ -652,7 +819,8 @@ async fn failed_logins_lock_the_account_from_every_source() {
 #[tokio::test]
 async fn failed_logins_lock_the_source_across_accounts() {
     let stack = Stack::start(Options {
-        login_limits: "{account_failures: 100, source_failures: 3, lockout: 30s, max_lockout: 1m}".into(),
+        login_limits: "{account_failures: 100, source_failures: 3, lockout: 30s, max_lockout: 1m}"
+            .into(),
         trusted_proxies: vec!["127.0.0.1".into()],
         ..Options::default()
     })
@@ -667,7 +835,11 @@ async fn failed_logins_lock_the_source_across_accounts() {
             agent
                 .post_form(
                     &action,
-                    &[("interaction", &interaction), ("username", user), ("password", password)],
+                    &[
+                        ("interaction", &interaction),
+                        ("username", user),
+                        ("password", password),
+                    ],
                     Some(source),
                 )
                 .await
@@ -702,7 +874,10 @@ async fn sessions_and_keys_survive_a_restart_and_rotation_keeps_old_tokens_valid
     let app = format!("{}/hello", stack.origin);
     let (status, echoed_before) = echoed(&agent, &app).await;
     assert_eq!(status, 200);
-    assert_eq!(echoed_before.unwrap().header("x-sekisho-user").as_deref(), Some("alice"));
+    assert_eq!(
+        echoed_before.unwrap().header("x-sekisho-user").as_deref(),
+        Some("alice")
+    );
     let before = tokens(&stack, "bob", BOB_PASSWORD).await;
     let kid_before = jsonwebtoken::decode_header(before["id_token"].as_str().unwrap())
         .unwrap()
@@ -713,12 +888,21 @@ async fn sessions_and_keys_survive_a_restart_and_rotation_keeps_old_tokens_valid
     // The proxy's session refreshes through the provider's persisted refresh token.
     let (status, _) = echoed(&agent, &app).await;
     assert_eq!(status, 200, "the old session works after the restart");
-    assert!(stack.logs().contains("session refreshed"), "the session was refreshed after the restart");
+    assert!(
+        stack.logs().contains("session refreshed"),
+        "the session was refreshed after the restart"
+    );
     let set = jwks(&stack).await;
-    assert!(set.find(&kid_before).is_some(), "the same key after a restart");
+    assert!(
+        set.find(&kid_before).is_some(),
+        "the same key after a restart"
+    );
     let (status, refreshed) = token_request(
         &stack.issuer,
-        &[("grant_type", "refresh_token"), ("refresh_token", before["refresh_token"].as_str().unwrap())],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", before["refresh_token"].as_str().unwrap()),
+        ],
     )
     .await;
     assert_eq!(status, 200, "refresh tokens survive a restart: {refreshed}");
@@ -729,7 +913,11 @@ async fn sessions_and_keys_survive_a_restart_and_rotation_keeps_old_tokens_valid
         .arg(&stack.config_path)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let new_kid = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     assert_ne!(new_kid, kid_before);
     stack.reload();
@@ -750,7 +938,9 @@ async fn sessions_and_keys_survive_a_restart_and_rotation_keeps_old_tokens_valid
     assert_eq!(jwks(&stack).await.keys.len(), 2);
     let (status, _) = echoed(&agent, &app).await;
     assert_eq!(status, 200, "the session survives the rotation");
-    let key_files = std::fs::read_dir(stack.idp_state().join("keys")).unwrap().count();
+    let key_files = std::fs::read_dir(stack.idp_state().join("keys"))
+        .unwrap()
+        .count();
     assert_eq!(key_files, 2);
 }
 
@@ -770,7 +960,14 @@ async fn a_third_party_relying_party_python_authlib_completes_the_code_flow() {
         .expect("python3 with authlib and requests (tests/setup.sh installs python3-authlib)");
     let output = tokio::process::Command::new(python)
         .arg(workspace().join("tests/interop/authlib_rp.py"))
-        .args([&stack.issuer, RP_ID, RP_SECRET, RP_REDIRECT, "alice@example.com", ALICE_PASSWORD])
+        .args([
+            &stack.issuer,
+            RP_ID,
+            RP_SECRET,
+            RP_REDIRECT,
+            "alice@example.com",
+            ALICE_PASSWORD,
+        ])
         .output()
         .await
         .unwrap();

@@ -53,14 +53,19 @@ impl Drop for Netns {
             .output()
         {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = std::process::Command::new("kill").args(["-KILL", pid]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid])
+                    .status();
             }
         }
         let status = std::process::Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
         if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("warning: could not delete network namespace {}: {status:?}", self.name);
+            eprintln!(
+                "warning: could not delete network namespace {}: {status:?}",
+                self.name
+            );
         }
     }
 }
@@ -124,7 +129,11 @@ impl Quickstart {
             );
         }
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, printed, log }
+        Self {
+            child,
+            printed,
+            log,
+        }
     }
 
     /// The password the banner gives `user`.
@@ -170,7 +179,11 @@ async fn the_readme_quickstart_signs_alice_in_and_keeps_bob_out_of_admin() {
     let netns = Netns::add();
     let state = tempfile::tempdir().unwrap();
     let quickstart = Quickstart::start(&netns, state.path(), state.path().join("run-1.log")).await;
-    assert!(quickstart.printed.contains("Open http://127.0.0.1:8080/"), "{}", quickstart.printed);
+    assert!(
+        quickstart.printed.contains("Open http://127.0.0.1:8080/"),
+        "{}",
+        quickstart.printed
+    );
     let alice = quickstart.password("alice");
     let bob = quickstart.password("bob");
     sekisho_tests::eventually("sekisho to discover its built-in provider", || {
@@ -198,16 +211,29 @@ async fn the_readme_quickstart_signs_alice_in_and_keeps_bob_out_of_admin() {
         json!({"expect_text": "Access denied"}),
         json!({"dump": "bob_admin"}),
     ]);
-    let result = run_browser_in(&netns.exec(), &json!({ "steps": steps, "timeout_ms": 20000 })).await;
+    let result = run_browser_in(
+        &netns.exec(),
+        &json!({ "steps": steps, "timeout_ms": 20000 }),
+    )
+    .await;
     let dumps = &result["dumps"];
     let alice_home = dumps["alice_home"]["body"].as_str().unwrap();
     assert!(alice_home.contains("alice@example.com"), "{alice_home}");
-    assert!(alice_home.contains("admins"), "the page lists alice's groups: {alice_home}");
-    assert!(alice_home.contains("\"aud\": \"whoami\""), "verified claims shown: {alice_home}");
+    assert!(
+        alice_home.contains("admins"),
+        "the page lists alice's groups: {alice_home}"
+    );
+    assert!(
+        alice_home.contains("\"aud\": \"whoami\""),
+        "verified claims shown: {alice_home}"
+    );
     let bob_home = dumps["bob_home"]["body"].as_str().unwrap();
     assert!(bob_home.contains("sales"), "{bob_home}");
     let bob_admin = dumps["bob_admin"]["body"].as_str().unwrap();
-    assert!(bob_admin.contains("groups has \"admins\""), "the denial names the rule: {bob_admin}");
+    assert!(
+        bob_admin.contains("groups has \"admins\""),
+        "the denial names the rule: {bob_admin}"
+    );
     quickstart.stop().await;
 
     // A second run keeps the generated secrets.

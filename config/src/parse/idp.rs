@@ -174,8 +174,12 @@ impl Parser<'_> {
         let key_rotation = self.or_default(&map, "key_rotation", Self::duration, || {
             Duration::from_secs(30 * 24 * 3600)
         });
-        let login_limits =
-            self.or_default(&map, "login_limits", Self::login_limits, LoginLimits::default);
+        let login_limits = self.or_default(
+            &map,
+            "login_limits",
+            Self::login_limits,
+            LoginLimits::default,
+        );
         Some(IdentityProvider {
             issuer: issuer?,
             users: users?,
@@ -194,7 +198,8 @@ impl Parser<'_> {
         let Some(oidc) = root.peek("oidc") else {
             return;
         };
-        let (Some(issuer_field), Some(client_field)) = (oidc.peek("issuer"), oidc.peek("client_id"))
+        let (Some(issuer_field), Some(client_field)) =
+            (oidc.peek("issuer"), oidc.peek("client_id"))
         else {
             return;
         };
@@ -373,13 +378,16 @@ impl Parser<'_> {
             .required(&map, "client_id")
             .and_then(|f| self.idp_value(&f, client_id));
         let secret = self.client_secret(&map, &field.path);
-        let redirect_uris = self.walk.required(&map, "redirect_uris").and_then(|f| {
-            self.distinct_items(&f, |p, item| p.idp_value(item, redirect_uri))
-        });
-        let post_logout_redirect_uris =
-            self.or_default(&map, "post_logout_redirect_uris", |p, f| {
-                p.distinct_items(f, |p, item| p.idp_value(item, redirect_uri))
-            }, Vec::new);
+        let redirect_uris = self
+            .walk
+            .required(&map, "redirect_uris")
+            .and_then(|f| self.distinct_items(&f, |p, item| p.idp_value(item, redirect_uri)));
+        let post_logout_redirect_uris = self.or_default(
+            &map,
+            "post_logout_redirect_uris",
+            |p, f| p.distinct_items(f, |p, item| p.idp_value(item, redirect_uri)),
+            Vec::new,
+        );
         Some(IdpClient {
             client_id: client_id?,
             secret: secret?,
@@ -393,8 +401,7 @@ impl Parser<'_> {
         match (map.get("client_secret"), map.get("client_secret_hash")) {
             (Some(field), None) => {
                 let secret = self.secret(&field)?;
-                if self.secrets == Secrets::Resolve && secret.chars().count() < MIN_CLIENT_SECRET
-                {
+                if self.secrets == Secrets::Resolve && secret.chars().count() < MIN_CLIENT_SECRET {
                     let problem = IdpProblem::ClientSecretShort(secret.chars().count());
                     self.walk.report_at(&field, Problem::from(problem));
                     return None;
@@ -488,8 +495,7 @@ fn username(input: &str) -> Result<String, IdpProblem> {
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if first_ok
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+    if first_ok && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
     {
         Ok(name.to_owned())
     } else {
@@ -542,8 +548,7 @@ fn count(input: &str) -> Result<u32, IdpProblem> {
 
 /// Checks an Argon2id PHC string and its parameters.
 pub(crate) fn argon2id_phc(input: &str) -> Result<(), IdpProblem> {
-    let hash =
-        argon2::PasswordHash::new(input.trim()).map_err(|_| IdpProblem::PasswordHash)?;
+    let hash = argon2::PasswordHash::new(input.trim()).map_err(|_| IdpProblem::PasswordHash)?;
     if hash.algorithm.as_str() != "argon2id" || hash.salt.is_none() || hash.hash.is_none() {
         return Err(IdpProblem::PasswordHash);
     }

@@ -82,7 +82,12 @@ struct Key {
 impl KeyStore {
     /// Loads the keys in `dir` (creating it), making a first key, rotating when the newest is
     /// older than `rotation` and deleting keys replaced more than `retain` ago.
-    pub fn open(dir: &Path, rotation: Duration, retain: Duration, now: u64) -> Result<Self, KeyError> {
+    pub fn open(
+        dir: &Path,
+        rotation: Duration,
+        retain: Duration,
+        now: u64,
+    ) -> Result<Self, KeyError> {
         let set = load(dir, rotation, retain, now)?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -238,8 +243,9 @@ fn load(dir: &Path, rotation: Duration, retain: Duration, now: u64) -> Result<Ke
             kept.push(key);
         }
     }
-    let jwks = serde_json::json!({ "keys": kept.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
-        .to_string();
+    let jwks =
+        serde_json::json!({ "keys": kept.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+            .to_string();
     Ok(KeySet { keys: kept, jwks })
 }
 
@@ -279,7 +285,8 @@ fn read_keys(dir: &Path) -> Result<Vec<Key>, KeyError> {
 /// A key from PKCS#8 DER; its id is the RFC 7638 JWK thumbprint.
 fn key_from_der(der: &[u8], created: u64, path: PathBuf) -> Option<Key> {
     let pair =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new()).ok()?;
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
+            .ok()?;
     let point = pair.public_key().as_ref();
     if point.len() != 65 {
         return None;
@@ -287,9 +294,8 @@ fn key_from_der(der: &[u8], created: u64, path: PathBuf) -> Option<Key> {
     let x = URL_SAFE_NO_PAD.encode(point.get(1..33)?);
     let y = URL_SAFE_NO_PAD.encode(point.get(33..65)?);
     let thumbprint_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-    let kid = URL_SAFE_NO_PAD.encode(
-        ring::digest::digest(&ring::digest::SHA256, thumbprint_input.as_bytes()).as_ref(),
-    );
+    let kid = URL_SAFE_NO_PAD
+        .encode(ring::digest::digest(&ring::digest::SHA256, thumbprint_input.as_bytes()).as_ref());
     let decoding = DecodingKey::from_ec_components(&x, &y).ok()?;
     let jwk = serde_json::json!({
         "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid, "x": x, "y": y,
@@ -329,12 +335,18 @@ mod tests {
         let retain = Duration::from_secs(3600);
         let store = KeyStore::open(&dir, rotation, retain, now).unwrap_or_else(|e| panic!("{e}"));
         let first = store.signing_kid();
-        let token = store.sign("JWT", &claims(now)).unwrap_or_else(|e| panic!("{e}"));
+        let token = store
+            .sign("JWT", &claims(now))
+            .unwrap_or_else(|e| panic!("{e}"));
 
         // A restart loads the same key.
         let again = KeyStore::open(&dir, rotation, retain, now).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.signing_kid(), first);
-        assert!(again.verify::<serde_json::Value>(&token, &validation()).is_ok());
+        assert!(
+            again
+                .verify::<serde_json::Value>(&token, &validation())
+                .is_ok()
+        );
 
         // A manual rotation: the new key signs, the old one stays published.
         let second = add_key(&dir, now + 1).unwrap_or_else(|e| panic!("{e}"));
@@ -343,17 +355,29 @@ mod tests {
         let jwks: serde_json::Value =
             serde_json::from_str(&again.jwks()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
-        assert!(again.verify::<serde_json::Value>(&token, &validation()).is_ok());
+        assert!(
+            again
+                .verify::<serde_json::Value>(&token, &validation())
+                .is_ok()
+        );
 
         // Once the successor has signed longer than `retain`, the old key goes.
-        again.refresh(now + 2 + 3600).unwrap_or_else(|e| panic!("{e}"));
+        again
+            .refresh(now + 2 + 3600)
+            .unwrap_or_else(|e| panic!("{e}"));
         let jwks: serde_json::Value =
             serde_json::from_str(&again.jwks()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
-        assert!(again.verify::<serde_json::Value>(&token, &validation()).is_err());
+        assert!(
+            again
+                .verify::<serde_json::Value>(&token, &validation())
+                .is_err()
+        );
 
         // Automatic rotation when the newest key is older than the period.
-        again.refresh(now + 31 * DAY).unwrap_or_else(|e| panic!("{e}"));
+        again
+            .refresh(now + 31 * DAY)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(again.signing_kid(), second);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -365,17 +389,32 @@ mod tests {
         let store = KeyStore::open(&dir, Duration::from_secs(DAY), Duration::from_secs(60), now)
             .unwrap_or_else(|e| panic!("{e}"));
         let other_dir = tempfile_dir();
-        let other = KeyStore::open(&other_dir, Duration::from_secs(DAY), Duration::from_secs(60), now)
+        let other = KeyStore::open(
+            &other_dir,
+            Duration::from_secs(DAY),
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let foreign = other
+            .sign("JWT", &claims(now))
             .unwrap_or_else(|e| panic!("{e}"));
-        let foreign = other.sign("JWT", &claims(now)).unwrap_or_else(|e| panic!("{e}"));
-        assert!(store.verify::<serde_json::Value>(&foreign, &validation()).is_err());
+        assert!(
+            store
+                .verify::<serde_json::Value>(&foreign, &validation())
+                .is_err()
+        );
         let hmac = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims(now),
             &EncodingKey::from_secret(b"secret"),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert!(store.verify::<serde_json::Value>(&hmac, &validation()).is_err());
+        assert!(
+            store
+                .verify::<serde_json::Value>(&hmac, &validation())
+                .is_err()
+        );
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&other_dir);
     }

@@ -187,7 +187,9 @@ mod tests {
         let l = limiter();
         let t = Instant::now();
         for i in 0..5u8 {
-            let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap_or_else(|e| panic!("{e}"));
+            let ip: IpAddr = format!("2001:db8::{i}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}"));
             l.fail(&format!("user{i}"), ip, t);
         }
         let other: IpAddr = "2001:db8::ffff".parse().unwrap_or_else(|e| panic!("{e}"));

@@ -11,8 +11,8 @@ use sekisho_config::IdpUser;
 use super::limits::Verdict;
 use super::store::SignIn;
 use super::{
-    Call, FORM_LIFETIME, IdentityProvider, IdpEvent, IdpFailure, IdpOutcome, Interaction,
-    Pending, SECOND_STEP_LIFETIME, oauth, pages, random_token,
+    Call, FORM_LIFETIME, IdentityProvider, IdpEvent, IdpFailure, IdpOutcome, Interaction, Pending,
+    SECOND_STEP_LIFETIME, oauth, pages, random_token,
 };
 use crate::error::ProxyBody;
 use crate::seal::Purpose;
@@ -49,7 +49,12 @@ impl IdentityProvider {
     }
 
     /// The one-time-code form after a correct password.
-    fn code_page(&self, pending: &Pending, error: Option<&str>, status: StatusCode) -> Response<ProxyBody> {
+    fn code_page(
+        &self,
+        pending: &Pending,
+        error: Option<&str>,
+        status: StatusCode,
+    ) -> Response<ProxyBody> {
         let Some(sealed) = self.seal_interaction(&Interaction::Login(pending.clone())) else {
             return super::internal("sealing failed");
         };
@@ -63,38 +68,38 @@ impl IdentityProvider {
         &self,
         call: &Call,
         params: &std::collections::HashMap<String, String>,
-    ) -> Result<Pending, Response<ProxyBody>> {
+    ) -> Result<Pending, Box<Response<ProxyBody>>> {
         let opened = params
             .get("interaction")
             .and_then(|sealed| self.open_interaction(sealed));
         let Some(Interaction::Login(pending)) = opened else {
-            return Err(pages::message(
+            return Err(Box::new(pages::message(
                 StatusCode::BAD_REQUEST,
                 "Sign-in form invalid",
                 "This sign-in form is invalid. Go back to the application and start again.",
-            ));
+            )));
         };
         if self.presented_binding(&call.headers).as_deref() != Some(pending.browser.as_str()) {
             tracing::warn!(source_ip = %call.client_ip, client_id = %pending.client_id, "identity provider: sign-in form posted by another browser (CSRF) refused");
-            return Err(pages::message(
+            return Err(Box::new(pages::message(
                 StatusCode::FORBIDDEN,
                 "Request refused",
                 "This sign-in form was not issued to this browser. Go back to the application and start again.",
-            ));
+            )));
         }
         if call.now > pending.created.saturating_add(FORM_LIFETIME) {
-            return Err(pages::message(
+            return Err(Box::new(pages::message(
                 StatusCode::BAD_REQUEST,
                 "Sign-in form expired",
                 "This sign-in form has expired. Go back to the application and start again.",
-            ));
+            )));
         }
         if self.store.form_used(&pending.id) {
-            return Err(pages::message(
+            return Err(Box::new(pages::message(
                 StatusCode::BAD_REQUEST,
                 "Sign-in form used",
                 "This sign-in form was already used. Go back to the application and start again.",
-            ));
+            )));
         }
         Ok(pending)
     }
@@ -104,15 +109,23 @@ impl IdentityProvider {
         let params = match call.params() {
             Ok(params) => params,
             Err(name) => {
-                return pages::message(StatusCode::BAD_REQUEST, "Request refused", &format!("The field `{name}` is repeated."));
+                return pages::message(
+                    StatusCode::BAD_REQUEST,
+                    "Request refused",
+                    &format!("The field `{name}` is repeated."),
+                );
             }
         };
         let pending = match self.form_pending(call, &params) {
             Ok(pending) => pending,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         if pending.password_ok.is_some() {
-            return pages::message(StatusCode::BAD_REQUEST, "Request refused", "This form belongs to another step.");
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Request refused",
+                "This form belongs to another step.",
+            );
         }
         let login = params.get("username").map_or("", |s| s.trim()).to_owned();
         let password = params.get("password").map_or("", String::as_str);
@@ -145,7 +158,12 @@ impl IdentityProvider {
                     IdpFailure::UnknownUser
                 };
                 self.event(event(IdpOutcome::Failure(reason)));
-                return self.sign_in_page(&pending, &login, Some(WRONG_PASSWORD), StatusCode::UNAUTHORIZED);
+                return self.sign_in_page(
+                    &pending,
+                    &login,
+                    Some(WRONG_PASSWORD),
+                    StatusCode::UNAUTHORIZED,
+                );
             }
         };
         if user.totp_secret.is_some() {
@@ -164,15 +182,23 @@ impl IdentityProvider {
         let params = match call.params() {
             Ok(params) => params,
             Err(name) => {
-                return pages::message(StatusCode::BAD_REQUEST, "Request refused", &format!("The field `{name}` is repeated."));
+                return pages::message(
+                    StatusCode::BAD_REQUEST,
+                    "Request refused",
+                    &format!("The field `{name}` is repeated."),
+                );
             }
         };
         let pending = match self.form_pending(call, &params) {
             Ok(pending) => pending,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let Some((username, at)) = pending.password_ok.clone() else {
-            return pages::message(StatusCode::BAD_REQUEST, "Request refused", "This form belongs to another step.");
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Request refused",
+                "This form belongs to another step.",
+            );
         };
         if call.now > at.saturating_add(SECOND_STEP_LIFETIME) {
             return pages::message(
@@ -183,10 +209,18 @@ impl IdentityProvider {
         }
         let directory = self.directory();
         let Some(user) = directory.user(&username) else {
-            return pages::message(StatusCode::BAD_REQUEST, "Request refused", "This account no longer exists.");
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Request refused",
+                "This account no longer exists.",
+            );
         };
         let Some(secret) = &user.totp_secret else {
-            return pages::message(StatusCode::BAD_REQUEST, "Request refused", "This account has no second factor.");
+            return pages::message(
+                StatusCode::BAD_REQUEST,
+                "Request refused",
+                "This account has no second factor.",
+            );
         };
         let event = |outcome| IdpEvent {
             outcome,
@@ -212,7 +246,12 @@ impl IdentityProvider {
             return self.code_page(&pending, Some(WRONG_CODE), StatusCode::UNAUTHORIZED);
         }
         self.event(event(IdpOutcome::Success));
-        self.complete(call, &pending, user, vec!["pwd".into(), "otp".into(), "mfa".into()])
+        self.complete(
+            call,
+            &pending,
+            user,
+            vec!["pwd".into(), "otp".into(), "mfa".into()],
+        )
     }
 
     /// 429 (and an event) when the account or the source is locked out.

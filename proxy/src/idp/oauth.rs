@@ -15,7 +15,7 @@ use sekisho_config::{IdpClient, IdpClientSecret, IdpUser};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::store::{CodeGrant, Refusal, RefreshGrant, SignIn};
+use super::store::{CodeGrant, RefreshGrant, Refusal, SignIn};
 use super::{
     CODE_LIFETIME, Call, Directory, FORM_LIFETIME, IdentityProvider, Interaction, LogoutIntent,
     Pending, pages, random_token, redirect,
@@ -137,10 +137,17 @@ impl IdentityProvider {
             .iter()
             .any(|uri| uri.as_str() == redirect_uri)
         {
-            tracing::info!(client_id, redirect_uri, "identity provider: unregistered redirect_uri refused");
+            tracing::info!(
+                client_id,
+                redirect_uri,
+                "identity provider: unregistered redirect_uri refused"
+            );
             return refuse_page("The redirect_uri is not registered for this application.");
         }
-        let state = params.get("state").filter(|s| s.len() <= MAX_STATE).cloned();
+        let state = params
+            .get("state")
+            .filter(|s| s.len() <= MAX_STATE)
+            .cloned();
         let fail = |error: &str, description: &str| {
             self.error_redirect(redirect_uri, error, description, state.as_deref())
         };
@@ -328,10 +335,14 @@ impl IdentityProvider {
         let directory = self.directory();
         let client = match self.authenticate_client(call, &params, &directory).await {
             Ok(client) => client,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         match params.get("grant_type").map(String::as_str) {
-            None => error_json(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+            None => error_json(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            ),
             Some("authorization_code") => self.code_grant(call, &params, &directory, client),
             Some("refresh_token") => self.refresh_grant(call, &params, &directory, client),
             Some(_) => error_json(
@@ -350,46 +361,61 @@ impl IdentityProvider {
         call: &Call,
         params: &HashMap<String, String>,
         directory: &'d Directory,
-    ) -> Result<&'d IdpClient, Response<ProxyBody>> {
+    ) -> Result<&'d IdpClient, Box<Response<ProxyBody>>> {
         let mut authorizations = call.headers.get_all(header::AUTHORIZATION).iter();
         let authorization = authorizations.next();
         if authorizations.next().is_some() {
-            return Err(error_json(
+            return Err(Box::new(error_json(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "more than one Authorization header",
-            ));
+            )));
         }
         let basic = authorization.is_some();
         let (id, secret) = match (authorization, params.get("client_secret")) {
             (Some(_), Some(_)) => {
-                return Err(error_json(
+                return Err(Box::new(error_json(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "use one client authentication method, not two",
-                ));
+                )));
             }
             (Some(value), None) => match basic_credentials(value) {
                 Some(pair) => pair,
-                None => return Err(invalid_client(true, "malformed Basic credentials")),
+                None => {
+                    return Err(Box::new(invalid_client(
+                        true,
+                        "malformed Basic credentials",
+                    )));
+                }
             },
             (None, Some(secret)) => match params.get("client_id") {
                 Some(id) => (id.clone(), secret.clone()),
-                None => return Err(invalid_client(false, "client_id is required")),
+                None => return Err(Box::new(invalid_client(false, "client_id is required"))),
             },
             (None, None) => {
-                return Err(invalid_client(false, "client authentication is required"));
+                return Err(Box::new(invalid_client(
+                    false,
+                    "client authentication is required",
+                )));
             }
         };
-        if basic && params.get("client_id").is_some_and(|body_id| *body_id != id) {
-            return Err(error_json(
+        if basic
+            && params
+                .get("client_id")
+                .is_some_and(|body_id| *body_id != id)
+        {
+            return Err(Box::new(error_json(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "client_id differs from the authenticated client",
-            ));
+            )));
         }
         let Some(client) = directory.client(&id) else {
-            return Err(invalid_client(basic, "client authentication failed"));
+            return Err(Box::new(invalid_client(
+                basic,
+                "client authentication failed",
+            )));
         };
         let good = match &client.secret {
             IdpClientSecret::Plain(expected) => {
@@ -405,7 +431,10 @@ impl IdentityProvider {
         };
         if !good {
             tracing::info!(client_id = %id, "identity provider: client authentication failed");
-            return Err(invalid_client(basic, "client authentication failed"));
+            return Err(Box::new(invalid_client(
+                basic,
+                "client authentication failed",
+            )));
         }
         Ok(client)
     }
@@ -419,7 +448,11 @@ impl IdentityProvider {
         client: &IdpClient,
     ) -> Response<ProxyBody> {
         let bad = |what: &str| {
-            error_json(StatusCode::BAD_REQUEST, "invalid_request", &format!("{what} is required"))
+            error_json(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("{what} is required"),
+            )
         };
         let Some(code) = params.get("code") else {
             return bad("code");
@@ -437,7 +470,9 @@ impl IdentityProvider {
                 return invalid_grant("the code was already used");
             }
             Err(Refusal::Invalid) => {
-                return invalid_grant("the code is invalid, expired or was issued to another client");
+                return invalid_grant(
+                    "the code is invalid, expired or was issued to another client",
+                );
             }
         };
         if grant.redirect_uri != *redirect_uri {
@@ -475,7 +510,11 @@ impl IdentityProvider {
         client: &IdpClient,
     ) -> Response<ProxyBody> {
         let Some(token) = params.get("refresh_token") else {
-            return error_json(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
+            return error_json(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "refresh_token is required",
+            );
         };
         let grant: RefreshGrant = match self.store.use_refresh(token, &client.client_id, call.now) {
             Ok(grant) => grant,
@@ -489,7 +528,11 @@ impl IdentityProvider {
         let scope = match params.get("scope") {
             None => grant.scope.clone(),
             Some(asked) => {
-                let asked: Vec<String> = asked.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                let asked: Vec<String> = asked
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
                 if !asked.iter().all(|s| grant.scope.contains(s)) {
                     // The presented token is spent either way: a client asking for more than
                     // it was granted is misbehaving, and gets nothing new.
@@ -598,15 +641,28 @@ impl IdentityProvider {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim().to_owned());
         if authorizations.next().is_some() {
-            return bearer_error(StatusCode::BAD_REQUEST, Some("invalid_request"), "more than one Authorization header");
+            return bearer_error(
+                StatusCode::BAD_REQUEST,
+                Some("invalid_request"),
+                "more than one Authorization header",
+            );
         }
-        let body_token = params.get("access_token").filter(|_| call.form.is_some()).cloned();
+        let body_token = params
+            .get("access_token")
+            .filter(|_| call.form.is_some())
+            .cloned();
         let token = match (header_token, body_token) {
             (Some(_), Some(_)) => {
-                return bearer_error(StatusCode::BAD_REQUEST, Some("invalid_request"), "send the token once");
+                return bearer_error(
+                    StatusCode::BAD_REQUEST,
+                    Some("invalid_request"),
+                    "send the token once",
+                );
             }
             (Some(token), None) | (None, Some(token)) => token,
-            (None, None) => return bearer_error(StatusCode::UNAUTHORIZED, None, "a bearer token is required"),
+            (None, None) => {
+                return bearer_error(StatusCode::UNAUTHORIZED, None, "a bearer token is required");
+            }
         };
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[&self.issuer]);
@@ -617,15 +673,27 @@ impl IdentityProvider {
             Ok(data) => data,
             Err(e) => {
                 tracing::debug!(error = %e, "identity provider: userinfo token refused");
-                return bearer_error(StatusCode::UNAUTHORIZED, Some("invalid_token"), "the access token is invalid or expired");
+                return bearer_error(
+                    StatusCode::UNAUTHORIZED,
+                    Some("invalid_token"),
+                    "the access token is invalid or expired",
+                );
             }
         };
         if data.header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
-            return bearer_error(StatusCode::UNAUTHORIZED, Some("invalid_token"), "not an access token");
+            return bearer_error(
+                StatusCode::UNAUTHORIZED,
+                Some("invalid_token"),
+                "not an access token",
+            );
         }
         let directory = self.directory();
         let Some(user) = directory.user(&data.claims.sub) else {
-            return bearer_error(StatusCode::UNAUTHORIZED, Some("invalid_token"), "the user no longer exists");
+            return bearer_error(
+                StatusCode::UNAUTHORIZED,
+                Some("invalid_token"),
+                "the user no longer exists",
+            );
         };
         let scope: Vec<String> = data.claims.scope.split(' ').map(str::to_owned).collect();
         let mut claims = serde_json::Map::new();
@@ -667,10 +735,15 @@ impl IdentityProvider {
             None => None,
             Some(uri) => {
                 let registered = client.is_some_and(|c| {
-                    c.post_logout_redirect_uris.iter().any(|u| u.as_str() == uri)
+                    c.post_logout_redirect_uris
+                        .iter()
+                        .any(|u| u.as_str() == uri)
                 });
                 if !registered {
-                    tracing::info!(uri, "identity provider: unregistered post_logout_redirect_uri refused");
+                    tracing::info!(
+                        uri,
+                        "identity provider: unregistered post_logout_redirect_uri refused"
+                    );
                     return refuse_page(
                         "The post_logout_redirect_uri is not registered for this application.",
                     );
@@ -678,16 +751,27 @@ impl IdentityProvider {
                 Some(uri.clone())
             }
         };
-        let state = params.get("state").filter(|s| s.len() <= MAX_STATE).cloned();
+        let state = params
+            .get("state")
+            .filter(|s| s.len() <= MAX_STATE)
+            .cloned();
         let current = self.current_sign_in(&call.headers, call.now);
         if let Some(hint) = &hint {
-            let until = call.now.saturating_add(directory.session_lifetime.as_secs());
+            let until = call
+                .now
+                .saturating_add(directory.session_lifetime.as_secs());
             if let Some(sid) = &hint.sid {
                 // The hinted sign-in's refresh tokens end even if this browser lost its cookie.
                 self.store.revoke_sid(sid, until);
             }
             if current.as_ref().is_none_or(|c| c.username == hint.sub) {
-                return self.signed_out(current.as_ref(), post_logout.as_deref(), state.as_deref(), call.now, StatusCode::FOUND);
+                return self.signed_out(
+                    current.as_ref(),
+                    post_logout.as_deref(),
+                    state.as_deref(),
+                    call.now,
+                    StatusCode::FOUND,
+                );
             }
         }
         let Some((browser, cookie)) = self.browser_binding(&call.headers) else {
@@ -703,7 +787,11 @@ impl IdentityProvider {
             return super::internal("sealing failed");
         };
         let origin = post_logout.as_deref().and_then(origin_of);
-        let mut response = pages::confirm_logout(&self.path("/end-session/confirm"), &token, origin.as_deref());
+        let mut response = pages::confirm_logout(
+            &self.path("/end-session/confirm"),
+            &token,
+            origin.as_deref(),
+        );
         if let Some(cookie) = cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
@@ -727,7 +815,9 @@ impl IdentityProvider {
             );
         }
         if call.now > intent.created.saturating_add(FORM_LIFETIME) {
-            return refuse_page("This sign-out form has expired. Start again from the application.");
+            return refuse_page(
+                "This sign-out form has expired. Start again from the application.",
+            );
         }
         let current = self.current_sign_in(&call.headers, call.now);
         self.signed_out(
@@ -751,7 +841,8 @@ impl IdentityProvider {
     ) -> Response<ProxyBody> {
         let mut cookies = Vec::new();
         if let Some(sign_in) = current {
-            self.store.revoke_sid(&sign_in.sid, sign_in.expires_at.max(now));
+            self.store
+                .revoke_sid(&sign_in.sid, sign_in.expires_at.max(now));
             tracing::info!(username = %sign_in.username, "identity provider: signed out");
         }
         cookies.extend(self.set_cookie(&self.session_cookie, "", Some(0)));
@@ -763,7 +854,8 @@ impl IdentityProvider {
                 redirect(status, url.as_str(), cookies)
             }
             None => {
-                let mut response = pages::message(StatusCode::OK, "Signed out", "You are signed out.");
+                let mut response =
+                    pages::message(StatusCode::OK, "Signed out", "You are signed out.");
                 for cookie in cookies {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
@@ -858,14 +950,24 @@ fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
     let mut response = Response::new(full(body.to_string()));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     pages::no_store(h);
     response
 }
 
 /// An OAuth error (RFC 6749 §5.2).
-pub(super) fn error_json(status: StatusCode, error: &str, description: &str) -> Response<ProxyBody> {
-    json_response(status, &json!({"error": error, "error_description": description}))
+pub(super) fn error_json(
+    status: StatusCode,
+    error: &str,
+    description: &str,
+) -> Response<ProxyBody> {
+    json_response(
+        status,
+        &json!({"error": error, "error_description": description}),
+    )
 }
 
 fn invalid_grant(description: &str) -> Response<ProxyBody> {
@@ -880,9 +982,10 @@ fn invalid_client(basic: bool, description: &str) -> Response<ProxyBody> {
     } else {
         r#"Basic realm="sekisho", error="invalid_client""#
     };
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 
@@ -893,11 +996,15 @@ fn bearer_error(status: StatusCode, error: Option<&str>, description: &str) -> R
         None => json_response(status, &json!({"error_description": description})),
     };
     let challenge = match error {
-        Some(error) => format!(r#"Bearer realm="sekisho", error="{error}", error_description="{description}""#),
+        Some(error) => {
+            format!(r#"Bearer realm="sekisho", error="{error}", error_description="{description}""#)
+        }
         None => r#"Bearer realm="sekisho""#.to_owned(),
     };
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -917,20 +1024,32 @@ mod tests {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert!(pkce_matches(verifier, challenge));
-        assert!(!pkce_matches(verifier, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"));
+        assert!(!pkce_matches(
+            verifier,
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
+        ));
         assert!(!pkce_matches("short", challenge));
         assert!(!pkce_matches(&format!("{verifier} "), challenge));
     }
 
     #[test]
     fn basic_credentials_are_form_decoded() {
-        let value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("my%3Aclient:s%2Bcret+x")))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let value = HeaderValue::from_str(&format!(
+            "Basic {}",
+            STANDARD.encode("my%3Aclient:s%2Bcret+x")
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             basic_credentials(&value),
             Some(("my:client".into(), "s+cret x".into()))
         );
-        assert_eq!(basic_credentials(&HeaderValue::from_static("Bearer x")), None);
-        assert_eq!(basic_credentials(&HeaderValue::from_static("Basic !!")), None);
+        assert_eq!(
+            basic_credentials(&HeaderValue::from_static("Bearer x")),
+            None
+        );
+        assert_eq!(
+            basic_credentials(&HeaderValue::from_static("Basic !!")),
+            None
+        );
     }
 }

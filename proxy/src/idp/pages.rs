@@ -50,7 +50,10 @@ pub struct SignInPage<'a> {
 /// The username and password form.
 pub fn sign_in(page: &SignInPage<'_>, status: StatusCode) -> Response<ProxyBody> {
     let error = page.error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\" id=\"error\" role=\"alert\">{}</p>", html_escape(e))
+        format!(
+            "<p class=\"error\" id=\"error\" role=\"alert\">{}</p>",
+            html_escape(e)
+        )
     });
     let body = format!(
         "<h1>Sign in</h1>\
@@ -79,7 +82,10 @@ pub fn one_time_code(
     status: StatusCode,
 ) -> Response<ProxyBody> {
     let error = error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\" id=\"error\" role=\"alert\">{}</p>", html_escape(e))
+        format!(
+            "<p class=\"error\" id=\"error\" role=\"alert\">{}</p>",
+            html_escape(e)
+        )
     });
     let body = format!(
         "<h1>Two-step verification</h1>\
@@ -96,7 +102,11 @@ pub fn one_time_code(
 }
 
 /// Asks before ending the sign-in when the request did not prove who asked for it.
-pub fn confirm_logout(action: &str, token: &str, return_origin: Option<&str>) -> Response<ProxyBody> {
+pub fn confirm_logout(
+    action: &str,
+    token: &str,
+    return_origin: Option<&str>,
+) -> Response<ProxyBody> {
     let body = format!(
         "<h1>Sign out?</h1><p>Do you want to sign out of every application that uses this sign-in?</p>\
          <form method=\"post\" action=\"{action}\">\
@@ -124,9 +134,7 @@ pub fn locked(retry_after: Duration) -> Response<ProxyBody> {
     let mut response = message(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many attempts",
-        &format!(
-            "Too many failed sign-in attempts. Wait {seconds} seconds, then try again."
-        ),
+        &format!("Too many failed sign-in attempts. Wait {seconds} seconds, then try again."),
     );
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -168,7 +176,10 @@ fn document(
     }
     no_store(h);
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -218,9 +229,18 @@ mod tests {
             .unwrap_or_default();
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(csp.contains("default-src 'none'"), "{csp}");
-        assert!(csp.contains("form-action 'self' http://127.0.0.1:8080"), "{csp}");
-        assert_eq!(h.get(header::X_FRAME_OPTIONS).and_then(|v| v.to_str().ok()), Some("DENY"));
-        assert_eq!(h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
+        assert!(
+            csp.contains("form-action 'self' http://127.0.0.1:8080"),
+            "{csp}"
+        );
+        assert_eq!(
+            h.get(header::X_FRAME_OPTIONS).and_then(|v| v.to_str().ok()),
+            Some("DENY")
+        );
+        assert_eq!(
+            h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
         assert!(!is_origin("https://a.example.com 'unsafe-inline'"));
         assert!(is_origin("https://a.example.com:8443"));
     }

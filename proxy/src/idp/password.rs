@@ -67,8 +67,11 @@ impl Passwords {
 
 /// Verifies in the calling thread.
 pub fn verify_blocking(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// An Argon2id PHC string of `password` with a fresh salt and the default parameters
@@ -94,6 +97,10 @@ mod tests {
         assert!(!passwords.verify(Some(&phc), "wrong horse").await);
         assert!(!passwords.verify(None, "correct horse").await);
         assert!(!passwords.verify(Some("not a hash"), "x").await);
-        assert!(!passwords.verify(Some(&phc), &"x".repeat(MAX_PASSWORD + 1)).await);
+        assert!(
+            !passwords
+                .verify(Some(&phc), &"x".repeat(MAX_PASSWORD + 1))
+                .await
+        );
     }
 }

@@ -93,7 +93,11 @@ enum Line {
     /// A refresh token (by hash) was issued.
     Issue { token: String, grant: RefreshGrant },
     /// A refresh token was rotated away: remembered until `until` to detect reuse.
-    Used { token: String, family: String, until: u64 },
+    Used {
+        token: String,
+        family: String,
+        until: u64,
+    },
     /// Every token of a family is revoked.
     RevokeFamily { family: String },
     /// A sign-in ended (logout): its tokens and cookie are refused until `until`.
@@ -144,19 +148,41 @@ impl Store {
         refresh.expire(now);
         let mut compact = String::new();
         for (token, grant) in &refresh.live {
-            push_line(&mut compact, &Line::Issue { token: token.clone(), grant: grant.clone() });
+            push_line(
+                &mut compact,
+                &Line::Issue {
+                    token: token.clone(),
+                    grant: grant.clone(),
+                },
+            );
         }
         for (token, (family, until)) in &refresh.used {
-            push_line(&mut compact, &Line::Used { token: token.clone(), family: family.clone(), until: *until });
+            push_line(
+                &mut compact,
+                &Line::Used {
+                    token: token.clone(),
+                    family: family.clone(),
+                    until: *until,
+                },
+            );
         }
         for (sid, until) in &refresh.revoked_sids {
-            push_line(&mut compact, &Line::RevokeSid { sid: sid.clone(), until: *until });
+            push_line(
+                &mut compact,
+                &Line::RevokeSid {
+                    sid: sid.clone(),
+                    until: *until,
+                },
+            );
         }
         super::keys::write_private(path, compact.as_bytes()).map_err(|e| match e {
             super::keys::KeyError::Io { source, .. } => io(source),
             other => io(std::io::Error::other(other.to_string())),
         })?;
-        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io)?;
         Ok(Self {
             path: path.to_owned(),
             file: Mutex::new(file),
@@ -218,7 +244,10 @@ impl Store {
 
     /// Stores a new refresh token's grant.
     pub fn issue_refresh(&self, token: &str, grant: RefreshGrant) {
-        let line = Line::Issue { token: hash(token), grant };
+        let line = Line::Issue {
+            token: hash(token),
+            grant,
+        };
         self.append(&line);
         if let (Ok(mut refresh), Line::Issue { token, grant }) = (self.refresh.lock(), line) {
             refresh.live.insert(token, grant);
@@ -227,7 +256,12 @@ impl Store {
 
     /// Rotates a refresh token away: its grant, when it is live, belongs to `client_id` and its
     /// sign-in is current. A token rotated before revokes its family.
-    pub fn use_refresh(&self, token: &str, client_id: &str, now: u64) -> Result<RefreshGrant, Refusal> {
+    pub fn use_refresh(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<RefreshGrant, Refusal> {
         let key = hash(token);
         let outcome = {
             let Ok(mut refresh) = self.refresh.lock() else {
@@ -268,15 +302,22 @@ impl Store {
 
     /// Revokes every refresh token of a family.
     pub fn revoke_family(&self, family: &str) {
-        self.append(&Line::RevokeFamily { family: family.to_owned() });
+        self.append(&Line::RevokeFamily {
+            family: family.to_owned(),
+        });
         if let Ok(mut refresh) = self.refresh.lock() {
-            refresh.apply(Line::RevokeFamily { family: family.to_owned() });
+            refresh.apply(Line::RevokeFamily {
+                family: family.to_owned(),
+            });
         }
     }
 
     /// Ends a sign-in: its cookie and refresh tokens are refused from now on.
     pub fn revoke_sid(&self, sid: &str, until: u64) {
-        let line = Line::RevokeSid { sid: sid.to_owned(), until };
+        let line = Line::RevokeSid {
+            sid: sid.to_owned(),
+            until,
+        };
         self.append(&line);
         if let Ok(mut refresh) = self.refresh.lock() {
             refresh.apply(line);
@@ -303,7 +344,9 @@ impl Store {
 
     /// Whether a login form was used.
     pub fn form_used(&self, id: &str) -> bool {
-        self.used_forms.lock().map_or(true, |used| used.contains_key(id))
+        self.used_forms
+            .lock()
+            .map_or(true, |used| used.contains_key(id))
     }
 
     /// Accepts TOTP step `step` for `username` only if it is later than the last accepted one
@@ -329,7 +372,10 @@ impl Store {
         let Ok(mut file) = self.file.lock() else {
             return;
         };
-        if let Err(e) = file.write_all(text.as_bytes()).and_then(|()| file.sync_data()) {
+        if let Err(e) = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_data())
+        {
             tracing::error!(file = %self.path.display(), error = %e, "could not persist a refresh-token change");
         }
     }
@@ -341,7 +387,11 @@ impl Refresh {
             Line::Issue { token, grant } => {
                 self.live.insert(token, grant);
             }
-            Line::Used { token, family, until } => {
+            Line::Used {
+                token,
+                family,
+                until,
+            } => {
                 self.live.remove(&token);
                 self.used.insert(token, (family, until));
             }
@@ -408,14 +458,23 @@ mod tests {
         let now = 1_000_000;
         let store = Store::open(&path, now).unwrap_or_else(|e| panic!("{e}"));
         store.issue_refresh("rt1", grant(now));
-        assert_eq!(store.use_refresh("rt1", "other", now), Err(Refusal::Invalid));
+        assert_eq!(
+            store.use_refresh("rt1", "other", now),
+            Err(Refusal::Invalid)
+        );
         assert!(store.use_refresh("rt1", "c", now).is_ok());
         store.issue_refresh("rt2", grant(now));
 
         let reopened = Store::open(&path, now + 10).unwrap_or_else(|e| panic!("{e}"));
         // rt1 was rotated: presenting it again revokes rt2 as well.
-        assert_eq!(reopened.use_refresh("rt1", "c", now + 10), Err(Refusal::Replayed));
-        assert_eq!(reopened.use_refresh("rt2", "c", now + 10), Err(Refusal::Invalid));
+        assert_eq!(
+            reopened.use_refresh("rt1", "c", now + 10),
+            Err(Refusal::Replayed)
+        );
+        assert_eq!(
+            reopened.use_refresh("rt2", "c", now + 10),
+            Err(Refusal::Invalid)
+        );
         let _ = std::fs::remove_file(&path);
     }
 
@@ -448,14 +507,23 @@ mod tests {
             expires_at: now + 60,
         };
         store.put_code("code", code.clone(), now);
-        assert_eq!(store.take_code("code", "other", now).err(), Some(Refusal::Invalid));
+        assert_eq!(
+            store.take_code("code", "other", now).err(),
+            Some(Refusal::Invalid)
+        );
         assert!(store.take_code("code", "c", now).is_ok());
         store.code_started("code", "fam");
         store.issue_refresh("rt", grant(now));
-        assert_eq!(store.take_code("code", "c", now).err(), Some(Refusal::Replayed));
+        assert_eq!(
+            store.take_code("code", "c", now).err(),
+            Some(Refusal::Replayed)
+        );
         assert_eq!(store.use_refresh("rt", "c", now), Err(Refusal::Invalid));
         store.put_code("late", code, now);
-        assert_eq!(store.take_code("late", "c", now + 61).err(), Some(Refusal::Invalid));
+        assert_eq!(
+            store.take_code("late", "c", now + 61).err(),
+            Some(Refusal::Invalid)
+        );
         assert!(store.claim_totp_step("alice", 5));
         assert!(!store.claim_totp_step("alice", 5));
         assert!(!store.claim_totp_step("alice", 4));

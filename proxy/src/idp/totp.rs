@@ -32,7 +32,11 @@ pub fn verify(secret: &[u8], code: &str, now: u64) -> Option<u64> {
     let given: u32 = code.parse().ok()?;
     let current = now / STEP;
     let mut matched = None;
-    for step in [current.saturating_sub(1), current, current.saturating_add(1)] {
+    for step in [
+        current.saturating_sub(1),
+        current,
+        current.saturating_add(1),
+    ] {
         let expected = code_at(secret, step);
         // Compare without a data-dependent branch on the digits.
         if super::constant_time_eq(&expected.to_be_bytes(), &given.to_be_bytes()) {
@@ -88,7 +92,11 @@ mod tests {
             (2000000000, 69279037),
             (20000000000, 65353130),
         ] {
-            assert_eq!(code_at(secret, time / STEP), eight_digits % 1_000_000, "{time}");
+            assert_eq!(
+                code_at(secret, time / STEP),
+                eight_digits % 1_000_000,
+                "{time}"
+            );
         }
     }
 

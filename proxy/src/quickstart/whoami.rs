@@ -72,16 +72,25 @@ struct State {
 
 impl State {
     async fn page(&self, headers: &HeaderMap) -> Response<Full<Bytes>> {
-        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
         let user = get("x-sekisho-user");
         let assertion = get("x-sekisho-jwt-assertion");
         let (verdict, claims) = match self.verify(assertion).await {
             Ok(claims) => (
-                "<p class=\"ok\" id=\"verified\">Signature verified against sekisho's JWKS.</p>".to_owned(),
+                "<p class=\"ok\" id=\"verified\">Signature verified against sekisho's JWKS.</p>"
+                    .to_owned(),
                 serde_json::to_string_pretty(&claims).unwrap_or_default(),
             ),
             Err(why) => (
-                format!("<p class=\"bad\" id=\"unverified\">Assertion NOT verified: {}</p>", html_escape(&why)),
+                format!(
+                    "<p class=\"bad\" id=\"unverified\">Assertion NOT verified: {}</p>",
+                    html_escape(&why)
+                ),
                 String::new(),
             ),
         };
@@ -136,7 +145,8 @@ impl State {
             Some(key) => key,
             None => {
                 self.fetch().await?;
-                self.key(&kid).ok_or("no key in sekisho's JWKS has this kid")?
+                self.key(&kid)
+                    .ok_or("no key in sekisho's JWKS has this kid")?
             }
         };
         let mut validation = Validation::new(Algorithm::ES256);
