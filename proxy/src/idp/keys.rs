@@ -166,9 +166,13 @@ impl KeyStore {
     }
 }
 
-/// Adds a new key to `dir` (it signs from the next load on) and returns its key id.
+/// Adds a new key to `dir` (it signs from the next load on) and returns its key id. Its
+/// creation time is after every existing key's, even within the same second, so it is the
+/// newest.
 pub fn add_key(dir: &Path, now: u64) -> Result<String, KeyError> {
     create_dir(dir)?;
+    let newest = read_keys(dir)?.iter().map(|k| k.created).max();
+    let now = newest.map_or(now, |newest| now.max(newest.saturating_add(1)));
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
         .map_err(|_| KeyError::Generate)?;
     let key = key_from_der(doc.as_ref(), now, PathBuf::new()).ok_or(KeyError::Generate)?;
@@ -348,8 +352,9 @@ mod tests {
                 .is_ok()
         );
 
-        // A manual rotation: the new key signs, the old one stays published.
-        let second = add_key(&dir, now + 1).unwrap_or_else(|e| panic!("{e}"));
+        // A manual rotation (within the same second): the new key signs, the old one stays
+        // published.
+        let second = add_key(&dir, now).unwrap_or_else(|e| panic!("{e}"));
         again.refresh(now + 1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.signing_kid(), second);
         let jwks: serde_json::Value =
