@@ -675,3 +675,52 @@ fn cookie_key(path: &std::path::Path) -> Result<Vec<u8>, IdpError> {
         Err(e) => Err(fail(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_may_not_repeat_and_empty_ones_are_absent() {
+        let params = parse_params(b"a=1&b=&c=x%20y").unwrap_or_default();
+        assert_eq!(params.get("a").map(String::as_str), Some("1"));
+        assert!(!params.contains_key("b"));
+        assert_eq!(params.get("c").map(String::as_str), Some("x y"));
+        assert_eq!(parse_params(b"a=1&a=2"), Err("a".to_owned()));
+    }
+
+    #[test]
+    fn logins_are_usernames_or_emails_in_any_case() {
+        let user = |name: &str, email: &str| IdpUser {
+            username: name.into(),
+            email: email.into(),
+            name: name.into(),
+            groups: Vec::new(),
+            password_hash: sekisho_config::SecretString::new(String::new()),
+            totp_secret: None,
+        };
+        let directory = Directory {
+            users: vec![
+                user("alice", "Alice@Example.com"),
+                user("bob", "bob@example.com"),
+            ],
+            clients: Vec::new(),
+            token_lifetime: Duration::from_secs(60),
+            session_lifetime: Duration::from_secs(60),
+        };
+        let found = |login: &str| directory.find_login(login).map(|u| u.username.clone());
+        assert_eq!(found("alice"), Some("alice".into()));
+        assert_eq!(found(" ALICE "), Some("alice".into()));
+        assert_eq!(found("alice@example.COM"), Some("alice".into()));
+        assert_eq!(found("bob@example.com"), Some("bob".into()));
+        assert_eq!(found("carol"), None);
+        assert_eq!(found(""), None);
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
