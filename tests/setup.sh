@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything the quickstart and the test suite need on a fresh Debian 12 machine of this
-# kind (root, Rust stable + nightly via rustup, Node.js 20). Idempotent: re-running skips what is there.
+# Installs everything the test suite needs on a fresh Debian 12 machine of this kind (root, Rust
+# stable + nightly via rustup, Node.js 20). Idempotent: re-running skips what is there. (The
+# quickstart, `cargo run -p sekisho -- quickstart`, needs nothing but cargo.)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# --quickstart: only what the quickstart needs (Node packages for the test IdP).
-quickstart_only=false
-[ "${1:-}" = "--quickstart" ] && quickstart_only=true
 
 npm_setup() {
   if [ ! -d "$here/node/node_modules/oidc-provider" ] || [ ! -d "$here/node/node_modules/playwright-core" ]; then
@@ -13,16 +11,13 @@ npm_setup() {
     (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
-if $quickstart_only; then
-  npm_setup
-  exit 0
-fi
-
 need_apt=()
 for pair in chromium:/usr/bin/chromium nginx:/usr/sbin/nginx wrk:/usr/bin/wrk redis-server:/usr/bin/redis-server openssl:/usr/bin/openssl iproute2:/usr/sbin/ip; do
   pkg=${pair%%:*}; bin=${pair#*:}
   [ -x "$bin" ] || need_apt+=("$pkg")
 done
+# The third-party relying party of the built-in provider's interop test (Debian's python3).
+/usr/bin/python3 -c 'import authlib, requests' 2>/dev/null || need_apt+=(python3-authlib python3-requests)
 if [ ${#need_apt[@]} -gt 0 ]; then
   # nginx-light is the smallest Debian nginx; it carries the proxy module the benchmark needs.
   pkgs=("${need_apt[@]/nginx/nginx-light}")

@@ -303,6 +303,9 @@ pub(crate) enum Problem {
         /// The module's package, as `data.…`.
         package: String,
     },
+    /// A problem in the `identity_provider` section.
+    #[error(transparent)]
+    Idp(#[from] crate::parse::idp::IdpProblem),
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {

@@ -17,6 +17,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use parse::idp::base32_decode;
 
 /// Reads and parses the configuration file at `path`. Relative paths in it are resolved against
 /// its directory and `{env: VAR}` secrets are read from the process environment.

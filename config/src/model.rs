@@ -38,6 +38,100 @@ pub struct Config {
     pub audit: Audit,
     /// The admin listener, when configured.
     pub admin: Option<Admin>,
+    /// The built-in OpenID provider (`identity_provider:`); absent: off.
+    pub identity_provider: Option<IdentityProvider>,
+}
+
+/// The built-in OpenID provider, served on sekisho's own listeners for requests to the issuer's
+/// host (and port) under the issuer's path.
+#[derive(Debug, Clone)]
+pub struct IdentityProvider {
+    /// Issuer URL (https, or http on a loopback host), without a trailing `/`'s meaning: the
+    /// provider serves `{issuer}/.well-known/openid-configuration` and its endpoints below it.
+    pub issuer: Url,
+    /// People who can sign in. Non-empty; usernames and emails unique.
+    pub users: Vec<IdpUser>,
+    /// Relying parties allowed to use the provider. Non-empty; ids unique.
+    pub clients: Vec<IdpClient>,
+    /// Lifetime of access tokens and ID tokens (default 10m, at most 1h).
+    pub token_lifetime: Duration,
+    /// Lifetime of a sign-in at the provider and of the refresh tokens issued under it
+    /// (default 12h).
+    pub session_lifetime: Duration,
+    /// A new signing key is made when the newest one is this old (default 720h, 30 days); older
+    /// keys stay published until every token they signed has expired.
+    pub key_rotation: Duration,
+    /// Failed-login limits.
+    pub login_limits: LoginLimits,
+    /// Where the provider keeps its keys and refresh grants (`{state_dir}/idp`).
+    pub state_dir: PathBuf,
+}
+
+/// One person who can sign in at the built-in provider.
+#[derive(Debug, Clone)]
+pub struct IdpUser {
+    /// Login name and `sub` claim: `[a-z0-9][a-z0-9._-]*`.
+    pub username: String,
+    /// Email address (also accepted as login name, case-insensitively).
+    pub email: String,
+    /// Display name (default: the username).
+    pub name: String,
+    /// Groups, in file order, without repeats.
+    pub groups: Vec<String>,
+    /// Argon2id PHC string (`$argon2id$v=19$m=...`), as printed by `sekisho hash-password`.
+    pub password_hash: SecretString,
+    /// RFC 6238 TOTP secret (decoded from base32), when the user has a second factor.
+    pub totp_secret: Option<SecretBytes>,
+}
+
+/// A relying party of the built-in provider.
+#[derive(Debug, Clone)]
+pub struct IdpClient {
+    /// `client_id`: `[A-Za-z0-9._~-]+`.
+    pub client_id: String,
+    /// How the client authenticates at the token endpoint.
+    pub secret: IdpClientSecret,
+    /// Redirect URIs, compared exactly. Non-empty.
+    pub redirect_uris: Vec<Url>,
+    /// Where the provider may send the browser after logout, compared exactly.
+    pub post_logout_redirect_uris: Vec<Url>,
+}
+
+/// A client's credential at the token endpoint (`client_secret_basic` or `client_secret_post`).
+#[derive(Debug, Clone)]
+pub enum IdpClientSecret {
+    /// The secret itself (at least 16 characters), compared in constant time.
+    Plain(SecretString),
+    /// An Argon2id PHC string of the secret.
+    Argon2id(SecretString),
+}
+
+/// Limits on failed logins at the built-in provider. Past `account_failures` failures for one
+/// account (or `source_failures` from one source address), further attempts are refused with
+/// 429 for `lockout`, doubling with every further failure up to `max_lockout`. Failures older
+/// than `max_lockout` are forgotten.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    /// Failures per account before lockouts start (default 5).
+    pub account_failures: u32,
+    /// Failures per source address (IPv6: per /64) before lockouts start (default 20).
+    pub source_failures: u32,
+    /// First lockout (default 30s).
+    pub lockout: Duration,
+    /// Longest lockout (default 15m).
+    pub max_lockout: Duration,
+}
+
+impl Default for LoginLimits {
+    /// 5 per account, 20 per source, 30s doubling up to 15m.
+    fn default() -> Self {
+        Self {
+            account_failures: 5,
+            source_failures: 20,
+            lockout: Duration::from_secs(30),
+            max_lockout: Duration::from_secs(900),
+        }
+    }
 }
 
 /// Listeners and the network facts sekisho trusts.

@@ -3,6 +3,7 @@
 //! is collected rather than stopping at the first.
 
 mod audit;
+pub(crate) mod idp;
 mod policy;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ const TOP_LEVEL: &[&str] = &[
     "routes",
     "audit",
     "admin",
+    "identity_provider",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -214,6 +216,12 @@ impl Parser<'_> {
             (_, None) => None,
         };
         let admin = self.optional(&map, "admin", |p, f| p.admin(f, &policies));
+        let identity_provider = self.optional(&map, "identity_provider", |p, f| {
+            p.identity_provider(f, state_dir.as_deref())
+        });
+        if let Some(Some(idp)) = &identity_provider {
+            self.check_own_client(root, idp);
+        }
         Some(Config {
             state_dir: state_dir?,
             server: server?,
@@ -226,6 +234,7 @@ impl Parser<'_> {
             policies: policies.all()?,
             audit: audit?,
             admin: admin?,
+            identity_provider: identity_provider?,
         })
     }
 

@@ -23,6 +23,15 @@ impl Config {
         // Writing to a String cannot fail.
         let _ = writeln!(out, "listeners: {}", listeners.join(", "));
         let _ = writeln!(out, "issuer:    {}", self.oidc.issuer);
+        if let Some(idp) = &self.identity_provider {
+            let _ = writeln!(
+                out,
+                "built-in provider: {} ({} users, {} clients)",
+                idp.issuer,
+                idp.users.len(),
+                idp.clients.len()
+            );
+        }
         let _ = writeln!(out, "routes:");
         let id_width = self
             .routes

@@ -173,7 +173,7 @@ impl AssertionSigner {
 }
 
 /// The DER bytes inside a `-----BEGIN PRIVATE KEY-----` block.
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
+pub(crate) fn pem_body(pem: &str) -> Option<Vec<u8>> {
     let start = pem.find("-----BEGIN PRIVATE KEY-----")? + "-----BEGIN PRIVATE KEY-----".len();
     let end = pem.get(start..)?.find("-----END PRIVATE KEY-----")? + start;
     let body: String = pem

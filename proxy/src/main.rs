@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
-use sekisho::audit::{Event, Lifecycle, LifecycleEvent};
+use sekisho::audit::{AuditLog, AuthActivity, AuthEvent, Event, Lifecycle, LifecycleEvent};
 use sekisho::proxy::Proxy;
 use sekisho::server::Listeners;
 
@@ -49,6 +49,43 @@ enum Command {
     GenCookieKey,
     /// Print a new ECDSA P-256 assertion signing key (PKCS#8 PEM).
     GenSigningKey,
+    /// Print the Argon2id hash of a password for `identity_provider.users[].password_hash`.
+    /// The password is read from the terminal (not echoed, asked twice) or from standard input,
+    /// never from the command line.
+    HashPassword,
+    /// Print a new TOTP secret (base32) for `identity_provider.users[].totp_secret`, and the
+    /// otpauth:// URI an authenticator app imports.
+    GenTotpSecret {
+        /// The account name shown in the authenticator app.
+        #[arg(long)]
+        account: String,
+        /// The issuer name shown in the authenticator app.
+        #[arg(long, default_value = "sekisho")]
+        issuer: String,
+    },
+    /// Built-in OpenID provider tools.
+    #[command(subcommand)]
+    Idp(IdpCommand),
+    /// Run the quickstart: the proxy, its built-in OpenID provider with two demo users and a
+    /// demo upstream, on http://127.0.0.1:8080, with secrets generated into a state directory
+    /// on first run and kept.
+    Quickstart {
+        /// State directory (default: $XDG_STATE_HOME/sekisho/quickstart, else
+        /// ~/.local/state/sekisho/quickstart).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdpCommand {
+    /// Add a new signing key: it signs from the provider's next reload (SIGHUP) or restart;
+    /// the previous key stays published until the tokens it signed have expired.
+    RotateKey {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +245,58 @@ fn main() -> ExitCode {
             }
             None => {
                 eprintln!("error: key generation failed");
+                ExitCode::FAILURE
+            }
+        },
+        Command::HashPassword => match hash_password() {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::GenTotpSecret { account, issuer } => match sekisho::idp::totp::generate_secret() {
+            Some(secret) => {
+                let label_text = format!("{issuer}:{account}");
+                let label = percent_encoding::utf8_percent_encode(
+                    &label_text,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                let issuer_param = percent_encoding::utf8_percent_encode(
+                    &issuer,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                println!("{secret}");
+                println!(
+                    "otpauth://totp/{label}?secret={secret}&issuer={issuer_param}&algorithm=SHA1&digits=6&period=30"
+                );
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("error: the system random source failed");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Idp(IdpCommand::RotateKey { config }) => match rotate_key(&config) {
+            Ok(kid) => {
+                println!("{kid}");
+                eprintln!(
+                    "new signing key {kid}; it signs once the provider reloads (SIGHUP) or restarts"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Quickstart { dir } => match quickstart(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -436,6 +525,12 @@ fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
+    init_tracing();
+    let config = load_config(&path)?;
+    runtime()?.block_on(serve(config, path, |_, _| {}))
+}
+
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG")
@@ -443,39 +538,175 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = load_config(&path)?;
-    let path = path.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
-        let timeouts = config.server.timeouts;
-        let listeners = Listeners::bind(&config).await?;
-        let proxy = Arc::new(Proxy::new(config)?);
-        if let Err(e) = proxy.oidc().discover().await {
-            tracing::warn!(error = %e, "provider discovery failed at startup; retrying on demand");
+        .context("starting the runtime")
+}
+
+/// Binds the listeners, starts the proxy (and its built-in provider, when configured), calls
+/// `listening` with the bound addresses and serves until SIGINT/SIGTERM.
+async fn serve(
+    config: sekisho_config::Config,
+    path: PathBuf,
+    listening: impl FnOnce(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+) -> anyhow::Result<()> {
+    let timeouts = config.server.timeouts;
+    let listeners = Listeners::bind(&config).await?;
+    // The provider's sign-in records go to the proxy's audit log, which opens with the proxy.
+    let audit_cell: Arc<std::sync::OnceLock<Arc<AuditLog>>> = Arc::default();
+    let idp = match &config.identity_provider {
+        Some(idp) => Some(Arc::new(sekisho::idp::IdentityProvider::new(
+            idp,
+            idp_audit(
+                audit_cell.clone(),
+                idp.issuer.as_str().trim_end_matches('/'),
+            ),
+        )?)),
+        None => None,
+    };
+    let self_provided = idp
+        .as_ref()
+        .is_some_and(|idp| idp.issuer() == config.oidc.issuer.as_str().trim_end_matches('/'));
+    let mut proxy = Proxy::new(config)?;
+    if let Some(idp) = &idp {
+        tracing::info!(issuer = idp.issuer(), kid = %idp.signing_kid(), "built-in OpenID provider enabled");
+        proxy = proxy.with_identity_provider(idp.clone());
+        tokio::spawn(idp.clone().maintain());
+    }
+    let proxy = Arc::new(proxy);
+    let _ = audit_cell.set(proxy.audit_handle());
+    let discovery = {
+        let proxy = proxy.clone();
+        async move {
+            if let Err(e) = proxy.oidc().discover().await {
+                tracing::warn!(error = %e, "provider discovery failed at startup; retrying on demand");
+            }
         }
-        let (http, https) = listeners.addresses();
-        let admin = listeners.admin_address();
-        // One machine-readable line on stdout: tests and scripts read the bound ports from it.
-        println!(
-            "{}",
-            serde_json::json!({ "event": "listening", "http": http.map(|a| a.to_string()), "https": https.map(|a| a.to_string()), "admin": admin.map(|a| a.to_string()) })
-        );
-        tracing::info!(?http, ?https, audit = %proxy.audit().dir().display(), "sekisho listening");
-        proxy.record(lifecycle(
-            Lifecycle::Start,
-            true,
-            format!("sekisho started; http {http:?}, https {https:?}"),
-        ));
-        tokio::spawn(watch_config(path.clone(), proxy.clone()));
-        listeners.serve(proxy.clone(), timeouts, shutdown_signal()).await;
-        proxy.record(lifecycle(Lifecycle::Stop, true, "sekisho stopped".into()));
-        proxy.audit().close();
-        tracing::info!("sekisho stopped");
-        Ok(())
+    };
+    if self_provided {
+        // The provider is this very process: it answers once the listeners accept, so discovery
+        // runs beside serving.
+        tokio::spawn(discovery);
+    } else {
+        discovery.await;
+    }
+    let (http, https) = listeners.addresses();
+    let admin = listeners.admin_address();
+    // One machine-readable line on stdout: tests and scripts read the bound ports from it.
+    println!(
+        "{}",
+        serde_json::json!({ "event": "listening", "http": http.map(|a| a.to_string()), "https": https.map(|a| a.to_string()), "admin": admin.map(|a| a.to_string()) })
+    );
+    listening(http, https);
+    tracing::info!(?http, ?https, ?admin, audit = %proxy.audit().dir().display(), "sekisho listening");
+    proxy.record(lifecycle(
+        Lifecycle::Start,
+        true,
+        format!("sekisho started; http {http:?}, https {https:?}, admin {admin:?}"),
+    ));
+    tokio::spawn(watch_config(path.clone(), proxy.clone()));
+    listeners
+        .serve(proxy.clone(), timeouts, shutdown_signal())
+        .await;
+    proxy.record(lifecycle(Lifecycle::Stop, true, "sekisho stopped".into()));
+    proxy.audit().close();
+    tracing::info!("sekisho stopped");
+    Ok(())
+}
+
+/// `sekisho quickstart`: prepares the state directory, starts the demo upstream and runs the
+/// quickstart configuration.
+fn quickstart(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use sekisho::quickstart;
+    init_tracing();
+    let dir = dir.unwrap_or_else(quickstart::default_dir);
+    let prepared = quickstart::prepare(&dir)
+        .with_context(|| format!("preparing the quickstart state in {}", dir.display()))?;
+    let config = load_config(&prepared.config)?;
+    let verifier = quickstart::whoami::Verifier {
+        jwks_url: format!("{}.well-known/sekisho/jwks.json", quickstart::URL),
+        issuer: config.signing.issuer.clone(),
+        audiences: config.routes.iter().map(|r| r.id.clone()).collect(),
+    };
+    let banner = quickstart::banner(&prepared, &dir);
+    runtime()?.block_on(async move {
+        let whoami = tokio::net::TcpListener::bind(quickstart::WHOAMI_LISTEN)
+            .await
+            .with_context(|| {
+                format!(
+                    "the demo upstream cannot listen on {}",
+                    quickstart::WHOAMI_LISTEN
+                )
+            })?;
+        tokio::spawn(quickstart::whoami::serve(whoami, verifier));
+        serve(config, prepared.config, |_, _| {
+            use std::io::Write as _;
+            println!("{banner}");
+            let _ = std::io::stdout().flush();
+        })
+        .await
     })
+}
+
+/// `sekisho hash-password`: the password from the terminal (no echo, twice) or standard input.
+fn hash_password() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let stdin = std::io::stdin();
+    let password = if rustix::termios::isatty(&stdin) {
+        let ask = |prompt: &str| -> anyhow::Result<String> {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+            let saved = rustix::termios::tcgetattr(&stdin).context("reading terminal settings")?;
+            let mut quiet = saved.clone();
+            quiet.local_modes -= rustix::termios::LocalModes::ECHO;
+            rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
+                .context("turning echo off")?;
+            let mut line = String::new();
+            let read = stdin.lock().read_line(&mut line);
+            let restored =
+                rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
+            eprintln!();
+            read.context("reading the password")?;
+            restored.context("restoring terminal settings")?;
+            Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+        };
+        let first = ask("Password: ")?;
+        let second = ask("Again: ")?;
+        anyhow::ensure!(first == second, "the passwords differ");
+        first
+    } else {
+        let mut text = String::new();
+        stdin
+            .lock()
+            .take(sekisho::idp::MAX_PASSWORD as u64 + 2)
+            .read_to_string(&mut text)
+            .context("reading the password from standard input")?;
+        text.strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text)
+            .to_owned()
+    };
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    anyhow::ensure!(
+        password.len() <= sekisho::idp::MAX_PASSWORD,
+        "the password is longer than {} bytes",
+        sekisho::idp::MAX_PASSWORD
+    );
+    Ok(sekisho::idp::hash_password(&password)?)
+}
+
+/// `sekisho idp rotate-key`.
+fn rotate_key(path: &std::path::Path) -> anyhow::Result<String> {
+    let config = load_config(path)?;
+    let idp = config
+        .identity_provider
+        .context("the configuration has no identity_provider section")?;
+    let now = sekisho::session::unix_now();
+    Ok(sekisho::idp::add_key(&idp.state_dir.join("keys"), now)?)
 }
 
 /// Reloads routes and policies on SIGHUP and whenever the configuration file changes (checked
@@ -546,6 +777,62 @@ async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
             }
         }
     }
+}
+
+/// The built-in provider's audit callback: every sign-in attempt becomes an Authentication
+/// record (and a log line).
+fn idp_audit(
+    cell: Arc<std::sync::OnceLock<Arc<AuditLog>>>,
+    issuer: &str,
+) -> Arc<dyn Fn(sekisho::idp::IdpEvent) + Send + Sync> {
+    let issuer = issuer.to_owned();
+    Arc::new(move |event: sekisho::idp::IdpEvent| {
+        let success = event.outcome == sekisho::idp::IdpOutcome::Success;
+        let detail = format!(
+            "sign-in at the built-in provider for client {} as {:?}: {}",
+            event.client_id,
+            event.login,
+            event.outcome.as_str()
+        );
+        let identity = event.username.clone().map(|sub| {
+            Arc::new(sekisho::session::Identity {
+                sub,
+                email: event.email.clone(),
+                name: None,
+                groups: Vec::new(),
+                issuer: issuer.clone(),
+                email_verified: None,
+                claims: serde_json::Map::new(),
+            })
+        });
+        let time = i64::try_from(event.time)
+            .ok()
+            .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            .unwrap_or_else(jiff::Timestamp::now);
+        let record = Event::Auth(Box::new(AuthEvent {
+            time,
+            activity: AuthActivity::Login,
+            success,
+            detail: Some(detail),
+            request_id: None,
+            identity,
+            session: None,
+            provider: Some(issuer.clone()),
+            client_ip: Some(event.source_ip),
+            peer: None,
+            user_agent: None,
+            host: None,
+        }));
+        match cell.get() {
+            Some(audit) => {
+                if let Err(e) = audit.record(record) {
+                    tracing::error!(error = %e, "audit record of a provider sign-in not kept");
+                }
+            }
+            None => tracing::error!("provider sign-in before the audit log opened"),
+        }
+        sekisho::idp::log_event(event);
+    })
 }
 
 fn lifecycle(activity: Lifecycle, success: bool, message: String) -> Event {

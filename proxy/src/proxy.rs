@@ -144,6 +144,8 @@ pub struct Proxy {
     request_ids: RequestIds,
     audit: Arc<AuditLog>,
     live_verification: crate::admin::LiveVerification,
+    /// The built-in OpenID provider, when configured (served before routing).
+    idp: Option<Arc<crate::idp::IdentityProvider>>,
     /// Operational counters.
     pub counters: Counters,
 }
@@ -335,9 +337,17 @@ impl Proxy {
             request_ids: RequestIds::new(),
             audit,
             live_verification: crate::admin::LiveVerification::default(),
+            idp: None,
             counters: Counters::default(),
             config,
         })
+    }
+
+    /// Serves the built-in OpenID provider on this proxy's listeners (requests to its issuer's
+    /// host under its path). The proxy itself still reaches it only over HTTP, as `oidc.issuer`.
+    pub fn with_identity_provider(mut self, idp: Arc<crate::idp::IdentityProvider>) -> Self {
+        self.idp = Some(idp);
+        self
     }
 
     /// The OpenID relying party (for startup discovery).
@@ -348,6 +358,11 @@ impl Proxy {
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// A shared handle on the audit log (for the built-in provider's records).
+    pub fn audit_handle(&self) -> Arc<AuditLog> {
+        self.audit.clone()
     }
 
     /// Records an event that no response waits on (logins, reloads); a refusal is counted by
@@ -371,6 +386,9 @@ impl Proxy {
     /// provider, session keys, signing key) are kept, and each difference is logged.
     pub fn reload(&self, config: &Config) -> Result<usize, StartError> {
         let routing = Routing::new(config)?;
+        if let Some(idp) = &self.idp {
+            idp.reload(config);
+        }
         for setting in restart_only_changes(&self.config, config) {
             tracing::warn!(
                 setting,
@@ -492,6 +510,15 @@ impl Proxy {
         // Phase: normalise.
         let target = self.target(&request, conn)?;
         facts.target(&target);
+        if let Some(idp) = &self.idp
+            && idp.serves(target.scheme, &target.host, target.port, &target.path)
+        {
+            facts.route = Some(Arc::from("sekisho-idp"));
+            facts.decision = Decision::Allow;
+            return Ok(idp
+                .handle(request, &target.path, target.forwarded.client_ip)
+                .await);
+        }
         let routing = self.routing();
         if conn.admin {
             return self.admin(request, conn, &target, &routing, facts).await;

@@ -32,6 +32,10 @@ pub enum Purpose {
     Session,
     /// A login-flow cookie (state, nonce, PKCE verifier).
     LoginFlow,
+    /// The built-in provider's sign-in cookie.
+    IdpSession,
+    /// The built-in provider's pending authorization (login form, logout confirmation).
+    IdpInteraction,
 }
 
 impl Purpose {
@@ -39,6 +43,8 @@ impl Purpose {
         match self {
             Purpose::Session => b"sekisho/session/v1",
             Purpose::LoginFlow => b"sekisho/login-flow/v1",
+            Purpose::IdpSession => b"sekisho/idp-session/v1",
+            Purpose::IdpInteraction => b"sekisho/idp-interaction/v1",
         }
     }
 }

@@ -11,6 +11,7 @@
     reason = "test harness: panics are the failure report"
 )]
 
+pub mod builtin;
 pub mod echo;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,30 @@ pub fn workspace() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_owned()
+}
+
+/// Removes from `command` the variables `cargo test` hands the test process for its own
+/// package (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...): a cargo started with them would see build
+/// scripts' inputs change (ring's watches them) and rebuild.
+pub fn clean_cargo_env(command: &mut std::process::Command) {
+    let set_by_cargo_test = |name: &str| {
+        name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_MAKEFLAGS",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name)
+    };
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_test) {
+            command.env_remove(&name);
+        }
+    }
 }
 
 /// Builds the `sekisho` binary once per test process and returns its path.
@@ -92,7 +117,20 @@ pub struct Process {
 
 impl Process {
     /// Spawns `command`, waits (with [`DEADLINE`]) for its first stdout line, parses it as JSON.
-    pub async fn spawn(name: &str, mut command: Command, log: PathBuf) -> (Process, Value) {
+    pub async fn spawn(name: &str, command: Command, log: PathBuf) -> (Process, Value) {
+        match Self::try_spawn(name, command, log).await {
+            Ok(ready) => ready,
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+
+    /// Like [`Process::spawn`], but a child that exits or stays silent is an `Err` with its log
+    /// (for callers that retry, like a start on a port that another test took meanwhile).
+    pub async fn try_spawn(
+        name: &str,
+        mut command: Command,
+        log: PathBuf,
+    ) -> Result<(Process, Value), String> {
         let log_file = std::fs::File::create(&log).expect("creating log file");
         command
             .stdout(Stdio::piped())
@@ -112,16 +150,23 @@ impl Process {
         };
         let line = match first {
             Ok(Ok(Some(line))) => line,
-            other => panic!(
-                "{name} did not announce readiness ({other:?}); log:\n{}",
-                process.logs()
-            ),
+            other => {
+                return Err(format!(
+                    "{name} did not announce readiness ({other:?}); log:\n{}",
+                    process.logs()
+                ));
+            }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("{name} readiness line {line:?}: {e}"));
-        (process, ready)
+            .map_err(|e| format!("{name} readiness line {line:?}: {e}"))?;
+        Ok((process, ready))
+    }
+
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The child's stderr so far.
@@ -869,12 +914,26 @@ pub fn self_signed_pem_for(subject_alt_names: &str) -> (String, String) {
 /// `{"steps": [...], ...}`, see tests/node/README.md) and returns its JSON result. Panics with the
 /// failed step, the page and the driver's log when a step fails.
 pub async fn run_browser(script: &Value) -> Value {
+    run_browser_in(&[], script).await
+}
+
+/// Like [`run_browser`], with the driver started under `prefix` (like
+/// `["ip", "netns", "exec", NAME]`, to browse inside a network namespace).
+pub async fn run_browser_in(prefix: &[&str], script: &Value) -> Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let script_path = dir.path().join("steps.json");
     std::fs::write(&script_path, script.to_string()).expect("writing browser script");
     let log_path = dir.path().join("browser.log");
     let log = std::fs::File::create(&log_path).expect("creating browser log");
-    let child = Command::new("node")
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg("node");
+            command
+        }
+        None => Command::new("node"),
+    };
+    let child = command
         .arg(workspace().join("tests/node/browser.mjs"))
         .arg(&script_path)
         .stdin(Stdio::null())

@@ -36,23 +36,18 @@ fn check(path: &std::path::Path, dir: &std::path::Path) -> std::process::Output 
 
 #[test]
 fn every_example_passes_check() {
-    // Check copies, laid out like the repository, so files the examples reference (the
-    // quickstart's generated keys) can be provided without touching the working tree.
+    // Check copies, so files the examples reference (the secrets `sekisho quickstart` generates
+    // next to its configuration) can be provided without touching the working tree.
     let root = tempfile::tempdir().unwrap();
     let examples = root.path().join("examples");
     std::fs::create_dir_all(&examples).unwrap();
-    let quickstart_state = root.path().join(".sekisho/quickstart");
-    std::fs::create_dir_all(&quickstart_state).unwrap();
-    std::fs::write(
-        quickstart_state.join("cookie.key"),
-        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-    )
-    .unwrap();
-    std::fs::write(
-        quickstart_state.join("signing.pem"),
-        sekisho::assertion::generate_pem().unwrap(),
-    )
-    .unwrap();
+    let write = |name: &str, content: &str| std::fs::write(examples.join(name), content).unwrap();
+    write("cookie.key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    write("signing.pem", &sekisho::assertion::generate_pem().unwrap());
+    write("client-secret", "quickstart-client-secret-0123456789");
+    let hash = sekisho::idp::hash_password("demo-password").unwrap();
+    write("alice.hash", &hash);
+    write("bob.hash", &hash);
     let mut checked = 0;
     for entry in std::fs::read_dir(workspace().join("examples")).unwrap() {
         let original = entry.unwrap().path();
@@ -289,4 +284,86 @@ fn audit_verify_names_the_file_and_line_of_a_break() {
     let out = verify(&files);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("unsigned"));
+}
+
+#[test]
+fn hash_password_reads_standard_input_and_prints_an_argon2id_hash() {
+    use std::io::Write as _;
+    let mut child = Command::new(sekisho_binary())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    assert!(sekisho::idp::verify_password_blocking(
+        hash.trim(),
+        "correct horse battery staple"
+    ));
+    // An empty password is refused.
+    let mut child = Command::new(sekisho_binary())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(1));
+}
+
+#[test]
+fn identity_provider_errors_are_reported_with_their_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idp.yaml");
+    std::fs::write(
+        &path,
+        "server:\n  http_listen: 127.0.0.1:8080\n\
+         identity_provider:\n  issuer: http://idp.example.com\n  colour: blue\n  users:\n\
+         \x20   - username: Alice\n      email: not-an-email\n      password_hash: hunter2\n      totp_secret: abc!\n\
+         \x20   - username: bob\n      email: bob@example.com\n      password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Gk5y1C1zQK3qvu8t3cYkq6n1C2Kk1v3bJ2hQmE0a8c\"\n\
+         \x20 clients:\n    - client_id: sekisho\n      client_secret: short\n      redirect_uris: [http://app.example.com/cb]\n\
+         oidc:\n  issuer: http://127.0.0.1:8080/idp\n  client_id: x\n  client_secret: s\n\
+         session:\n  keys: [MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=]\n\
+         signing:\n  key: {env: SEKISHO_SIGNING_KEY}\n\
+         routes:\n  - from: http://127.0.0.1\n    to: http://127.0.0.1:1\n",
+    )
+    .unwrap();
+    let out = check(&path, dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (field, line) in [
+        ("identity_provider.issuer", ":4:"),
+        ("identity_provider.colour", ":5:"),
+        ("identity_provider.users[0].username", ":7:"),
+        ("identity_provider.users[0].email", ":8:"),
+        ("identity_provider.users[0].password_hash", ":9:"),
+        ("identity_provider.users[0].totp_secret", ":10:"),
+        ("identity_provider.clients[0].client_secret", ":16:"),
+        ("identity_provider.clients[0].redirect_uris[0]", ":17:"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(field) && l.contains(line)),
+            "no error for {field} at line {line} in:\n{stderr}"
+        );
+    }
 }

@@ -908,10 +908,14 @@ impl<'a> AuthRecord<'a> {
                 issuer: e.provider.as_deref(),
                 credential_uid: None,
             }),
-            src_endpoint: match (e.client_ip, e.peer) {
-                (Some(ip), Some(peer)) => Some(source(ip, peer)),
-                _ => None,
-            },
+            src_endpoint: e.client_ip.map(|ip| match e.peer {
+                Some(peer) => source(ip, peer),
+                None => Endpoint {
+                    ip,
+                    port: None,
+                    intermediate_ips: None,
+                },
+            }),
             http_request: (e.request_id.is_some() || e.user_agent.is_some()).then(|| {
                 AuthHttpRequest {
                     uid: e.request_id.as_deref(),
