@@ -157,7 +157,9 @@ pub fn banner(prepared: &Prepared, dir: &Path) -> String {
     }
     out.push_str(&format!("  Admin page:  {URL}admin\n"));
     out.push_str(&format!("  Sign out:    {URL}.sekisho/logout\n"));
-    out.push_str("  Audit log:   http://127.0.0.1:8082/ (review page, for admins; metrics at /metrics)\n");
+    out.push_str(
+        "  Audit log:   http://127.0.0.1:8082/ (review page, for admins; metrics at /metrics)\n",
+    );
     out.push_str(&format!(
         "  Provider:    {URL}.sekisho/idp/.well-known/openid-configuration\n"
     ));

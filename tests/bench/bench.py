@@ -210,7 +210,8 @@ def _derive(r, tick):
     }
 
 
-LABELS = {"direct": "direct (upstream)", "nginx": "nginx proxy", "sekisho": "sekisho (auth'd)"}
+LABELS = {"direct": "direct (upstream)", "nginx": "nginx proxy", "sekisho": "sekisho (auth'd)",
+          "strict": "sekisho, strict audit"}
 
 
 def report(results, clk_tck):
@@ -228,7 +229,7 @@ def report(results, clk_tck):
     medians = {}
     print(f"median over rounds")
     print(f"{'target':<18} {'rounds':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>10} {'upstr µs/req':>12}")
-    for target in ("direct", "nginx", "sekisho"):
+    for target in ("direct", "nginx", "sekisho", "strict"):
         rows = [_derive(r, tick) for r in runs if r["target"] == target]
         if not rows:
             continue
@@ -237,6 +238,11 @@ def report(results, clk_tck):
         print(f"{LABELS[target]:<18} {len(rows):>6} {m['rps']:>9.0f} {m['p50_ms']:>8.3f} {m['p99_ms']:>8.3f} "
               f"{m['cpu_us']:>10.1f} {m['up_us']:>12.1f}")
     print()
+    if "sekisho" in medians and "strict" in medians:
+        s, t = medians["sekisho"], medians["strict"]
+        print(f"audit durability strict vs batched: p50 {t['p50_ms']:.3f} vs {s['p50_ms']:.3f} ms, "
+              f"p99 {t['p99_ms']:.3f} vs {s['p99_ms']:.3f} ms (added p99 {t['p99_ms'] - s['p99_ms']:+.3f} ms), "
+              f"CPU {t['cpu_us']:.1f} vs {s['cpu_us']:.1f} µs/request")
     bad = [r for r in runs if _derive(r, tick)["errors"]]
     if "nginx" in medians and "sekisho" in medians and medians["nginx"]["cpu_us"] > 0:
         ratio = medians["sekisho"]["cpu_us"] / medians["nginx"]["cpu_us"]

@@ -199,6 +199,18 @@ wait_line "$TMP/sekisho.out" "$SEK_PID" sekisho
 SEKISHO=http://$("${PY[@]}" json-get "$TMP/sekisho.out" http)
 log "sekisho $SEKISHO (pid $SEK_PID)"
 
+# A second sekisho, the same but with `audit.durability: strict` (every response waits for its
+# audit record's fdatasync); the same keys, so the same session cookie gets through.
+sed -e 's/^state_dir: state$/state_dir: state-strict/' "$SEKDIR/sekisho.yaml" >"$SEKDIR/strict.yaml"
+printf 'audit:\n  durability: strict\n' >>"$SEKDIR/strict.yaml"
+SEKISHO_LOG=warn SEKISHO_BENCH_CLIENT_SECRET=$CLIENT_SECRET \
+    "$SEKISHO_BIN" run -c "$SEKDIR/strict.yaml" >"$TMP/strict.out" 2>"$TMP/strict.log" &
+STRICT_PID=$!
+PIDS+=("$STRICT_PID")
+wait_line "$TMP/strict.out" "$STRICT_PID" strict
+STRICT=http://$("${PY[@]}" json-get "$TMP/strict.out" http)
+log "sekisho (strict audit) $STRICT (pid $STRICT_PID)"
+
 # Register sekisho at the IdP now that its port is known.
 curl -sS --fail-with-body --max-time 10 -H 'Content-Type: application/json' -o "$TMP/register.out" \
     -d "{\"client_id\":\"sekisho\",\"client_secret\":\"$CLIENT_SECRET\",
@@ -260,14 +272,15 @@ run_wrk() {
         direct) url=$UPSTREAM/ pids=$UP_PID ;;
         nginx) url=$NGINX/ pids=$NGX_PID ;;
         sekisho) url=$SEKISHO/ pids=$SEK_PID ;;
+        strict) url=$STRICT/ pids=$STRICT_PID ;;
     esac
-    if [[ $target == sekisho ]]; then
+    if [[ $target == sekisho || $target == strict ]]; then
         # sekisho re-issues the session cookie when its activity stamp is over a minute old
         # (`seen_at`, a tenth of the idle lifetime, at most 60 s). A browser takes the new cookie;
         # wrk keeps sending the one it started with. Take it here, as a browser would, so that
         # each run (if shorter than that minute) measures plain authenticated requests rather
         # than a re-seal and nine Set-Cookie headers on every answer.
-        curl -sS --max-time 5 -D "$TMP/refresh.headers" -o /dev/null -H "Cookie: $COOKIE" "$SEKISHO/" ||
+        curl -sS --max-time 5 -D "$TMP/refresh.headers" -o /dev/null -H "Cookie: $COOKIE" "$url" ||
             die "refreshing the session cookie failed"
         COOKIE=$("${PY[@]}" refresh-cookie "$TMP/refresh.headers" "$COOKIE") || die "the session cookie was deleted"
         extra=(-H "Cookie: $COOKIE")
@@ -283,12 +296,12 @@ run_wrk() {
     fi
 }
 
-log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, interleaved direct → nginx → sekisho"
+log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, interleaved direct → nginx → sekisho → sekisho strict"
 if [[ $WARMUP != 0 ]]; then
-    for target in direct nginx sekisho; do run_wrk 0 "$target" "$WARMUP"; done
+    for target in direct nginx sekisho strict; do run_wrk 0 "$target" "$WARMUP"; done
 fi
 for round in $(seq "$ROUNDS"); do
-    for target in direct nginx sekisho; do run_wrk "$round" "$target" "$DURATION"; done
+    for target in direct nginx sekisho strict; do run_wrk "$round" "$target" "$DURATION"; done
 done
 
 # The session must still be good at the end (else the sekisho numbers measured rejections).

@@ -30,6 +30,11 @@ fn check(path: &std::path::Path, dir: &std::path::Path) -> std::process::Output 
             "SEKISHO_SIGNING_KEY",
             sekisho::assertion::generate_pem().expect("keygen"),
         )
+        .env(
+            "SEKISHO_AUDIT_SIGNING_KEY",
+            sekisho::audit::writer::generate_key_pem().expect("keygen"),
+        )
+        .env("OTLP_AUTHORIZATION", "Bearer example-token")
         .output()
         .expect("running sekisho check")
 }

@@ -210,6 +210,25 @@ async fn the_readme_quickstart_signs_alice_in_and_keeps_bob_out_of_admin() {
         json!({"expect_status": 403}),
         json!({"expect_text": "Access denied"}),
         json!({"dump": "bob_admin"}),
+        // The audit review page on the admin listener: not for bob…
+        json!({"goto": "http://127.0.0.1:8082/"}),
+        json!({"expect_status": 403}),
+        json!({"goto": "http://127.0.0.1:8080/.sekisho/logout"}),
+        json!({"wait_url": "^http://127\\.0\\.0\\.1:8080/\\.sekisho/signed-out"}),
+        // …but for alice, who finds bob's denial there.
+        json!({"goto": "http://127.0.0.1:8082/"}),
+        json!({"wait_url": "^http://127\\.0\\.0\\.1:8080/\\.sekisho/idp/authorize"}),
+        json!({"fill": "#username", "value": "alice"}),
+        json!({"fill": "#password", "value": &alice}),
+        json!({"click": "#submit"}),
+        json!({"wait_url": "^http://127\\.0\\.0\\.1:8082/$"}),
+        json!({"expect_text": "Chain intact"}),
+        json!({"fill": "input[name=user]", "value": "bob@example.com"}),
+        json!({"select": "#decision", "value": "deny"}),
+        json!({"click": "#search"}),
+        json!({"wait_url": "decision=deny"}),
+        json!({"expect_text": "/admin"}),
+        json!({"dump": "review"}),
     ]);
     let result = run_browser_in(
         &netns.exec(),
@@ -233,6 +252,12 @@ async fn the_readme_quickstart_signs_alice_in_and_keeps_bob_out_of_admin() {
     assert!(
         bob_admin.contains("groups has \"admins\""),
         "the denial names the rule: {bob_admin}"
+    );
+    let review = dumps["review"]["body"].as_str().unwrap();
+    let table = review.split("Time (UTC)").nth(1).expect("a results table");
+    assert!(
+        table.contains("bob@example.com") && table.contains("/admin") && !table.contains("alice"),
+        "the review page finds bob's denials: {review}"
     );
     quickstart.stop().await;
 

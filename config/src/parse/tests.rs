@@ -35,7 +35,8 @@ pub(super) fn env(name: &str) -> Option<String> {
     match name {
         "SEKISHO_CLIENT_SECRET" => Some("client-secret-from-env".to_owned()),
         "SEKISHO_COOKIE_KEY" | "SEKISHO_COOKIE_KEY_PREVIOUS" => Some(KEY.to_owned()),
-        "SEKISHO_SIGNING_KEY" => Some(PEM.to_owned()),
+        "SEKISHO_SIGNING_KEY" | "SEKISHO_AUDIT_SIGNING_KEY" => Some(PEM.to_owned()),
+        "OTLP_AUTHORIZATION" => Some("Bearer otlp-token".to_owned()),
         "EMPTY" => Some(String::new()),
         _ => None,
     }
@@ -500,7 +501,7 @@ fn bad_durations() {
         &parse_err(&source),
         pos_of(&source, "30"),
         "oidc.clock_skew",
-        "`30` has no unit; write a duration as numbers with units (ms, s, m, h), like `500ms`, `30s`",
+        "`30` has no unit; write a duration as numbers with units (ms, s, m, h, d), like `500ms`, `30s`",
     );
 
     let source = base_with(
