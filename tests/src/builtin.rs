@@ -175,7 +175,12 @@ impl Stack {
         self.process.logs()
     }
 
-    /// The state directory of the provider.
+    /// The audit log directory (`{state_dir}/audit`).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("state").join("audit")
+    }
+
+    /// The provider's state directory.
     pub fn idp_state(&self) -> PathBuf {
         self.dir.path().join("state/idp")
     }

@@ -814,6 +814,25 @@ async fn failed_logins_lock_the_account_from_every_source() {
     let logs = stack.logs();
     assert!(logs.contains("wrong_password"), "failures are reported");
     assert!(logs.contains("account_locked"), "lockouts are reported");
+    // And each attempt is an Authentication record of the audit log, with its source.
+    let dir = stack.audit_dir();
+    sekisho_tests::eventually("the sign-in records are written", || {
+        let records = std::fs::read_dir(&dir)
+            .map(|_| sekisho_tests::audit_records(&dir))
+            .unwrap_or_default();
+        let signed_in = |outcome: &str, source: &str| {
+            records.iter().any(|r| {
+                r["class_uid"] == 3002
+                    && r["src_endpoint"]["ip"] == source
+                    && r["status_detail"].as_str().unwrap_or("").ends_with(outcome)
+            })
+        };
+        let done = signed_in("wrong_password", "198.51.100.1")
+            && signed_in("account_locked", "203.0.113.9")
+            && signed_in("success", "198.51.100.1");
+        async move { done }
+    })
+    .await;
 }
 
 #[tokio::test]
