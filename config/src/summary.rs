@@ -32,6 +32,31 @@ impl Config {
                 idp.clients.len()
             );
         }
+        let audit = &self.audit;
+        let _ = writeln!(
+            out,
+            "audit:     {} ({}, on failure {}{})",
+            audit.dir.display(),
+            match audit.durability {
+                crate::model::Durability::Strict => "strict",
+                crate::model::Durability::Batched => "batched",
+            },
+            match audit.on_failure {
+                crate::model::OnFailure::Deny => "deny",
+                crate::model::OnFailure::Allow => "allow",
+            },
+            audit
+                .otlp
+                .as_ref()
+                .map_or_else(String::new, |o| format!(", OTLP to {}", o.endpoint))
+        );
+        if let Some(admin) = &self.admin {
+            let _ = writeln!(
+                out,
+                "admin:     http {} (metrics, audit review)",
+                admin.listen
+            );
+        }
         let _ = writeln!(out, "routes:");
         let id_width = self
             .routes

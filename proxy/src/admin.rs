@@ -74,7 +74,7 @@ impl LiveVerification {
             .is_none_or(|s| full || !files.iter().any(|f| f.path == s.file));
         if stale {
             *guard = Some(VerifyState {
-                verifier: Verifier::new(&audit.public_key(), first.first_seq == 0),
+                verifier: Verifier::with_keys(audit.public_keys().to_vec(), first.first_seq == 0),
                 file: first.path.clone(),
                 offset: 0,
                 verified_at: jiff::Timestamp::now(),

@@ -93,9 +93,10 @@ enum AuditCommand {
     /// Verify the hash chain and checkpoint signatures of audit log files (oldest first);
     /// exit 1 at the first break or when lines follow the last checkpoint unsigned.
     Verify {
-        /// File holding the checkpoint public key (hex of the 32-byte Ed25519 key).
-        #[arg(long)]
-        public_key: PathBuf,
+        /// File of checkpoint public keys (hex of a 32-byte Ed25519 key per line, like
+        /// `audit-signing.pub`, which lists every key that signed the log); repeatable.
+        #[arg(long, required = true)]
+        public_key: Vec<PathBuf>,
         /// The files do not start at the beginning of the log (the first is a later rotation).
         #[arg(long)]
         mid_chain: bool,
@@ -364,7 +365,7 @@ fn audit_query(query: &AuditQuery) -> anyhow::Result<ExitCode> {
 }
 
 fn audit_verify(
-    public_key: &std::path::Path,
+    public_keys: &[PathBuf],
     mid_chain: bool,
     files: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
@@ -380,21 +381,23 @@ fn audit_verify(
         }
     }
     let files = &expanded[..];
-    let key_text = std::fs::read_to_string(public_key)
-        .with_context(|| format!("reading {}", public_key.display()))?;
-    let key_text = key_text.trim();
-    anyhow::ensure!(
-        key_text.len() == 64 && key_text.bytes().all(|b| b.is_ascii_hexdigit()),
-        "{}: expected 64 hex digits (an Ed25519 public key)",
-        public_key.display()
-    );
-    let key: Vec<u8> = (0..32)
-        .filter_map(|i| {
-            key_text
-                .get(i * 2..i * 2 + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect();
+    let mut keys = Vec::new();
+    for path in public_keys {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            anyhow::ensure!(
+                line.is_empty()
+                    || (line.len() == 64 && line.bytes().all(|b| b.is_ascii_hexdigit())),
+                "{}:{}: expected 64 hex digits (an Ed25519 public key) per line",
+                path.display(),
+                n + 1
+            );
+        }
+        keys.extend(sekisho::audit::writer::parse_public_keys(&text));
+    }
+    anyhow::ensure!(!keys.is_empty(), "no public key given");
     let mut text = String::new();
     let mut boundaries = Vec::new();
     for file in files {
@@ -406,7 +409,13 @@ fn audit_verify(
             text.push('\n');
         }
     }
-    let report = sekisho::audit::chain::verify(text.lines(), &key, !mid_chain);
+    let mut verifier = sekisho::audit::chain::Verifier::with_keys(keys, !mid_chain);
+    for line in text.lines() {
+        if !verifier.feed(line) {
+            break;
+        }
+    }
+    let report = verifier.result().clone();
     // Name the file and line of a break.
     let locate = |mut n: u64| -> String {
         for (file, count) in &boundaries {

@@ -158,7 +158,7 @@ pub fn verify<'a>(
 /// what was added since it last looked).
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    key: Vec<u8>,
+    keys: Vec<Vec<u8>>,
     expected: Option<(u64, String)>,
     result: Verification,
 }
@@ -166,8 +166,14 @@ pub struct Verifier {
 impl Verifier {
     /// A verifier for `public_key`; see [`verify`] for `starts_at_genesis`.
     pub fn new(public_key: &[u8], starts_at_genesis: bool) -> Self {
+        Self::with_keys(vec![public_key.to_vec()], starts_at_genesis)
+    }
+
+    /// A verifier that accepts checkpoints signed by any of `public_keys` (the current key and
+    /// the ones it replaced).
+    pub fn with_keys(public_keys: Vec<Vec<u8>>, starts_at_genesis: bool) -> Self {
         Verifier {
-            key: public_key.to_vec(),
+            keys: public_keys,
             expected: starts_at_genesis.then(|| (0, GENESIS.to_owned())),
             result: Verification {
                 lines: 0,
@@ -226,10 +232,13 @@ impl Verifier {
                 .get("signature")
                 .and_then(Value::as_str)
                 .and_then(unhex);
-            let key = UnparsedPublicKey::new(&ED25519, &self.key);
+            let message = checkpoint_message(seq, prev);
             let valid = signature.is_some_and(|sig| {
-                key.verify(checkpoint_message(seq, prev).as_bytes(), &sig)
-                    .is_ok()
+                self.keys.iter().any(|key| {
+                    UnparsedPublicKey::new(&ED25519, key)
+                        .verify(message.as_bytes(), &sig)
+                        .is_ok()
+                })
             });
             if !valid {
                 return Err("checkpoint signature does not verify".into());

@@ -145,6 +145,7 @@ pub struct AuditLog {
     on_failure: OnFailure,
     thread: Mutex<Option<JoinHandle<()>>>,
     public_key_hex: String,
+    public_keys: Vec<Vec<u8>>,
     dir: PathBuf,
     exporter: Option<Exporter>,
 }
@@ -166,8 +167,20 @@ impl AuditLog {
         create_private_dir(&config.dir)?;
         let key = load_or_create_key(config, state_dir)?;
         let public_key_hex = hex(key.public_key().as_ref());
+        // Every key that ever signed this log, oldest first: a new key is appended, so that
+        // checkpoints of the keys it replaced still verify.
         let pub_path = config.dir.join("audit-signing.pub");
-        std::fs::write(&pub_path, format!("{public_key_hex}\n")).map_err(io_error(&pub_path))?;
+        let mut known = match std::fs::read_to_string(&pub_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_error(&pub_path)(e)),
+        };
+        if !known.lines().any(|l| l.trim() == public_key_hex) {
+            known.push_str(&public_key_hex);
+            known.push('\n');
+            std::fs::write(&pub_path, &known).map_err(io_error(&pub_path))?;
+        }
+        let public_keys = parse_public_keys(&known);
 
         let files = log_files(&config.dir).map_err(io_error(&config.dir))?;
         let (chain, active) = match files.last() {
@@ -213,6 +226,7 @@ impl AuditLog {
             on_failure: config.on_failure,
             thread: Mutex::new(Some(thread)),
             public_key_hex,
+            public_keys,
             dir: config.dir.clone(),
             exporter,
         })
@@ -233,6 +247,11 @@ impl AuditLog {
                     .and_then(|p| u8::from_str_radix(p, 16).ok())
             })
             .collect()
+    }
+
+    /// Every key that signed checkpoints of this log (the current one last).
+    pub fn public_keys(&self) -> &[Vec<u8>] {
+        &self.public_keys
     }
 
     /// Hex of the checkpoint public key.
@@ -1177,6 +1196,21 @@ pub fn key_from_pem(pem: &str) -> Result<Ed25519KeyPair, OpenError> {
         .map_err(|e| OpenError::Key(format!("PEM body is not base64: {e}")))?;
     Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
         .map_err(|e| OpenError::Key(format!("not an Ed25519 PKCS#8 key: {e}")))
+}
+
+/// The public keys of a key file: one hex Ed25519 key per line; blank lines ignored, any other
+/// line skipped (`sekisho audit verify` reports malformed lines itself).
+pub fn parse_public_keys(text: &str) -> Vec<Vec<u8>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|l| {
+            (0..32)
+                .filter_map(|i| l.get(i * 2..i * 2 + 2))
+                .filter_map(|p| u8::from_str_radix(p, 16).ok())
+                .collect()
+        })
+        .collect()
 }
 
 /// Hex of the public half of a PEM key.

@@ -247,3 +247,40 @@ fn tempdir() -> TempDir {
     std::fs::create_dir_all(&path).unwrap();
     TempDir(path)
 }
+
+#[test]
+fn a_new_checkpoint_key_is_published_beside_the_old_one() {
+    let tmp = tempdir();
+    let mut config = config(tmp.path());
+    config.signing_key = Some(sekisho_config::SecretString::new(
+        generate_key_pem().unwrap(),
+    ));
+    let old_key = {
+        let log = AuditLog::open(&config, tmp.path()).unwrap();
+        log.record(event(0, "/before")).unwrap();
+        log.close();
+        log.public_key()
+    };
+    config.signing_key = Some(sekisho_config::SecretString::new(
+        generate_key_pem().unwrap(),
+    ));
+    let log = AuditLog::open(&config, tmp.path()).unwrap();
+    log.record(event(1, "/after")).unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.public_keys().len(), 2);
+    assert_eq!(log.public_keys()[0], old_key);
+    let published = std::fs::read_to_string(config.dir.join("audit-signing.pub")).unwrap();
+    assert_eq!(parse_public_keys(&published), log.public_keys());
+    let lines = all_lines(&config.dir);
+    let both = chain::Verifier::with_keys(log.public_keys().to_vec(), true);
+    let report = lines.iter().fold(both, |mut v, l| {
+        v.feed(l);
+        v
+    });
+    assert!(report.result().is_intact(), "{:?}", report.result());
+    let new_only = chain::verify(lines.iter().map(String::as_str), &log.public_key(), true);
+    assert!(
+        new_only.first_break.is_some(),
+        "the old key's checkpoints need the old key"
+    );
+}
