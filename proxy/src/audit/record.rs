@@ -329,6 +329,13 @@ impl Event {
     }
 }
 
+fn display<S: serde::Serializer, T: std::fmt::Display>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
 fn millis(time: jiff::Timestamp) -> i64 {
     time.as_millisecond()
 }
@@ -433,7 +440,6 @@ struct Session<'a> {
 #[derive(Serialize)]
 struct Idp<'a> {
     name: &'a str,
-    uid: &'a str,
 }
 
 #[derive(Serialize)]
@@ -532,8 +538,6 @@ struct Unmapped<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     report_only_deny: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    credential: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cgroup: Option<&'a str>,
@@ -551,7 +555,8 @@ struct Head<'a> {
     type_uid: u32,
     type_name: std::borrow::Cow<'static, str>,
     time: i64,
-    time_dt: String,
+    #[serde(serialize_with = "display")]
+    time_dt: jiff::Timestamp,
     severity_id: u8,
     severity: &'static str,
     status_id: u8,
@@ -560,7 +565,8 @@ struct Head<'a> {
     status_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status_detail: Option<&'a str>,
-    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     metadata: Metadata<'a>,
 }
 
@@ -620,7 +626,7 @@ fn head<'a>(
     success: bool,
     status_code: Option<String>,
     status_detail: Option<&'a str>,
-    message: String,
+    message: Option<String>,
     uid: Option<&'a str>,
 ) -> Head<'a> {
     let severity = match severity_id {
@@ -643,7 +649,7 @@ fn head<'a>(
             Into::into,
         ),
         time: millis(time),
-        time_dt: time.to_string(),
+        time_dt: time,
         severity_id,
         severity,
         status_id: if success { 1 } else { 2 },
@@ -673,8 +679,6 @@ struct HttpRecord<'a> {
     actor: Option<ActorRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls: Option<Tls<'a>>,
-    /// Milliseconds.
-    duration: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<ContainerRecord<'a>>,
     unmapped: Unmapped<'a>,
@@ -715,16 +719,6 @@ impl<'a> HttpRecord<'a> {
             Decision::Unauthenticated | Decision::Error => 2,
             Decision::Deny => 3,
         };
-        let who = e.actor.as_ref().map_or("anonymous", Actor::user_key);
-        let message = format!(
-            "{} {} {} {}{} -> {}",
-            e.decision.as_str(),
-            who,
-            e.method,
-            e.host,
-            e.path,
-            e.status
-        );
         let latency = u64::try_from(e.latency.as_millis()).unwrap_or(u64::MAX);
         let query = match &e.query {
             Query::None => None,
@@ -744,12 +738,11 @@ impl<'a> HttpRecord<'a> {
                 user: User::new(identity),
                 session: Session {
                     uid: actor.session_uid(),
-                    issuer: Some(&identity.issuer),
+                    issuer: None,
                     credential_uid: Some(actor.credential()),
                 },
                 idp: Idp {
                     name: &identity.issuer,
-                    uid: &identity.issuer,
                 },
                 authorizations: vec![authorization],
             }
@@ -770,7 +763,7 @@ impl<'a> HttpRecord<'a> {
                 success,
                 Some(e.status.to_string()),
                 e.detail.as_deref(),
-                message,
+                None,
                 Some(&e.request_id),
             ),
             action_id: if allowed { 1 } else { 2 },
@@ -813,7 +806,6 @@ impl<'a> HttpRecord<'a> {
                     }],
                 }),
             }),
-            duration: latency,
             container: e.container.as_ref().map(|c| ContainerRecord {
                 uid: &c.id,
                 name: "",
@@ -824,7 +816,6 @@ impl<'a> HttpRecord<'a> {
                 route: e.route.as_deref(),
                 rule: e.rule.as_deref(),
                 report_only_deny: e.report_only_deny,
-                credential: e.actor.as_ref().map(Actor::credential),
                 user: e.actor.as_ref().map(Actor::user_key),
                 cgroup: e.container.as_ref().map(|c| c.cgroup.as_str()),
             },
@@ -897,7 +888,7 @@ impl<'a> AuthRecord<'a> {
                 e.success,
                 None,
                 e.detail.as_deref(),
-                message,
+                Some(message),
                 e.request_id.as_deref(),
             ),
             auth_protocol_id: 4,
@@ -930,7 +921,6 @@ impl<'a> AuthRecord<'a> {
                 route: None,
                 rule: None,
                 report_only_deny: false,
-                credential: None,
                 user: e
                     .identity
                     .as_deref()
@@ -968,7 +958,7 @@ impl<'a> LifecycleRecord<'a> {
                 e.success,
                 None,
                 None,
-                e.message.clone(),
+                Some(e.message.clone()),
                 None,
             ),
             app: Product {
@@ -982,7 +972,6 @@ impl<'a> LifecycleRecord<'a> {
                 route: None,
                 rule: None,
                 report_only_deny: false,
-                credential: None,
                 user: None,
                 cgroup: None,
             },
