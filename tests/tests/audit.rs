@@ -607,7 +607,7 @@ async fn records_are_exported_over_otlp_http_exactly_as_written() {
     let received = receiver_dir.path().join("received.jsonl");
     let mut command = tokio::process::Command::new("python3");
     command
-        .arg(sekisho_tests::workspace().join("tests/python/otlp_receiver.py"))
+        .arg(sekisho_tests::workspace().join("tests/interop/otlp_receiver.py"))
         .arg(&received);
     let (_receiver, ready) = sekisho_tests::Process::spawn(
         "otlp-receiver",
