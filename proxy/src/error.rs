@@ -203,6 +203,21 @@ pub fn full(body: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// A JWK Set document (`application/jwk-set+json`, cacheable for 5 minutes).
+pub fn jwks(body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(full(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
 /// Escapes text for HTML.
 pub fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -572,16 +572,7 @@ impl Proxy {
         facts.actor = auth.as_ref().map(Authenticated::actor);
 
         // Phase: authorize.
-        let input = policy::Input {
-            identity: auth.as_ref().map(Authenticated::identity),
-            method: request.method(),
-            host: &target.host,
-            path: &target.path,
-            source_ip: target.forwarded.client_ip,
-            headers: request.headers(),
-            client_certificate: conn.client_certificate.as_ref(),
-            now: jiff::Timestamp::now(),
-        };
+        let input = policy_input(&request, &target, &conn, auth.as_ref());
         let decision = policy::decide(&route.policy, &input, &routing.rego);
         let explanation = decision.explanation();
         let allowed = match (decision.effect, route.mode) {
@@ -784,16 +775,7 @@ impl Proxy {
             .authenticate(request.headers(), codec, &mut set_cookies, facts)
             .await?;
         facts.actor = auth.as_ref().map(Authenticated::actor);
-        let input = policy::Input {
-            identity: auth.as_ref().map(Authenticated::identity),
-            method: request.method(),
-            host: &target.host,
-            path: &target.path,
-            source_ip: target.forwarded.client_ip,
-            headers: request.headers(),
-            client_certificate: conn.client_certificate.as_ref(),
-            now: jiff::Timestamp::now(),
-        };
+        let input = policy_input(&request, target, &conn, auth.as_ref());
         let decision = policy::decide(&admin.policy, &input, &routing.rego);
         let allowed = decision.effect == Effect::Allow;
         facts.policy = Some(Arc::from(admin.policy.path.as_str()));
@@ -1179,17 +1161,7 @@ impl Proxy {
     }
 
     fn jwks_response(&self) -> Response<ProxyBody> {
-        let mut response = Response::new(full(self.signer.jwks().to_owned()));
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/jwk-set+json"),
-        );
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        );
-        response
+        crate::error::jwks(self.signer.jwks().to_owned())
     }
 
     /// Redirects a browser to the provider, remembering state, nonce, PKCE verifier and where
@@ -1448,6 +1420,25 @@ impl Proxy {
 
 mod facts;
 use facts::Facts;
+
+/// What the policy sees of a request: one place builds it for routes and the admin listener.
+fn policy_input<'a, B>(
+    request: &'a Request<B>,
+    target: &'a Target,
+    conn: &'a Connection,
+    auth: Option<&'a Authenticated>,
+) -> policy::Input<'a> {
+    policy::Input {
+        identity: auth.map(Authenticated::identity),
+        method: request.method(),
+        host: &target.host,
+        path: &target.path,
+        source_ip: target.forwarded.client_ip,
+        headers: request.headers(),
+        client_certificate: conn.client_certificate.as_ref(),
+        now: jiff::Timestamp::now(),
+    }
+}
 
 /// The refresh-cache key of the session cookie a request presented: the session id's hash and a
 /// digest of the sealed cookie value(s). Every sealing draws a fresh nonce, so a re-issued

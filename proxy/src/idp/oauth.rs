@@ -100,17 +100,7 @@ impl IdentityProvider {
 
     /// `/jwks`.
     pub(super) fn jwks(&self) -> Response<ProxyBody> {
-        let mut response = Response::new(full(self.keys.jwks()));
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/jwk-set+json"),
-        );
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        );
-        response
+        crate::error::jwks(self.keys.jwks())
     }
 
     /// `/authorize`: validates the request; answers at once from the browser's sign-in, or shows
