@@ -1102,11 +1102,15 @@ fn summary_lists_listeners_issuer_routes_and_policies() {
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     let config = crate::parse(&source, &path, &env)
         .unwrap_or_else(|errors| panic!("examples/full.yaml:\n{errors}"));
+    let audit_dir = config.audit.dir.display().to_string();
+    assert!(audit_dir.ends_with("examples/audit"), "{audit_dir}");
     assert_eq!(
-        config.summary(),
+        config.summary().replace(&audit_dir, "AUDIT_DIR"),
         "\
 listeners: http 127.0.0.1:8080, https [::1]:8443 (2 certificates)
 issuer:    https://idp.example.com/realms/main
+audit:     AUDIT_DIR (strict, on failure deny, OTLP to http://otel-collector.internal:4318/v1/logs)
+admin:     http 127.0.0.1:9901 (metrics, audit review)
 routes:
   app            https://app.example.com/ -> http://127.0.0.1:9000/  (websockets)
                  policy staff (enforce)
