@@ -670,3 +670,59 @@ async fn records_are_exported_over_otlp_http_exactly_as_written() {
         .unwrap();
     assert_eq!(exported["body"].as_str().unwrap(), on_disk);
 }
+
+fn write_atomically(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn configuration_reloads_and_refusals_are_recorded() {
+    let (_idp, _echo, mut proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
+    let original = std::fs::read_to_string(&proxy.config_path).unwrap();
+    let dir = proxy.audit_dir();
+    let reloads = |dir: &Path| -> Vec<Value> {
+        audit_records(dir)
+            .into_iter()
+            .filter(|r| r["unmapped"]["event"] == "reload")
+            .collect()
+    };
+
+    // An invalid file is refused, and the refusal names the first problem.
+    write_atomically(&proxy.config_path, &format!("{original}bogus_key: 1\n"));
+    sekisho_tests::eventually("a refused reload is recorded", || {
+        let done = reloads(&dir).iter().any(|r| r["status_id"] == 2);
+        async move { done }
+    })
+    .await;
+    // A valid change is applied.
+    write_atomically(
+        &proxy.config_path,
+        &original.replace(
+            "routes:\n",
+            "routes:\n  - id: extra\n    from: http://localhost\n    to: http://127.0.0.1:9\n",
+        ),
+    );
+    sekisho_tests::eventually("an applied reload is recorded", || {
+        let done = reloads(&dir).iter().any(|r| r["status_id"] == 1);
+        async move { done }
+    })
+    .await;
+    proxy.terminate().await;
+    let records = reloads(&dir);
+    let refused = records.iter().find(|r| r["status_id"] == 2).unwrap();
+    assert_eq!(refused["class_uid"], 6002);
+    assert_eq!(refused["activity_id"], 8);
+    assert!(
+        refused["message"].as_str().unwrap().contains("bogus_key"),
+        "{refused}"
+    );
+    let applied = records.iter().find(|r| r["status_id"] == 1).unwrap();
+    assert!(
+        applied["message"].as_str().unwrap().contains("2 routes"),
+        "{applied}"
+    );
+    let (ok, report) = audit_verify(&dir);
+    assert!(ok, "{report}");
+}
