@@ -325,6 +325,17 @@ impl Idp {
             .to_owned()
     }
 
+    /// A 10-minute ES256 access token for `sub` with audience `sekisho`.
+    pub async fn bearer(&self, sub: &str) -> String {
+        self.token(&[
+            ("sub", sub),
+            ("aud", "sekisho"),
+            ("alg", "ES256"),
+            ("ttl", "600"),
+        ])
+        .await
+    }
+
     /// POSTs to a test hook (`/test/...`) and returns its JSON.
     pub async fn hook(&self, path_and_query: &str) -> Value {
         let response = self
@@ -578,6 +589,13 @@ impl Proxy {
         self.process = process;
         self.apply_ready(&ready);
     }
+}
+
+/// Replaces a file in one step (a watcher never sees it half-written).
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("writing the new file");
+    std::fs::rename(&tmp, path).expect("renaming it into place");
 }
 
 /// Every line of the audit log files in `dir`, oldest file first, parsed.

@@ -22,16 +22,6 @@ const POLICIES: &str =
 const ROUTES: &str = "  - id: admin\n    from: http://127.0.0.1/admin\n    to: http://{echo}\n    policy: admins-only\n\
                       \x20 - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n";
 
-async fn bearer(idp: &Idp, sub: &str) -> String {
-    idp.token(&[
-        ("sub", sub),
-        ("aud", "sekisho"),
-        ("alg", "ES256"),
-        ("ttl", "600"),
-    ])
-    .await
-}
-
 fn request_id(response: &reqwest::Response) -> String {
     response
         .headers()
@@ -90,7 +80,7 @@ async fn decisions_logins_and_rejections_are_recorded_and_the_log_verifies() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
     let anonymous_id = request_id(&anonymous);
-    let token = bearer(&idp, "alice").await;
+    let token = idp.bearer("alice").await;
     // Change one signature character well inside the signature (the last one carries padding
     // bits).
     let at = token.len() - 10;
@@ -292,7 +282,7 @@ async fn kill_9_under_strict_load_leaves_a_verifiable_log_with_every_answered_re
         o.extra_yaml = "audit:\n  durability: strict\n".into();
     })
     .await;
-    let token = bearer(&idp, "alice").await;
+    let token = idp.bearer("alice").await;
     let received = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = load(
@@ -416,7 +406,7 @@ async fn a_full_disk_with_on_failure_deny_refuses_requests_until_space_returns()
     let tmpfs = Tmpfs::mount("256k");
     let audit = tmpfs.0.join("audit");
     let (idp, _echo, mut proxy) = disk_full_stack("deny", &audit).await;
-    let token = bearer(&idp, "alice").await;
+    let token = idp.bearer("alice").await;
     let url = format!("{}/x", proxy.base());
     assert_eq!(status_and_id(&url, &token).await.0, 200);
 
@@ -470,7 +460,7 @@ async fn a_full_disk_with_on_failure_allow_keeps_serving_and_writes_the_records_
     let tmpfs = Tmpfs::mount("256k");
     let audit = tmpfs.0.join("audit");
     let (idp, _echo, mut proxy) = disk_full_stack("allow", &audit).await;
-    let token = bearer(&idp, "alice").await;
+    let token = idp.bearer("alice").await;
     let url = format!("{}/x", proxy.base());
     let filler = tmpfs.fill();
     let mut ids = Vec::new();
@@ -623,7 +613,7 @@ async fn records_are_exported_over_otlp_http_exactly_as_written() {
         o.extra_yaml = yaml;
     })
     .await;
-    let token = bearer(&idp, "alice").await;
+    let token = idp.bearer("alice").await;
     let (status, id) = status_and_id(&format!("{}/exported", proxy.base()), &token).await;
     assert_eq!(status, 200);
 
@@ -671,12 +661,6 @@ async fn records_are_exported_over_otlp_http_exactly_as_written() {
     assert_eq!(exported["body"].as_str().unwrap(), on_disk);
 }
 
-fn write_atomically(path: &Path, content: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 #[tokio::test]
 async fn configuration_reloads_and_refusals_are_recorded() {
     let (_idp, _echo, mut proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
@@ -690,14 +674,14 @@ async fn configuration_reloads_and_refusals_are_recorded() {
     };
 
     // An invalid file is refused, and the refusal names the first problem.
-    write_atomically(&proxy.config_path, &format!("{original}bogus_key: 1\n"));
+    sekisho_tests::write_atomically(&proxy.config_path, &format!("{original}bogus_key: 1\n"));
     sekisho_tests::eventually("a refused reload is recorded", || {
         let done = reloads(&dir).iter().any(|r| r["status_id"] == 2);
         async move { done }
     })
     .await;
     // A valid change is applied.
-    write_atomically(
+    sekisho_tests::write_atomically(
         &proxy.config_path,
         &original.replace(
             "routes:\n",

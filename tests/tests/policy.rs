@@ -25,16 +25,6 @@ const ROUTES: &str = "  - id: admin\n    from: http://127.0.0.1/admin\n    to: h
                       \x20 - id: localhost-docs\n    from: http://localhost/docs\n    methods: [GET]\n    to: http://{echo}\n\
                       \x20 - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n";
 
-async fn bearer(idp: &Idp, sub: &str) -> String {
-    idp.token(&[
-        ("sub", sub),
-        ("aud", "sekisho"),
-        ("alg", "ES256"),
-        ("ttl", "600"),
-    ])
-    .await
-}
-
 async fn get(url: &str, token: &str) -> reqwest::Response {
     no_redirect_client()
         .get(url)
@@ -73,7 +63,7 @@ async fn policy_stack() -> (Idp, sekisho_tests::echo::Echo, sekisho_tests::Proxy
 #[tokio::test]
 async fn admins_pass_others_are_refused_with_a_reason() {
     let (idp, echo, proxy) = policy_stack().await;
-    let (alice, bob) = (bearer(&idp, "alice").await, bearer(&idp, "bob").await);
+    let (alice, bob) = (idp.bearer("alice").await, idp.bearer("bob").await);
     let ok = get(&format!("{}/admin/panel", proxy.base()), &alice).await;
     assert_eq!(ok.status(), 200);
     assert_eq!(
@@ -126,7 +116,7 @@ async fn admins_pass_others_are_refused_with_a_reason() {
 #[tokio::test]
 async fn path_tricks_do_not_reach_the_protected_path() {
     let (idp, echo, proxy) = policy_stack().await;
-    let bob = bearer(&idp, "bob").await;
+    let bob = idp.bearer("bob").await;
     for trick in [
         "/admin",
         "/admin/",
@@ -169,7 +159,7 @@ async fn path_tricks_do_not_reach_the_protected_path() {
 #[tokio::test]
 async fn methods_outside_a_route_get_405() {
     let (idp, echo, proxy) = policy_stack().await;
-    let alice = bearer(&idp, "alice").await;
+    let alice = idp.bearer("alice").await;
     let localhost = format!("http://localhost:{}/docs/x", proxy.http.port());
     assert_eq!(get(&localhost, &alice).await.status(), 200);
     let hits = echo.hits();
@@ -207,7 +197,7 @@ async fn methods_outside_a_route_get_405() {
 #[tokio::test]
 async fn report_mode_allows_and_records_the_would_be_denial() {
     let (idp, echo, proxy) = policy_stack().await;
-    let bob = bearer(&idp, "bob").await;
+    let bob = idp.bearer("bob").await;
     let hits = echo.hits();
     assert_eq!(
         get(&format!("{}/trial/x", proxy.base()), &bob)
@@ -232,7 +222,7 @@ async fn report_mode_allows_and_records_the_would_be_denial() {
 #[tokio::test]
 async fn policies_hot_reload_without_failing_a_request() {
     let (idp, _echo, proxy) = policy_stack().await;
-    let alice = bearer(&idp, "alice").await;
+    let alice = idp.bearer("alice").await;
     let url = format!("{}/admin/x", proxy.base());
     assert_eq!(get(&url, &alice).await.status(), 200);
 
@@ -275,7 +265,7 @@ async fn policies_hot_reload_without_failing_a_request() {
         "        - groups: {all_of: [admins, sales]}\n",
     );
     assert_ne!(stricter, original);
-    write_atomically(&proxy.config_path, &stricter);
+    sekisho_tests::write_atomically(&proxy.config_path, &stricter);
     eventually("the stricter policy to apply", || async {
         get(&url, &alice).await.status() == 403
     })
@@ -283,7 +273,7 @@ async fn policies_hot_reload_without_failing_a_request() {
 
     // An invalid file is refused with a precise error and the running set stays.
     let broken = stricter.replace("groups: {all_of: [admins, sales]}", "groups: {all_of: []}");
-    write_atomically(&proxy.config_path, &broken);
+    sekisho_tests::write_atomically(&proxy.config_path, &broken);
     eventually("the reload error in the log", || async {
         proxy.logs().contains("configuration not reloaded")
     })
@@ -300,7 +290,7 @@ async fn policies_hot_reload_without_failing_a_request() {
     );
 
     // Back to the original policy.
-    write_atomically(&proxy.config_path, &original);
+    sekisho_tests::write_atomically(&proxy.config_path, &original);
     eventually("the original policy to apply again", || async {
         get(&url, &alice).await.status() == 200
     })
@@ -316,12 +306,6 @@ async fn policies_hot_reload_without_failing_a_request() {
         "requests failed during reloads"
     );
     assert!(done.load(Ordering::Relaxed) > 50);
-}
-
-fn write_atomically(path: &std::path::Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A CA and a client certificate it signed (PEM: CA cert, client cert, client key), plus the
@@ -433,7 +417,7 @@ async fn client_certificates_are_verified_and_tested_by_policy() {
         o.routes_yaml = routes;
     })
     .await;
-    let alice = bearer(&idp, "alice").await;
+    let alice = idp.bearer("alice").await;
     let base = proxy.tls_base().unwrap();
     let identity =
         reqwest::Identity::from_pem(format!("{client_cert}{client_key}").as_bytes()).unwrap();
