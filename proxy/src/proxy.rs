@@ -144,6 +144,9 @@ pub struct Proxy {
     request_ids: RequestIds,
     audit: Arc<AuditLog>,
     live_verification: crate::admin::LiveVerification,
+    /// At most one log line per second about records that could not be kept (the metrics count
+    /// every one): an overloaded or full disk must not also flood the log.
+    audit_complaints: OncePerSecond,
     /// The built-in OpenID provider, when configured (served before routing).
     idp: Option<Arc<crate::idp::IdentityProvider>>,
     /// Operational counters.
@@ -337,6 +340,7 @@ impl Proxy {
             request_ids: RequestIds::new(),
             audit,
             live_verification: crate::admin::LiveVerification::default(),
+            audit_complaints: OncePerSecond::default(),
             idp: None,
             counters: Counters::default(),
             config,
@@ -368,8 +372,10 @@ impl Proxy {
     /// Records an event that no response waits on (logins, reloads); a refusal is counted by
     /// the log and reported here.
     pub fn record(&self, event: Event) {
-        if let Err(e) = self.audit.record(event) {
-            tracing::error!(error = %e, "audit record not kept");
+        if let Err(e) = self.audit.record(event)
+            && let Some(suppressed) = self.audit_complaints.admit()
+        {
+            tracing::error!(error = %e, suppressed, "audit record not kept");
         }
     }
 
@@ -465,7 +471,9 @@ impl Proxy {
         let Unrecorded { reason, event } = unrecorded;
         match self.audit.on_failure() {
             OnFailure::Allow => {
-                tracing::warn!(request_id, error = %reason, "response released before its audit record was durable (on_failure: allow)");
+                if let Some(suppressed) = self.audit_complaints.admit() {
+                    tracing::warn!(request_id, error = %reason, suppressed, "response released before its audit record was durable (on_failure: allow)");
+                }
                 if let Some(event) = event {
                     self.record(event);
                 }
@@ -476,7 +484,9 @@ impl Proxy {
                     .metrics()
                     .requests_refused
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(request_id, error = %reason, "response withheld: its audit record could not be written (on_failure: deny)");
+                if let Some(suppressed) = self.audit_complaints.admit() {
+                    tracing::error!(request_id, error = %reason, suppressed, "response withheld: its audit record could not be written (on_failure: deny)");
+                }
                 let e = ProxyError::Unavailable {
                     detail: format!("audit record not written: {reason}"),
                 };
@@ -1421,6 +1431,35 @@ impl Proxy {
 mod facts;
 use facts::Facts;
 
+/// Admits one event per second and counts the ones it turned away meanwhile.
+#[derive(Debug, Default)]
+struct OncePerSecond {
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl OncePerSecond {
+    /// `Some(events turned away since the last admitted one)`, at most once per second.
+    fn admit(&self) -> Option<u64> {
+        self.admit_at(unix_now())
+    }
+
+    /// [`Self::admit`] at `now` (Unix seconds).
+    fn admit_at(&self, now: u64) -> Option<u64> {
+        let last = self.last.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// What the policy sees of a request: one place builds it for routes and the admin listener.
 fn policy_input<'a, B>(
     request: &'a Request<B>,
@@ -1579,6 +1618,22 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn complaints_are_admitted_once_per_second_and_the_rest_counted() {
+        let limiter = OncePerSecond::default();
+        assert_eq!(limiter.admit_at(1000), Some(0));
+        assert_eq!(limiter.admit_at(1000), None);
+        assert_eq!(limiter.admit_at(1000), None);
+        assert_eq!(limiter.admit_at(1001), Some(2));
+        assert_eq!(limiter.admit_at(1001), None);
+        assert_eq!(
+            limiter.admit_at(999),
+            None,
+            "a clock stepping back admits nothing"
+        );
+        assert_eq!(limiter.admit_at(1005), Some(2));
+    }
 
     #[test]
     fn browsers_are_told_from_programs() {
