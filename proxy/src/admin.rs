@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
+use http::Response;
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
 use serde_json::Value;
 
 use crate::audit::AuditLog;
@@ -511,7 +511,6 @@ fn html(title: &str, banner: &str, body: &str, who: &str) -> Response<ProxyBody>
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    *response.status_mut() = StatusCode::OK;
     response
 }
 

@@ -7,6 +7,7 @@ pub mod assertion;
 pub mod audit;
 pub mod error;
 pub mod headers;
+pub mod hex;
 pub mod idp;
 pub mod normalize;
 pub mod oidc;

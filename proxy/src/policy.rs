@@ -133,8 +133,8 @@ impl Input<'_> {
                 "headers": headers,
                 "time": self.now.to_string(),
                 "client_certificate": self.client_certificate.map(|c| json!({
-                    "fingerprint": hex(&c.fingerprint),
-                    "spki_hash": hex(&c.spki_hash),
+                    "fingerprint": crate::hex::encode(&c.fingerprint),
+                    "spki_hash": crate::hex::encode(&c.spki_hash),
                 })),
             },
         })
@@ -549,10 +549,6 @@ fn header_matches(headers: &HeaderMap, name: &str, matcher: &StringMatch) -> boo
         StringMatch::Prefix(want) => values.any(|v| v.starts_with(want.as_str())),
         StringMatch::Regex(regex) => values.any(|v| regex.is_match(v)),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub mod cases;

@@ -105,7 +105,10 @@ impl Chain {
             "key_id".into(),
             Value::from(key_id(key.public_key().as_ref())),
         );
-        line.insert("signature".into(), Value::from(hex(signature.as_ref())));
+        line.insert(
+            "signature".into(),
+            Value::from(crate::hex::encode(signature.as_ref())),
+        );
         self.commit(line)
     }
 
@@ -231,7 +234,7 @@ impl Verifier {
             let signature = object
                 .get("signature")
                 .and_then(Value::as_str)
-                .and_then(unhex);
+                .and_then(crate::hex::decode);
             let message = checkpoint_message(seq, prev);
             let valid = signature.is_some_and(|sig| {
                 self.keys.iter().any(|key| {
@@ -265,29 +268,7 @@ pub fn key_id(public_key: &[u8]) -> String {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
-    }
-    out
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect()
+    crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use sekisho_config::{Audit, Durability, OnFailure};
 use serde::{Deserialize, Serialize};
 
-use super::chain::{self, Chain};
+use super::chain::Chain;
 use super::otlp::{ExportMetrics, Exported, Exporter};
 use super::record::{Event, Lifecycle, LifecycleEvent};
 
@@ -168,7 +168,7 @@ impl AuditLog {
     pub fn open(config: &Audit, state_dir: &Path) -> Result<Self, OpenError> {
         create_private_dir(&config.dir)?;
         let key = load_or_create_key(config, state_dir)?;
-        let public_key_hex = hex(key.public_key().as_ref());
+        let public_key_hex = crate::hex::encode(key.public_key().as_ref());
         // Every key that ever signed this log, oldest first: a new key is appended, so that
         // checkpoints of the keys it replaced still verify.
         let pub_path = config.dir.join("audit-signing.pub");
@@ -241,14 +241,7 @@ impl AuditLog {
 
     /// The checkpoint public key (32 bytes).
     pub fn public_key(&self) -> Vec<u8> {
-        (0..self.public_key_hex.len())
-            .step_by(2)
-            .filter_map(|i| {
-                self.public_key_hex
-                    .get(i..i + 2)
-                    .and_then(|p| u8::from_str_radix(p, 16).ok())
-            })
-            .collect()
+        crate::hex::decode(&self.public_key_hex).unwrap_or_default()
     }
 
     /// Every key that signed checkpoints of this log (the current one last).
@@ -1219,41 +1212,9 @@ pub fn key_from_pem(pem: &str) -> Result<Ed25519KeyPair, OpenError> {
 pub fn parse_public_keys(text: &str) -> Vec<Vec<u8>> {
     text.lines()
         .map(str::trim)
-        .filter(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(|l| {
-            (0..32)
-                .filter_map(|i| l.get(i * 2..i * 2 + 2))
-                .filter_map(|p| u8::from_str_radix(p, 16).ok())
-                .collect()
-        })
+        .filter(|l| l.len() == 64)
+        .filter_map(crate::hex::decode)
         .collect()
-}
-
-/// Hex of the public half of a PEM key.
-pub fn public_key_hex(pem: &str) -> Result<String, OpenError> {
-    Ok(hex(key_from_pem(pem)?.public_key().as_ref()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-/// The key id checkpoints name for `public_key_hex`.
-pub fn key_id_of_hex(public_key_hex: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..public_key_hex.len())
-        .step_by(2)
-        .map(|i| {
-            public_key_hex
-                .get(i..i + 2)
-                .and_then(|p| u8::from_str_radix(p, 16).ok())
-        })
-        .collect();
-    bytes.map(|b| chain::key_id(&b))
 }
 
 #[cfg(test)]

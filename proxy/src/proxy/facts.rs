@@ -88,7 +88,9 @@ impl Facts {
             peer: conn.peer,
             client_ip: conn.peer.ip(),
             tls_version: conn.tls_version,
-            client_certificate: conn.client_certificate.map(|c| hex(&c.fingerprint)),
+            client_certificate: conn
+                .client_certificate
+                .map(|c| crate::hex::encode(&c.fingerprint)),
             bytes_in: content_length(headers),
             route: None,
             decision: Decision::Error,
@@ -221,13 +223,4 @@ fn clip(text: &str) -> String {
     let mut clipped = text.get(..end).unwrap_or_default().to_owned();
     clipped.push('…');
     clipped
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }

@@ -1,6 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::audit::chain;
 use crate::audit::record::{Decision, HttpEvent, Query};
 
 fn config(dir: &Path) -> Audit {
