@@ -603,6 +603,7 @@ async fn serve(
     } else {
         discovery.await;
     }
+    let shutdown = shutdown_signal()?;
     let (http, https) = listeners.addresses();
     let admin = listeners.admin_address();
     // One machine-readable line on stdout: tests and scripts read the bound ports from it.
@@ -618,9 +619,7 @@ async fn serve(
         format!("sekisho started; http {http:?}, https {https:?}, admin {admin:?}"),
     ));
     tokio::spawn(watch_config(path.clone(), proxy.clone()));
-    listeners
-        .serve(proxy.clone(), timeouts, shutdown_signal())
-        .await;
+    listeners.serve(proxy.clone(), timeouts, shutdown).await;
     proxy.record(lifecycle(Lifecycle::Stop, true, "sekisho stopped".into()));
     proxy.audit().close();
     tracing::info!("sekisho stopped");
@@ -853,23 +852,24 @@ fn lifecycle(activity: Lifecycle, success: bool, message: String) -> Event {
     }))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// SIGTERM or SIGINT, registered now: a signal that arrives after this returns (say, right
+/// after the readiness line) stops the proxy gracefully instead of killing it by default.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
