@@ -196,6 +196,10 @@ pub struct Oidc {
     pub post_logout_redirect_uri: Option<Url>,
     /// Allowed clock skew when checking `exp`, `iat`, `nbf` (default 60s).
     pub clock_skew: Duration,
+    /// Treat an email the provider sends without any `email_verified` claim as verified (default
+    /// false: only `email_verified: true` makes an address the user's email). For providers that
+    /// verify every address and never send the claim; an explicit `false` is never overridden.
+    pub assume_email_verified: bool,
 }
 
 /// An asymmetric JWS algorithm. HMAC and `none` are not representable on purpose.

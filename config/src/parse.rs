@@ -62,6 +62,7 @@ const OIDC: &[&str] = &[
     "allowed_algorithms",
     "post_logout_redirect_uri",
     "clock_skew",
+    "assume_email_verified",
 ];
 /// Keys of `session`.
 const SESSION: &[&str] = &[
@@ -407,6 +408,7 @@ impl Parser<'_> {
         let clock_skew = self.or_default(&map, "clock_skew", Self::duration, || {
             Duration::from_secs(60)
         });
+        let assume_email_verified = self.flag(&map, "assume_email_verified", false);
 
         let client_id = client_id?;
         let mut scopes = scopes?;
@@ -423,6 +425,7 @@ impl Parser<'_> {
             allowed_algorithms: dedup(allowed_algorithms?),
             post_logout_redirect_uri: post_logout_redirect_uri?,
             clock_skew: clock_skew?,
+            assume_email_verified: assume_email_verified?,
         })
     }
 

@@ -54,6 +54,25 @@ impl std::fmt::Debug for AssertionSigner {
 struct Cached {
     token: HeaderValue,
     refresh_after: u64,
+    /// What the token asserts; a refreshed session with other groups (or a newly verified
+    /// address) must not be served the token of its former identity.
+    asserted: Asserted,
+}
+
+/// The identity claims a cached token carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Asserted {
+    sub: String,
+    email: Option<String>,
+    groups: Vec<String>,
+}
+
+impl Asserted {
+    fn matches(&self, identity: &Identity) -> bool {
+        self.sub == identity.sub
+            && self.email.as_deref() == identity.verified_email()
+            && self.groups == identity.groups
+    }
 }
 
 #[derive(Serialize)]
@@ -111,7 +130,9 @@ impl AssertionSigner {
 
     /// An assertion for `identity` towards `audience`, as a header value. `cache_key`
     /// identifies the credential (session id hash, or a bearer token hash); a cached token is
-    /// reused until three quarters of its lifetime have passed.
+    /// reused until three quarters of its lifetime have passed, and only while it asserts the
+    /// identity given (a refresh that changes groups gets a new token). Only a verified email
+    /// is asserted.
     pub fn assertion(
         &self,
         cache_key: &str,
@@ -123,7 +144,7 @@ impl AssertionSigner {
             let hit = cache
                 .get(cache_key)
                 .and_then(|per_audience| per_audience.iter().find(|(a, _)| a == audience))
-                .filter(|(_, c)| now < c.refresh_after);
+                .filter(|(_, c)| now < c.refresh_after && c.asserted.matches(identity));
             if let Some((_, cached)) = hit {
                 return Ok(cached.token.clone());
             }
@@ -133,7 +154,7 @@ impl AssertionSigner {
             iss: &self.issuer,
             aud: audience,
             sub: &identity.sub,
-            email: identity.email.as_deref(),
+            email: identity.verified_email(),
             groups: &identity.groups,
             iat: now,
             exp: now.saturating_add(lifetime),
@@ -147,6 +168,11 @@ impl AssertionSigner {
         let cached = Cached {
             token: token.clone(),
             refresh_after: now.saturating_add(lifetime * 3 / 4),
+            asserted: Asserted {
+                sub: identity.sub.clone(),
+                email: identity.verified_email().map(str::to_owned),
+                groups: identity.groups.clone(),
+            },
         };
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= CACHE_SWEEP_AT {
@@ -256,5 +282,43 @@ mod tests {
         assert!(AssertionSigner::new("not a key", "s", Duration::from_secs(60)).is_err());
         let bogus = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
         assert!(AssertionSigner::new(bogus, "s", Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
+    fn a_changed_identity_is_signed_again_not_served_from_the_cache() {
+        let pem = generate_pem().unwrap_or_else(|| panic!("keygen"));
+        let signer = AssertionSigner::new(&pem, "sekisho", Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now = crate::session::unix_now();
+        let claims = |value: &HeaderValue| {
+            let token = value.to_str().unwrap_or_default();
+            let body = token.split('.').nth(1).unwrap_or_default();
+            let bytes = base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                body,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let before = signer
+            .assertion("sid", "app", &identity(), now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut demoted = identity();
+        demoted.groups = vec!["eng".into()];
+        let after = signer
+            .assertion("sid", "app", &demoted, now + 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(before, after, "same session, new groups: a new token");
+        assert_eq!(claims(&after)["groups"], serde_json::json!(["eng"]));
+        let mut unverified = identity();
+        unverified.email_verified = Some(false);
+        let token = signer
+            .assertion("sid", "app", &unverified, now + 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            claims(&token).get("email").is_none(),
+            "an unverified address is not asserted: {}",
+            claims(&token)
+        );
     }
 }

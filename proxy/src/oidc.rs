@@ -483,7 +483,7 @@ impl OidcProvider {
             Some(serde_json::Value::String(one)) => vec![one.clone()],
             _ => Vec::new(),
         };
-        let identity = Identity {
+        let mut identity = Identity {
             sub: claims.subject().as_str().to_owned(),
             email: claims.email().map(|e| e.as_str().to_owned()),
             name: claims
@@ -495,6 +495,7 @@ impl OidcProvider {
             email_verified: claims.email_verified(),
             claims: policy_claims(&claims.additional_claims().rest, &self.config.groups_claim),
         };
+        self.settle_email_verified(&mut identity);
         let exp = u64::try_from(claims.expiration().timestamp()).unwrap_or(0);
         Ok((identity, exp))
     }
@@ -589,6 +590,17 @@ impl OidcProvider {
         }
     }
 
+    /// `assume_email_verified`: an address sent with no `email_verified` at all counts as
+    /// verified; an explicit `false` stays false.
+    fn settle_email_verified(&self, identity: &mut Identity) {
+        if self.config.assume_email_verified
+            && identity.email.is_some()
+            && identity.email_verified.is_none()
+        {
+            identity.email_verified = Some(true);
+        }
+    }
+
     /// Fills email and groups from the userinfo endpoint when the ID token lacked them.
     async fn merge_userinfo(
         &self,
@@ -627,6 +639,7 @@ impl OidcProvider {
             identity.email_verified = body
                 .get("email_verified")
                 .and_then(serde_json::Value::as_bool);
+            self.settle_email_verified(identity);
         }
         for (name, value) in policy_claims(&body, &self.config.groups_claim) {
             identity.claims.entry(name).or_insert(value);

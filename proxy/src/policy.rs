@@ -442,13 +442,9 @@ fn criterion_holds(
 }
 
 /// The identity's email as (local part, domain), when present, well-formed (exactly one `@`)
-/// and not explicitly unverified.
+/// and verified ([`Identity::verified_email`]).
 fn verified_email(identity: Option<&Identity>) -> Option<(&str, &str)> {
-    let identity = identity?;
-    if identity.email_verified == Some(false) {
-        return None;
-    }
-    let email = identity.email.as_deref()?;
+    let email = identity?.verified_email()?;
     let (local, domain) = email.split_once('@')?;
     if local.is_empty() || domain.is_empty() || domain.contains('@') {
         return None;

@@ -814,7 +814,7 @@ impl Proxy {
         };
         facts.decision = Decision::Allow;
         let identity = auth.identity();
-        let who = identity.email.as_deref().unwrap_or(&identity.sub);
+        let who = identity.user_key();
         let path = if target.path == "/" {
             "/audit"
         } else {

@@ -33,13 +33,40 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// Issuer that vouched for this identity.
     pub issuer: String,
-    /// `email_verified` as the provider stated it; an explicit `false` keeps the address out of
-    /// `email` and `domain` policy criteria.
+    /// `email_verified` as the provider stated it (or `true` when the provider is configured
+    /// with `assume_email_verified` and sent nothing). Only `Some(true)` makes `email` the
+    /// user's address for policies, identity headers and the assertion: see
+    /// [`Identity::verified_email`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
     /// Other claims (scalars and arrays of scalars, bounded in size) for `claim/NAME` criteria.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Identity {
+    /// The address a provider vouched for: `email` when `email_verified` is true, else none. An
+    /// unverified address is never asserted as the user's (headers, assertion, policies); the
+    /// audit record keeps it, marked unverified.
+    pub fn verified_email(&self) -> Option<&str> {
+        match self.email_verified {
+            Some(true) => self.email.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The name audit records are filed under: the verified email, else the subject.
+    pub fn user_key(&self) -> &str {
+        self.verified_email().unwrap_or(&self.sub)
+    }
+
+    /// The address the provider sent without vouching for it, if any.
+    pub fn unverified_email(&self) -> Option<&str> {
+        match self.email_verified {
+            Some(true) => None,
+            _ => self.email.as_deref(),
+        }
+    }
 }
 
 /// Everything a session cookie holds.
@@ -263,11 +290,16 @@ impl CookieCodec {
     /// sends the plain codec's cookies (no `Secure`) over https as well, where they are not the
     /// session but still hold sealed session material.
     pub fn owns(&self, cookie_name: &str) -> bool {
+        self.owns_bytes(cookie_name.as_bytes())
+    }
+
+    /// [`Self::owns`] on a name as it came, in bytes.
+    pub fn owns_bytes(&self, cookie_name: &[u8]) -> bool {
         let base = self.name.strip_prefix("__Host-").unwrap_or(&self.name);
         cookie_name
-            .strip_prefix("__Host-")
+            .strip_prefix(b"__Host-")
             .unwrap_or(cookie_name)
-            .starts_with(base)
+            .starts_with(base.as_bytes())
     }
 }
 
@@ -325,7 +357,7 @@ impl IdentityValues {
             .collect();
         IdentityValues {
             user: value(&identity.sub),
-            email: identity.email.as_deref().map(value),
+            email: identity.verified_email().map(value),
             groups: value(&groups.join(",")),
         }
     }
@@ -419,37 +451,50 @@ pub enum CookieError {
     TooLarge(usize),
 }
 
-/// Iterates `(name, value)` over all `Cookie` headers (HTTP/2 may send several).
-pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+/// Iterates `(name, value)` over all `Cookie` headers (HTTP/2 may send several), as bytes: every
+/// `;`-separated pair stands on its own, so one pair with a byte outside ASCII does not hide the
+/// others (a header read with `to_str` would be dropped whole).
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
         .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            Some((name.trim(), value.trim()))
+            let at = pair.iter().position(|b| *b == b'=')?;
+            let (name, value) = (pair.get(..at)?, pair.get(at + 1..)?);
+            Some((name.trim_ascii(), value.trim_ascii()))
         })
 }
 
+/// The text pairs of [`cookie_pairs`]: a pair that is not UTF-8 is skipped on its own (sekisho's
+/// own cookies are ASCII, so none of them is ever skipped).
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    cookie_pairs(headers).filter_map(|(name, value)| {
+        Some((std::str::from_utf8(name).ok()?, std::str::from_utf8(value).ok()?))
+    })
+}
+
 /// Rebuilds the `Cookie` header without sekisho's own cookies, so session material never
-/// reaches an upstream.
+/// reaches an upstream. Works on bytes: the other cookies are passed on as they came, whatever
+/// bytes they hold, and a cookie named like sekisho's is removed even when its value is not text.
 pub fn strip_own_cookies(headers: &mut HeaderMap, codec: &CookieCodec) {
-    if !request_cookies(headers).any(|(name, _)| codec.owns(name)) {
+    if !cookie_pairs(headers).any(|(name, _)| codec.owns_bytes(name)) {
         return;
     }
-    let mut kept = String::new();
-    for (name, value) in request_cookies(headers).filter(|(name, _)| !codec.owns(name)) {
+    let mut kept: Vec<u8> = Vec::new();
+    for (name, value) in cookie_pairs(headers).filter(|(name, _)| !codec.owns_bytes(name)) {
         if !kept.is_empty() {
-            kept.push_str("; ");
+            kept.extend_from_slice(b"; ");
         }
-        kept.push_str(name);
-        kept.push('=');
-        kept.push_str(value);
+        kept.extend_from_slice(name);
+        kept.push(b'=');
+        kept.extend_from_slice(value);
     }
     headers.remove(COOKIE);
+    // Every byte kept came from a valid header value and the separator is ASCII, so this only
+    // fails on an empty value, which is not sent.
     if !kept.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&kept)
+        && let Ok(value) = HeaderValue::from_bytes(&kept)
     {
         headers.insert(COOKIE, value);
     }
@@ -628,5 +673,48 @@ mod tests {
             let kept = headers.get(COOKIE).and_then(|v| v.to_str().ok());
             assert_eq!(kept, Some("a=1; __Host-other=y; b=2"), "secure: {secure}");
         }
+    }
+
+    #[test]
+    fn a_cookie_with_a_byte_outside_ascii_hides_nothing() {
+        let codec = CookieCodec::new("_sekisho", false);
+        let cookies = codec
+            .write(&sealer(), &state(1), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut headers = request_with(&cookies);
+        let mut line = headers
+            .get(COOKIE)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        line.extend_from_slice(b"; _=\xef; theme=d\xe4rk");
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_bytes(&line).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(
+            codec.read(&sealer(), &headers),
+            Ok(state(1)),
+            "the session is read beside a non-ASCII cookie"
+        );
+        strip_own_cookies(&mut headers, &codec);
+        let forwarded = headers.get(COOKIE).map(|v| v.as_bytes().to_vec());
+        assert_eq!(
+            forwarded.as_deref(),
+            Some(b"_=\xef; theme=d\xe4rk".as_slice()),
+            "the session cookie is removed, the others pass as they came"
+        );
+    }
+
+    #[test]
+    fn own_cookies_with_non_text_values_are_removed_too() {
+        let codec = CookieCodec::new("_sekisho", true);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_bytes(b"__Host-_sekisho=\xff\xfe; _sekisho_1=\x80; a=1")
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        strip_own_cookies(&mut headers, &codec);
+        assert_eq!(headers.get(COOKIE).map(HeaderValue::as_bytes), Some(b"a=1".as_slice()));
     }
 }

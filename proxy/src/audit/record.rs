@@ -65,10 +65,9 @@ impl Actor {
         }
     }
 
-    /// The user as the query and the review page name them: the email, else the subject.
+    /// The user as the query and the review page name them: the verified email, else the subject.
     pub fn user_key(&self) -> &str {
-        let identity = self.identity();
-        identity.email.as_deref().unwrap_or(&identity.sub)
+        self.identity().user_key()
     }
 }
 
@@ -302,7 +301,7 @@ impl Event {
                 user: e
                     .identity
                     .as_deref()
-                    .map(|i| i.email.as_deref().unwrap_or(&i.sub)),
+                    .map(|i| i.user_key()),
                 route: None,
                 decision: Some(e.activity.as_str()),
                 source: e.client_ip,
@@ -416,7 +415,7 @@ impl<'a> User<'a> {
     fn new(identity: &'a Identity) -> Self {
         User {
             uid: &identity.sub,
-            email_addr: identity.email.as_deref(),
+            email_addr: identity.verified_email(),
             name: identity.name.as_deref(),
             groups: identity.groups.iter().map(|name| Group { name }).collect(),
         }
@@ -539,6 +538,10 @@ struct Unmapped<'a> {
     report_only_deny: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
+    /// An address the provider sent without vouching for it (`email_verified` not true): kept
+    /// for the record, never as `user.email_addr`, and the record is filed under the subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unverified_email: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cgroup: Option<&'a str>,
 }
@@ -817,6 +820,7 @@ impl<'a> HttpRecord<'a> {
                 rule: e.rule.as_deref(),
                 report_only_deny: e.report_only_deny,
                 user: e.actor.as_ref().map(Actor::user_key),
+                unverified_email: e.actor.as_ref().and_then(|a| a.identity().unverified_email()),
                 cgroup: e.container.as_ref().map(|c| c.cgroup.as_str()),
             },
         }
@@ -867,7 +871,7 @@ impl<'a> AuthRecord<'a> {
         let who = e
             .identity
             .as_deref()
-            .map_or("unknown user", |i| i.email.as_deref().unwrap_or(&i.sub));
+            .map_or("unknown user", |i| i.user_key());
         let message = format!(
             "{} {} {}",
             e.activity.as_str(),
@@ -924,7 +928,8 @@ impl<'a> AuthRecord<'a> {
                 user: e
                     .identity
                     .as_deref()
-                    .map(|i| i.email.as_deref().unwrap_or(&i.sub)),
+                    .map(|i| i.user_key()),
+                unverified_email: e.identity.as_deref().and_then(Identity::unverified_email),
                 cgroup: None,
             },
         }
@@ -973,6 +978,7 @@ impl<'a> LifecycleRecord<'a> {
                 rule: None,
                 report_only_deny: false,
                 user: None,
+                unverified_email: None,
                 cgroup: None,
             },
         }
