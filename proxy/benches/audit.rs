@@ -51,6 +51,7 @@ fn identities() -> &'static [Arc<Identity>] {
                     issuer: "https://idp.example.com".into(),
                     email_verified: Some(true),
                     claims: serde_json::Map::new(),
+                    provider_sid: None,
                 })
             })
             .collect()

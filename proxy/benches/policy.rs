@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
             .as_object()
             .cloned()
             .unwrap_or_default(),
+        provider_sid: None,
     };
     let mut headers = HeaderMap::new();
     headers.insert("accept", HeaderValue::from_static("application/json"));

@@ -238,6 +238,7 @@ mod tests {
             issuer: "http://idp".into(),
             email_verified: Some(true),
             claims: serde_json::Map::new(),
+            provider_sid: None,
         }
     }
 

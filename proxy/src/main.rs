@@ -811,6 +811,7 @@ fn idp_audit(
                 issuer: issuer.clone(),
                 email_verified: None,
                 claims: serde_json::Map::new(),
+                provider_sid: None,
             })
         });
         let time = i64::try_from(event.time)

@@ -461,14 +461,10 @@ impl OidcProvider {
                 }
             }
             TokenKind::Bearer => {
-                if !audiences
-                    .iter()
-                    .any(|a| self.config.bearer_audiences.iter().any(|b| b == a))
-                {
-                    return Err(OidcError::Rejected(format!(
-                        "audience {audiences:?} is not accepted"
-                    )));
-                }
+                let id_token_claims = claims.nonce().is_some()
+                    || claims.access_token_hash().is_some()
+                    || claims.code_hash().is_some();
+                self.accept_as_access_token(jose_type(raw)?, &audiences, id_token_claims)?;
             }
         }
         let groups = match claims
@@ -494,6 +490,13 @@ impl OidcProvider {
             issuer: d.issuer.as_str().to_owned(),
             email_verified: claims.email_verified(),
             claims: policy_claims(&claims.additional_claims().rest, &self.config.groups_claim),
+            provider_sid: match claims.additional_claims().rest.get("sid") {
+                None => None,
+                Some(serde_json::Value::String(sid)) if !sid.is_empty() && sid.len() <= 256 => {
+                    Some(sid.clone())
+                }
+                Some(_) => return Err(OidcError::Rejected("sid is not a session id".into())),
+            },
         };
         self.settle_email_verified(&mut identity);
         let exp = u64::try_from(claims.expiration().timestamp()).unwrap_or(0);
@@ -550,8 +553,11 @@ impl OidcProvider {
             }
         });
         match kind {
-            // Audience checked against the bearer list by the caller.
-            TokenKind::Bearer => verifier.require_audience_match(false),
+            // Audience and `typ` checked by the caller (`accept_as_access_token`): an access
+            // token may say `at+jwt`, which the ID-token rules refuse.
+            TokenKind::Bearer => verifier
+                .require_audience_match(false)
+                .allow_all_jose_types(),
             // Extra audiences on an ID token are not trusted.
             _ => verifier.set_other_audience_verifier_fn(|_| false),
         }
@@ -588,6 +594,47 @@ impl OidcProvider {
                 false
             }
         }
+    }
+
+    /// Whether a verified bearer JWT is an access credential for sekisho, not an ID token (which
+    /// is issued to a client as proof of a login, is handed around in logout URLs, and is no
+    /// access credential). Accepted: a JWT access token (RFC 9068, `typ: at+jwt`) whose audience
+    /// is a bearer audience, or a JWT whose audience is a bearer audience other than sekisho's
+    /// own client id (an audience the provider gives tokens for programs). Refused whatever
+    /// its audience: a token carrying ID-token claims (`nonce`, `at_hash`, `c_hash`) or typed as
+    /// something other than a JWT or an access token (`logout+jwt`, `secevent+jwt`, ...).
+    fn accept_as_access_token(
+        &self,
+        typ: JoseType,
+        audiences: &[&str],
+        id_token_claims: bool,
+    ) -> Result<(), OidcError> {
+        if typ == JoseType::Other {
+            return Err(OidcError::Rejected(
+                "the token's typ is neither JWT nor at+jwt".into(),
+            ));
+        }
+        if id_token_claims {
+            return Err(OidcError::Rejected(
+                "an ID token (nonce, at_hash or c_hash) is not an access token".into(),
+            ));
+        }
+        let accepted = |a: &&str| self.config.bearer_audiences.iter().any(|b| b == a);
+        let client_id = self.config.client_id.as_str();
+        let for_programs = audiences.iter().any(|a| *a != client_id && accepted(a));
+        let access_token = typ == JoseType::AccessToken && audiences.iter().any(accepted);
+        if for_programs || access_token {
+            return Ok(());
+        }
+        if audiences.contains(&client_id) && accepted(&client_id) {
+            return Err(OidcError::Rejected(format!(
+                "a token for sekisho's client id {client_id:?} must be an access token (typ \
+                 at+jwt); ID tokens are not bearer credentials"
+            )));
+        }
+        Err(OidcError::Rejected(format!(
+            "audience {audiences:?} is not accepted"
+        )))
     }
 
     /// `assume_email_verified`: an address sent with no `email_verified` at all counts as
@@ -659,6 +706,41 @@ impl OidcProvider {
         }
         Ok(())
     }
+}
+
+/// What a JWT's `typ` header says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JoseType {
+    /// No `typ`, or `JWT` / `application/jwt` / `application/jose`: a plain JWT.
+    Plain,
+    /// `at+jwt` or `application/at+jwt` (RFC 9068).
+    AccessToken,
+    /// Anything else: a logout token, a security event, ... — never a bearer credential.
+    Other,
+}
+
+/// Reads the `typ` of a compact JWS's protected header (already parsed once by the verifier, so
+/// a failure here is a malformed token).
+fn jose_type(raw: &str) -> Result<JoseType, OidcError> {
+    use base64::Engine as _;
+    let malformed = || OidcError::Malformed("unreadable JOSE header".into());
+    let head = raw.split('.').next().ok_or_else(malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .map_err(|_| malformed())?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    let typ = match header.get("typ") {
+        None => return Ok(JoseType::Plain),
+        Some(serde_json::Value::String(typ)) => typ.to_ascii_lowercase(),
+        Some(_) => return Ok(JoseType::Other),
+    };
+    let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+    Ok(match typ {
+        "jwt" | "jose" => JoseType::Plain,
+        "at+jwt" => JoseType::AccessToken,
+        _ => JoseType::Other,
+    })
 }
 
 /// Claims kept in the session for `claim/NAME` policy criteria: scalars and arrays of scalars,

@@ -36,7 +36,7 @@ use crate::routes::{Match, RouteTable};
 use crate::seal::{Purpose, SealError, Sealer};
 use crate::session::{
     CookieCodec, Identity, IdentityValues, OpenSession, SessionCache, SessionRejection,
-    SessionState, request_cookies, strip_own_cookies, unix_now,
+    SessionState, provider_sid_hash, request_cookies, strip_own_cookies, unix_now,
 };
 use crate::upstream::{IdleTimeout, Upstream, splice_upgrades};
 
@@ -135,8 +135,8 @@ pub struct Proxy {
     plain_cookies: CookieCodec,
     oidc: OidcProvider,
     signer: AssertionSigner,
-    revoked: RevocationList,
-    used_states: Mutex<HashMap<String, u64>>,
+    revoked: Arc<RevocationList>,
+    used_states: Mutex<UsedStates>,
     refreshes: Mutex<HashMap<String, Arc<RefreshSlot>>>,
     identity_names: Vec<String>,
     identity_header_names: IdentityHeaderNames,
@@ -230,11 +230,9 @@ impl Target {
 /// How the request authenticated.
 #[derive(Debug)]
 enum Authenticated {
-    /// A session cookie; `reissue` when the cookie must be rewritten (activity, refresh).
-    Session {
-        session: Arc<OpenSession>,
-        reissue: bool,
-    },
+    /// A session cookie (a refreshed or touched one is already re-issued in the request's
+    /// cookies).
+    Session { session: Arc<OpenSession> },
     /// A bearer JWT.
     Bearer {
         identity: Arc<Identity>,
@@ -246,21 +244,21 @@ enum Authenticated {
 impl Authenticated {
     fn identity(&self) -> &Identity {
         match self {
-            Authenticated::Session { session, .. } => &session.state.identity,
+            Authenticated::Session { session } => &session.state.identity,
             Authenticated::Bearer { identity, .. } => identity,
         }
     }
 
     fn values(&self) -> &IdentityValues {
         match self {
-            Authenticated::Session { session, .. } => &session.values,
+            Authenticated::Session { session } => &session.values,
             Authenticated::Bearer { values, .. } => values,
         }
     }
 
     fn actor(&self) -> Actor {
         match self {
-            Authenticated::Session { session, .. } => Actor::Session(session.clone()),
+            Authenticated::Session { session } => Actor::Session(session.clone()),
             Authenticated::Bearer {
                 identity,
                 token_hash,
@@ -274,7 +272,7 @@ impl Authenticated {
 
     fn cache_key(&self) -> &str {
         match self {
-            Authenticated::Session { session, .. } => &session.sid_hash,
+            Authenticated::Session { session } => &session.sid_hash,
             Authenticated::Bearer { token_hash, .. } => token_hash,
         }
     }
@@ -331,8 +329,8 @@ impl Proxy {
             sealer,
             oidc,
             signer,
-            revoked,
-            used_states: Mutex::new(HashMap::new()),
+            revoked: Arc::new(revoked),
+            used_states: Mutex::new(UsedStates::default()),
             refreshes: Mutex::new(HashMap::new()),
             identity_names,
             identity_header_names,
@@ -426,9 +424,13 @@ impl Proxy {
         let request_id = self.request_ids.next();
         let browser = is_browser(request.headers());
         let mut facts = Facts::new(&request, conn, &request_id, self.config.audit.record_query);
+        // Session cookies this request re-issued (refresh, activity) or cleared: every response
+        // carries them, whatever it is (forwarded, denied, an error, a login redirect, the admin
+        // listener), or the browser keeps a cookie whose refresh token is already spent.
+        let mut cookies: Vec<HeaderValue> = Vec::new();
         let mut response = if self.audit.accepting() {
             match self
-                .process(request, conn, &request_id, browser, &mut facts)
+                .process(request, conn, &request_id, browser, &mut facts, &mut cookies)
                 .await
             {
                 Ok(response) => response,
@@ -451,6 +453,9 @@ impl Proxy {
         let event = facts.event(time, started.elapsed(), &response);
         if let Err(unrecorded) = self.audit.commit(event).await {
             response = self.unrecorded(unrecorded, response, &request_id, browser);
+        }
+        for cookie in cookies {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", id);
@@ -512,6 +517,7 @@ impl Proxy {
         request_id: &str,
         browser: bool,
         facts: &mut Facts,
+        cookies: &mut Vec<HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -531,7 +537,9 @@ impl Proxy {
         }
         let routing = self.routing();
         if conn.admin {
-            return self.admin(request, conn, &target, &routing, facts).await;
+            return self
+                .admin(request, conn, &target, &routing, facts, cookies)
+                .await;
         }
 
         // Phase: sekisho's own endpoints.
@@ -547,7 +555,7 @@ impl Proxy {
                 return Err(ProxyError::NoRoute);
             }
             return self
-                .own_endpoint(&request, &target, request_id, facts)
+                .own_endpoint(request, &target, request_id, facts, cookies)
                 .await;
         }
 
@@ -575,9 +583,8 @@ impl Proxy {
 
         // Phase: authenticate.
         let codec = self.codec(target.scheme);
-        let mut set_cookies: Vec<HeaderValue> = Vec::new();
         let auth = self
-            .authenticate(request.headers(), codec, &mut set_cookies, facts)
+            .authenticate(request.headers(), codec, cookies, facts)
             .await?;
         facts.actor = auth.as_ref().map(Authenticated::actor);
 
@@ -605,7 +612,7 @@ impl Proxy {
         if !allowed {
             let Some(auth) = &auth else {
                 let response = self
-                    .challenge(&request, &target, request_id, browser, set_cookies)
+                    .challenge(&request, &target, request_id, browser)
                     .await?;
                 facts.decision = if response.status().is_redirection() {
                     Decision::Login
@@ -614,34 +621,13 @@ impl Proxy {
                 };
                 return Ok(response);
             };
-            tracing::info!(request_id, route = %route.id, sub = %auth.identity().sub, explanation = %decision.explanation(), "denied");
+            tracing::info!(request_id, route = %route.id, sub = ?auth.identity().sub, explanation = %decision.explanation(), "denied");
             let reason = if route.show_error_details {
                 format!("Access denied: {}", decision.explanation())
             } else {
                 "Access denied by this route's policy.".to_owned()
             };
-            let mut response = ProxyError::Forbidden { reason }.into_response(request_id, browser);
-            for c in set_cookies {
-                response.headers_mut().append(header::SET_COOKIE, c);
-            }
-            return Ok(response);
-        }
-
-        if let Some(Authenticated::Session {
-            session,
-            reissue: true,
-        }) = &auth
-        {
-            let cookies = codec
-                .write(
-                    &self.sealer,
-                    &session.state,
-                    self.config.session.absolute_lifetime,
-                )
-                .map_err(|e| ProxyError::Internal {
-                    detail: e.to_string(),
-                })?;
-            set_cookies.extend(cookies);
+            return Ok(ProxyError::Forbidden { reason }.into_response(request_id, browser));
         }
 
         // Phase: forward.
@@ -715,9 +701,6 @@ impl Proxy {
         } else {
             strip_hop_by_hop(response.headers_mut(), false);
         }
-        for c in set_cookies {
-            response.headers_mut().append(header::SET_COOKIE, c);
-        }
         tracing::debug!(request_id, route = %route.id, sub = auth.as_ref().map(|a| a.identity().sub.as_str()), status = %response.status(), "forwarded");
         Ok(response)
     }
@@ -725,15 +708,20 @@ impl Proxy {
     /// `/.sekisho/…`: login callback, explicit login, logout, the signed-out page.
     async fn own_endpoint<B>(
         &self,
-        request: &Request<B>,
+        request: Request<B>,
         target: &Target,
         request_id: &str,
         facts: &mut Facts,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         facts.decision = Decision::Allow;
         match target.path.as_str() {
             CALLBACK_PATH => {
-                let outcome = self.callback(request, target, facts).await;
+                let outcome = self.callback(&request, target, facts).await;
                 if let Err(e) = &outcome {
                     self.record(facts.auth(
                         AuthActivity::Login,
@@ -745,8 +733,11 @@ impl Proxy {
                 }
                 outcome
             }
-            LOGIN_PATH => self.explicit_login(request, target, facts).await,
-            LOGOUT_PATH => self.logout(request, target, facts).await,
+            LOGIN_PATH => {
+                self.explicit_login(&request, target, facts, cookies)
+                    .await
+            }
+            LOGOUT_PATH => self.logout(request, target, request_id, facts).await,
             SIGNED_OUT_PATH => Ok(signed_out_page(request_id)),
             _ => Err(ProxyError::NoRoute),
         }
@@ -761,7 +752,12 @@ impl Proxy {
         target: &Target,
         routing: &Routing,
         facts: &mut Facts,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         let Some(admin) = &self.config.admin else {
             return Err(ProxyError::NoRoute);
         };
@@ -773,16 +769,15 @@ impl Proxy {
         let request_id = facts.request_id().to_owned();
         if target.path.starts_with("/.sekisho/") {
             return self
-                .own_endpoint(&request, target, &request_id, facts)
+                .own_endpoint(request, target, &request_id, facts, cookies)
                 .await;
         }
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             return Err(ProxyError::MethodNotAllowed);
         }
         let codec = self.codec(target.scheme);
-        let mut set_cookies = Vec::new();
         let auth = self
-            .authenticate(request.headers(), codec, &mut set_cookies, facts)
+            .authenticate(request.headers(), codec, cookies, facts)
             .await?;
         facts.actor = auth.as_ref().map(Authenticated::actor);
         let input = policy_input(&request, target, &conn, auth.as_ref());
@@ -802,7 +797,7 @@ impl Proxy {
             }
             None => {
                 let response = self
-                    .challenge(&request, target, &request_id, browser, set_cookies)
+                    .challenge(&request, target, &request_id, browser)
                     .await?;
                 facts.decision = if response.status().is_redirection() {
                     Decision::Login
@@ -820,17 +815,13 @@ impl Proxy {
         } else {
             target.path.as_str()
         };
-        let mut response = crate::admin::review(
+        crate::admin::review(
             &self.audit,
             &self.live_verification,
             path,
             request.uri().query(),
             who,
-        )?;
-        for c in set_cookies {
-            response.headers_mut().append(header::SET_COOKIE, c);
-        }
-        Ok(response)
+        )
     }
 
     /// An unauthenticated request a policy did not allow: browsers navigating with GET/HEAD go
@@ -841,10 +832,9 @@ impl Proxy {
         target: &Target,
         request_id: &str,
         browser: bool,
-        set_cookies: Vec<HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let websocket = is_websocket_upgrade(request.headers());
-        let mut response =
+        let response =
             if browser && !websocket && matches!(*request.method(), Method::GET | Method::HEAD) {
                 let mut return_to = target.path.clone();
                 if let Some(q) = request.uri().query() {
@@ -859,9 +849,6 @@ impl Proxy {
                 }
                 .into_response(request_id, browser)
             };
-        for c in set_cookies {
-            response.headers_mut().append(header::SET_COOKIE, c);
-        }
         Ok(response)
     }
 
@@ -928,7 +915,9 @@ impl Proxy {
     }
 
     /// Authenticates by bearer token (when an `Authorization: Bearer` header is present) or by
-    /// session cookie. `Ok(None)` is "no valid credential"; cookies to clear land in `set_cookies`.
+    /// session cookie. `Ok(None)` is "no valid credential". A session refreshed or touched here
+    /// is re-issued, and a dead one cleared, through `set_cookies`, which every response of the
+    /// request carries.
     async fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -951,7 +940,23 @@ impl Proxy {
                 && scheme.eq_ignore_ascii_case("bearer")
             {
                 let token = token.trim();
-                return match self.oidc.verify_bearer(token).await {
+                let verified = self.oidc.verify_bearer(token).await.and_then(|identity| {
+                    match &identity.provider_sid {
+                        Some(sid)
+                            if self
+                                .revoked
+                                .is_revoked(&provider_sid_hash(&identity.issuer, sid)) =>
+                        {
+                            Err(OidcError::Rejected(
+                                "the provider session (sid) of this token was signed out at \
+                                 sekisho"
+                                    .into(),
+                            ))
+                        }
+                        _ => Ok(identity),
+                    }
+                });
+                return match verified {
                     Ok(identity) => Ok(Some(Authenticated::Bearer {
                         values: IdentityValues::new(&identity),
                         identity: Arc::new(identity),
@@ -1052,16 +1057,19 @@ impl Proxy {
         if session.state.touch_due(now, lifetimes.idle_lifetime) {
             fresh.get_or_insert_with(|| session.state.clone()).seen_at = now;
         }
-        Ok(Some(match fresh {
-            Some(state) => Authenticated::Session {
-                session: Arc::new(OpenSession::new(state)),
-                reissue: true,
-            },
-            None => Authenticated::Session {
-                session,
-                reissue: false,
-            },
-        }))
+        let session = match fresh {
+            Some(state) => {
+                let reissued = codec
+                    .write(&self.sealer, &state, lifetimes.absolute_lifetime)
+                    .map_err(|e| ProxyError::Internal {
+                        detail: e.to_string(),
+                    })?;
+                set_cookies.extend(reissued);
+                Arc::new(OpenSession::new(state))
+            }
+            None => session,
+        };
+        Ok(Some(Authenticated::Session { session }))
     }
 
     /// Refreshes a session once even when many requests carrying the same cookie arrive
@@ -1107,7 +1115,8 @@ impl Proxy {
                 tracing::info!(sid = %state.sid_hash(), %reason, "provider refused the refresh; session ended");
                 if let Err(e) = self
                     .revoked
-                    .revoke(&state.sid_hash(), self.revoke_until(state))
+                    .revoke(&state.sid_hash(), self.revoke_until(state), unix_now())
+                    .await
                 {
                     tracing::error!(error = %e, "could not persist revocation");
                 }
@@ -1243,7 +1252,7 @@ impl Proxy {
                 .into_owned()
                 .collect();
         if let Some(error) = params.get("error") {
-            tracing::info!(%error, description = params.get("error_description").map(String::as_str).unwrap_or(""), "provider returned an error");
+            tracing::info!(error = ?error, description = params.get("error_description").map(String::as_str).unwrap_or(""), "provider returned an error");
             return Err(refuse("provider returned an error"));
         }
         let (Some(state), Some(code)) = (params.get("state"), params.get("code")) else {
@@ -1300,7 +1309,7 @@ impl Proxy {
             refresh_token: tokens.refresh_token,
             id_token: tokens.id_token,
         };
-        tracing::info!(sub = %session.identity.sub, sid = %session.sid_hash(), "login");
+        tracing::info!(sub = ?session.identity.sub, sid = %session.sid_hash(), "login");
         self.record(facts.auth(
             AuthActivity::Login,
             true,
@@ -1340,6 +1349,7 @@ impl Proxy {
         request: &Request<B>,
         target: &Target,
         facts: &Facts,
+        cookies: &mut Vec<HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let rd = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "rd")
@@ -1347,19 +1357,18 @@ impl Proxy {
         let return_to =
             validate_return_to(&rd, &target.origin(), &self.config.allowed_redirect_origins)
                 .map_err(|e| {
-                    tracing::info!(error = %e, "refused return target");
+                    tracing::info!(error = ?e.to_string(), "refused return target");
                     ProxyError::BadRequest {
                         reason: "invalid return target",
                     }
                 })?;
         let codec = self.codec(target.scheme);
-        let mut ignored = Vec::new();
         if self
-            .authenticate(request.headers(), codec, &mut ignored, facts)
+            .authenticate(request.headers(), codec, cookies, facts)
             .await?
             .is_some()
         {
-            return Ok(redirect(&return_to, ignored));
+            return Ok(redirect(&return_to, Vec::new()));
         }
         self.start_login(target, &return_to).await
     }
@@ -1369,34 +1378,94 @@ impl Proxy {
         let Ok(mut used) = self.used_states.lock() else {
             return false;
         };
-        if used.len() > 10_000 {
-            used.retain(|_, until| *until > now);
-        }
-        used.insert(
-            state.to_owned(),
-            now.saturating_add(FLOW_LIFETIME.as_secs()),
-        )
-        .is_none()
+        used.claim(state, now, now.saturating_add(FLOW_LIFETIME.as_secs()))
     }
 
-    /// Ends the session: revokes its id (durably), clears cookies, and sends the browser through
-    /// the provider's RP-initiated logout when it has one.
+    /// `/.sekisho/logout`. A GET the browser says it made itself (`Sec-Fetch-Site: same-origin`
+    /// or `none`: a link on this origin, a typed URL, a bookmark) signs out at once; any other
+    /// GET (another site, or no such header) only shows a confirmation form, whose POST carries
+    /// a token bound to this browser's session: another site can neither end the session nor
+    /// the provider sign-in with a link or an image.
     async fn logout<B>(
         &self,
-        request: &Request<B>,
+        request: Request<B>,
+        target: &Target,
+        request_id: &str,
+        facts: &Facts,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let codec = self.codec(target.scheme);
+        let session = codec.read(&self.sealer, request.headers()).ok();
+        let bound_to = session.as_ref().map(SessionState::sid_hash).unwrap_or_default();
+        match *request.method() {
+            Method::GET | Method::HEAD if !same_origin_navigation(request.headers()) => {
+                let token = self.logout_token(&bound_to)?;
+                return Ok(logout_confirmation_page(&token, request_id));
+            }
+            Method::GET | Method::HEAD => {}
+            Method::POST => {
+                let body = http_body_util::Limited::new(request.into_body(), 4096)
+                    .collect()
+                    .await
+                    .map_err(|_| ProxyError::BadRequest {
+                        reason: "sign-out form too large or unreadable",
+                    })?
+                    .to_bytes();
+                let token = url::form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                if !self.logout_token_valid(&token, &bound_to) {
+                    return Err(ProxyError::Forbidden {
+                        reason: "The sign-out form expired or belongs to another session; \
+                                 open the sign-out page again."
+                            .into(),
+                    });
+                }
+            }
+            _ => return Err(ProxyError::MethodNotAllowed),
+        }
+        self.end_session(codec, session, target, facts).await
+    }
+
+    /// Revokes a live session (durably, provider session id too), clears cookies, and sends
+    /// the browser through the provider's RP-initiated logout when it has one. A session already
+    /// revoked or expired is only cleared: nothing is written.
+    async fn end_session(
+        &self,
+        codec: &CookieCodec,
+        session: Option<SessionState>,
         target: &Target,
         facts: &Facts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let codec = self.codec(target.scheme);
-        let session = codec.read(&self.sealer, request.headers()).ok();
-        if let Some(state) = &session {
+        let now = unix_now();
+        let lifetimes = &self.config.session;
+        let live = session.filter(|state| {
+            state
+                .check_lifetimes(now, lifetimes.absolute_lifetime, lifetimes.idle_lifetime)
+                .is_ok()
+                && !self.revoked.is_revoked(&state.sid_hash())
+        });
+        if let Some(state) = &live {
+            let until = self.revoke_until(state);
+            let internal = |e: RevocationError| ProxyError::Internal {
+                detail: e.to_string(),
+            };
             self.revoked
-                .revoke(&state.sid_hash(), self.revoke_until(state))
-                .map_err(|e| ProxyError::Internal {
-                    detail: e.to_string(),
-                })?;
+                .revoke(&state.sid_hash(), until, now)
+                .await
+                .map_err(internal)?;
+            if let Some(sid) = &state.identity.provider_sid {
+                self.revoked
+                    .revoke(&provider_sid_hash(&state.identity.issuer, sid), until, now)
+                    .await
+                    .map_err(internal)?;
+            }
             self.signer.forget(&state.sid_hash());
-            tracing::info!(sub = %state.identity.sub, sid = %state.sid_hash(), "logout");
+            tracing::info!(sub = ?state.identity.sub, sid = %state.sid_hash(), "logout");
             self.record(facts.auth(
                 AuthActivity::Logout,
                 true,
@@ -1409,12 +1478,39 @@ impl Proxy {
             Some(url) => url.to_string(),
             None => format!("{}{SIGNED_OUT_PATH}", origin_string(&target.origin())),
         };
-        let id_token = session.as_ref().and_then(|s| s.id_token.as_deref());
+        let id_token = live.as_ref().and_then(|s| s.id_token.as_deref());
         let location = match self.oidc.end_session_url(id_token, &post_logout).await {
             Some(url) => url.to_string(),
             None => post_logout,
         };
         Ok(redirect(&location, codec.clear()))
+    }
+
+    /// A sign-out form token for the session `sid_hash` (empty: no session), valid 10 minutes.
+    fn logout_token(&self, sid_hash: &str) -> Result<String, ProxyError> {
+        let expires = unix_now().saturating_add(FLOW_LIFETIME.as_secs());
+        self.sealer
+            .seal(
+                Purpose::LogoutConfirmation,
+                format!("{expires} {sid_hash}").as_bytes(),
+            )
+            .map_err(|e| ProxyError::Internal {
+                detail: e.to_string(),
+            })
+    }
+
+    fn logout_token_valid(&self, token: &str, sid_hash: &str) -> bool {
+        let Ok(plain) = self.sealer.open(Purpose::LogoutConfirmation, token) else {
+            return false;
+        };
+        let Some((expires, bound)) = std::str::from_utf8(&plain)
+            .ok()
+            .and_then(|text| text.split_once(' '))
+        else {
+            return false;
+        };
+        expires.parse::<u64>().is_ok_and(|e| unix_now() < e)
+            && constant_time_eq(bound.as_bytes(), sid_hash.as_bytes())
     }
 
     fn random_token(&self, len: usize) -> Result<String, ProxyError> {
@@ -1429,7 +1525,9 @@ impl Proxy {
 }
 
 mod facts;
+mod used_states;
 use facts::Facts;
+use used_states::UsedStates;
 
 /// Admits one event per second and counts the ones it turned away meanwhile.
 #[derive(Debug, Default)]
@@ -1553,6 +1651,39 @@ fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Response<ProxyBody> {
     for c in cookies {
         h.append(header::SET_COOKIE, c);
     }
+    response
+}
+
+/// True when the browser says it made this request itself: `Sec-Fetch-Site: same-origin` (a
+/// link or form of this origin) or `none` (typed, bookmarked). Absent or anything else is not.
+fn same_origin_navigation(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all("sec-fetch-site").iter();
+    match (values.next(), values.next()) {
+        (Some(site), None) => matches!(site.as_bytes(), b"same-origin" | b"none"),
+        _ => false,
+    }
+}
+
+/// "Sign out?": a form that POSTs the token back to the same path.
+fn logout_confirmation_page(token: &str, request_id: &str) -> Response<ProxyBody> {
+    let mut response = page(StatusCode::OK, "Sign out?", request_id, true);
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign out</title></head>\
+         <body><h1>Sign out?</h1><p>A page asked to sign you out of this site.</p>\
+         <form method=\"post\" action=\"{LOGOUT_PATH}\"><input type=\"hidden\" name=\"token\" value=\"{}\">\
+         <button id=\"confirm-logout\" type=\"submit\">Sign out</button></form>\
+         <p><a href=\"/\">Stay signed in</a></p>\
+         <p><small>Request id: <code>{}</code></small></p></body></html>\n",
+        html_escape(token),
+        html_escape(request_id)
+    );
+    *response.body_mut() = full(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     response
 }
 

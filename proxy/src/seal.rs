@@ -36,6 +36,8 @@ pub enum Purpose {
     IdpSession,
     /// The built-in provider's pending authorization (login form, logout confirmation).
     IdpInteraction,
+    /// The token of sekisho's own sign-out confirmation form.
+    LogoutConfirmation,
 }
 
 impl Purpose {
@@ -45,6 +47,7 @@ impl Purpose {
             Purpose::LoginFlow => b"sekisho/login-flow/v1",
             Purpose::IdpSession => b"sekisho/idp-session/v1",
             Purpose::IdpInteraction => b"sekisho/idp-interaction/v1",
+            Purpose::LogoutConfirmation => b"sekisho/logout-confirmation/v1",
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct Identity {
     /// Other claims (scalars and arrays of scalars, bounded in size) for `claim/NAME` criteria.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The provider's session id (`sid`), when its token carried one: a logout at sekisho ends
+    /// it, so bearer tokens of that provider session stop working too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_sid: Option<String>,
 }
 
 impl Identity {
@@ -152,6 +156,12 @@ impl SessionState {
     pub fn sid_hash(&self) -> String {
         sid_hash(&self.sid)
     }
+}
+
+/// The revocation-list key of a provider session (`sid` at `issuer`); distinct from every
+/// [`sid_hash`] of sekisho's own sessions.
+pub fn provider_sid_hash(issuer: &str, sid: &str) -> String {
+    sid_hash(&format!("provider-sid\0{issuer}\0{sid}"))
 }
 
 /// SHA-256 of a session id, base64url, first 16 characters.
@@ -517,6 +527,7 @@ mod tests {
                 issuer: "http://idp".into(),
                 email_verified: Some(true),
                 claims: serde_json::Map::new(),
+                provider_sid: None,
             },
             login_at: 1000,
             seen_at: 1000,

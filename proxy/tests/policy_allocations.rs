@@ -112,6 +112,7 @@ fn deciding_allocates_nothing() {
             .as_object()
             .cloned()
             .unwrap(),
+        provider_sid: None,
     };
     let mut headers = HeaderMap::new();
     headers.insert("accept", HeaderValue::from_static("application/json"));

@@ -55,6 +55,13 @@ const USERS = {
       sub: 'alice', email: 'alice@example.com', email_verified: true, name: 'Alice Admin', groups: ['eng', 'admins'],
     },
   },
+  // carol's provider sends an address with no email_verified claim at all.
+  carol: {
+    password: 'carol-pw',
+    claims: {
+      sub: 'carol', email: 'carol@example.com', name: 'Carol Ops', groups: ['ops'],
+    },
+  },
   bob: {
     password: 'bob-pw',
     claims: {
@@ -478,8 +485,13 @@ async function mintToken(instance, query) {
     name: user.claims.name,
     groups: user.claims.groups,
   } : {};
+  // An access token (RFC 9068 `at+jwt`) unless the test asks for another `typ` (e.g. `JWT` to
+  // forge an ID-token-shaped token); `sid` and `nonce` add those claims.
+  const typ = query.get('typ') || 'at+jwt';
+  if (query.get('sid')) claims.sid = query.get('sid');
+  if (query.get('nonce')) claims.nonce = query.get('nonce');
   const jwt = new SignJWT(claims)
-    .setProtectedHeader({ alg, kid: signer.kid, typ: 'JWT' })
+    .setProtectedHeader({ alg, kid: signer.kid, typ })
     .setIssuer(query.get('iss') || instance.issuer)
     .setSubject(sub)
     .setIssuedAt(exp <= now ? exp - 60 : now)

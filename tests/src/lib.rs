@@ -384,6 +384,8 @@ pub struct ProxyOptions {
     pub tls: bool,
     /// Bearer audiences.
     pub bearer_audiences: Vec<String>,
+    /// More YAML under `oidc:` (each line indented by two spaces).
+    pub oidc_yaml: String,
     /// More certificates (PEM cert, PEM key) served by SNI after the default one, when `tls`.
     pub extra_tls_certificates: Vec<(String, String)>,
     /// With `tls`: a CA (PEM) for client certificates (mTLS, optional for clients).
@@ -401,6 +403,7 @@ impl ProxyOptions {
             session_yaml: String::new(),
             tls: false,
             bearer_audiences: vec!["sekisho".into(), "api://sekisho".into()],
+            oidc_yaml: String::new(),
             extra_tls_certificates: Vec::new(),
             client_ca_pem: None,
         }
@@ -475,13 +478,14 @@ impl Proxy {
             "state_dir: state\n\
              server:\n  http_listen: 127.0.0.1:0\n{tls_yaml}\
              oidc:\n  issuer: {issuer}\n  client_id: sekisho\n  client_secret: {{env: SEKISHO_TEST_CLIENT_SECRET}}\n  \
-             scopes: [openid, email, profile, groups]\n  bearer_audiences: [{audiences}]\n\
+             scopes: [openid, email, profile, groups]\n  bearer_audiences: [{audiences}]\n{oidc}\
              session:\n  keys: [{{file: cookie.key}}]\n{session}\
              signing:\n  key: {{file: signing.pem}}\n\
              {extra}\
              routes:\n{routes}",
             issuer = options.issuer,
             session = options.session_yaml,
+            oidc = options.oidc_yaml,
             extra = options.extra_yaml,
             routes = options.routes_yaml.replace("{echo}", &echo.to_string()),
         );

@@ -1000,6 +1000,7 @@ mod tests {
             issuer: "https://idp.example.com".into(),
             email_verified: Some(true),
             claims: serde_json::Map::new(),
+            provider_sid: None,
         }
     }
 

@@ -276,6 +276,7 @@ impl CaseIdentity {
                 .iter()
                 .map(|(k, v)| (k.clone(), typed(v)))
                 .collect(),
+            provider_sid: None,
         }
     }
 }

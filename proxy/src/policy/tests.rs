@@ -49,6 +49,7 @@ fn alice() -> Identity {
             .as_object()
             .cloned()
             .unwrap_or_default(),
+        provider_sid: None,
     }
 }
 
