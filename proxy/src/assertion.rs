@@ -294,11 +294,9 @@ mod tests {
         let claims = |value: &HeaderValue| {
             let token = value.to_str().unwrap_or_default();
             let body = token.split('.').nth(1).unwrap_or_default();
-            let bytes = base64::Engine::decode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                body,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let bytes =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, body)
+                    .unwrap_or_else(|e| panic!("{e}"));
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| panic!("{e}"))
         };
         let before = signer

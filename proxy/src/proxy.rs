@@ -430,7 +430,14 @@ impl Proxy {
         let mut cookies: Vec<HeaderValue> = Vec::new();
         let mut response = if self.audit.accepting() {
             match self
-                .process(request, conn, &request_id, browser, &mut facts, &mut cookies)
+                .process(
+                    request,
+                    conn,
+                    &request_id,
+                    browser,
+                    &mut facts,
+                    &mut cookies,
+                )
                 .await
             {
                 Ok(response) => response,
@@ -733,10 +740,7 @@ impl Proxy {
                 }
                 outcome
             }
-            LOGIN_PATH => {
-                self.explicit_login(&request, target, facts, cookies)
-                    .await
-            }
+            LOGIN_PATH => self.explicit_login(&request, target, facts, cookies).await,
             LOGOUT_PATH => self.logout(request, target, request_id, facts).await,
             SIGNED_OUT_PATH => Ok(signed_out_page(request_id)),
             _ => Err(ProxyError::NoRoute),
@@ -1399,7 +1403,10 @@ impl Proxy {
     {
         let codec = self.codec(target.scheme);
         let session = codec.read(&self.sealer, request.headers()).ok();
-        let bound_to = session.as_ref().map(SessionState::sid_hash).unwrap_or_default();
+        let bound_to = session
+            .as_ref()
+            .map(SessionState::sid_hash)
+            .unwrap_or_default();
         match *request.method() {
             Method::GET | Method::HEAD if !same_origin_navigation(request.headers()) => {
                 let token = self.logout_token(&bound_to)?;
@@ -1681,7 +1688,8 @@ fn logout_confirmation_page(token: &str, request_id: &str) -> Response<ProxyBody
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; form-action 'self'; frame-ancestors 'none'"),
+        // No form-action: Chromium applies it to the redirect to the provider's end-session.
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     response

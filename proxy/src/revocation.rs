@@ -221,8 +221,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (list, _) = RevocationList::load(&file, 100).unwrap_or_else(|e| panic!("{e}"));
         let list = Arc::new(list);
-        assert!(list.revoke("abc", 200, 100).await.unwrap_or_else(|e| panic!("{e}")));
-        assert!(list.revoke("old", 150, 100).await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(
+            list.revoke("abc", 200, 100)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            list.revoke("old", 150, 100)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
         assert!(list.is_revoked("abc"));
         assert!(!list.is_revoked("other"));
         std::fs::OpenOptions::new()
@@ -240,21 +248,36 @@ mod tests {
 
     #[tokio::test]
     async fn replayed_and_expired_revocations_write_nothing_and_the_file_stays_bounded() {
-        let dir = std::env::temp_dir().join(format!(
-            "sekisho-revocation-replay-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("sekisho-revocation-replay-{}", std::process::id()));
         let file = dir.join("revoked");
         let _ = std::fs::remove_dir_all(&dir);
         let (list, _) = RevocationList::load(&file, 1000).unwrap_or_else(|e| panic!("{e}"));
         let list = Arc::new(list);
-        assert!(list.revoke("sid", 5000, 1000).await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(
+            list.revoke("sid", 5000, 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
         for _ in 0..2000 {
-            assert!(!list.revoke("sid", 5000, 1000).await.unwrap_or_else(|e| panic!("{e}")));
+            assert!(
+                !list
+                    .revoke("sid", 5000, 1000)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            );
         }
         assert_eq!(lines(&file), 1, "a replayed logout appends nothing");
-        assert!(!list.revoke("gone", 999, 1000).await.unwrap_or_else(|e| panic!("{e}")));
-        assert!(!list.is_revoked("gone"), "an expired session needs no entry");
+        assert!(
+            !list
+                .revoke("gone", 999, 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            !list.is_revoked("gone"),
+            "an expired session needs no entry"
+        );
         assert_eq!(lines(&file), 1);
         // Many short-lived sessions: once they expire, compaction drops them.
         for i in 0..3000u64 {

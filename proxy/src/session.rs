@@ -480,7 +480,10 @@ pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])>
 /// own cookies are ASCII, so none of them is ever skipped).
 pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     cookie_pairs(headers).filter_map(|(name, value)| {
-        Some((std::str::from_utf8(name).ok()?, std::str::from_utf8(value).ok()?))
+        Some((
+            std::str::from_utf8(name).ok()?,
+            std::str::from_utf8(value).ok()?,
+        ))
     })
 }
 
@@ -726,6 +729,9 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}")),
         );
         strip_own_cookies(&mut headers, &codec);
-        assert_eq!(headers.get(COOKIE).map(HeaderValue::as_bytes), Some(b"a=1".as_slice()));
+        assert_eq!(
+            headers.get(COOKIE).map(HeaderValue::as_bytes),
+            Some(b"a=1".as_slice())
+        );
     }
 }

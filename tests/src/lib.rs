@@ -736,12 +736,14 @@ impl Agent {
         }
     }
 
-    /// A GET as a browser navigation (`Accept: text/html`).
+    /// A GET as a browser navigation the user made (`Accept: text/html`, `Sec-Fetch-Site: none`,
+    /// as for a typed URL or a bookmark).
     pub async fn browse(&self, url: &str) -> reqwest::Response {
         self.send(
             self.http
                 .get(url)
-                .header("accept", "text/html,application/xhtml+xml"),
+                .header("accept", "text/html,application/xhtml+xml")
+                .header("sec-fetch-site", "none"),
         )
         .await
     }

@@ -212,15 +212,7 @@ async fn decisions_logins_and_rejections_are_recorded_and_the_log_verifies() {
     );
     assert!(!table.contains("bob"), "{table}");
     assert!(summary.contains("matching records"), "{summary}");
-    let (none, _) = audit_query(
-        &dir,
-        &[
-            "--user",
-            "bob",
-            "--until",
-            "2000-01-01T00:00:00Z",
-        ],
-    );
+    let (none, _) = audit_query(&dir, &["--user", "bob", "--until", "2000-01-01T00:00:00Z"]);
     assert!(none.is_empty(), "{none}");
 
     // Tampering is found: change alice's decision in place.

@@ -180,3 +180,56 @@ fn regex_escape(text: &str) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn a_logout_link_on_another_site_only_asks_and_the_confirmation_signs_out() {
+    let (idp, _echo, proxy) = stack(IdpOptions::default(), "ES256", |_| {}).await;
+    let origin = proxy.base();
+    let app = format!("{origin}/hello");
+    // A page of another site (an opaque data: origin) that links to sekisho's logout.
+    let evil =
+        format!("data:text/html,<a id=\"evil\" href=\"{origin}/.sekisho/logout\">win a prize</a>");
+    let mut steps = login_steps(&app, &origin, &idp.issuer, "alice", "alice-pw");
+    steps.extend([
+        json!({"goto": evil}),
+        json!({"click": "#evil"}),
+        json!({"wait_url": format!("^{}/\\.sekisho/logout", regex_escape(&origin))}),
+        json!({"expect_text": "Sign out?"}),
+        json!({"dump": "confirmation"}),
+        // Nothing ended: the app still knows alice.
+        json!({"goto": &app}),
+        json!({"expect_text": "x-sekisho-user"}),
+        json!({"dump": "still_signed_in"}),
+        // The user confirms on sekisho's own page: signed out, at sekisho and the provider.
+        json!({"goto": format!("{origin}/.sekisho/logout?from=bookmark")}),
+        json!({"dump": "own_navigation"}),
+    ]);
+    let result = run_browser(&json!({ "steps": steps })).await;
+    let dumps = &result["dumps"];
+    let confirmation = dumps["confirmation"]["body"].as_str().unwrap_or_default();
+    assert!(confirmation.contains("Sign out"), "{confirmation}");
+    let still = echoed_from_page(&dumps["still_signed_in"]);
+    assert_eq!(still.header("x-sekisho-user").as_deref(), Some("alice"));
+    // A navigation the browser made itself (typed, bookmarked: Sec-Fetch-Site none) signs out
+    // at once and goes through the provider's end-session.
+    let own = dumps["own_navigation"]["url"].as_str().unwrap_or_default();
+    assert!(
+        !own.contains("/.sekisho/logout"),
+        "a typed logout URL is not asked again: {own}"
+    );
+
+    // The confirmation button in a real browser.
+    let mut steps = login_steps(&app, &origin, &idp.issuer, "bob", "bob-pw");
+    steps.extend([
+        json!({"goto": format!("data:text/html,<a id=\"evil\" href=\"{origin}/.sekisho/logout\">x</a>")}),
+        json!({"click": "#evil"}),
+        json!({"expect_text": "Sign out?"}),
+        json!({"click": "#confirm-logout"}),
+        json!({"wait_url": format!("^{}/\\.sekisho/signed-out", regex_escape(&origin))}),
+        json!({"expect_text": "signed out"}),
+        json!({"goto": &app}),
+        json!({"wait_url": format!("^{}/interaction/", regex_escape(&idp.issuer))}),
+        json!({"expect_text": "Sign in"}),
+    ]);
+    run_browser(&json!({ "steps": steps })).await;
+}

@@ -100,13 +100,16 @@ async fn an_unverified_email_is_never_asserted_as_the_users() {
     for (user, expected) in [("carol", Some("carol@example.com")), ("bob", None)] {
         let (agent, landed) = signed_in(&idp, &proxy, user).await;
         let seen = upstream_view(&agent, &landed).await;
-        assert_eq!(seen.header("x-sekisho-email").as_deref(), expected, "{user}");
+        assert_eq!(
+            seen.header("x-sekisho-email").as_deref(),
+            expected,
+            "{user}"
+        );
     }
 }
 
 #[tokio::test]
-async fn id_tokens_are_no_bearer_credentials_and_a_signed_out_provider_session_ends_its_tokens()
-{
+async fn id_tokens_are_no_bearer_credentials_and_a_signed_out_provider_session_ends_its_tokens() {
     let (idp, echo, proxy) = stack(IdpOptions::default(), "ES256", |_| {}).await;
     // oidc-provider puts `sid` in ID tokens of clients that ask for back-channel logout with a
     // session id; nothing listens there, the provider's notification simply fails.
@@ -133,7 +136,10 @@ async fn id_tokens_are_no_bearer_credentials_and_a_signed_out_provider_session_e
     assert!(registered.status().is_success());
     let (agent, landed) = signed_in(&idp, &proxy, "alice").await;
     let session = session_of(&proxy, &agent);
-    let id_token = session.id_token.clone().expect("the session keeps its ID token");
+    let id_token = session
+        .id_token
+        .clone()
+        .expect("the session keeps its ID token");
     let sid = session
         .identity
         .provider_sid
@@ -312,7 +318,10 @@ async fn a_refreshed_session_cookie_reaches_the_browser_on_every_response() {
         );
     }
     // The cookie the browser holds now still works: no refresh token was spent behind its back.
-    assert_eq!(agent.api(&format!("{}/x", proxy.base())).await.status(), 200);
+    assert_eq!(
+        agent.api(&format!("{}/x", proxy.base())).await.status(),
+        200
+    );
 }
 
 /// Lines in the proxy's revocation file.
@@ -339,12 +348,21 @@ async fn replayed_logouts_write_nothing_and_cross_site_logouts_ask_first() {
         }
         let page = agent.send(request).await;
         assert_eq!(page.status(), 200, "{site:?}");
-        assert!(session_cookies_set(&page).is_empty(), "{site:?}: not cleared");
+        assert!(
+            session_cookies_set(&page).is_empty(),
+            "{site:?}: not cleared"
+        );
         let csp = page.headers()["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         let body = page.text().await.unwrap();
         assert!(body.contains("confirm-logout"), "{body}");
-        assert_eq!(upstream_view(&agent, &landed).await.header("x-sekisho-user").as_deref(), Some("alice"));
+        assert_eq!(
+            upstream_view(&agent, &landed)
+                .await
+                .header("x-sekisho-user")
+                .as_deref(),
+            Some("alice")
+        );
     }
     let page = agent
         .send(
@@ -384,7 +402,13 @@ async fn replayed_logouts_write_nothing_and_cross_site_logouts_ask_first() {
             .await;
         assert_eq!(refused.status(), 403, "token {forged:?}");
     }
-    assert_eq!(upstream_view(&agent, &landed).await.header("x-sekisho-user").as_deref(), Some("alice"));
+    assert_eq!(
+        upstream_view(&agent, &landed)
+            .await
+            .header("x-sekisho-user")
+            .as_deref(),
+        Some("alice")
+    );
     let before = revocations(&proxy);
 
     // The confirmed POST signs out.
@@ -503,7 +527,9 @@ async fn a_cookie_with_a_byte_outside_ascii_hides_nothing() {
     );
     let seen = Echoed(response.json().await.unwrap());
     assert_eq!(seen.header("x-sekisho-user").as_deref(), Some("alice"));
-    let forwarded = seen.header("cookie").expect("the other cookies are forwarded");
+    let forwarded = seen
+        .header("cookie")
+        .expect("the other cookies are forwarded");
     assert!(!forwarded.contains(SESSION), "{forwarded}");
     assert!(forwarded.contains("theme=d"), "{forwarded}");
 }

@@ -298,10 +298,7 @@ impl Event {
             },
             Event::Auth(e) => Facets {
                 time_ms: millis(e.time),
-                user: e
-                    .identity
-                    .as_deref()
-                    .map(|i| i.user_key()),
+                user: e.identity.as_deref().map(|i| i.user_key()),
                 route: None,
                 decision: Some(e.activity.as_str()),
                 source: e.client_ip,
@@ -820,7 +817,10 @@ impl<'a> HttpRecord<'a> {
                 rule: e.rule.as_deref(),
                 report_only_deny: e.report_only_deny,
                 user: e.actor.as_ref().map(Actor::user_key),
-                unverified_email: e.actor.as_ref().and_then(|a| a.identity().unverified_email()),
+                unverified_email: e
+                    .actor
+                    .as_ref()
+                    .and_then(|a| a.identity().unverified_email()),
                 cgroup: e.container.as_ref().map(|c| c.cgroup.as_str()),
             },
         }
@@ -925,10 +925,7 @@ impl<'a> AuthRecord<'a> {
                 route: None,
                 rule: None,
                 report_only_deny: false,
-                user: e
-                    .identity
-                    .as_deref()
-                    .map(|i| i.user_key()),
+                user: e.identity.as_deref().map(|i| i.user_key()),
                 unverified_email: e.identity.as_deref().and_then(Identity::unverified_email),
                 cgroup: None,
             },
