@@ -43,6 +43,12 @@ if ! command -v bpf-linker >/dev/null 2>&1; then
   LLVM_PREFIX="$PREFIX" cargo install bpf-linker@0.13.0 --locked --no-default-features --features "llvm-$MAJOR"
 fi
 
+# The fuzz targets' smoke run (tests/fuzz.sh): cargo-fuzz drives libFuzzer on nightly.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: cargo install cargo-fuzz"
+  cargo install cargo-fuzz@0.13.2 --locked
+fi
+
 # Python side: the OTLP receiver decodes with the OpenTelemetry project's own bindings.
 if ! python3 -c 'import opentelemetry.proto.collector.logs.v1.logs_service_pb2' 2>/dev/null; then
   echo "setup: pip install opentelemetry-proto"
