@@ -1067,8 +1067,9 @@ fn tally(posted: &[sekisho_tests::builtin::Posted]) -> (usize, usize, Vec<u16>) 
 #[tokio::test]
 async fn concurrent_wrong_passwords_for_one_account_get_at_most_the_limit_of_checks() {
     let stack = Stack::start(Options {
-        login_limits: "{account_failures: 3, source_failures: 1000, lockout: 10s, max_lockout: 1m}"
-            .into(),
+        login_limits:
+            "{account_failures: 3, source_failures: 1000, client_failures: 1000, lockout: 10s, max_lockout: 1m}"
+                .into(),
         trusted_proxies: vec!["127.0.0.1".into()],
         ..Options::default()
     })
@@ -1108,10 +1109,11 @@ async fn concurrent_wrong_passwords_for_one_account_get_at_most_the_limit_of_che
     )
     .await;
     assert_eq!(right[0].status, 429, "{}", right[0].body);
-    // Control: another account is served.
-    let bob_forms = open_forms(&agent, &stack, 1).await;
+    // Control: another account is served (in another browser).
+    let bob_agent = std::sync::Arc::new(Agent::new());
+    let bob_forms = open_forms(&bob_agent, &stack, 1).await;
     let bob = post_all(
-        &agent,
+        &bob_agent,
         vec![(
             bob_forms[0].clone(),
             "bob".to_owned(),
@@ -1266,7 +1268,11 @@ async fn client_secret_failures_at_the_token_endpoint_are_limited_per_client_and
             let status = response.status().as_u16();
             let retry_after = response.headers().get("retry-after").is_some();
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            (status, retry_after, body["error"].as_str().unwrap_or("").to_owned())
+            (
+                status,
+                retry_after,
+                body["error"].as_str().unwrap_or("").to_owned(),
+            )
         }
     };
     let mut tasks = Vec::new();
@@ -1354,7 +1360,10 @@ async fn a_replayed_end_session_appends_nothing_to_the_grant_file() {
         ],
     )
     .await;
-    assert_eq!((status, refreshed["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, refreshed["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]
@@ -1382,8 +1391,13 @@ async fn login_names_cannot_forge_log_lines() {
     .await;
     let logs = stack.logs();
     assert!(
-        !logs.lines().any(|l| l.trim_start().starts_with("forged-line")),
+        !logs
+            .lines()
+            .any(|l| l.trim_start().starts_with("forged-line")),
         "a login name started a log line:\n{logs}"
     );
-    assert!(logs.contains(r"nobody\nforged-line"), "the name is logged, escaped");
+    assert!(
+        logs.contains(r"nobody\nforged-line"),
+        "the name is logged, escaped"
+    );
 }

@@ -163,11 +163,7 @@ impl Limiter {
 
     /// The client's secret was right: the attempt was not a failure.
     pub fn refund_client(&self, reservation: ClientReservation) {
-        uncount(
-            &mut lock(&self.clients),
-            &reservation.key,
-            reservation.undo,
-        );
+        uncount(&mut lock(&self.clients), &reservation.key, reservation.undo);
     }
 
     fn lockouts(&self) -> (Duration, Duration) {
@@ -177,7 +173,8 @@ impl Limiter {
 
 /// The map, also when a panicking thread poisoned its lock (the counts stay usable).
 fn lock<K>(map: &Mutex<HashMap<K, Entry>>) -> MutexGuard<'_, HashMap<K, Entry>> {
-    map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The lockout left for `key`, if any.
@@ -313,7 +310,10 @@ mod tests {
         assert_eq!(fail(&l, "alice", ip, t), None);
         // The third attempt starts the lockout while it runs; its success takes it back.
         let third = l.reserve("alice", ip, t);
-        assert!(matches!(fail(&l, "alice", ip, t), Some(Lockout::Account(_))));
+        assert!(matches!(
+            fail(&l, "alice", ip, t),
+            Some(Lockout::Account(_))
+        ));
         if let Ok(third) = third {
             l.refund(third);
         }
@@ -330,7 +330,8 @@ mod tests {
                 let (l, barrier) = (l.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    l.reserve("alice", IpAddr::from([198, 51, 100, i]), t).is_ok()
+                    l.reserve("alice", IpAddr::from([198, 51, 100, i]), t)
+                        .is_ok()
                 })
             })
             .collect();

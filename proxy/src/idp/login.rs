@@ -291,7 +291,10 @@ impl IdentityProvider {
                 ),
             )));
         }
-        match self.limiter.reserve(account, call.client_ip, Instant::now()) {
+        match self
+            .limiter
+            .reserve(account, call.client_ip, Instant::now())
+        {
             Ok(reservation) => Ok(reservation),
             Err(lockout) => {
                 self.store.refund_form_attempt(&pending.id);

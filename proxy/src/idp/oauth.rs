@@ -1019,9 +1019,7 @@ fn client_locked(retry_after: std::time::Duration) -> Response<ProxyBody> {
         &format!("too many failed client authentications; retry in {seconds} seconds"),
     );
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, value);
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

@@ -449,7 +449,9 @@ impl Store {
         push_line(&mut text, line);
         let seq = self.writer.queued.fetch_add(1, Ordering::SeqCst) + 1;
         if self.writer.queue.send(Queued { seq, text }).is_err() {
-            tracing::error!("identity provider: the grant file's writer has stopped; a change is kept in memory only");
+            tracing::error!(
+                "identity provider: the grant file's writer has stopped; a change is kept in memory only"
+            );
         }
     }
 }
@@ -509,11 +511,8 @@ impl WriterThread {
             let covered: Vec<Queued> = self.lines.try_iter().collect();
             (refresh.snapshot(), refresh.len(), covered)
         };
-        let reopened = rewrite(&self.path, &text).and_then(|()| {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&self.path)
-        });
+        let reopened = rewrite(&self.path, &text)
+            .and_then(|()| std::fs::OpenOptions::new().append(true).open(&self.path));
         match reopened {
             Ok(file) => {
                 self.file = file;
@@ -712,7 +711,11 @@ mod tests {
         assert_eq!(store.use_refresh("rt", "c", now), Err(Refusal::Invalid));
         flush(&store).await;
         // Kept until the end of its tokens' sign-in, not only the `until` asked for.
-        assert!(lines(&path).iter().any(|l| l.contains(&format!("\"until\":{}", now + 3600))));
+        assert!(
+            lines(&path)
+                .iter()
+                .any(|l| l.contains(&format!("\"until\":{}", now + 3600)))
+        );
         let reopened = Store::open(&path, now).unwrap_or_else(|e| panic!("{e}"));
         assert!(reopened.sid_revoked("sid-1"));
         let _ = std::fs::remove_file(&path);
@@ -744,8 +747,8 @@ mod tests {
         let now = crate::session::unix_now();
         // Compaction runs as if ten seconds later.
         let later = || crate::session::unix_now() + 10;
-        let store = Store::open_compacting_after(&path, now, 50, later)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Store::open_compacting_after(&path, now, 50, later).unwrap_or_else(|e| panic!("{e}"));
         // Sign-ins ended long ago (they expire within the second) and one still running.
         for i in 0..400u64 {
             store.revoke_sid(&format!("old-{i}"), now + 1, now);
