@@ -107,15 +107,19 @@ pub enum IdpClientSecret {
 }
 
 /// Limits on failed logins at the built-in provider. Past `account_failures` failures for one
-/// account (or `source_failures` from one source address), further attempts are refused with
-/// 429 for `lockout`, doubling with every further failure up to `max_lockout`. Failures older
-/// than `max_lockout` are forgotten.
+/// account (or `source_failures` from one source address, or `client_failures` failed client
+/// authentications at the token endpoint by one client from one source), further attempts are
+/// refused with 429 for `lockout`, doubling with every further failure up to `max_lockout`.
+/// Failures older than `max_lockout` are forgotten.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
     /// Failures per account before lockouts start (default 5).
     pub account_failures: u32,
     /// Failures per source address (IPv6: per /64) before lockouts start (default 20).
     pub source_failures: u32,
+    /// Failed client authentications per client and source address before lockouts start
+    /// (default 10).
+    pub client_failures: u32,
     /// First lockout (default 30s).
     pub lockout: Duration,
     /// Longest lockout (default 15m).
@@ -123,11 +127,12 @@ pub struct LoginLimits {
 }
 
 impl Default for LoginLimits {
-    /// 5 per account, 20 per source, 30s doubling up to 15m.
+    /// 5 per account, 20 per source, 10 per client and source, 30s doubling up to 15m.
     fn default() -> Self {
         Self {
             account_failures: 5,
             source_failures: 20,
+            client_failures: 10,
             lockout: Duration::from_secs(30),
             max_lockout: Duration::from_secs(900),
         }

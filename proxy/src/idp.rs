@@ -112,6 +112,12 @@ pub enum IdpFailure {
     AccountLocked,
     /// Too many failures from the source address.
     SourceLocked,
+    /// The sign-in form has had all its attempts.
+    FormExhausted,
+    /// A client's secret at the token endpoint did not match.
+    WrongClientSecret,
+    /// Too many failed client authentications by the client from the source address.
+    ClientLocked,
 }
 
 impl IdpOutcome {
@@ -125,19 +131,53 @@ impl IdpOutcome {
             Self::Failure(IdpFailure::ReusedCode) => "reused_code",
             Self::Failure(IdpFailure::AccountLocked) => "account_locked",
             Self::Failure(IdpFailure::SourceLocked) => "source_locked",
+            Self::Failure(IdpFailure::FormExhausted) => "form_exhausted",
+            Self::Failure(IdpFailure::WrongClientSecret) => "wrong_client_secret",
+            Self::Failure(IdpFailure::ClientLocked) => "client_locked",
+        }
+    }
+
+    /// Whether this is about a relying party authenticating at the token endpoint (rather than
+    /// a user signing in).
+    pub fn is_client_authentication(self) -> bool {
+        matches!(
+            self,
+            Self::Failure(IdpFailure::WrongClientSecret | IdpFailure::ClientLocked)
+        )
+    }
+}
+
+impl IdpEvent {
+    /// One line for the audit record; strings the client chose are quoted and escaped.
+    pub fn describe(&self) -> String {
+        if self.outcome.is_client_authentication() {
+            format!(
+                "client authentication at the built-in provider's token endpoint by client {:?}: {}",
+                self.client_id,
+                self.outcome.as_str()
+            )
+        } else {
+            format!(
+                "sign-in at the built-in provider for client {:?} as {:?}: {}",
+                self.client_id,
+                self.login,
+                self.outcome.as_str()
+            )
         }
     }
 }
 
-/// Writes an [`IdpEvent`] to the log (the default event sink).
+/// Writes an [`IdpEvent`] to the log (the default event sink). Strings a client chose are
+/// written with `Debug` (quoted, control characters escaped): a login name holding a line break
+/// cannot start a log line of its own.
 pub fn log_event(event: IdpEvent) {
     tracing::info!(
         outcome = event.outcome.as_str(),
-        login = %event.login,
+        login = ?event.login,
         username = event.username.as_deref().unwrap_or(""),
         email = event.email.as_deref().unwrap_or(""),
         source_ip = %event.source_ip,
-        client_id = %event.client_id,
+        client_id = ?event.client_id,
         time = event.time,
         "identity provider sign-in"
     );
@@ -441,17 +481,29 @@ impl IdentityProvider {
             client_ip,
             now: unix_now(),
         };
+        // Changes to the grant file are on disk before the answer leaves.
+        let queued = self.store.queued();
+        let response = self.dispatch(&endpoint, &call).await;
+        let now_queued = self.store.queued();
+        if now_queued != queued {
+            self.store.synced(now_queued).await;
+        }
+        response
+    }
+
+    /// Runs the endpoint `endpoint` names.
+    async fn dispatch(&self, endpoint: &str, call: &Call) -> Response<ProxyBody> {
         let get_or_post = matches!(call.method, Method::GET | Method::HEAD | Method::POST);
-        match endpoint.as_str() {
+        match endpoint {
             "/.well-known/openid-configuration" if is_get(&call.method) => self.discovery(),
             "/jwks" if is_get(&call.method) => self.jwks(),
-            "/authorize" if get_or_post => self.authorize(&call).await,
-            "/login" if call.method == Method::POST => self.login(&call).await,
-            "/login/code" if call.method == Method::POST => self.second_step(&call).await,
-            "/token" if call.method == Method::POST => self.token(&call).await,
-            "/userinfo" if get_or_post => self.userinfo(&call),
-            "/end-session" if get_or_post => self.end_session(&call),
-            "/end-session/confirm" if call.method == Method::POST => self.confirm_logout(&call),
+            "/authorize" if get_or_post => self.authorize(call).await,
+            "/login" if call.method == Method::POST => self.login(call).await,
+            "/login/code" if call.method == Method::POST => self.second_step(call).await,
+            "/token" if call.method == Method::POST => self.token(call).await,
+            "/userinfo" if get_or_post => self.userinfo(call),
+            "/end-session" if get_or_post => self.end_session(call),
+            "/end-session/confirm" if call.method == Method::POST => self.confirm_logout(call),
             "/.well-known/openid-configuration"
             | "/jwks"
             | "/authorize"
@@ -715,6 +767,56 @@ mod tests {
         assert_eq!(found("bob@example.com"), Some("bob".into()));
         assert_eq!(found("carol"), None);
         assert_eq!(found(""), None);
+    }
+
+    #[test]
+    fn client_chosen_strings_cannot_start_a_log_line() {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                if let Ok(mut held) = self.0.lock() {
+                    held.extend_from_slice(bytes);
+                }
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl tracing_subscriber::fmt::MakeWriter<'_> for Buffer {
+            type Writer = Buffer;
+            fn make_writer(&self) -> Buffer {
+                self.clone()
+            }
+        }
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .with_ansi(false)
+            .finish();
+        let event = IdpEvent {
+            outcome: IdpOutcome::Failure(IdpFailure::UnknownUser),
+            login: "mallory\n2026-01-01T00:00:00Z  INFO forged\r".into(),
+            username: None,
+            email: None,
+            source_ip: IpAddr::from([192, 0, 2, 1]),
+            client_id: "rp\nforged".into(),
+            time: 0,
+        };
+        tracing::subscriber::with_default(subscriber, || log_event(event.clone()));
+        let text = buffer
+            .0
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(r#"login="mallory\n2026-01-01T00:00:00Z  INFO forged\r""#),
+            "{text}"
+        );
+        assert!(text.contains(r#"client_id="rp\nforged""#), "{text}");
+        assert_eq!(event.describe().lines().count(), 1);
     }
 
     #[test]

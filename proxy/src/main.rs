@@ -796,12 +796,7 @@ fn idp_audit(
     let issuer = issuer.to_owned();
     Arc::new(move |event: sekisho::idp::IdpEvent| {
         let success = event.outcome == sekisho::idp::IdpOutcome::Success;
-        let detail = format!(
-            "sign-in at the built-in provider for client {} as {:?}: {}",
-            event.client_id,
-            event.login,
-            event.outcome.as_str()
-        );
+        let detail = event.describe();
         let identity = event.username.clone().map(|sub| {
             Arc::new(sekisho::session::Identity {
                 sub,

@@ -1005,3 +1005,399 @@ async fn a_third_party_relying_party_python_authlib_completes_the_code_flow() {
     assert_eq!(report["refreshed"], true);
     assert_eq!(report["reused_refresh_error"], "invalid_grant");
 }
+
+/// Opens `n` sign-in forms for the test relying party in `agent` (one browser, `n` forms).
+async fn open_forms(agent: &Agent, stack: &Stack, n: usize) -> Vec<(String, String)> {
+    let (_, challenge) = pkce();
+    let authorize = authorize_url(&stack.issuer, &code_request(&challenge, "st"));
+    let mut forms = Vec::with_capacity(n);
+    for _ in 0..n {
+        forms.push(agent.open_sign_in(&authorize).await);
+    }
+    forms
+}
+
+/// Posts every `(form, login, password, source)` at once; the outcomes in the same order.
+async fn post_all(
+    agent: &std::sync::Arc<Agent>,
+    attempts: Vec<((String, String), String, String, String)>,
+) -> Vec<sekisho_tests::builtin::Posted> {
+    let mut tasks = Vec::new();
+    for ((action, interaction), login, password, source) in attempts {
+        let agent = agent.clone();
+        tasks.push(tokio::spawn(async move {
+            agent
+                .post_form(
+                    &action,
+                    &[
+                        ("interaction", &interaction),
+                        ("username", &login),
+                        ("password", &password),
+                    ],
+                    Some(&source),
+                )
+                .await
+        }));
+    }
+    let mut posted = Vec::new();
+    for task in tasks {
+        posted.push(task.await.unwrap());
+    }
+    posted
+}
+
+/// (password checks, refusals with 429 + Retry-After, anything else).
+fn tally(posted: &[sekisho_tests::builtin::Posted]) -> (usize, usize, Vec<u16>) {
+    let checked = posted
+        .iter()
+        .filter(|p| p.status == 401 && p.body.contains("Incorrect username or password."))
+        .count();
+    let locked = posted
+        .iter()
+        .filter(|p| p.status == 429 && p.retry_after.is_some())
+        .count();
+    let other = posted
+        .iter()
+        .filter(|p| p.status != 401 && p.status != 429)
+        .map(|p| p.status)
+        .collect();
+    (checked, locked, other)
+}
+
+#[tokio::test]
+async fn concurrent_wrong_passwords_for_one_account_get_at_most_the_limit_of_checks() {
+    let stack = Stack::start(Options {
+        login_limits:
+            "{account_failures: 3, source_failures: 1000, client_failures: 1000, lockout: 10s, max_lockout: 1m}"
+                .into(),
+        trusted_proxies: vec!["127.0.0.1".into()],
+        ..Options::default()
+    })
+    .await;
+    let agent = std::sync::Arc::new(Agent::new());
+    let forms = open_forms(&agent, &stack, 61).await;
+    let (last_form, forms) = forms.split_last().unwrap();
+    // Sixty at once, each with its own form and source: only the account limit applies.
+    let attempts = forms
+        .iter()
+        .enumerate()
+        .map(|(i, form)| {
+            (
+                form.clone(),
+                "alice".to_owned(),
+                format!("wrong-{i}"),
+                format!("198.51.100.{}", i + 1),
+            )
+        })
+        .collect();
+    let posted = post_all(&agent, attempts).await;
+    let (checked, locked, other) = tally(&posted);
+    assert_eq!(
+        (checked, locked, other),
+        (3, 57, Vec::new()),
+        "at most 3 password checks for alice, the rest 429"
+    );
+    // The right password during the lockout is refused too.
+    let right = post_all(
+        &agent,
+        vec![(
+            last_form.clone(),
+            "alice".to_owned(),
+            ALICE_PASSWORD.to_owned(),
+            "203.0.113.5".to_owned(),
+        )],
+    )
+    .await;
+    assert_eq!(right[0].status, 429, "{}", right[0].body);
+    // Control: another account is served (in another browser).
+    let bob_agent = std::sync::Arc::new(Agent::new());
+    let bob_forms = open_forms(&bob_agent, &stack, 1).await;
+    let bob = post_all(
+        &bob_agent,
+        vec![(
+            bob_forms[0].clone(),
+            "bob".to_owned(),
+            BOB_PASSWORD.to_owned(),
+            "198.51.100.1".to_owned(),
+        )],
+    )
+    .await;
+    assert_eq!(bob[0].status, 303, "{}", bob[0].body);
+    // Once the window has passed, alice signs in (polled with a deadline).
+    let deadline = tokio::time::Instant::now() + sekisho_tests::DEADLINE;
+    loop {
+        let form = open_forms(&agent, &stack, 1).await;
+        let status = post_all(
+            &agent,
+            vec![(
+                form[0].clone(),
+                "alice".to_owned(),
+                ALICE_PASSWORD.to_owned(),
+                "203.0.113.5".to_owned(),
+            )],
+        )
+        .await[0]
+            .status;
+        if status != 429 {
+            assert_eq!(status, 303);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lockout did not end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_wrong_passwords_from_one_source_get_at_most_the_limit_of_checks() {
+    let stack = Stack::start(Options {
+        login_limits: "{account_failures: 1000, source_failures: 3, lockout: 1m, max_lockout: 1m}"
+            .into(),
+        trusted_proxies: vec!["127.0.0.1".into()],
+        ..Options::default()
+    })
+    .await;
+    let agent = std::sync::Arc::new(Agent::new());
+    let forms = open_forms(&agent, &stack, 41).await;
+    let (last_form, forms) = forms.split_last().unwrap();
+    // Forty accounts (known and unknown) from one IPv6 /64, at once.
+    let attempts = forms
+        .iter()
+        .enumerate()
+        .map(|(i, form)| {
+            (
+                form.clone(),
+                format!("user{i}"),
+                "guess".to_owned(),
+                format!("2001:db8::{i:x}"),
+            )
+        })
+        .collect();
+    let (checked, locked, other) = tally(&post_all(&agent, attempts).await);
+    assert_eq!((checked, locked, other), (3, 37, Vec::new()));
+    let elsewhere = post_all(
+        &agent,
+        vec![(
+            last_form.clone(),
+            "alice".to_owned(),
+            ALICE_PASSWORD.to_owned(),
+            "2001:db8:1::1".to_owned(),
+        )],
+    )
+    .await;
+    assert_eq!(elsewhere[0].status, 303, "another source is served");
+}
+
+#[tokio::test]
+async fn a_sign_in_form_is_good_for_five_attempts() {
+    let stack = Stack::start(Options {
+        login_limits: "{account_failures: 1000, source_failures: 1000}".into(),
+        trusted_proxies: vec!["127.0.0.1".into()],
+        ..Options::default()
+    })
+    .await;
+    let agent = std::sync::Arc::new(Agent::new());
+    let form = open_forms(&agent, &stack, 1).await.remove(0);
+    let attempts = (0..20)
+        .map(|i| {
+            (
+                form.clone(),
+                "alice".to_owned(),
+                format!("wrong-{i}"),
+                "198.51.100.20".to_owned(),
+            )
+        })
+        .collect();
+    let posted = post_all(&agent, attempts).await;
+    let (checked, _, _) = tally(&posted);
+    assert_eq!(checked, 5, "five password checks per form");
+    let used_up = posted
+        .iter()
+        .filter(|p| p.status == 400 && p.body.contains("start again"))
+        .count();
+    assert_eq!(used_up, 15);
+    // Even the right password is refused on that form; a new form works.
+    let again = post_all(
+        &agent,
+        vec![(
+            form,
+            "alice".to_owned(),
+            ALICE_PASSWORD.to_owned(),
+            "198.51.100.20".to_owned(),
+        )],
+    )
+    .await;
+    assert_eq!(again[0].status, 400, "{}", again[0].body);
+    let fresh = open_forms(&agent, &stack, 1).await.remove(0);
+    let ok = post_all(
+        &agent,
+        vec![(
+            fresh,
+            "alice".to_owned(),
+            ALICE_PASSWORD.to_owned(),
+            "198.51.100.20".to_owned(),
+        )],
+    )
+    .await;
+    assert_eq!(ok[0].status, 303, "{}", ok[0].body);
+    assert!(stack.logs().contains("form_exhausted"));
+}
+
+#[tokio::test]
+async fn client_secret_failures_at_the_token_endpoint_are_limited_per_client_and_source() {
+    // The default limit: 10 failures per client and source.
+    let stack = Stack::start(Options {
+        trusted_proxies: vec!["127.0.0.1".into()],
+        ..Options::default()
+    })
+    .await;
+    let url = format!("{}/token", stack.issuer);
+    let attempt = |client: &'static str, secret: String, source: &'static str| {
+        let url = url.clone();
+        async move {
+            let response = no_redirect_client()
+                .post(&url)
+                .basic_auth(client, Some(secret))
+                .header("x-forwarded-for", source)
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").is_some();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (
+                status,
+                retry_after,
+                body["error"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        tasks.push(tokio::spawn(attempt(
+            HASHED_RP_ID,
+            format!("wrong-{i}"),
+            "198.51.100.7",
+        )));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let checked = outcomes
+        .iter()
+        .filter(|o| **o == (401, false, "invalid_client".to_owned()))
+        .count();
+    let limited = outcomes
+        .iter()
+        .filter(|o| **o == (429, true, "invalid_client".to_owned()))
+        .count();
+    assert_eq!((checked, limited), (10, 30), "{outcomes:?}");
+    // The right secret from that source waits out the lockout too ...
+    let (status, _, _) = attempt(HASHED_RP_ID, HASHED_RP_SECRET.into(), "198.51.100.7").await;
+    assert_eq!(status, 429);
+    // ... while the client from another source, and another client from that source, are served.
+    let (status, _, error) = attempt(HASHED_RP_ID, HASHED_RP_SECRET.into(), "198.51.100.8").await;
+    assert_eq!((status, error.as_str()), (400, "invalid_grant"));
+    let (status, _, error) = attempt(RP_ID, RP_SECRET.into(), "198.51.100.7").await;
+    assert_eq!((status, error.as_str()), (400, "invalid_grant"));
+    // Failures and the lockout are audit records.
+    let dir = stack.audit_dir();
+    eventually("the client-authentication records are written", || {
+        let records = std::fs::read_dir(&dir)
+            .map(|_| sekisho_tests::audit_records(&dir))
+            .unwrap_or_default();
+        let found = |outcome: &str| {
+            records.iter().any(|r| {
+                r["class_uid"] == 3002
+                    && r["src_endpoint"]["ip"] == "198.51.100.7"
+                    && r["status_detail"].as_str().unwrap_or("").ends_with(outcome)
+            })
+        };
+        let done = found("wrong_client_secret") && found("client_locked");
+        async move { done }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replayed_end_session_appends_nothing_to_the_grant_file() {
+    let stack = Stack::start(Options::default()).await;
+    let body = tokens(&stack, "alice", ALICE_PASSWORD).await;
+    let hint = body["id_token"].as_str().unwrap();
+    let url = format!(
+        "{}/end-session?id_token_hint={hint}&post_logout_redirect_uri={RP_LOGOUT}",
+        stack.issuer
+    );
+    let http = no_redirect_client();
+    let grants = stack.idp_state().join("grants.jsonl");
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 302);
+    let size = std::fs::metadata(&grants).unwrap().len();
+    assert!(
+        std::fs::read_to_string(&grants)
+            .unwrap()
+            .contains("revoke_sid"),
+        "the first logout is recorded"
+    );
+    for _ in 0..200 {
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 302);
+    }
+    assert_eq!(
+        std::fs::metadata(&grants).unwrap().len(),
+        size,
+        "logging out an ended sign-in again writes nothing"
+    );
+    // The refresh token of that sign-in stays revoked.
+    let (status, refreshed) = token_request(
+        &stack.issuer,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", body["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refreshed["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn login_names_cannot_forge_log_lines() {
+    let stack = Stack::start(Options::default()).await;
+    let agent = Agent::new();
+    let form = open_forms(&agent, &stack, 1).await.remove(0);
+    let forged = "nobody\nforged-line INFO sekisho: identity provider sign-in outcome=\"success\"";
+    let posted = agent
+        .post_form(
+            &form.0,
+            &[
+                ("interaction", &form.1),
+                ("username", forged),
+                ("password", "x"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(posted.status, 401);
+    eventually("the failed sign-in to be logged", || {
+        let logged = stack.logs().contains("unknown_user");
+        async move { logged }
+    })
+    .await;
+    let logs = stack.logs();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.trim_start().starts_with("forged-line")),
+        "a login name started a log line:\n{logs}"
+    );
+    assert!(
+        logs.contains(r"nobody\nforged-line"),
+        "the name is logged, escaped"
+    );
+}

@@ -46,6 +46,7 @@ const CLIENT: &[&str] = &[
 const LOGIN_LIMITS: &[&str] = &[
     "account_failures",
     "source_failures",
+    "client_failures",
     "lockout",
     "max_lockout",
 ];
@@ -441,6 +442,12 @@ impl Parser<'_> {
             |p, f| p.idp_value(f, count),
             || defaults.source_failures,
         );
+        let client_failures = self.or_default(
+            &map,
+            "client_failures",
+            |p, f| p.idp_value(f, count),
+            || defaults.client_failures,
+        );
         let lockout = self.or_default(&map, "lockout", Self::duration, || defaults.lockout);
         let max_lockout =
             self.or_default(&map, "max_lockout", Self::duration, || defaults.max_lockout);
@@ -458,6 +465,7 @@ impl Parser<'_> {
         Some(LoginLimits {
             account_failures: account_failures?,
             source_failures: source_failures?,
+            client_failures: client_failures?,
             lockout: lockout?,
             max_lockout: max_lockout?,
         })

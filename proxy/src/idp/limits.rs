@@ -1,10 +1,16 @@
-//! Failed-login limits: failures are counted per account and per source address (an IPv6
-//! source per /64); past the configured number, attempts are refused for a lockout that doubles
-//! with every further failure, up to a maximum. Counts are forgotten after a quiet `max_lockout`.
+//! Failure limits: failed sign-ins are counted per account and per source address (an IPv6
+//! source per /64), failed client authentications at the token endpoint per client and source.
+//! Past the configured number, attempts are refused for a lockout that doubles with every
+//! further failure, up to a maximum; counts are forgotten after a quiet `max_lockout`.
+//!
+//! An attempt is counted *before* its check ([`Limiter::reserve`]), under the lock that decides
+//! whether it may go ahead, and refunded only when the check passes: however requests are timed,
+//! a limit of N means at most N checks per key until the lockout starts.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sekisho_config::LoginLimits;
@@ -12,15 +18,31 @@ use sekisho_config::LoginLimits;
 /// Entries kept per map before expired ones are swept.
 const SWEEP_AT: usize = 100_000;
 
-/// Whether an attempt may proceed.
+/// Why an attempt may not go ahead now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Go ahead.
-    Allow,
+pub enum Lockout {
     /// The account is locked for this long.
-    AccountLocked(Duration),
+    Account(Duration),
     /// The source is locked for this long.
-    SourceLocked(Duration),
+    Source(Duration),
+}
+
+/// A sign-in attempt counted as a failure of its account and source until refunded.
+#[derive(Debug)]
+#[must_use = "an attempt stays counted as a failure unless refunded"]
+pub struct Reservation {
+    account: String,
+    source: IpAddr,
+    account_undo: Undo,
+    source_undo: Undo,
+}
+
+/// A client authentication counted as a failure of its client and source until refunded.
+#[derive(Debug)]
+#[must_use = "an attempt stays counted as a failure unless refunded"]
+pub struct ClientReservation {
+    key: (String, IpAddr),
+    undo: Undo,
 }
 
 /// Failure counts.
@@ -29,6 +51,7 @@ pub struct Limiter {
     limits: LoginLimits,
     accounts: Mutex<HashMap<String, Entry>>,
     sources: Mutex<HashMap<IpAddr, Entry>>,
+    clients: Mutex<HashMap<(String, IpAddr), Entry>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +61,15 @@ struct Entry {
     locked_until: Option<Instant>,
 }
 
+/// What counting one attempt changed, to take it back.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    /// The lockout before the attempt.
+    before: Option<Instant>,
+    /// The lockout the attempt started, if it started one.
+    started: Option<Instant>,
+}
+
 impl Limiter {
     /// A limiter with no failures recorded.
     pub fn new(limits: LoginLimits) -> Self {
@@ -45,87 +77,157 @@ impl Limiter {
             limits,
             accounts: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether `account` may try from `source` now. A locked attempt is not counted.
-    pub fn check(&self, account: &str, source: IpAddr, now: Instant) -> Verdict {
-        if let Some(left) = remaining(&self.accounts, account, now) {
-            return Verdict::AccountLocked(left);
+    /// Counts a sign-in attempt for `account` from `source` as a failure of both, unless either
+    /// is locked (then nothing is counted). Both maps are held while deciding, so concurrent
+    /// attempts are counted one after the other.
+    pub fn reserve(
+        &self,
+        account: &str,
+        source: IpAddr,
+        now: Instant,
+    ) -> Result<Reservation, Lockout> {
+        let source = source_key(source);
+        let mut accounts = lock(&self.accounts);
+        let mut sources = lock(&self.sources);
+        if let Some(left) = remaining(&accounts, account, now) {
+            return Err(Lockout::Account(left));
         }
-        if let Some(left) = remaining(&self.sources, &source_key(source), now) {
-            return Verdict::SourceLocked(left);
+        if let Some(left) = remaining(&sources, &source, now) {
+            return Err(Lockout::Source(left));
         }
-        Verdict::Allow
+        let account_undo = count(
+            &mut accounts,
+            account.to_owned(),
+            self.limits.account_failures,
+            self.lockouts(),
+            now,
+        );
+        let source_undo = count(
+            &mut sources,
+            source,
+            self.limits.source_failures,
+            self.lockouts(),
+            now,
+        );
+        Ok(Reservation {
+            account: account.to_owned(),
+            source,
+            account_undo,
+            source_undo,
+        })
     }
 
-    /// Records a failed attempt.
-    pub fn fail(&self, account: &str, source: IpAddr, now: Instant) {
-        let (lockout, max) = (self.limits.lockout, self.limits.max_lockout);
-        if let Ok(mut accounts) = self.accounts.lock() {
-            record(
-                &mut accounts,
-                account.to_owned(),
-                self.limits.account_failures,
-                (lockout, max),
-                now,
-            );
-        }
-        if let Ok(mut sources) = self.sources.lock() {
-            record(
-                &mut sources,
-                source_key(source),
-                self.limits.source_failures,
-                (lockout, max),
-                now,
-            );
-        }
+    /// The check passed: the attempt was not a failure.
+    pub fn refund(&self, reservation: Reservation) {
+        let mut accounts = lock(&self.accounts);
+        let mut sources = lock(&self.sources);
+        uncount(
+            &mut accounts,
+            &reservation.account,
+            reservation.account_undo,
+        );
+        uncount(&mut sources, &reservation.source, reservation.source_undo);
     }
 
-    /// Forgets an account's failures after a successful login.
+    /// Forgets an account's failures after a completed sign-in.
     pub fn succeed(&self, account: &str) {
-        if let Ok(mut accounts) = self.accounts.lock() {
-            accounts.remove(account);
+        lock(&self.accounts).remove(account);
+    }
+
+    /// Counts a client authentication by `client` from `source` as a failure, unless the pair
+    /// is locked: then the time left.
+    pub fn reserve_client(
+        &self,
+        client: &str,
+        source: IpAddr,
+        now: Instant,
+    ) -> Result<ClientReservation, Duration> {
+        let key = (client.to_owned(), source_key(source));
+        let mut clients = lock(&self.clients);
+        if let Some(left) = remaining(&clients, &key, now) {
+            return Err(left);
         }
+        let undo = count(
+            &mut clients,
+            key.clone(),
+            self.limits.client_failures,
+            self.lockouts(),
+            now,
+        );
+        Ok(ClientReservation { key, undo })
+    }
+
+    /// The client's secret was right: the attempt was not a failure.
+    pub fn refund_client(&self, reservation: ClientReservation) {
+        uncount(&mut lock(&self.clients), &reservation.key, reservation.undo);
+    }
+
+    fn lockouts(&self) -> (Duration, Duration) {
+        (self.limits.lockout, self.limits.max_lockout)
     }
 }
 
+/// The map, also when a panicking thread poisoned its lock (the counts stay usable).
+fn lock<K>(map: &Mutex<HashMap<K, Entry>>) -> MutexGuard<'_, HashMap<K, Entry>> {
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The lockout left for `key`, if any.
-fn remaining<K: std::hash::Hash + Eq + std::borrow::Borrow<Q>, Q: std::hash::Hash + Eq + ?Sized>(
-    map: &Mutex<HashMap<K, Entry>>,
+fn remaining<K: Hash + Eq + std::borrow::Borrow<Q>, Q: Hash + Eq + ?Sized>(
+    map: &HashMap<K, Entry>,
     key: &Q,
     now: Instant,
 ) -> Option<Duration> {
-    let map = map.lock().ok()?;
     let until = map.get(key)?.locked_until?;
     (until > now).then(|| until - now)
 }
 
 /// Counts one failure for `key`, locking it once `threshold` is reached.
-fn record<K: std::hash::Hash + Eq>(
+fn count<K: Hash + Eq>(
     map: &mut HashMap<K, Entry>,
     key: K,
     threshold: u32,
     (lockout, max): (Duration, Duration),
     now: Instant,
-) {
+) -> Undo {
     if map.len() >= SWEEP_AT {
-        map.retain(|_, e| now.duration_since(e.last) <= max);
+        map.retain(|_, e| now.saturating_duration_since(e.last) <= max);
     }
     let entry = map.entry(key).or_insert(Entry {
         failures: 0,
         last: now,
         locked_until: None,
     });
-    if now.duration_since(entry.last) > max {
+    if now.saturating_duration_since(entry.last) > max {
         entry.failures = 0;
     }
     entry.failures = entry.failures.saturating_add(1);
     entry.last = now;
+    let before = entry.locked_until;
+    let mut started = None;
     if entry.failures >= threshold {
-        let doublings = (entry.failures - threshold).min(20);
+        let doublings = entry.failures.saturating_sub(threshold).min(20);
         let lock = lockout.saturating_mul(1 << doublings).min(max);
-        entry.locked_until = Some(now + lock);
+        let until = now.checked_add(lock).unwrap_or(now);
+        entry.locked_until = Some(until);
+        started = Some(until);
+    }
+    Undo { before, started }
+}
+
+/// Takes back one counted failure: the count, and the lockout it started unless a later
+/// failure replaced it.
+fn uncount<K: Hash + Eq>(map: &mut HashMap<K, Entry>, key: &K, undo: Undo) {
+    if let Some(entry) = map.get_mut(key) {
+        entry.failures = entry.failures.saturating_sub(1);
+        if undo.started.is_some() && entry.locked_until == undo.started {
+            entry.locked_until = undo.before;
+        }
     }
 }
 
@@ -151,35 +253,94 @@ mod tests {
         Limiter::new(LoginLimits {
             account_failures: 3,
             source_failures: 5,
+            client_failures: 3,
             lockout: Duration::from_secs(10),
             max_lockout: Duration::from_secs(60),
         })
     }
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Reserves and keeps the attempt (a failed check); the lockout when refused.
+    fn fail(l: &Limiter, account: &str, source: IpAddr, now: Instant) -> Option<Lockout> {
+        l.reserve(account, source, now).err()
+    }
+
     #[test]
     fn accounts_lock_after_their_limit_and_lockouts_double() {
         let l = limiter();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let ip = ip("192.0.2.1");
         let t = Instant::now();
-        for _ in 0..2 {
-            l.fail("alice", ip, t);
-            assert_eq!(l.check("alice", ip, t), Verdict::Allow);
+        for _ in 0..3 {
+            assert_eq!(fail(&l, "alice", ip, t), None);
         }
-        l.fail("alice", ip, t);
         assert_eq!(
-            l.check("alice", ip, t),
-            Verdict::AccountLocked(Duration::from_secs(10))
+            fail(&l, "alice", ip, t),
+            Some(Lockout::Account(Duration::from_secs(10)))
         );
-        assert_eq!(l.check("bob", ip, t), Verdict::Allow);
+        let bob = l.reserve("bob", ip, t);
+        assert!(bob.is_ok());
+        if let Ok(bob) = bob {
+            l.refund(bob);
+        }
         let later = t + Duration::from_secs(11);
-        assert_eq!(l.check("alice", ip, later), Verdict::Allow);
-        l.fail("alice", ip, later);
+        assert_eq!(fail(&l, "alice", ip, later), None);
         assert_eq!(
-            l.check("alice", ip, later),
-            Verdict::AccountLocked(Duration::from_secs(20))
+            fail(&l, "alice", ip, later),
+            Some(Lockout::Account(Duration::from_secs(20)))
         );
         l.succeed("alice");
-        assert_eq!(l.check("alice", ip, later), Verdict::Allow);
+        assert_eq!(fail(&l, "alice", ip, later), None);
+    }
+
+    #[test]
+    fn refunded_attempts_do_not_count_nor_lock() {
+        let l = limiter();
+        let ip = ip("192.0.2.2");
+        let t = Instant::now();
+        for _ in 0..10 {
+            match l.reserve("alice", ip, t) {
+                Ok(r) => l.refund(r),
+                Err(e) => panic!("refunded attempts counted: {e:?}"),
+            }
+        }
+        assert_eq!(fail(&l, "alice", ip, t), None);
+        assert_eq!(fail(&l, "alice", ip, t), None);
+        // The third attempt starts the lockout while it runs; its success takes it back.
+        let third = l.reserve("alice", ip, t);
+        assert!(matches!(
+            fail(&l, "alice", ip, t),
+            Some(Lockout::Account(_))
+        ));
+        if let Ok(third) = third {
+            l.refund(third);
+        }
+        assert_eq!(fail(&l, "alice", ip, t), None);
+    }
+
+    #[test]
+    fn concurrent_attempts_get_at_most_the_limit() {
+        let l = std::sync::Arc::new(limiter());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(64));
+        let t = Instant::now();
+        let threads: Vec<_> = (0..64u8)
+            .map(|i| {
+                let (l, barrier) = (l.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    l.reserve("alice", IpAddr::from([198, 51, 100, i]), t)
+                        .is_ok()
+                })
+            })
+            .collect();
+        let allowed = threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(false))
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(allowed, 3);
     }
 
     #[test]
@@ -187,31 +348,63 @@ mod tests {
         let l = limiter();
         let t = Instant::now();
         for i in 0..5u8 {
-            let ip: IpAddr = format!("2001:db8::{i}")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}"));
-            l.fail(&format!("user{i}"), ip, t);
+            let source = ip(&format!("2001:db8::{i}"));
+            assert_eq!(fail(&l, &format!("user{i}"), source, t), None);
         }
-        let other: IpAddr = "2001:db8::ffff".parse().unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(l.check("new", other, t), Verdict::SourceLocked(_)));
-        let elsewhere: IpAddr = "2001:db8:1::1".parse().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(l.check("new", elsewhere, t), Verdict::Allow);
+        assert!(matches!(
+            fail(&l, "new", ip("2001:db8::ffff"), t),
+            Some(Lockout::Source(_))
+        ));
+        assert_eq!(fail(&l, "new", ip("2001:db8:1::1"), t), None);
     }
 
     #[test]
     fn lockouts_are_capped_and_quiet_periods_forget() {
         let l = limiter();
-        let ip: IpAddr = "192.0.2.9".parse().unwrap_or_else(|e| panic!("{e}"));
+        let ip = ip("192.0.2.9");
+        let mut t = Instant::now();
+        for _ in 0..2 {
+            assert_eq!(fail(&l, "carol", ip, t), None);
+        }
+        let mut lockouts = Vec::new();
+        for _ in 0..5 {
+            assert_eq!(fail(&l, "carol", ip, t), None);
+            match fail(&l, "carol", ip, t) {
+                Some(Lockout::Account(left)) => {
+                    lockouts.push(left.as_secs());
+                    t += left;
+                }
+                other => panic!("not locked: {other:?}"),
+            }
+        }
+        assert_eq!(lockouts, [10, 20, 40, 60, 60]);
+        let much_later = t + Duration::from_secs(200);
+        assert_eq!(fail(&l, "carol", ip, much_later), None);
+        assert_eq!(fail(&l, "carol", ip, much_later), None);
+    }
+
+    #[test]
+    fn clients_lock_per_client_and_source() {
+        let l = limiter();
         let t = Instant::now();
-        for _ in 0..30 {
-            l.fail("carol", ip, t);
+        let here = ip("192.0.2.7");
+        for _ in 0..3 {
+            assert!(l.reserve_client("rp", here, t).is_ok());
         }
         assert_eq!(
-            l.check("carol", ip, t),
-            Verdict::AccountLocked(Duration::from_secs(60))
+            l.reserve_client("rp", here, t).err(),
+            Some(Duration::from_secs(10))
         );
-        let much_later = t + Duration::from_secs(200);
-        l.fail("carol", ip, much_later);
-        assert_eq!(l.check("carol", ip, much_later), Verdict::Allow);
+        assert!(l.reserve_client("rp", ip("192.0.2.8"), t).is_ok());
+        match l.reserve_client("other", here, t) {
+            Ok(r) => l.refund_client(r),
+            Err(left) => panic!("another client is locked for {left:?}"),
+        }
+        for _ in 0..10 {
+            match l.reserve_client("other", here, t) {
+                Ok(r) => l.refund_client(r),
+                Err(left) => panic!("refunded attempts counted: {left:?}"),
+            }
+        }
     }
 }

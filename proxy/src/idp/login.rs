@@ -1,15 +1,17 @@
 //! The sign-in form: the password step and, for accounts with TOTP, the one-time-code step.
 //! Each form carries its pending authorization sealed and bound to the browser cookie it was
-//! shown with (CSRF, login CSRF); every attempt passes the failure limits first and is reported
-//! as an [`IdpEvent`]; unknown accounts cost one Argon2id verification like known ones.
+//! shown with (CSRF, login CSRF) and is good for [`FORM_ATTEMPTS`] checks; every attempt is
+//! counted against the failure limits before its check (and refunded when it passes) and is
+//! reported as an [`IdpEvent`]; unknown accounts cost one Argon2id verification like known ones.
 
 use std::time::Instant;
 
 use http::{Response, StatusCode};
 use sekisho_config::IdpUser;
 
-use super::limits::Verdict;
-use super::store::SignIn;
+use super::limits::{Lockout, Reservation};
+use super::password::Pool;
+use super::store::{FORM_ATTEMPTS, SignIn};
 use super::{
     Call, FORM_LIFETIME, IdentityProvider, IdpEvent, IdpFailure, IdpOutcome, Interaction, Pending,
     SECOND_STEP_LIFETIME, oauth, pages, random_token,
@@ -80,7 +82,7 @@ impl IdentityProvider {
             )));
         };
         if self.presented_binding(&call.headers).as_deref() != Some(pending.browser.as_str()) {
-            tracing::warn!(source_ip = %call.client_ip, client_id = %pending.client_id, "identity provider: sign-in form posted by another browser (CSRF) refused");
+            tracing::warn!(source_ip = %call.client_ip, client_id = ?pending.client_id, "identity provider: sign-in form posted by another browser (CSRF) refused");
             return Err(Box::new(pages::message(
                 StatusCode::FORBIDDEN,
                 "Request refused",
@@ -141,17 +143,25 @@ impl IdentityProvider {
             client_id: pending.client_id.clone(),
             time: call.now,
         };
-        if let Some(response) = self.refuse_locked(&account, call, &event) {
-            return response;
-        }
+        let reservation = match self.reserve_attempt(&pending, &account, call, &event) {
+            Ok(reservation) => reservation,
+            Err(response) => return *response,
+        };
         let matched = self
             .passwords
-            .verify(user.map(|u| u.password_hash.expose()), password)
+            .verify(
+                Pool::SignIn,
+                user.map(|u| u.password_hash.expose()),
+                password,
+            )
             .await;
         let user = match (user, matched) {
-            (Some(user), true) => user,
+            (Some(user), true) => {
+                self.limiter.refund(reservation);
+                user
+            }
             (user, _) => {
-                self.limiter.fail(&account, call.client_ip, Instant::now());
+                // The reservation stays: a failure of the account and of the source.
                 let reason = if user.is_some() {
                     IdpFailure::WrongPassword
                 } else {
@@ -231,9 +241,10 @@ impl IdentityProvider {
             client_id: pending.client_id.clone(),
             time: call.now,
         };
-        if let Some(response) = self.refuse_locked(&username, call, &event) {
-            return response;
-        }
+        let reservation = match self.reserve_attempt(&pending, &username, call, &event) {
+            Ok(reservation) => reservation,
+            Err(response) => return *response,
+        };
         let code = params.get("code").map_or("", String::as_str);
         let failure = match super::totp::verify(secret.expose(), code, call.now) {
             Some(step) if self.store.claim_totp_step(&username, step) => None,
@@ -241,10 +252,11 @@ impl IdentityProvider {
             None => Some(IdpFailure::WrongCode),
         };
         if let Some(reason) = failure {
-            self.limiter.fail(&username, call.client_ip, Instant::now());
+            // The reservation stays: a failure of the account and of the source.
             self.event(event(IdpOutcome::Failure(reason)));
             return self.code_page(&pending, Some(WRONG_CODE), StatusCode::UNAUTHORIZED);
         }
+        self.limiter.refund(reservation);
         self.event(event(IdpOutcome::Success));
         self.complete(
             call,
@@ -254,20 +266,46 @@ impl IdentityProvider {
         )
     }
 
-    /// 429 (and an event) when the account or the source is locked out.
-    fn refuse_locked(
+    /// Counts one check of `account` from the caller's source on the form of `pending`, before
+    /// the check is made. Refused (with an event): 400 when the form has had its
+    /// [`FORM_ATTEMPTS`], 429 when the account or the source is locked out (the form attempt
+    /// is then given back).
+    fn reserve_attempt(
         &self,
+        pending: &Pending,
         account: &str,
         call: &Call,
         event: &dyn Fn(IdpOutcome) -> IdpEvent,
-    ) -> Option<Response<ProxyBody>> {
-        let (reason, left) = match self.limiter.check(account, call.client_ip, Instant::now()) {
-            Verdict::Allow => return None,
-            Verdict::AccountLocked(left) => (IdpFailure::AccountLocked, left),
-            Verdict::SourceLocked(left) => (IdpFailure::SourceLocked, left),
-        };
-        self.event(event(IdpOutcome::Failure(reason)));
-        Some(pages::locked(left))
+    ) -> Result<Reservation, Box<Response<ProxyBody>>> {
+        let form_until = pending.created.saturating_add(FORM_LIFETIME);
+        if !self
+            .store
+            .reserve_form_attempt(&pending.id, form_until, call.now)
+        {
+            self.event(event(IdpOutcome::Failure(IdpFailure::FormExhausted)));
+            return Err(Box::new(pages::message(
+                StatusCode::BAD_REQUEST,
+                "Sign-in form used up",
+                &format!(
+                    "This sign-in form has had its {FORM_ATTEMPTS} attempts. Go back to the application and start again."
+                ),
+            )));
+        }
+        match self
+            .limiter
+            .reserve(account, call.client_ip, Instant::now())
+        {
+            Ok(reservation) => Ok(reservation),
+            Err(lockout) => {
+                self.store.refund_form_attempt(&pending.id);
+                let (reason, left) = match lockout {
+                    Lockout::Account(left) => (IdpFailure::AccountLocked, left),
+                    Lockout::Source(left) => (IdpFailure::SourceLocked, left),
+                };
+                self.event(event(IdpOutcome::Failure(reason)));
+                Err(Box::new(pages::locked(left)))
+            }
+        }
     }
 
     /// Every factor checked: starts the sign-in (cookie), issues the code, returns to the client.

@@ -15,10 +15,11 @@ use sekisho_config::{IdpClient, IdpClientSecret, IdpUser};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::password::Pool;
 use super::store::{CodeGrant, RefreshGrant, Refusal, SignIn};
 use super::{
-    CODE_LIFETIME, Call, Directory, FORM_LIFETIME, IdentityProvider, Interaction, LogoutIntent,
-    Pending, pages, random_token, redirect,
+    CODE_LIFETIME, Call, Directory, FORM_LIFETIME, IdentityProvider, IdpEvent, IdpFailure,
+    IdpOutcome, Interaction, LogoutIntent, Pending, pages, random_token, redirect,
 };
 use crate::error::{ProxyBody, full};
 
@@ -52,6 +53,8 @@ struct HintClaims {
     aud: Audience,
     #[serde(default)]
     sid: Option<String>,
+    #[serde(default)]
+    auth_time: Option<u64>,
 }
 
 /// `aud`: one string or a list.
@@ -128,8 +131,8 @@ impl IdentityProvider {
             .any(|uri| uri.as_str() == redirect_uri)
         {
             tracing::info!(
-                client_id,
-                redirect_uri,
+                client_id = ?client_id,
+                redirect_uri = ?redirect_uri,
                 "identity provider: unregistered redirect_uri refused"
             );
             return refuse_page("The redirect_uri is not registered for this application.");
@@ -407,6 +410,27 @@ impl IdentityProvider {
                 "client authentication failed",
             )));
         };
+        let event = |failure| IdpEvent {
+            outcome: IdpOutcome::Failure(failure),
+            login: String::new(),
+            username: None,
+            email: None,
+            source_ip: call.client_ip,
+            client_id: client.client_id.clone(),
+            time: call.now,
+        };
+        // Counted before the secret is checked, so concurrent guesses cannot all be checked.
+        let reservation = match self.limiter.reserve_client(
+            &client.client_id,
+            call.client_ip,
+            std::time::Instant::now(),
+        ) {
+            Ok(reservation) => reservation,
+            Err(left) => {
+                self.event(event(IdpFailure::ClientLocked));
+                return Err(Box::new(client_locked(left)));
+            }
+        };
         let good = match &client.secret {
             IdpClientSecret::Plain(expected) => {
                 let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
@@ -416,16 +440,20 @@ impl IdentityProvider {
                 )
             }
             IdpClientSecret::Argon2id(phc) => {
-                self.passwords.verify(Some(phc.expose()), &secret).await
+                self.passwords
+                    .verify(Pool::Client, Some(phc.expose()), &secret)
+                    .await
             }
         };
         if !good {
-            tracing::info!(client_id = %id, "identity provider: client authentication failed");
+            // The reservation stays: a failure of this client from this source.
+            self.event(event(IdpFailure::WrongClientSecret));
             return Err(Box::new(invalid_client(
                 basic,
                 "client authentication failed",
             )));
         }
+        self.limiter.refund_client(reservation);
         Ok(client)
     }
 
@@ -456,7 +484,7 @@ impl IdentityProvider {
         let grant = match self.store.take_code(code, &client.client_id, call.now) {
             Ok(grant) => grant,
             Err(Refusal::Replayed) => {
-                tracing::warn!(client_id = %client.client_id, "identity provider: authorization code replayed; its tokens are revoked");
+                tracing::warn!(client_id = ?client.client_id, "identity provider: authorization code replayed; its tokens are revoked");
                 return invalid_grant("the code was already used");
             }
             Err(Refusal::Invalid) => {
@@ -662,7 +690,7 @@ impl IdentityProvider {
         let data = match self.keys.verify::<AccessClaims>(&token, &validation) {
             Ok(data) => data,
             Err(e) => {
-                tracing::debug!(error = %e, "identity provider: userinfo token refused");
+                tracing::debug!(error = ?e.to_string(), "identity provider: userinfo token refused");
                 return bearer_error(
                     StatusCode::UNAUTHORIZED,
                     Some("invalid_token"),
@@ -731,7 +759,7 @@ impl IdentityProvider {
                 });
                 if !registered {
                     tracing::info!(
-                        uri,
+                        uri = ?uri,
                         "identity provider: unregistered post_logout_redirect_uri refused"
                     );
                     return refuse_page(
@@ -747,12 +775,15 @@ impl IdentityProvider {
             .cloned();
         let current = self.current_sign_in(&call.headers, call.now);
         if let Some(hint) = &hint {
-            let until = call
-                .now
+            // The hinted sign-in ends when it would have (its tokens may say later): a sign-in
+            // already ended or over writes nothing.
+            let until = hint
+                .auth_time
+                .unwrap_or(call.now)
                 .saturating_add(directory.session_lifetime.as_secs());
             if let Some(sid) = &hint.sid {
                 // The hinted sign-in's refresh tokens end even if this browser lost its cookie.
-                self.store.revoke_sid(sid, until);
+                self.store.revoke_sid(sid, until, call.now);
             }
             if current.as_ref().is_none_or(|c| c.username == hint.sub) {
                 return self.signed_out(
@@ -831,9 +862,8 @@ impl IdentityProvider {
     ) -> Response<ProxyBody> {
         let mut cookies = Vec::new();
         if let Some(sign_in) = current {
-            self.store
-                .revoke_sid(&sign_in.sid, sign_in.expires_at.max(now));
-            tracing::info!(username = %sign_in.username, "identity provider: signed out");
+            self.store.revoke_sid(&sign_in.sid, sign_in.expires_at, now);
+            tracing::info!(username = ?sign_in.username, "identity provider: signed out");
         }
         cookies.extend(self.set_cookie(&self.session_cookie, "", Some(0)));
         match post_logout.and_then(|uri| url::Url::parse(uri).ok()) {
@@ -976,6 +1006,21 @@ fn invalid_client(basic: bool, description: &str) -> Response<ProxyBody> {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(challenge),
     );
+    response
+}
+
+/// 429 with `Retry-After`: the client failed to authenticate too often from this source.
+/// The error code stays `invalid_client` (RFC 6749 §5.2 has none for rate limits).
+fn client_locked(retry_after: std::time::Duration) -> Response<ProxyBody> {
+    let seconds = retry_after.as_secs().max(1);
+    let mut response = error_json(
+        StatusCode::TOO_MANY_REQUESTS,
+        "invalid_client",
+        &format!("too many failed client authentications; retry in {seconds} seconds"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
     response
 }
 

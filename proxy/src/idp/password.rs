@@ -1,6 +1,7 @@
 //! Password checks: Argon2id verification off the async threads, a bound on how many run at
-//! once (each takes tens of MiB), and a dummy hash verified for unknown accounts so the time
-//! taken does not tell whether an account exists.
+//! once (each takes tens of MiB) in two separate pools — sign-in forms and client secrets at the
+//! token endpoint — so that a flood of one cannot starve the other, and a dummy hash verified
+//! for unknown accounts so the time taken does not tell whether an account exists.
 
 use std::sync::Arc;
 
@@ -20,13 +21,24 @@ pub enum PasswordError {
     Hash(String),
 }
 
+/// Which verifications a check competes with for permits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// Passwords typed into the sign-in form.
+    SignIn,
+    /// Client secrets stored as hashes, at the token endpoint.
+    Client,
+}
+
 /// Verifies passwords against Argon2id PHC strings.
 #[derive(Debug)]
 pub struct Passwords {
     /// A hash of a random password with the default parameters, verified for unknown accounts.
     dummy: Arc<str>,
-    /// Verifications allowed at once.
-    permits: Semaphore,
+    /// Sign-in verifications allowed at once.
+    sign_in: Semaphore,
+    /// Client-secret verifications allowed at once.
+    client: Semaphore,
 }
 
 impl Passwords {
@@ -42,17 +54,22 @@ impl Passwords {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             dummy: dummy.into(),
-            permits: Semaphore::new(parallel.saturating_mul(2)),
+            sign_in: Semaphore::new(parallel.saturating_mul(2)),
+            client: Semaphore::new(parallel.max(1)),
         })
     }
 
-    /// Whether `password` matches `phc`. With `phc` absent (no such account) the dummy hash is
-    /// verified anyway and the answer is false.
-    pub async fn verify(&self, phc: Option<&str>, password: &str) -> bool {
+    /// Whether `password` matches `phc`, checked with a permit of `pool`. With `phc` absent (no
+    /// such account) the dummy hash is verified anyway and the answer is false.
+    pub async fn verify(&self, pool: Pool, phc: Option<&str>, password: &str) -> bool {
         if password.len() > MAX_PASSWORD {
             return false;
         }
-        let Ok(_permit) = self.permits.acquire().await else {
+        let permits = match pool {
+            Pool::SignIn => &self.sign_in,
+            Pool::Client => &self.client,
+        };
+        let Ok(_permit) = permits.acquire().await else {
             return false;
         };
         let known = phc.is_some();
@@ -93,14 +110,29 @@ mod tests {
         let passwords = Passwords::new().unwrap_or_else(|e| panic!("{e}"));
         let phc = hash("correct horse").unwrap_or_else(|e| panic!("{e}"));
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(passwords.verify(Some(&phc), "correct horse").await);
-        assert!(!passwords.verify(Some(&phc), "wrong horse").await);
-        assert!(!passwords.verify(None, "correct horse").await);
-        assert!(!passwords.verify(Some("not a hash"), "x").await);
-        assert!(
-            !passwords
-                .verify(Some(&phc), &"x".repeat(MAX_PASSWORD + 1))
-                .await
-        );
+        let verify = |phc, password| passwords.verify(Pool::SignIn, phc, password);
+        assert!(verify(Some(&phc), "correct horse").await);
+        assert!(!verify(Some(&phc), "wrong horse").await);
+        assert!(!verify(None, "correct horse").await);
+        assert!(!verify(Some("not a hash"), "x").await);
+        assert!(!verify(Some(&phc), &"x".repeat(MAX_PASSWORD + 1)).await);
+    }
+
+    #[tokio::test]
+    async fn client_secret_checks_cannot_take_the_sign_in_permits() {
+        let passwords = Passwords::new().unwrap_or_else(|e| panic!("{e}"));
+        let phc = hash("correct horse").unwrap_or_else(|e| panic!("{e}"));
+        // Every client permit is taken (a flood of token requests) ...
+        let all = u32::try_from(passwords.client.available_permits()).unwrap_or(u32::MAX);
+        let held = passwords.client.acquire_many(all).await;
+        assert!(held.is_ok());
+        assert_eq!(passwords.client.available_permits(), 0);
+        // ... and a sign-in is still checked (it would wait forever on a shared pool).
+        let checked = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            passwords.verify(Pool::SignIn, Some(&phc), "correct horse"),
+        )
+        .await;
+        assert_eq!(checked.ok(), Some(true));
     }
 }

@@ -1,13 +1,20 @@
 //! What the provider remembers between requests: authorization codes (memory, one minute, single
 //! use), refresh tokens (kept by hash in an append-only file under the state directory, so that
 //! a restart keeps everybody signed in; rotated at every use, and a reused one revokes its
-//! whole family), ended sign-ins, used login forms and used TOTP steps.
+//! whole family), ended sign-ins, login forms (attempts, completion) and used TOTP steps.
+//!
+//! The file is written by one thread of its own ([`Writer`]): request handlers change memory
+//! and queue the line under the same lock (so the file's order is memory's), and wait for
+//! [`Store::synced`] before answering. The thread appends and syncs what is queued in one
+//! write, and rewrites the file compactly (expired entries dropped) when it has grown.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,6 +22,11 @@ use serde::{Deserialize, Serialize};
 
 /// Codes or form ids kept in memory before expired ones are swept.
 const SWEEP_AT: usize = 10_000;
+/// Lines appended before the file is rewritten compactly, at least (and at least twice the
+/// entries the last compaction kept).
+const COMPACT_AFTER: u64 = 10_000;
+/// Password or code checks one sign-in form is good for.
+pub const FORM_ATTEMPTS: u32 = 5;
 
 /// Why the grant file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -115,17 +127,47 @@ struct Refresh {
 /// The store.
 #[derive(Debug)]
 pub struct Store {
-    path: PathBuf,
-    file: Mutex<File>,
-    refresh: Mutex<Refresh>,
+    refresh: Arc<Mutex<Refresh>>,
+    writer: Writer,
     codes: Mutex<HashMap<String, (CodeGrant, Option<String>)>>,
     used_forms: Mutex<HashMap<String, u64>>,
+    /// Checks made per form id, and until when the form lives.
+    form_attempts: Mutex<HashMap<String, (u32, u64)>>,
     totp_steps: Mutex<HashMap<String, u64>>,
 }
 
+/// The queue to the writer thread and how far it has synced.
+#[derive(Debug)]
+struct Writer {
+    queue: mpsc::Sender<Queued>,
+    /// Sequence number of the last line queued.
+    queued: AtomicU64,
+    /// Sequence number of the last line on disk (or given up on after an error).
+    synced: tokio::sync::watch::Receiver<u64>,
+}
+
+/// One line for the file, numbered.
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    text: String,
+}
+
 impl Store {
-    /// Opens (creating) the grant file, drops what has expired and rewrites it compactly.
+    /// Opens (creating) the grant file, drops what has expired, rewrites it compactly and starts
+    /// the thread that writes it.
     pub fn open(path: &Path, now: u64) -> Result<Self, StoreError> {
+        Self::open_compacting_after(path, now, COMPACT_AFTER, crate::session::unix_now)
+    }
+
+    /// [`Store::open`], compacting once `compact_after` lines were appended (at least), with
+    /// `clock` (unix seconds) deciding what has expired by then.
+    fn open_compacting_after(
+        path: &Path,
+        now: u64,
+        compact_after: u64,
+        clock: fn() -> u64,
+    ) -> Result<Self, StoreError> {
         let io = |source| StoreError::Io {
             path: path.display().to_string(),
             source,
@@ -146,51 +188,55 @@ impl Store {
             }
         }
         refresh.expire(now);
-        let mut compact = String::new();
-        for (token, grant) in &refresh.live {
-            push_line(
-                &mut compact,
-                &Line::Issue {
-                    token: token.clone(),
-                    grant: grant.clone(),
-                },
-            );
-        }
-        for (token, (family, until)) in &refresh.used {
-            push_line(
-                &mut compact,
-                &Line::Used {
-                    token: token.clone(),
-                    family: family.clone(),
-                    until: *until,
-                },
-            );
-        }
-        for (sid, until) in &refresh.revoked_sids {
-            push_line(
-                &mut compact,
-                &Line::RevokeSid {
-                    sid: sid.clone(),
-                    until: *until,
-                },
-            );
-        }
-        super::keys::write_private(path, compact.as_bytes()).map_err(|e| match e {
-            super::keys::KeyError::Io { source, .. } => io(source),
-            other => io(std::io::Error::other(other.to_string())),
-        })?;
+        rewrite(path, &refresh.snapshot()).map_err(io)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)
             .map_err(io)?;
-        Ok(Self {
+        let kept = refresh.len();
+        let refresh = Arc::new(Mutex::new(refresh));
+        let (queue, lines) = mpsc::channel();
+        let (synced_tx, synced) = tokio::sync::watch::channel(0);
+        let thread = WriterThread {
             path: path.to_owned(),
-            file: Mutex::new(file),
-            refresh: Mutex::new(refresh),
+            file,
+            refresh: refresh.clone(),
+            lines,
+            synced: synced_tx,
+            appended: 0,
+            compact_after,
+            clock,
+            threshold: compact_after.max(kept.saturating_mul(2)),
+        };
+        std::thread::Builder::new()
+            .name("idp-grants".into())
+            .spawn(move || thread.run())
+            .map_err(io)?;
+        Ok(Self {
+            refresh,
+            writer: Writer {
+                queue,
+                queued: AtomicU64::new(0),
+                synced,
+            },
             codes: Mutex::new(HashMap::new()),
             used_forms: Mutex::new(HashMap::new()),
+            form_attempts: Mutex::new(HashMap::new()),
             totp_steps: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The sequence number of the last change queued for the file.
+    pub fn queued(&self) -> u64 {
+        self.writer.queued.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every change up to `upto` ([`Store::queued`]) is on disk (or its write
+    /// failed and was logged, or the writer has stopped).
+    pub async fn synced(&self, upto: u64) {
+        let mut synced = self.writer.synced.clone();
+        // An error means the writer thread is gone: nothing more will be synced.
+        let _ = synced.wait_for(|done| *done >= upto).await;
     }
 
     /// Remembers a code (by hash).
@@ -244,14 +290,13 @@ impl Store {
 
     /// Stores a new refresh token's grant.
     pub fn issue_refresh(&self, token: &str, grant: RefreshGrant) {
+        let mut refresh = lock(&self.refresh);
         let line = Line::Issue {
             token: hash(token),
             grant,
         };
-        self.append(&line);
-        if let (Ok(mut refresh), Line::Issue { token, grant }) = (self.refresh.lock(), line) {
-            refresh.live.insert(token, grant);
-        }
+        self.persist(&refresh, &line);
+        refresh.apply(line);
     }
 
     /// Rotates a refresh token away: its grant, when it is live, belongs to `client_id` and its
@@ -263,65 +308,72 @@ impl Store {
         now: u64,
     ) -> Result<RefreshGrant, Refusal> {
         let key = hash(token);
-        let outcome = {
-            let Ok(mut refresh) = self.refresh.lock() else {
+        let mut refresh = lock(&self.refresh);
+        let reused = match refresh.live.get(&key) {
+            Some(grant) if grant.client_id != client_id => return Err(Refusal::Invalid),
+            Some(grant) if grant.sign_in.expires_at <= now => return Err(Refusal::Invalid),
+            Some(grant) if refresh.revoked_sids.contains_key(&grant.sign_in.sid) => {
                 return Err(Refusal::Invalid);
-            };
-            match refresh.live.get(&key) {
-                Some(grant) if grant.client_id != client_id => Err(None),
-                Some(grant) if grant.sign_in.expires_at <= now => Err(None),
-                Some(grant) if refresh.revoked_sids.contains_key(&grant.sign_in.sid) => Err(None),
-                Some(_) => {
-                    let grant = refresh.live.remove(&key);
-                    grant.ok_or(None).inspect(|g| {
-                        refresh
-                            .used
-                            .insert(key.clone(), (g.family.clone(), g.sign_in.expires_at));
-                    })
-                }
-                None => Err(refresh.used.get(&key).map(|(family, _)| family.clone())),
             }
-        };
-        match outcome {
-            Ok(grant) => {
-                self.append(&Line::Used {
+            Some(grant) => {
+                let grant = grant.clone();
+                let line = Line::Used {
                     token: key,
                     family: grant.family.clone(),
                     until: grant.sign_in.expires_at,
-                });
-                Ok(grant)
+                };
+                self.persist(&refresh, &line);
+                refresh.apply(line);
+                return Ok(grant);
             }
-            Err(Some(family)) => {
-                tracing::warn!(%family, "identity provider: a rotated refresh token was reused; family revoked");
-                self.revoke_family(&family);
-                Err(Refusal::Replayed)
-            }
-            Err(None) => Err(Refusal::Invalid),
-        }
+            None => match refresh.used.get(&key) {
+                Some((family, _)) => family.clone(),
+                None => return Err(Refusal::Invalid),
+            },
+        };
+        drop(refresh);
+        tracing::warn!(family = ?reused, "identity provider: a rotated refresh token was reused; family revoked");
+        self.revoke_family(&reused);
+        Err(Refusal::Replayed)
     }
 
-    /// Revokes every refresh token of a family.
+    /// Revokes every refresh token of a family. A family without live tokens writes nothing
+    /// (a replayed code or token cannot grow the file).
     pub fn revoke_family(&self, family: &str) {
-        self.append(&Line::RevokeFamily {
-            family: family.to_owned(),
-        });
-        if let Ok(mut refresh) = self.refresh.lock() {
-            refresh.apply(Line::RevokeFamily {
-                family: family.to_owned(),
-            });
+        let mut refresh = lock(&self.refresh);
+        if !refresh.live.values().any(|g| g.family == family) {
+            return;
         }
+        let line = Line::RevokeFamily {
+            family: family.to_owned(),
+        };
+        self.persist(&refresh, &line);
+        refresh.apply(line);
     }
 
-    /// Ends a sign-in: its cookie and refresh tokens are refused from now on.
-    pub fn revoke_sid(&self, sid: &str, until: u64) {
+    /// Ends a sign-in until `until`, raised to the end of its live refresh tokens: its cookie
+    /// and refresh tokens are refused from now on. A sign-in already ended, or over by `now`,
+    /// writes nothing.
+    pub fn revoke_sid(&self, sid: &str, until: u64, now: u64) {
+        let mut refresh = lock(&self.refresh);
+        if refresh.revoked_sids.contains_key(sid) {
+            return;
+        }
+        let until = refresh
+            .live
+            .values()
+            .filter(|g| g.sign_in.sid == sid)
+            .map(|g| g.sign_in.expires_at)
+            .fold(until, u64::max);
+        if until <= now {
+            return;
+        }
         let line = Line::RevokeSid {
             sid: sid.to_owned(),
             until,
         };
-        self.append(&line);
-        if let Ok(mut refresh) = self.refresh.lock() {
-            refresh.apply(line);
-        }
+        self.persist(&refresh, &line);
+        refresh.apply(line);
     }
 
     /// Whether a sign-in was ended.
@@ -349,6 +401,32 @@ impl Store {
             .map_or(true, |used| used.contains_key(id))
     }
 
+    /// Counts one password or code check on form `id` (alive until `until`); false, counting
+    /// nothing, once the form has had its [`FORM_ATTEMPTS`].
+    pub fn reserve_form_attempt(&self, id: &str, until: u64, now: u64) -> bool {
+        let Ok(mut attempts) = self.form_attempts.lock() else {
+            return false;
+        };
+        if attempts.len() >= SWEEP_AT {
+            attempts.retain(|_, (_, u)| *u > now);
+        }
+        let (count, _) = attempts.entry(id.to_owned()).or_insert((0, until));
+        if *count >= FORM_ATTEMPTS {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Takes back an attempt on form `id` that was refused before any check.
+    pub fn refund_form_attempt(&self, id: &str) {
+        if let Ok(mut attempts) = self.form_attempts.lock()
+            && let Some((count, _)) = attempts.get_mut(id)
+        {
+            *count = count.saturating_sub(1);
+        }
+    }
+
     /// Accepts TOTP step `step` for `username` only if it is later than the last accepted one
     /// (a code is never accepted twice).
     pub fn claim_totp_step(&self, username: &str, step: u64) -> bool {
@@ -364,20 +442,110 @@ impl Store {
         }
     }
 
-    /// Appends a line and syncs it to disk; a failure is logged (the in-memory state still
-    /// applies, so the running provider stays correct).
-    fn append(&self, line: &Line) {
+    /// Queues a line for the writer thread. Called with the refresh state locked (`_held`), so
+    /// lines reach the file in the order their changes reached memory.
+    fn persist(&self, _held: &MutexGuard<'_, Refresh>, line: &Line) {
         let mut text = String::new();
         push_line(&mut text, line);
-        let Ok(mut file) = self.file.lock() else {
-            return;
-        };
-        if let Err(e) = file
+        let seq = self.writer.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.writer.queue.send(Queued { seq, text }).is_err() {
+            tracing::error!(
+                "identity provider: the grant file's writer has stopped; a change is kept in memory only"
+            );
+        }
+    }
+}
+
+/// The thread that owns the grant file.
+struct WriterThread {
+    path: PathBuf,
+    file: File,
+    refresh: Arc<Mutex<Refresh>>,
+    lines: mpsc::Receiver<Queued>,
+    synced: tokio::sync::watch::Sender<u64>,
+    /// Lines appended since the file was last rewritten.
+    appended: u64,
+    compact_after: u64,
+    /// Unix seconds now.
+    clock: fn() -> u64,
+    /// `appended` at which the file is rewritten next.
+    threshold: u64,
+}
+
+impl WriterThread {
+    /// Appends and syncs what is queued, one batch at a time, until the store is dropped.
+    fn run(mut self) {
+        while let Ok(first) = self.lines.recv() {
+            let mut batch = vec![first];
+            batch.extend(self.lines.try_iter());
+            let mut done = batch.last().map_or(0, |q| q.seq);
+            self.append(&batch);
+            if self.appended >= self.threshold {
+                done = done.max(self.compact());
+            }
+            self.synced.send_replace(done);
+        }
+    }
+
+    /// Appends `batch` in one write and syncs it; a failure is logged (memory still holds the
+    /// change, so the running provider stays correct).
+    fn append(&mut self, batch: &[Queued]) {
+        let text: String = batch.iter().map(|q| q.text.as_str()).collect();
+        if let Err(e) = self
+            .file
             .write_all(text.as_bytes())
-            .and_then(|()| file.sync_data())
+            .and_then(|()| self.file.sync_data())
         {
             tracing::error!(file = %self.path.display(), error = %e, "could not persist a refresh-token change");
         }
+        self.appended = self.appended.saturating_add(batch.len() as u64);
+    }
+
+    /// Drops expired entries from memory and rewrites the file from it. Lines queued meanwhile
+    /// are already in memory (they are queued under its lock, which is held here), so the new
+    /// file covers them: the sequence number of the last one is returned.
+    fn compact(&mut self) -> u64 {
+        let (text, kept, covered) = {
+            let mut refresh = lock(&self.refresh);
+            refresh.expire((self.clock)());
+            let covered: Vec<Queued> = self.lines.try_iter().collect();
+            (refresh.snapshot(), refresh.len(), covered)
+        };
+        let reopened = rewrite(&self.path, &text)
+            .and_then(|()| std::fs::OpenOptions::new().append(true).open(&self.path));
+        match reopened {
+            Ok(file) => {
+                self.file = file;
+                self.appended = 0;
+                self.threshold = self.compact_after.max(kept.saturating_mul(2));
+                tracing::debug!(kept, file = %self.path.display(), "identity provider: grant file compacted");
+            }
+            Err(e) => {
+                tracing::error!(file = %self.path.display(), error = %e, "could not compact the grant file; appending");
+                self.append(&covered);
+                self.threshold = self.appended.saturating_add(self.compact_after);
+            }
+        }
+        covered.last().map_or(0, |q| q.seq)
+    }
+}
+
+/// The refresh state, also when a panicking thread poisoned its lock.
+fn lock(refresh: &Mutex<Refresh>) -> MutexGuard<'_, Refresh> {
+    refresh
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Replaces the file at `path` by `text` (0600, synced, renamed into place, directory synced).
+fn rewrite(path: &Path, text: &str) -> std::io::Result<()> {
+    super::keys::write_private(path, text.as_bytes()).map_err(|e| match e {
+        super::keys::KeyError::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -407,6 +575,46 @@ impl Refresh {
         self.live.retain(|_, g| g.sign_in.expires_at > now);
         self.used.retain(|_, (_, until)| *until > now);
         self.revoked_sids.retain(|_, until| *until > now);
+    }
+
+    /// Entries held.
+    fn len(&self) -> u64 {
+        let n = self.live.len() + self.used.len() + self.revoked_sids.len();
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
+
+    /// The state as the shortest file that replays to it.
+    fn snapshot(&self) -> String {
+        let mut compact = String::new();
+        for (token, grant) in &self.live {
+            push_line(
+                &mut compact,
+                &Line::Issue {
+                    token: token.clone(),
+                    grant: grant.clone(),
+                },
+            );
+        }
+        for (token, (family, until)) in &self.used {
+            push_line(
+                &mut compact,
+                &Line::Used {
+                    token: token.clone(),
+                    family: family.clone(),
+                    until: *until,
+                },
+            );
+        }
+        for (sid, until) in &self.revoked_sids {
+            push_line(
+                &mut compact,
+                &Line::RevokeSid {
+                    sid: sid.clone(),
+                    until: *until,
+                },
+            );
+        }
+        compact
     }
 }
 
@@ -452,8 +660,21 @@ mod tests {
         std::env::temp_dir().join(format!("sekisho-grants-{}", URL_SAFE_NO_PAD.encode(bytes)))
     }
 
-    #[test]
-    fn refresh_tokens_rotate_survive_a_restart_and_reuse_revokes_the_family() {
+    /// Waits until everything queued is on disk.
+    async fn flush(store: &Store) {
+        store.synced(store.queued()).await;
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_survive_a_restart_and_reuse_revokes_the_family() {
         let path = temp_path();
         let now = 1_000_000;
         let store = Store::open(&path, now).unwrap_or_else(|e| panic!("{e}"));
@@ -464,6 +685,7 @@ mod tests {
         );
         assert!(store.use_refresh("rt1", "c", now).is_ok());
         store.issue_refresh("rt2", grant(now));
+        flush(&store).await;
 
         let reopened = Store::open(&path, now + 10).unwrap_or_else(|e| panic!("{e}"));
         // rt1 was rotated: presenting it again revokes rt2 as well.
@@ -478,17 +700,98 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
-    #[test]
-    fn ending_a_sign_in_revokes_its_tokens() {
+    #[tokio::test]
+    async fn ending_a_sign_in_revokes_its_tokens() {
         let path = temp_path();
         let now = 1_000_000;
         let store = Store::open(&path, now).unwrap_or_else(|e| panic!("{e}"));
         store.issue_refresh("rt", grant(now));
-        store.revoke_sid("sid-1", now + 3600);
+        store.revoke_sid("sid-1", now + 60, now);
         assert!(store.sid_revoked("sid-1"));
         assert_eq!(store.use_refresh("rt", "c", now), Err(Refusal::Invalid));
+        flush(&store).await;
+        // Kept until the end of its tokens' sign-in, not only the `until` asked for.
+        assert!(
+            lines(&path)
+                .iter()
+                .any(|l| l.contains(&format!("\"until\":{}", now + 3600)))
+        );
         let reopened = Store::open(&path, now).unwrap_or_else(|e| panic!("{e}"));
         assert!(reopened.sid_revoked("sid-1"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn ending_an_ended_or_expired_sign_in_and_revoking_an_empty_family_write_nothing() {
+        let path = temp_path();
+        let now = 1_000_000;
+        let store = Store::open(&path, now).unwrap_or_else(|e| panic!("{e}"));
+        store.revoke_sid("sid-1", now + 3600, now);
+        flush(&store).await;
+        let once = lines(&path);
+        assert_eq!(once.len(), 1);
+        for i in 0..200 {
+            store.revoke_sid("sid-1", now + 3600 + i, now + i);
+            store.revoke_sid("sid-old", now - 1, now);
+            store.revoke_family("no-such-family");
+        }
+        flush(&store).await;
+        assert_eq!(lines(&path), once);
+        assert!(!store.sid_revoked("sid-old"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn the_file_is_compacted_when_it_grows_and_expired_entries_go() {
+        let path = temp_path();
+        let now = crate::session::unix_now();
+        // Compaction runs as if ten seconds later.
+        let later = || crate::session::unix_now() + 10;
+        let store =
+            Store::open_compacting_after(&path, now, 50, later).unwrap_or_else(|e| panic!("{e}"));
+        // Sign-ins ended long ago (they expire within the second) and one still running.
+        for i in 0..400u64 {
+            store.revoke_sid(&format!("old-{i}"), now + 1, now);
+        }
+        store.revoke_sid("current", now + 3600, now);
+        // A token rotated many times: one live, the rest remembered as used.
+        for i in 0..30 {
+            store.issue_refresh(&format!("rt{i}"), grant(now));
+            assert!(store.use_refresh(&format!("rt{i}"), "c", now).is_ok());
+        }
+        store.issue_refresh("live", grant(now));
+        flush(&store).await;
+        assert!(
+            lines(&path).len() < 120,
+            "the file was compacted: {} lines",
+            lines(&path).len()
+        );
+        drop(store);
+        let reopened = Store::open(&path, now + 2).unwrap_or_else(|e| panic!("{e}"));
+        // At start the file holds what is current only.
+        assert!(lines(&path).len() <= 32, "{}", lines(&path).len());
+        assert!(reopened.sid_revoked("current"));
+        assert!(!reopened.sid_revoked("old-7"));
+        assert_eq!(
+            reopened.use_refresh("rt3", "c", now + 2),
+            Err(Refusal::Replayed),
+            "a rotated token is still recognised after compaction"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn forms_are_good_for_a_bounded_number_of_checks() {
+        let path = temp_path();
+        let store = Store::open(&path, 1_000).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..FORM_ATTEMPTS {
+            assert!(store.reserve_form_attempt("f", 1_600, 1_000));
+        }
+        assert!(!store.reserve_form_attempt("f", 1_600, 1_000));
+        store.refund_form_attempt("f");
+        assert!(store.reserve_form_attempt("f", 1_600, 1_000));
+        assert!(!store.reserve_form_attempt("f", 1_600, 1_000));
+        assert!(store.reserve_form_attempt("g", 1_600, 1_000));
         let _ = std::fs::remove_file(&path);
     }
 
