@@ -140,11 +140,10 @@ async fn id_tokens_are_no_bearer_credentials_and_a_signed_out_provider_session_e
         .id_token
         .clone()
         .expect("the session keeps its ID token");
-    let sid = session
-        .identity
-        .provider_sid
-        .clone()
-        .expect("the provider's ID token carries a sid");
+    let sid = claims_of(&id_token)["sid"]
+        .as_str()
+        .expect("the provider's ID token carries a sid")
+        .to_owned();
     let client = sekisho_tests::no_redirect_client();
     let bearer = |token: String| {
         let client = client.clone();
