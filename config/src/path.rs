@@ -275,9 +275,11 @@ impl View {
 
 /// The readings of the normal path `path` that differ from it, for every non-empty combination
 /// of the leniencies `upstream` has that would change `path`. Parameters are stripped first,
-/// then `%25XX` decoded again, then case folded. Empty for the common path (lower case, no `;`,
-/// no `%25`), with nothing allocated.
-pub fn upstream_views(path: &str, upstream: UpstreamPaths) -> Vec<View> {
+/// then `%25XX` decoded again, then case folded. With `fold_always`, a case-folded reading is
+/// given even when folding leaves the path as it is (it is then compared with folded literals:
+/// `/admin` is covered by a route written `/Admin`). Empty for the common path (lower case, no
+/// `;`, no `%25`) unless `fold_always`, with nothing allocated.
+pub fn upstream_views(path: &str, upstream: UpstreamPaths, fold_always: bool) -> Vec<View> {
     let mut applicable: Vec<Leniency> = Vec::new();
     if upstream.strips_parameters && path.contains(';') {
         applicable.push(Leniency::Parameters);
@@ -285,7 +287,7 @@ pub fn upstream_views(path: &str, upstream: UpstreamPaths) -> Vec<View> {
     if upstream.decodes_twice && path.contains("%25") {
         applicable.push(Leniency::Decoding);
     }
-    if upstream.ignores_case && has_upper_case(path) {
+    if upstream.ignores_case && (fold_always || has_upper_case(path)) {
         applicable.push(Leniency::Case);
     }
     let mut views: Vec<View> = Vec::new();
@@ -301,7 +303,7 @@ pub fn upstream_views(path: &str, upstream: UpstreamPaths) -> Vec<View> {
             path: apply(path, &leniencies),
             leniencies,
         };
-        let unchanged = view.path.as_deref() == Ok(path);
+        let unchanged = view.path.as_deref() == Ok(path) && !view.folded();
         if !unchanged && !views.iter().any(|v| v.path == view.path && v.folded() == view.folded()) {
             views.push(view);
         }

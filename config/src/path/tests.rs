@@ -138,8 +138,8 @@ fn upstream_readings() {
     assert_eq!(decode_again("/100%25"), Ok("/100%25".into()));
 
     let all = UpstreamPaths::default();
-    assert!(upstream_views("/admin/x", all).is_empty());
-    let views = upstream_views("/ADMIN;x/", all);
+    assert!(upstream_views("/admin/x", all, false).is_empty());
+    let views = upstream_views("/ADMIN;x/", all, false);
     let paths: Vec<(Result<String, PathError>, bool)> =
         views.iter().map(|v| (v.path.clone(), v.folded())).collect();
     assert_eq!(
@@ -150,8 +150,11 @@ fn upstream_readings() {
             (Ok("/admin/".into()), true),
         ]
     );
-    assert!(upstream_views("/ADMIN;x/%2541", UpstreamPaths::strict()).is_empty());
-    let unreadable = upstream_views("/a%252f", all);
+    assert!(upstream_views("/ADMIN;x/%2541", UpstreamPaths::strict(), true).is_empty());
+    let folded = upstream_views("/admin", all, true);
+    assert_eq!(folded.len(), 1);
+    assert!(folded.iter().all(|v| v.folded() && v.path.as_deref() == Ok("/admin")));
+    let unreadable = upstream_views("/a%252f", all, false);
     assert_eq!(unreadable.len(), 1);
     assert_eq!(unreadable.first().map(|v| v.path.clone()), Some(Err(PathError::AmbiguousEscape)));
 }
