@@ -304,7 +304,11 @@ pub fn upstream_views(path: &str, upstream: UpstreamPaths, fold_always: bool) ->
             leniencies,
         };
         let unchanged = view.path.as_deref() == Ok(path) && !view.folded();
-        if !unchanged && !views.iter().any(|v| v.path == view.path && v.folded() == view.folded()) {
+        if !unchanged
+            && !views
+                .iter()
+                .any(|v| v.path == view.path && v.folded() == view.folded())
+        {
             views.push(view);
         }
     }

@@ -700,7 +700,11 @@ fn normal_path(path: &str) -> Result<String, ValueError> {
 
 /// `case: sensitive | insensitive` of `upstream_paths`: true when the upstream ignores case.
 pub(crate) fn ignores_case(input: &str) -> Result<bool, ValueError> {
-    choice(input, ["insensitive", "sensitive"], "insensitive, sensitive")
+    choice(
+        input,
+        ["insensitive", "sensitive"],
+        "insensitive, sensitive",
+    )
 }
 
 /// `parameters: stripped | literal`: true when the upstream strips `;` parameters.
@@ -1492,10 +1496,7 @@ mod tests {
             Err(ValueError::PathDotSegment(_))
         ));
         let from = route_match("https://app.example.com/%61dmin/caf%c3%a9");
-        assert_eq!(
-            from.map(|m| m.path_prefix),
-            Ok("/admin/caf%C3%A9".into())
-        );
+        assert_eq!(from.map(|m| m.path_prefix), Ok("/admin/caf%C3%A9".into()));
         assert!(matches!(
             route_match("https://app.example.com/a%2Fb"),
             Err(ValueError::PathForm { .. })
@@ -1510,7 +1511,10 @@ mod tests {
         assert_eq!(decodes_twice("once"), Ok(false));
         assert!(matches!(
             decodes_twice("never"),
-            Err(ValueError::Choice { expected: "twice, once", .. })
+            Err(ValueError::Choice {
+                expected: "twice, once",
+                ..
+            })
         ));
     }
 }

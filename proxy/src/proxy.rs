@@ -592,7 +592,14 @@ impl Proxy {
         // Phase: authorize.
         let input = policy_input(&request, &target, &conn, auth.as_ref());
         let decision = policy::decide(&route.policy, &input, &routing.rego);
-        views.check_decision(&routing.table, route_index, route, &input, decision.effect, &routing.rego)?;
+        views.check_decision(
+            &routing.table,
+            route_index,
+            route,
+            &input,
+            decision.effect,
+            &routing.rego,
+        )?;
         let explanation = decision.explanation();
         let allowed = match (decision.effect, route.mode) {
             (Effect::Allow, _) => true,

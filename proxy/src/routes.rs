@@ -102,8 +102,7 @@ impl RouteTable {
             .iter()
             .any(|route| route.upstream_paths.ignores_case)
             .then(|| Box::new(Self::index(routes.iter().map(fold_case).collect())));
-        let folding_matters =
-            folded.is_some() && routes.iter().any(crate::policy::case_matters);
+        let folding_matters = folded.is_some() && routes.iter().any(crate::policy::case_matters);
         RouteTable {
             folded,
             folding_matters,

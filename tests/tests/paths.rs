@@ -93,7 +93,11 @@ async fn path_variants_an_upstream_reads_differently_are_refused() {
     // bob does not.
     assert_eq!(raw(proxy.http, &local, "/", &bob).await.status, 200);
     let mixed = raw(proxy.http, &local, "/api/Users", &bob).await;
-    assert_eq!(mixed.status, 200, "harmless mixed case passes: {}", mixed.body);
+    assert_eq!(
+        mixed.status, 200,
+        "harmless mixed case passes: {}",
+        mixed.body
+    );
     assert!(mixed.body.contains("/api/Users"), "{}", mixed.body);
     assert_eq!(raw(proxy.http, &local, "/admin/", &alice).await.status, 200);
     assert_eq!(raw(proxy.http, &local, "/admin/", &bob).await.status, 403);
@@ -140,16 +144,23 @@ async fn path_variants_an_upstream_reads_differently_are_refused() {
         403
     );
     assert_eq!(
-        raw(proxy.http, "lenient.test", "/Public", &bob).await.status,
+        raw(proxy.http, "lenient.test", "/Public", &bob)
+            .await
+            .status,
         200
     );
 
     // A path rule written `/%61dmin` denies `/admin` (it used to never match).
     assert_eq!(
-        raw(proxy.http, "policy.test", "/admin/x", &bob).await.status,
+        raw(proxy.http, "policy.test", "/admin/x", &bob)
+            .await
+            .status,
         403
     );
-    assert_eq!(raw(proxy.http, "policy.test", "/home", &bob).await.status, 200);
+    assert_eq!(
+        raw(proxy.http, "policy.test", "/home", &bob).await.status,
+        200
+    );
 
     proxy.terminate().await;
     let records = audit_records(&proxy.audit_dir());
@@ -159,7 +170,10 @@ async fn path_variants_an_upstream_reads_differently_are_refused() {
             .find(|r| r["http_request"]["uid"] == id.as_str())
             .unwrap_or_else(|| panic!("{variant}: no audit record for request {id}"));
         assert_eq!(record["http_response"]["code"], 400, "{variant}: {record}");
-        assert_eq!(record["unmapped"]["decision"], "error", "{variant}: {record}");
+        assert_eq!(
+            record["unmapped"]["decision"], "error",
+            "{variant}: {record}"
+        );
         let detail = record["status_detail"].as_str().unwrap_or_default();
         assert!(
             detail.contains("bad request:") && detail.len() > "bad request: ".len() + 10,

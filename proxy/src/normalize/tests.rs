@@ -139,8 +139,19 @@ fn variants_that_reach_another_route_are_refused() {
 #[test]
 fn harmless_variants_pass() {
     let table = admin_and_open();
-    for path in ["/", "/api/Users", "/a;b/c", "/files/100%25", "/x/%2541", "/admin/x"] {
-        assert!(check(&table, path).is_ok(), "{path}: {:?}", check(&table, path));
+    for path in [
+        "/",
+        "/api/Users",
+        "/a;b/c",
+        "/files/100%25",
+        "/x/%2541",
+        "/admin/x",
+    ] {
+        assert!(
+            check(&table, path).is_ok(),
+            "{path}: {:?}",
+            check(&table, path)
+        );
     }
 }
 
@@ -162,8 +173,14 @@ fn variants_with_another_decision_are_refused() {
         Criterion::HttpPath(PathMatch::Prefix("/admin".into())),
     ));
     let table = RouteTable::new(vec![route("app", "/", open)]);
-    assert!(matches!(check(&table, "/ADMIN/x"), Err(Ambiguity::Decision(_))));
-    assert!(matches!(check(&table, "/admin;x/"), Err(Ambiguity::Decision(_))));
+    assert!(matches!(
+        check(&table, "/ADMIN/x"),
+        Err(Ambiguity::Decision(_))
+    ));
+    assert!(matches!(
+        check(&table, "/admin;x/"),
+        Err(Ambiguity::Decision(_))
+    ));
     assert!(check(&table, "/Docs").is_ok());
 }
 
@@ -179,5 +196,8 @@ fn declared_strict_upstreams_take_the_path_as_it_is() {
     case_only.upstream_paths.ignores_case = false;
     let table = RouteTable::new(vec![route("admin", "/admin", admins_only()), case_only]);
     assert!(check(&table, "/ADMIN/").is_ok());
-    assert!(matches!(check(&table, "/admin;/"), Err(Ambiguity::Route(_))));
+    assert!(matches!(
+        check(&table, "/admin;/"),
+        Err(Ambiguity::Route(_))
+    ));
 }
