@@ -8,6 +8,7 @@
 mod error;
 mod model;
 mod parse;
+pub mod path;
 pub mod policy;
 mod summary;
 mod value;

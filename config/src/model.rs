@@ -298,6 +298,45 @@ pub struct Route {
     pub mode: crate::policy::PolicyMode,
     /// Show the full policy explanation on this route's denial page (default false).
     pub show_error_details: bool,
+    /// How the upstream may read paths differently from sekisho (`upstream_paths`); by default
+    /// it is assumed lenient in every way, and requests it would route or authorize differently
+    /// are refused.
+    pub upstream_paths: UpstreamPaths,
+}
+
+/// `upstream_paths` of a route: the ways its upstream may read a request path differently from
+/// sekisho's normal form. Each one that holds makes sekisho refuse paths whose other reading
+/// would reach another route or get another policy decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamPaths {
+    /// `case: insensitive` (default): the upstream ignores ASCII letter case.
+    pub ignores_case: bool,
+    /// `parameters: stripped` (default): the upstream drops `;` parameters from segments.
+    pub strips_parameters: bool,
+    /// `decoding: twice` (default): the upstream decodes `%25XX` a second time.
+    pub decodes_twice: bool,
+}
+
+impl Default for UpstreamPaths {
+    /// Lenient in every way: the safe assumption about an upstream sekisho knows nothing of.
+    fn default() -> Self {
+        UpstreamPaths {
+            ignores_case: true,
+            strips_parameters: true,
+            decodes_twice: true,
+        }
+    }
+}
+
+impl UpstreamPaths {
+    /// Strict in every way (`case: sensitive, parameters: literal, decoding: once`).
+    pub fn strict() -> Self {
+        UpstreamPaths {
+            ignores_case: false,
+            strips_parameters: false,
+            decodes_twice: false,
+        }
+    }
 }
 
 /// Route-level timeouts.

@@ -16,6 +16,7 @@ use crate::error::{ConfigError, Problem};
 use crate::model::{
     Config, IdentityHeaders, Oidc, Origin, Route, RouteMatch, RouteTimeouts, Scheme, SecretBytes,
     SecretString, Server, ServerTimeouts, Session, Signing, SigningAlgorithm, TlsCertificate,
+    UpstreamPaths,
 };
 use crate::policy::{PathMatch, Policy, PolicyMode};
 use crate::value;
@@ -91,7 +92,10 @@ const ROUTE: &[&str] = &[
     "policy",
     "mode",
     "show_error_details",
+    "upstream_paths",
 ];
+/// Keys of a route's `upstream_paths`.
+const UPSTREAM_PATHS: &[&str] = &["case", "parameters", "decoding"];
 /// Keys of a route's `timeouts`.
 const ROUTE_TIMEOUTS: &[&str] = &["connect", "response_header", "idle"];
 /// Keys of a secret written as a mapping.
@@ -685,6 +689,12 @@ impl Parser<'_> {
             PolicyMode::default,
         );
         let show_error_details = self.flag(&map, "show_error_details", false);
+        let upstream_paths = self.or_default(
+            &map,
+            "upstream_paths",
+            Self::upstream_paths,
+            UpstreamPaths::default,
+        );
         Some(Route {
             id: id?,
             from: from?,
@@ -699,6 +709,37 @@ impl Parser<'_> {
             policy: policy?,
             mode: mode?,
             show_error_details: show_error_details?,
+            upstream_paths: upstream_paths?,
+        })
+    }
+
+    /// A route's `upstream_paths`: `{case: sensitive|insensitive, parameters: literal|stripped,
+    /// decoding: once|twice}`, each lenient (the second word) when absent.
+    fn upstream_paths(&mut self, field: &Field<'_>) -> Option<UpstreamPaths> {
+        let map = self.walk.mapping(field, UPSTREAM_PATHS)?;
+        let lenient = UpstreamPaths::default();
+        let ignores_case = self.or_default(
+            &map,
+            "case",
+            |p, f| p.walk.value(f, value::ignores_case),
+            || lenient.ignores_case,
+        );
+        let strips_parameters = self.or_default(
+            &map,
+            "parameters",
+            |p, f| p.walk.value(f, value::strips_parameters),
+            || lenient.strips_parameters,
+        );
+        let decodes_twice = self.or_default(
+            &map,
+            "decoding",
+            |p, f| p.walk.value(f, value::decodes_twice),
+            || lenient.decodes_twice,
+        );
+        Some(UpstreamPaths {
+            ignores_case: ignores_case?,
+            strips_parameters: strips_parameters?,
+            decodes_twice: decodes_twice?,
         })
     }
 

@@ -93,6 +93,25 @@ pub(crate) enum ValueError {
     /// A route path prefix with a backslash.
     #[error("path `{0}` contains a backslash; use `/` to separate segments")]
     PathBackslash(String),
+    /// A path literal that cannot be put in the normal form request paths are compared in.
+    #[error(
+        "path `{path}` cannot be compared with request paths: {reason}; request paths like it are refused"
+    )]
+    PathForm {
+        /// As written.
+        path: String,
+        /// Why the normaliser refuses it.
+        #[source]
+        reason: crate::path::PathError,
+    },
+    /// A word that is none of the choices of a two-way setting.
+    #[error("`{given}` is not one of: {expected}")]
+    Choice {
+        /// As written.
+        given: String,
+        /// The accepted words.
+        expected: &'static str,
+    },
     /// An `http` issuer on a host that is not loopback.
     #[error(
         "issuer `{0}` uses http on a non-loopback host; use https (http is allowed only for 127.0.0.0/8, ::1 and localhost)"
@@ -446,10 +465,10 @@ pub(crate) fn route_match(input: &str) -> Result<RouteMatch, ValueError> {
     if host.contains('*') {
         wildcard_host(&host)?;
     }
-    let path = url.path();
+    let path = normal_path(url.path())?;
     let path_prefix = match path.strip_suffix('/') {
         Some(stripped) if !stripped.is_empty() => stripped.to_owned(),
-        _ => path.to_owned(),
+        _ => path,
     };
     Ok(RouteMatch {
         scheme,
@@ -655,8 +674,10 @@ pub(crate) fn http_method(input: &str) -> Result<String, ValueError> {
     Ok(method.to_ascii_uppercase())
 }
 
-/// Checks a request path to compare with normalised request paths: starts with `/`, no query or
-/// fragment, no backslash, dot segments or empty segments (a trailing `/` is kept).
+/// A request path to compare with normalised request paths: starts with `/`, no query or
+/// fragment, no backslash, dot segments or empty segments (a trailing `/` is kept); put in the
+/// same normal form as request paths ([`crate::path::normalize_path`]: `%61` → `a`, `%3c` →
+/// `%3C`, a raw `<` → `%3C`, non-ASCII → its UTF-8 percent-encoded), or refused when it has none.
 pub(crate) fn request_path(input: &str) -> Result<String, ValueError> {
     let path = input.trim();
     if !path.starts_with('/') {
@@ -666,7 +687,46 @@ pub(crate) fn request_path(input: &str) -> Result<String, ValueError> {
         return Err(ValueError::PathQuery(path.to_owned()));
     }
     check_segments(path)?;
-    Ok(path.to_owned())
+    normal_path(path)
+}
+
+/// `path` (already checked for dot and empty segments) in the normal form of request paths.
+fn normal_path(path: &str) -> Result<String, ValueError> {
+    crate::path::normalize_path(path).map_err(|reason| ValueError::PathForm {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// `case: sensitive | insensitive` of `upstream_paths`: true when the upstream ignores case.
+pub(crate) fn ignores_case(input: &str) -> Result<bool, ValueError> {
+    choice(
+        input,
+        ["insensitive", "sensitive"],
+        "insensitive, sensitive",
+    )
+}
+
+/// `parameters: stripped | literal`: true when the upstream strips `;` parameters.
+pub(crate) fn strips_parameters(input: &str) -> Result<bool, ValueError> {
+    choice(input, ["stripped", "literal"], "stripped, literal")
+}
+
+/// `decoding: twice | once`: true when the upstream decodes `%25XX` again.
+pub(crate) fn decodes_twice(input: &str) -> Result<bool, ValueError> {
+    choice(input, ["twice", "once"], "twice, once")
+}
+
+/// True for the first word, false for the second, an error naming both otherwise.
+fn choice(input: &str, [yes, no]: [&str; 2], expected: &'static str) -> Result<bool, ValueError> {
+    match input.trim() {
+        word if word == yes => Ok(true),
+        word if word == no => Ok(false),
+        other => Err(ValueError::Choice {
+            given: other.to_owned(),
+            expected,
+        }),
+    }
 }
 
 /// A [`request_path`] used as a prefix: a trailing `/` is dropped except for the root, as in a
@@ -1405,6 +1465,56 @@ mod tests {
         assert!(matches!(
             socket_addr("127.0.0.1"),
             Err(ValueError::SocketAddr(_))
+        ));
+    }
+
+    #[test]
+    fn path_literals_take_the_normal_form_of_request_paths() {
+        assert_eq!(request_path("/%61dmin"), Ok("/admin".into()));
+        assert_eq!(path_prefix("/%61dmin/"), Ok("/admin".into()));
+        assert_eq!(request_path("/%7Euser"), Ok("/~user".into()));
+        assert_eq!(request_path("/a%3cb"), Ok("/a%3Cb".into()));
+        assert_eq!(request_path("/a<b"), Ok("/a%3Cb".into()));
+        assert_eq!(request_path("/café"), Ok("/caf%C3%A9".into()));
+        assert_eq!(request_path("/a;b"), Ok("/a;b".into()));
+        for (input, reason) in [
+            ("/a%2Fb", crate::path::PathError::AmbiguousEscape),
+            ("/a%zz", crate::path::PathError::MalformedEscape),
+            ("/%c0%ae", crate::path::PathError::NotUtf8),
+        ] {
+            assert_eq!(
+                request_path(input),
+                Err(ValueError::PathForm {
+                    path: input.into(),
+                    reason
+                }),
+                "{input}"
+            );
+        }
+        assert!(matches!(
+            request_path("/a/%2e%2e/b"),
+            Err(ValueError::PathDotSegment(_))
+        ));
+        let from = route_match("https://app.example.com/%61dmin/caf%c3%a9");
+        assert_eq!(from.map(|m| m.path_prefix), Ok("/admin/caf%C3%A9".into()));
+        assert!(matches!(
+            route_match("https://app.example.com/a%2Fb"),
+            Err(ValueError::PathForm { .. })
+        ));
+    }
+
+    #[test]
+    fn upstream_path_choices() {
+        assert_eq!(ignores_case("sensitive"), Ok(false));
+        assert_eq!(ignores_case("insensitive"), Ok(true));
+        assert_eq!(strips_parameters("literal"), Ok(false));
+        assert_eq!(decodes_twice("once"), Ok(false));
+        assert!(matches!(
+            decodes_twice("never"),
+            Err(ValueError::Choice {
+                expected: "twice, once",
+                ..
+            })
         ));
     }
 }

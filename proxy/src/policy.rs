@@ -504,6 +504,80 @@ pub fn path_matches(matcher: &PathMatch, path: &str) -> bool {
     }
 }
 
+/// `policy` as an upstream that ignores case reads it: `http_path` literals case-folded and
+/// regexes case-insensitive, everything else as it is (rule paths kept, so `rego` engines and
+/// explanations still apply).
+pub fn fold_case(policy: &Policy) -> Policy {
+    Policy {
+        name: policy.name.clone(),
+        path: policy.path.clone(),
+        allow: policy.allow.as_ref().map(fold_rule),
+        deny: policy.deny.as_ref().map(fold_rule),
+    }
+}
+
+fn fold_rule(rule: &Rule) -> Rule {
+    let fold_all = |children: &[Rule]| children.iter().map(fold_rule).collect();
+    let kind = match &rule.kind {
+        RuleKind::And(children) => RuleKind::And(fold_all(children)),
+        RuleKind::Or(children) => RuleKind::Or(fold_all(children)),
+        RuleKind::Not(children) => RuleKind::Not(fold_all(children)),
+        RuleKind::Nor(children) => RuleKind::Nor(fold_all(children)),
+        RuleKind::Criterion(Criterion::HttpPath(matcher)) => {
+            RuleKind::Criterion(Criterion::HttpPath(fold_path_match(matcher)))
+        }
+        RuleKind::Criterion(other) => RuleKind::Criterion(other.clone()),
+    };
+    Rule {
+        path: rule.path.clone(),
+        text: rule.text.clone(),
+        kind,
+    }
+}
+
+/// True when `route`'s path test or its policy's `http_path` rules could match differently once
+/// case is folded: a literal with an upper-case letter, or a regex.
+pub fn case_matters(route: &sekisho_config::Route) -> bool {
+    fn matcher(m: &PathMatch) -> bool {
+        match m {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => sekisho_config::path::has_upper_case(p),
+            PathMatch::Regex(_) => true,
+        }
+    }
+    fn rule(r: &Rule) -> bool {
+        match &r.kind {
+            RuleKind::And(c) | RuleKind::Or(c) | RuleKind::Not(c) | RuleKind::Nor(c) => {
+                c.iter().any(rule)
+            }
+            RuleKind::Criterion(Criterion::HttpPath(m)) => matcher(m),
+            RuleKind::Criterion(_) => false,
+        }
+    }
+    sekisho_config::path::has_upper_case(&route.from.path_prefix)
+        || route.path.as_ref().is_some_and(matcher)
+        || [&route.policy.allow, &route.policy.deny]
+            .into_iter()
+            .flatten()
+            .any(rule)
+}
+
+/// A path test as an upstream that ignores case reads it: literals case-folded, a regex made
+/// case-insensitive (kept as it is in the unlikely case it no longer compiles so).
+pub fn fold_path_match(matcher: &PathMatch) -> PathMatch {
+    use sekisho_config::path::fold_case;
+    match matcher {
+        PathMatch::Exact(path) => PathMatch::Exact(fold_case(path)),
+        PathMatch::Prefix(prefix) => PathMatch::Prefix(fold_case(prefix)),
+        PathMatch::Regex(regex) => regex::RegexBuilder::new(regex.as_str())
+            .case_insensitive(true)
+            .build()
+            .map_or_else(
+                |_| PathMatch::Regex(regex.clone()),
+                |folded| PathMatch::Regex(std::sync::Arc::new(folded)),
+            ),
+    }
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are tested as the IPv4 address they carry.
 fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {

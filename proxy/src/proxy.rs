@@ -27,7 +27,7 @@ use crate::error::{BoxError, ProxyBody, ProxyError, full, html_escape, page};
 use crate::headers::{
     Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop,
 };
-use crate::normalize::normalize_path;
+use crate::normalize::{Address, Views, normalize_path};
 use crate::oidc::{OidcError, OidcProvider};
 use crate::policy::{self, ClientCertificate, Effect, RegoEngines};
 use crate::redirect::{origin_string, validate_return_to};
@@ -581,6 +581,14 @@ impl Proxy {
             Match::MethodNotAllowed => return Err(ProxyError::MethodNotAllowed),
             Match::NoRoute => return Err(ProxyError::NoRoute),
         };
+        // A path its upstream would read as one routed elsewhere (case, `;`, `%25`) is refused.
+        let address = Address {
+            scheme: target.scheme,
+            host: &target.host,
+            port: target.port,
+            method: request.method(),
+        };
+        let views = Views::check_route(&routing.table, address, &target.path, route_index, route)?;
         let upstream = routing
             .upstreams
             .get(route_index)
@@ -598,6 +606,14 @@ impl Proxy {
         // Phase: authorize.
         let input = policy_input(&request, &target, &conn, auth.as_ref());
         let decision = policy::decide(&route.policy, &input, &routing.rego);
+        views.check_decision(
+            &routing.table,
+            route_index,
+            route,
+            &input,
+            decision.effect,
+            &routing.rego,
+        )?;
         let explanation = decision.explanation();
         let allowed = match (decision.effect, route.mode) {
             (Effect::Allow, _) => true,
@@ -887,7 +903,7 @@ impl Proxy {
         let port = authority.port_u16();
         let path = normalize_path(request.uri().path()).map_err(|e| {
             tracing::debug!(error = %e, path = request.uri().path(), "path refused");
-            bad("malformed request path")
+            bad(e.public_reason())
         })?;
         let listener_scheme = if conn.tls { "https" } else { "http" };
         let forwarded = Forwarded::from_request(

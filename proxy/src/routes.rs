@@ -85,12 +85,33 @@ pub struct RouteTable {
     routes: Vec<Route>,
     /// Hosts by (scheme, port named by the route).
     listeners: HashMap<Listener, Hosts>,
+    /// The same routes with case-folded path literals, case-insensitive regexes and policies
+    /// folded likewise ([`crate::policy::fold_case`]), for the readings of upstreams that ignore
+    /// case; `None` when no route's upstream does.
+    folded: Option<Box<RouteTable>>,
+    /// Some route's literals or rules match differently once case is folded (see
+    /// [`RouteTable::folding_matters`]).
+    folding_matters: bool,
 }
 
 impl RouteTable {
     /// Indexes `routes` (already validated). Never fails: a set of regexes too large to
     /// combine into one [`regex::RegexSet`] is tried one regex at a time instead.
     pub fn new(routes: Vec<Route>) -> Self {
+        let folded = routes
+            .iter()
+            .any(|route| route.upstream_paths.ignores_case)
+            .then(|| Box::new(Self::index(routes.iter().map(fold_case).collect())));
+        let folding_matters = folded.is_some() && routes.iter().any(crate::policy::case_matters);
+        RouteTable {
+            folded,
+            folding_matters,
+            ..Self::index(routes)
+        }
+    }
+
+    /// The table of `routes`, without a folded twin.
+    fn index(routes: Vec<Route>) -> Self {
         let mut listeners: HashMap<Listener, Hosts> = HashMap::new();
         for (index, route) in routes.iter().enumerate() {
             let listener = Listener {
@@ -106,7 +127,42 @@ impl RouteTable {
         for hosts in listeners.values_mut() {
             hosts.seal();
         }
-        RouteTable { routes, listeners }
+        RouteTable {
+            routes,
+            listeners,
+            folded: None,
+            folding_matters: false,
+        }
+    }
+
+    /// Like [`RouteTable::lookup`] for a case-folded `path`, against case-folded route literals
+    /// (what an upstream that ignores case would take each route to cover). The index found
+    /// is that of the same route in [`RouteTable::routes`].
+    pub fn lookup_folded(
+        &self,
+        scheme: Scheme,
+        host: &str,
+        port: Option<u16>,
+        method: &Method,
+        path: &str,
+    ) -> Match<'_> {
+        match &self.folded {
+            Some(folded) => folded.lookup(scheme, host, port, method, path),
+            None => self.lookup(scheme, host, port, method, path),
+        }
+    }
+
+    /// True when some route or `http_path` rule could match a path differently once case is
+    /// folded (a literal with upper case, or a regex): then even a lower-case path is compared
+    /// with the folded literals for an upstream that ignores case.
+    pub fn folding_matters(&self) -> bool {
+        self.folding_matters
+    }
+
+    /// Route `index` with case-folded path literals and policy, when some route's upstream
+    /// ignores case.
+    pub fn folded_route(&self, index: usize) -> Option<&Route> {
+        self.folded.as_ref()?.routes.get(index)
     }
 
     /// The route for a request, in the order the module documentation gives. `host` is
@@ -313,6 +369,16 @@ impl<'a> Search<'a, '_> {
         }
         None
     }
+}
+
+/// `route` as an upstream that ignores case reads it: path literals folded, regexes
+/// case-insensitive, its policy's path rules likewise.
+fn fold_case(route: &Route) -> Route {
+    let mut folded = route.clone();
+    folded.from.path_prefix = sekisho_config::path::fold_case(&route.from.path_prefix);
+    folded.path = route.path.as_ref().map(crate::policy::fold_path_match);
+    folded.policy = std::sync::Arc::new(crate::policy::fold_case(&route.policy));
+    folded
 }
 
 /// The suffixes of `host` a wildcard could cover, longest first: for `a.b.example.com`,

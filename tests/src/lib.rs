@@ -1009,3 +1009,80 @@ fn script_steps(script: &Value) -> Vec<Value> {
     };
     steps.as_array().cloned().unwrap_or_default()
 }
+
+/// A real nginx (`/usr/sbin/nginx`, Debian's) on a free loopback port, as an upstream whose
+/// path handling is not sekisho's (its `location ~*` regexes ignore case). Killed on drop.
+#[derive(Debug)]
+pub struct Nginx {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx with `locations` (the body of its one `server` block). nginx cannot listen on
+    /// port 0: a free port is found by binding `127.0.0.1:0` and closing it, and the start is
+    /// retried on another port when someone took it meanwhile. Returns once it accepts.
+    pub async fn start(locations: &str) -> Nginx {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        for _ in 0..5 {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port");
+            let conf = format!(
+                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log notice;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  \
+                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
+                 scgi_temp_path {d}/scgi;\n  default_type text/plain;\n  \
+                 server {{\n    listen {addr};\n{locations}\n  }}\n}}\n"
+            );
+            let conf_path = dir.path().join("nginx.conf");
+            std::fs::write(&conf_path, conf).expect("write nginx.conf");
+            let mut child = Command::new("/usr/sbin/nginx")
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .arg("-c")
+                .arg(&conf_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawning /usr/sbin/nginx");
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            loop {
+                if child.try_wait().expect("nginx status").is_some() {
+                    break; // exited: most likely the port was taken meanwhile; try another
+                }
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    return Nginx { addr, child, dir };
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nginx did not accept on {addr}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        panic!("nginx did not start; error log:\n{log}");
+    }
+
+    /// Requests nginx logged so far.
+    pub fn requests(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .map(|log| log.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

@@ -1161,3 +1161,64 @@ fn no_input_panics() {
         let _ = crate::parse(odd, &path, &env);
     }
 }
+
+#[test]
+fn upstream_paths_default_lenient_and_declared_strict() {
+    let config = parse_ok(BASE);
+    assert_eq!(
+        config.routes.first().map(|r| r.upstream_paths),
+        Some(crate::UpstreamPaths::default())
+    );
+    let source = base_with(
+        "    to: http://127.0.0.1:9000\n",
+        "    to: http://127.0.0.1:9000\n    upstream_paths: {case: sensitive, parameters: literal, decoding: once}\n",
+    );
+    let config = parse_ok(&source);
+    assert_eq!(
+        config.routes.first().map(|r| r.upstream_paths),
+        Some(crate::UpstreamPaths::strict())
+    );
+    let source = base_with(
+        "    to: http://127.0.0.1:9000\n",
+        "    to: http://127.0.0.1:9000\n    upstream_paths: {case: ignore, encoding: once}\n",
+    );
+    let errors = parse_err(&source);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_has(
+        &errors,
+        pos_of(&source, "ignore"),
+        "routes[0].upstream_paths.case",
+        "`ignore` is not one of: insensitive, sensitive",
+    );
+    assert_has(
+        &errors,
+        pos_of(&source, "encoding"),
+        "routes[0].upstream_paths.encoding",
+        "unknown field `encoding`",
+    );
+}
+
+#[test]
+fn path_literals_are_normalised_or_refused() {
+    // `/%61dmin` is `/admin`: the two routes match the same requests.
+    let source = base_with(
+        "  - from: http://app.localhost:8080\n    to: http://127.0.0.1:9000\n",
+        "  - from: http://app.localhost:8080/admin\n    to: http://127.0.0.1:9000\n  \
+         - from: http://app.localhost:8080/%61dmin\n    to: http://127.0.0.1:9001\n  \
+         - from: http://app.localhost:8080\n    path: {prefix: \"/a%2fb\"}\n    to: http://127.0.0.1:9002\n",
+    );
+    let errors = parse_err(&source);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_has(
+        &errors,
+        pos_of(&source, "http://app.localhost:8080/%61dmin"),
+        "routes[1].from",
+        "already the `from` of routes[0]",
+    );
+    assert_has(
+        &errors,
+        pos_of(&source, "\"/a%2fb\""),
+        "routes[2].path.prefix",
+        "path `/a%2fb` cannot be compared with request paths: encoded '/', '\\' or NUL in path",
+    );
+}
