@@ -5,6 +5,7 @@
 mod audit;
 pub(crate) mod idp;
 mod policy;
+mod strip;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ const TOP_LEVEL: &[&str] = &[
     "audit",
     "admin",
     "identity_provider",
+    "strip_request_headers",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -90,6 +92,7 @@ const ROUTE: &[&str] = &[
     "policy",
     "mode",
     "show_error_details",
+    "strip_request_headers",
 ];
 /// Keys of a route's `timeouts`.
 const ROUTE_TIMEOUTS: &[&str] = &["connect", "response_header", "idle"];
@@ -222,6 +225,12 @@ impl Parser<'_> {
         if let Some(Some(idp)) = &identity_provider {
             self.check_own_client(root, idp);
         }
+        let strip_request_headers =
+            self.or_default(&map, "strip_request_headers", Self::header_patterns, Vec::new);
+        let routes = match (routes, &strip_request_headers) {
+            (Some(routes), Some(global)) => Some(strip::with_global(routes, global)),
+            _ => None,
+        };
         Some(Config {
             state_dir: state_dir?,
             server: server?,
@@ -235,6 +244,7 @@ impl Parser<'_> {
             audit: audit?,
             admin: admin?,
             identity_provider: identity_provider?,
+            strip_request_headers: strip_request_headers?,
         })
     }
 
@@ -682,6 +692,8 @@ impl Parser<'_> {
             PolicyMode::default,
         );
         let show_error_details = self.flag(&map, "show_error_details", false);
+        let strip_request_headers =
+            self.or_default(&map, "strip_request_headers", Self::header_patterns, Vec::new);
         Some(Route {
             id: id?,
             from: from?,
@@ -696,6 +708,7 @@ impl Parser<'_> {
             policy: policy?,
             mode: mode?,
             show_error_details: show_error_details?,
+            strip_request_headers: strip_request_headers?,
         })
     }
 

@@ -121,6 +121,7 @@ fn route(id: &str, host: &str, path: PathMatch) -> Route {
         policy: Arc::new(Policy::authenticated_users(id)),
         mode: PolicyMode::Enforce,
         show_error_details: false,
+        strip_request_headers: Vec::new(),
     }
 }
 

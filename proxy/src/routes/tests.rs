@@ -36,6 +36,7 @@ fn route(id: &str, from: &str) -> Route {
         policy: Arc::new(Policy::authenticated_users(id)),
         mode: PolicyMode::Enforce,
         show_error_details: false,
+        strip_request_headers: Vec::new(),
     }
 }
 
