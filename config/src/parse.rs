@@ -225,8 +225,12 @@ impl Parser<'_> {
         if let Some(Some(idp)) = &identity_provider {
             self.check_own_client(root, idp);
         }
-        let strip_request_headers =
-            self.or_default(&map, "strip_request_headers", Self::header_patterns, Vec::new);
+        let strip_request_headers = self.or_default(
+            &map,
+            "strip_request_headers",
+            Self::header_patterns,
+            Vec::new,
+        );
         let routes = match (routes, &strip_request_headers) {
             (Some(routes), Some(global)) => Some(strip::with_global(routes, global)),
             _ => None,
@@ -692,8 +696,12 @@ impl Parser<'_> {
             PolicyMode::default,
         );
         let show_error_details = self.flag(&map, "show_error_details", false);
-        let strip_request_headers =
-            self.or_default(&map, "strip_request_headers", Self::header_patterns, Vec::new);
+        let strip_request_headers = self.or_default(
+            &map,
+            "strip_request_headers",
+            Self::header_patterns,
+            Vec::new,
+        );
         Some(Route {
             id: id?,
             from: from?,

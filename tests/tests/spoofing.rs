@@ -132,13 +132,23 @@ async fn configured_names_are_stripped_globally_and_per_route() {
     .await;
     let token = idp.bearer("alice").await;
     let authorization = format!("Bearer {token}");
-    let global = ["X-Legacy-User", "x_legacy_user", "X-Corp-Role", "X_CORP_TEAM"];
+    let global = [
+        "X-Legacy-User",
+        "x_legacy_user",
+        "X-Corp-Role",
+        "X_CORP_TEAM",
+    ];
     let per_route = ["X-Route-Secret", "x_route_secret", "X-Team-Lead"];
     let mut headers: Vec<(&str, &[u8])> = vec![
         ("Authorization", authorization.as_bytes()),
         ("X-Corporate", b"arrives"),
     ];
-    headers.extend(global.iter().chain(&per_route).map(|n| (*n, FORGED.as_bytes())));
+    headers.extend(
+        global
+            .iter()
+            .chain(&per_route)
+            .map(|n| (*n, FORGED.as_bytes())),
+    );
 
     let on_app = exchange(proxy.http, &get(&proxy, "/app", &headers)).await;
     assert_eq!(on_app.status, 200, "{on_app:?}");
@@ -205,8 +215,16 @@ async fn x_forwarded_for_names_the_client_or_is_refused() {
         (&[b"\xf1", b"203.0.113.5"], 401, Some("203.0.113.5")),
         // A balancer that writes ip:port: its entry is the client, not the forged one to its left.
         (&[b"127.0.0.5, 203.0.113.5:4711"], 401, Some("203.0.113.5")),
-        (&[b"127.0.0.5, [2001:db8::1]:4711"], 401, Some("2001:db8::1")),
-        (&[b"203.0.113.5, [::ffff:127.0.0.5]:80"], 200, Some("127.0.0.5")),
+        (
+            &[b"127.0.0.5, [2001:db8::1]:4711"],
+            401,
+            Some("2001:db8::1"),
+        ),
+        (
+            &[b"203.0.113.5, [::ffff:127.0.0.5]:80"],
+            200,
+            Some("127.0.0.5"),
+        ),
         (&[b"127.0.0.5,[2001:db8::7]"], 401, Some("2001:db8::7")),
         // A v4-mapped trusted proxy is the trusted proxy.
         (&[b"203.0.113.5, ::ffff:10.0.0.1"], 401, Some("203.0.113.5")),
@@ -224,7 +242,8 @@ async fn x_forwarded_for_names_the_client_or_is_refused() {
             .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
             .collect();
-        let mut headers: Vec<(&str, &[u8])> = lines.iter().map(|l| ("X-Forwarded-For", *l)).collect();
+        let mut headers: Vec<(&str, &[u8])> =
+            lines.iter().map(|l| ("X-Forwarded-For", *l)).collect();
         headers.push(("X-Control", b"arrives"));
         let hits = echo.hits();
         let response = exchange(proxy.http, &get(&proxy, "/", &headers)).await;
@@ -282,13 +301,20 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_not_believed() {
         let hits = echo.hits();
         let response = exchange(
             proxy.http,
-            &get(&proxy, "/", &[("X-Forwarded-For", xff), ("X-Control", b"arrives")]),
+            &get(
+                &proxy,
+                "/",
+                &[("X-Forwarded-For", xff), ("X-Control", b"arrives")],
+            ),
         )
         .await;
         assert_eq!(response.status, 200, "{response:?}");
         assert_eq!(echo.hits(), hits + 1);
         let echoed = response.echoed();
-        assert_eq!(echoed.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            echoed.header("x-forwarded-for").as_deref(),
+            Some("127.0.0.1")
+        );
         assert_eq!(echoed.header("x-control").as_deref(), Some("arrives"));
     }
 }
@@ -316,8 +342,18 @@ async fn connection_listed_headers_go_even_beside_a_non_ascii_token() {
     .await;
     assert_eq!(response.status, 200, "{response:?}");
     let echoed = response.echoed();
-    assert_eq!(echoed.header("x-secret"), None, "{:?}", echoed.header_names());
-    assert_eq!(echoed.header("x-third"), None, "{:?}", echoed.header_names());
+    assert_eq!(
+        echoed.header("x-secret"),
+        None,
+        "{:?}",
+        echoed.header_names()
+    );
+    assert_eq!(
+        echoed.header("x-third"),
+        None,
+        "{:?}",
+        echoed.header_names()
+    );
     assert_eq!(echoed.header("x-control").as_deref(), Some("arrives"));
 }
 
@@ -363,8 +399,13 @@ fn get(proxy: &Proxy, target: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// Writes `request` and reads the one response until the proxy closes the connection.
 async fn exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
-    let mut stream = TcpStream::connect(addr).await.expect("connecting to sekisho");
-    stream.write_all(request).await.expect("writing the request");
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("connecting to sekisho");
+    stream
+        .write_all(request)
+        .await
+        .expect("writing the request");
     let mut bytes = Vec::new();
     tokio::time::timeout(DEADLINE, stream.read_to_end(&mut bytes))
         .await
@@ -390,7 +431,11 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
     RawResponse {
         status,
         headers,

@@ -69,7 +69,12 @@ mod tests {
     fn absent_lists_strip_nothing_more() {
         let config = parse_ok(BASE);
         assert!(config.strip_request_headers.is_empty());
-        assert!(config.routes.iter().all(|r| r.strip_request_headers.is_empty()));
+        assert!(
+            config
+                .routes
+                .iter()
+                .all(|r| r.strip_request_headers.is_empty())
+        );
     }
 
     #[test]
