@@ -143,12 +143,8 @@ async fn configured_names_are_stripped_globally_and_per_route() {
         ("Authorization", authorization.as_bytes()),
         ("X-Corporate", b"arrives"),
     ];
-    headers.extend(
-        global
-            .iter()
-            .chain(&per_route)
-            .map(|n| (*n, FORGED.as_bytes())),
-    );
+    headers.extend(global.iter().map(|n| (*n, FORGED.as_bytes())));
+    headers.extend(per_route.iter().map(|n| (*n, &b"route-only"[..])));
 
     let on_app = exchange(proxy.http, &get(&proxy, "/app", &headers)).await;
     assert_eq!(on_app.status, 200, "{on_app:?}");
@@ -166,7 +162,7 @@ async fn configured_names_are_stripped_globally_and_per_route() {
     for name in ["x-route-secret", "x_route_secret", "x-team-lead"] {
         assert_eq!(
             echoed.header(name).as_deref(),
-            Some(FORGED),
+            Some("route-only"),
             "{name} on route plain: {:?}",
             echoed.header_names()
         );
