@@ -533,104 +533,110 @@ mod tests {
         assert!(is_websocket_upgrade(&headers));
     }
 
+    /// `X-Forwarded-For` lines, and the client and chain expected (or the refused entry).
+    struct XffCase(
+        &'static [&'static [u8]],
+        Result<(&'static str, &'static str), &'static str>,
+    );
+
     /// Every `X-Forwarded-For` shape from a trusted balancer at 10.0.0.1 (trusting 10/8 and
     /// 192.0.2.1): the client chosen and the chain sent upstream, or a refusal.
     #[test]
     fn x_forwarded_for_walks_from_the_right_to_the_first_untrusted_element() {
         let trusted = nets(&["10.0.0.0/8", "192.0.2.1/32"]);
         let peer = ip("10.0.0.1");
-        let cases: &[(&[&[u8]], Result<(&str, &str), &str>)] = &[
-            (&[], Ok(("10.0.0.1", "10.0.0.1"))),
-            (&[b""], Ok(("10.0.0.1", "10.0.0.1"))),
-            (
+        let cases: &[XffCase] = &[
+            XffCase(&[], Ok(("10.0.0.1", "10.0.0.1"))),
+            XffCase(&[b""], Ok(("10.0.0.1", "10.0.0.1"))),
+            XffCase(
                 &[b"198.51.100.7"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.1")),
             ),
             // Entries left of the client are the client's own writing: not believed, not sent.
-            (
+            XffCase(
                 &[b"203.0.113.66, 198.51.100.7"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"unknown, 198.51.100.7"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"\xf1, 198.51.100.7"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"\xf1", b"198.51.100.7"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.1")),
             ),
             // Several lines are one list.
-            (
+            XffCase(
                 &[b"198.51.100.7", b"10.0.0.5"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.5, 10.0.0.1")),
             ),
             // Balancers that write ports, brackets, v4-mapped addresses.
-            (
+            XffCase(
                 &[b"2001:db8::1, 198.51.100.7:0"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"198.51.100.7, [2001:db8::1]:443"],
                 Ok(("2001:db8::1", "2001:db8::1, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"198.51.100.7,[2001:db8::2]"],
                 Ok(("2001:db8::2", "2001:db8::2, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"198.51.100.7, 2001:db8::3"],
                 Ok(("2001:db8::3", "2001:db8::3, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"::ffff:198.51.100.7"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"[::ffff:198.51.100.7]:80"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.1")),
             ),
             // Trusted proxies in every form are skipped.
-            (
+            XffCase(
                 &[b"198.51.100.7, ::ffff:10.0.0.9"],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.9, 10.0.0.1")),
             ),
-            (
+            XffCase(
                 &[b"198.51.100.7, 10.0.0.9:8080, [::ffff:192.0.2.1]:1"],
                 Ok((
                     "198.51.100.7",
                     "198.51.100.7, 10.0.0.9, 192.0.2.1, 10.0.0.1",
                 )),
             ),
-            (
+            XffCase(
                 &[b" 198.51.100.7 ,\t10.0.0.9 ,, "],
                 Ok(("198.51.100.7", "198.51.100.7, 10.0.0.9, 10.0.0.1")),
             ),
             // All trusted: the left-most.
-            (
+            XffCase(
                 &[b"10.0.0.7, 10.0.0.9"],
                 Ok(("10.0.0.7", "10.0.0.7, 10.0.0.9, 10.0.0.1")),
             ),
             // The client element is not an address: refused.
-            (&[b"198.51.100.7, unknown"], Err("unknown")),
-            (&[b"\xf1"], Err("\u{fffd}")),
-            (&[b"198.51.100.7", b"\xf1, 10.0.0.9"], Err("\u{fffd}")),
-            (&[b"198.51.100.7, 10.0.0.9:99999"], Err("10.0.0.9:99999")),
-            (&[b"198.51.100.7, 10.0.0.9:"], Err("10.0.0.9:")),
-            (&[b"198.51.100.7, [10.0.0.9]"], Err("[10.0.0.9]")),
-            (&[b"198.51.100.7, [2001:db8::1]x"], Err("[2001:db8::1]x")),
-            (
+            XffCase(&[b"198.51.100.7, unknown"], Err("unknown")),
+            XffCase(&[b"\xf1"], Err("\u{fffd}")),
+            XffCase(&[b"198.51.100.7", b"\xf1, 10.0.0.9"], Err("\u{fffd}")),
+            XffCase(&[b"198.51.100.7, 10.0.0.9:99999"], Err("10.0.0.9:99999")),
+            XffCase(&[b"198.51.100.7, 10.0.0.9:"], Err("10.0.0.9:")),
+            XffCase(&[b"198.51.100.7, [10.0.0.9]"], Err("[10.0.0.9]")),
+            XffCase(&[b"198.51.100.7, [2001:db8::1]x"], Err("[2001:db8::1]x")),
+            XffCase(
                 &[b"198.51.100.7, 2001:db8::1:80:x"],
                 Err("2001:db8::1:80:x"),
             ),
-            (&[b"198.51.100.7, fe80::1%eth0"], Err("fe80::1%eth0")),
-            (&[b"198.51.100.7, 010.0.0.9"], Err("010.0.0.9")),
-            (&[b"198.51.100.7, \"10.0.0.9\""], Err("\"10.0.0.9\"")),
+            XffCase(&[b"198.51.100.7, fe80::1%eth0"], Err("fe80::1%eth0")),
+            XffCase(&[b"198.51.100.7, 010.0.0.9"], Err("010.0.0.9")),
+            XffCase(&[b"198.51.100.7, \"10.0.0.9\""], Err("\"10.0.0.9\"")),
         ];
-        for (lines, expected) in cases {
+        for XffCase(lines, expected) in cases {
             let shown: Vec<String> = lines
                 .iter()
                 .map(|l| String::from_utf8_lossy(l).into_owned())

@@ -197,43 +197,47 @@ async fn http_record(proxy: &Proxy, id: &str) -> Value {
     found.unwrap()
 }
 
+/// `X-Forwarded-For` lines as sent by the balancer, the expected status, and the expected client
+/// address (`None`: refused before a client could be named).
+struct XffCase(&'static [&'static [u8]], u16, Option<&'static str>);
+
 #[tokio::test]
 async fn x_forwarded_for_names_the_client_or_is_refused() {
     let (_idp, echo, proxy) = internal_only_stack().await;
     // (X-Forwarded-For lines as sent by the balancer, expected status, expected client address;
     // None: refused before a client could be named).
-    let cases: &[(&[&[u8]], u16, Option<&str>)] = &[
+    let cases: &[XffCase] = &[
         // Controls: an internal client is let in, an outside one is not.
-        (&[b"127.0.0.5"], 200, Some("127.0.0.5")),
-        (&[b"203.0.113.5"], 401, Some("203.0.113.5")),
+        XffCase(&[b"127.0.0.5"], 200, Some("127.0.0.5")),
+        XffCase(&[b"203.0.113.5"], 401, Some("203.0.113.5")),
         // The client's own non-ASCII entry must not make the balancer's line disappear.
-        (&[b"\xf1, 203.0.113.5"], 401, Some("203.0.113.5")),
-        (&[b"\xf1", b"203.0.113.5"], 401, Some("203.0.113.5")),
+        XffCase(&[b"\xf1, 203.0.113.5"], 401, Some("203.0.113.5")),
+        XffCase(&[b"\xf1", b"203.0.113.5"], 401, Some("203.0.113.5")),
         // A balancer that writes ip:port: its entry is the client, not the forged one to its left.
-        (&[b"127.0.0.5, 203.0.113.5:4711"], 401, Some("203.0.113.5")),
-        (
+        XffCase(&[b"127.0.0.5, 203.0.113.5:4711"], 401, Some("203.0.113.5")),
+        XffCase(
             &[b"127.0.0.5, [2001:db8::1]:4711"],
             401,
             Some("2001:db8::1"),
         ),
-        (
+        XffCase(
             &[b"203.0.113.5, [::ffff:127.0.0.5]:80"],
             200,
             Some("127.0.0.5"),
         ),
-        (&[b"127.0.0.5,[2001:db8::7]"], 401, Some("2001:db8::7")),
+        XffCase(&[b"127.0.0.5,[2001:db8::7]"], 401, Some("2001:db8::7")),
         // A v4-mapped trusted proxy is the trusted proxy.
-        (&[b"203.0.113.5, ::ffff:10.0.0.1"], 401, Some("203.0.113.5")),
-        (&[b"203.0.113.5, 10.0.0.1:8080"], 401, Some("203.0.113.5")),
+        XffCase(&[b"203.0.113.5, ::ffff:10.0.0.1"], 401, Some("203.0.113.5")),
+        XffCase(&[b"203.0.113.5, 10.0.0.1:8080"], 401, Some("203.0.113.5")),
         // The client entry is not an address: the client cannot be known.
-        (&[b"127.0.0.5, unknown"], 400, None),
-        (&[b"\xf1"], 400, None),
-        (&[b"127.0.0.5, 203.0.113.5 \xf1"], 400, None),
-        (&[b"127.0.0.5, 10.0.0.1:99999"], 400, None),
+        XffCase(&[b"127.0.0.5, unknown"], 400, None),
+        XffCase(&[b"\xf1"], 400, None),
+        XffCase(&[b"127.0.0.5, 203.0.113.5 \xf1"], 400, None),
+        XffCase(&[b"127.0.0.5, 10.0.0.1:99999"], 400, None),
         // Every entry trusted: the left-most is the client.
-        (&[b"10.0.0.7, 10.0.0.1"], 200, Some("10.0.0.7")),
+        XffCase(&[b"10.0.0.7, 10.0.0.1"], 200, Some("10.0.0.7")),
     ];
-    for (lines, status, client) in cases {
+    for XffCase(lines, status, client) in cases {
         let shown: Vec<String> = lines
             .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
