@@ -28,7 +28,9 @@ const PEERS: [&str; 6] = [
     "203.0.113.9",
 ];
 
+/// Whether `ip`, in either of its IPv4 forms, is in a trusted network.
 fn trusted(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
     let mapped = match ip {
         IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
         IpAddr::V6(_) => ip,
