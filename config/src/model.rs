@@ -11,6 +11,8 @@ use url::Url;
 
 mod audit;
 pub use audit::{Admin, Audit, Durability, OnFailure, Otlp};
+mod strip;
+pub use strip::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
 
 /// The whole, validated configuration file.
 #[derive(Debug, Clone)]
@@ -40,6 +42,9 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// The built-in OpenID provider (`identity_provider:`); absent: off.
     pub identity_provider: Option<IdentityProvider>,
+    /// Request headers stripped on every route besides the built-in list
+    /// (`strip_request_headers:`); each route's own list already includes these.
+    pub strip_request_headers: Vec<HeaderPattern>,
 }
 
 /// The built-in OpenID provider, served on sekisho's own listeners for requests to the issuer's
@@ -298,6 +303,9 @@ pub struct Route {
     pub mode: crate::policy::PolicyMode,
     /// Show the full policy explanation on this route's denial page (default false).
     pub show_error_details: bool,
+    /// Request headers stripped on this route besides the built-in list: the global
+    /// `strip_request_headers` followed by the route's own.
+    pub strip_request_headers: Vec<HeaderPattern>,
     /// How the upstream may read paths differently from sekisho (`upstream_paths`); by default
     /// it is assumed lenient in every way, and requests it would route or authorize differently
     /// are refused.

@@ -5,6 +5,7 @@
 mod audit;
 pub(crate) mod idp;
 mod policy;
+mod strip;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +38,7 @@ const TOP_LEVEL: &[&str] = &[
     "audit",
     "admin",
     "identity_provider",
+    "strip_request_headers",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -93,6 +95,7 @@ const ROUTE: &[&str] = &[
     "mode",
     "show_error_details",
     "upstream_paths",
+    "strip_request_headers",
 ];
 /// Keys of a route's `upstream_paths`.
 const UPSTREAM_PATHS: &[&str] = &["case", "parameters", "decoding"];
@@ -227,6 +230,16 @@ impl Parser<'_> {
         if let Some(Some(idp)) = &identity_provider {
             self.check_own_client(root, idp);
         }
+        let strip_request_headers = self.or_default(
+            &map,
+            "strip_request_headers",
+            Self::header_patterns,
+            Vec::new,
+        );
+        let routes = match (routes, &strip_request_headers) {
+            (Some(routes), Some(global)) => Some(strip::with_global(routes, global)),
+            _ => None,
+        };
         Some(Config {
             state_dir: state_dir?,
             server: server?,
@@ -240,6 +253,7 @@ impl Parser<'_> {
             audit: audit?,
             admin: admin?,
             identity_provider: identity_provider?,
+            strip_request_headers: strip_request_headers?,
         })
     }
 
@@ -695,6 +709,12 @@ impl Parser<'_> {
             Self::upstream_paths,
             UpstreamPaths::default,
         );
+        let strip_request_headers = self.or_default(
+            &map,
+            "strip_request_headers",
+            Self::header_patterns,
+            Vec::new,
+        );
         Some(Route {
             id: id?,
             from: from?,
@@ -710,6 +730,7 @@ impl Parser<'_> {
             mode: mode?,
             show_error_details: show_error_details?,
             upstream_paths: upstream_paths?,
+            strip_request_headers: strip_request_headers?,
         })
     }
 

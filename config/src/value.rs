@@ -15,7 +15,9 @@ use ipnet::IpNet;
 use regex::Regex;
 use url::{Host, Url};
 
-use crate::model::{Origin, RouteMatch, Scheme, SigningAlgorithm};
+use crate::model::{
+    HeaderPattern, Origin, RouteMatch, STRIPPED_NAMES, STRIPPED_PREFIXES, Scheme, SigningAlgorithm,
+};
 use crate::policy::{EmailAddress, PolicyMode};
 
 /// What is wrong with one scalar value.
@@ -254,6 +256,19 @@ pub(crate) enum ValueError {
     /// A PEM file without a certificate.
     #[error("does not contain a `-----BEGIN CERTIFICATE-----` PEM block with a base64 body")]
     CertificatePem,
+    /// A `strip_request_headers` entry that is neither a header name nor `prefix*`.
+    #[error(
+        "`{0}` is not a header name or a name prefix; write a name like `X-Legacy-User` or a prefix like `X-Corp-*` (`*` only at the end)"
+    )]
+    HeaderPattern(String),
+    /// A `strip_request_headers` entry that would strip a header requests need.
+    #[error("`{given}` would strip `{needed}`, which frames or routes the request")]
+    HeaderPatternNeeded {
+        /// As written.
+        given: String,
+        /// The header it would strip.
+        needed: &'static str,
+    },
 }
 
 /// Parses `500ms`, `30s`, `5m`, `12h`, `1h30m`, ...: integers with units, largest unit first,
@@ -643,21 +658,49 @@ pub(crate) fn header_token(input: &str) -> Result<String, ValueError> {
     // The identity and forwarding headers the proxy strips from clients, in any `_`/`-`
     // spelling: a policy reading them would trust a forgery.
     let folded = lower.replace('_', "-");
-    let spoofable = ["x-forwarded-", "x-sekisho-", "x-auth-request-"]
-        .iter()
-        .any(|p| folded.starts_with(p))
-        || [
-            "forwarded",
-            "x-remote-user",
-            "remote-user",
-            "x-real-ip",
-            "x-client-ip",
-        ]
-        .contains(&folded.as_str());
+    let spoofable = STRIPPED_PREFIXES.iter().any(|p| folded.starts_with(p))
+        || STRIPPED_NAMES.contains(&folded.as_str());
     if spoofable {
         return Err(ValueError::HeaderSpoofable(lower));
     }
     Ok(lower)
+}
+
+/// Checks a `strip_request_headers` entry: a header name, or a prefix written `prefix*`, folded
+/// (lower-case, `_` as `-`). Headers that frame or route the request cannot be stripped.
+pub(crate) fn header_pattern(input: &str) -> Result<HeaderPattern, ValueError> {
+    /// Headers a forwarded request cannot do without.
+    const NEEDED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+    let written = input.trim();
+    if written.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    let (stem, prefix) = match written.strip_suffix('*') {
+        Some(stem) => (stem, true),
+        None => (written, false),
+    };
+    if stem.is_empty() || !stem.chars().all(|c| is_tchar(c) && c != '*') {
+        return Err(ValueError::HeaderPattern(written.to_owned()));
+    }
+    let folded = stem.to_ascii_lowercase().replace('_', "-");
+    let needed = NEEDED.iter().find(|n| {
+        if prefix {
+            n.starts_with(folded.as_str())
+        } else {
+            **n == folded
+        }
+    });
+    if let Some(needed) = needed {
+        return Err(ValueError::HeaderPatternNeeded {
+            given: written.to_owned(),
+            needed,
+        });
+    }
+    Ok(if prefix {
+        HeaderPattern::Prefix(folded)
+    } else {
+        HeaderPattern::Name(folded)
+    })
 }
 
 /// Whether `c` may appear in an HTTP token (RFC 9110 §5.6.2).

@@ -122,6 +122,7 @@ fn route(id: &str, host: &str, path: PathMatch) -> Route {
         mode: PolicyMode::Enforce,
         show_error_details: false,
         upstream_paths: sekisho_config::UpstreamPaths::default(),
+        strip_request_headers: Vec::new(),
     }
 }
 

@@ -16,7 +16,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::BodyExt as _;
 use sekisho_config::policy::PolicyMode;
-use sekisho_config::{Config, OnFailure, Origin, Scheme};
+use sekisho_config::{Config, OnFailure, Origin, Route, Scheme};
 use serde::{Deserialize, Serialize};
 
 use crate::assertion::{AssertionError, AssertionSigner};
@@ -680,7 +680,14 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
         let bearer_used = matches!(auth, Some(Authenticated::Bearer { .. }));
-        self.rewrite_request_headers(&mut parts.headers, &target, websocket, bearer_used, codec);
+        self.rewrite_request_headers(
+            &mut parts.headers,
+            &target,
+            route,
+            websocket,
+            bearer_used,
+            codec,
+        );
         if keep_te_trailers {
             parts
                 .headers
@@ -912,7 +919,11 @@ impl Proxy {
             listener_scheme,
             &authority_text,
             &self.config.server.trusted_proxies,
-        );
+        )
+        .map_err(|e| {
+            tracing::debug!(error = %e, "X-Forwarded-For refused");
+            bad("X-Forwarded-For: the client entry is not an address")
+        })?;
         let scheme = if forwarded.proto == "https" {
             Scheme::Https
         } else {
@@ -1163,12 +1174,13 @@ impl Proxy {
         &self,
         headers: &mut HeaderMap,
         target: &Target,
+        route: &Route,
         websocket: bool,
         bearer_used: bool,
         codec: &CookieCodec,
     ) {
         let names: Vec<&str> = self.identity_names.iter().map(String::as_str).collect();
-        sanitize_request_headers(headers, &names, websocket);
+        sanitize_request_headers(headers, &names, &route.strip_request_headers, websocket);
         strip_own_cookies(headers, codec);
         if bearer_used {
             headers.remove(header::AUTHORIZATION);

@@ -380,6 +380,8 @@ pub struct ProxyOptions {
     pub extra_yaml: String,
     /// YAML under `session:` besides keys (lifetimes).
     pub session_yaml: String,
+    /// YAML under `server:` besides the listeners (e.g. `  trusted_proxies: [127.0.0.1]\n`).
+    pub server_yaml: String,
     /// Also listen with TLS (self-signed certificate for 127.0.0.1 / localhost).
     pub tls: bool,
     /// Bearer audiences.
@@ -401,6 +403,7 @@ impl ProxyOptions {
                 .to_owned(),
             extra_yaml: String::new(),
             session_yaml: String::new(),
+            server_yaml: String::new(),
             tls: false,
             bearer_audiences: vec!["sekisho".into(), "api://sekisho".into()],
             oidc_yaml: String::new(),
@@ -476,7 +479,7 @@ impl Proxy {
             .join(", ");
         let config = format!(
             "state_dir: state\n\
-             server:\n  http_listen: 127.0.0.1:0\n{tls_yaml}\
+             server:\n  http_listen: 127.0.0.1:0\n{server}{tls_yaml}\
              oidc:\n  issuer: {issuer}\n  client_id: sekisho\n  client_secret: {{env: SEKISHO_TEST_CLIENT_SECRET}}\n  \
              scopes: [openid, email, profile, groups]\n  bearer_audiences: [{audiences}]\n{oidc}\
              session:\n  keys: [{{file: cookie.key}}]\n{session}\
@@ -486,6 +489,7 @@ impl Proxy {
             issuer = options.issuer,
             session = options.session_yaml,
             oidc = options.oidc_yaml,
+            server = options.server_yaml,
             extra = options.extra_yaml,
             routes = options.routes_yaml.replace("{echo}", &echo.to_string()),
         );

@@ -54,6 +54,7 @@ fn route(id: &str, prefix: &str, policy: Policy) -> Route {
         mode: PolicyMode::Enforce,
         show_error_details: false,
         upstream_paths: UpstreamPaths::default(),
+        strip_request_headers: Vec::new(),
     }
 }
 

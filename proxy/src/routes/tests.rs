@@ -37,6 +37,7 @@ fn route(id: &str, from: &str) -> Route {
         mode: PolicyMode::Enforce,
         show_error_details: false,
         upstream_paths: sekisho_config::UpstreamPaths::default(),
+        strip_request_headers: Vec::new(),
     }
 }
 
