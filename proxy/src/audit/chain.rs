@@ -425,6 +425,38 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_seq_in_a_mid_chain_slice_is_refused_without_panicking() {
+        let key = new_key();
+        let line = format!("{{\"seq\":{},\"prev_hash\":\"{GENESIS}\"}}", u64::MAX);
+        let v = verify([line.as_str(), line.as_str()], key.public_key().as_ref(), false);
+        assert_eq!(v.first_break.map(|(n, _)| n), Some(1), "no line can follow seq u64::MAX");
+    }
+
+    #[test]
+    fn a_key_switch_without_an_introduction_record_is_refused() {
+        let old = new_key();
+        let new = new_key();
+        let mut chain = Chain::default();
+        let mut lines = Vec::new();
+        lines.push(chain.append(record(0)).unwrap());
+        lines.push(chain.checkpoint(&old, "2026-11-25T00:00:00Z").unwrap());
+        lines.push(chain.append(record(1)).unwrap());
+        // The new key signs without the old one having introduced it.
+        lines.push(chain.checkpoint(&new, "2026-11-25T00:00:01Z").unwrap());
+        let both = Verifier::with_keys(
+            vec![old.public_key().as_ref().to_vec(), new.public_key().as_ref().to_vec()],
+            true,
+        );
+        let v = lines.iter().fold(both, |mut v, l| {
+            v.feed(l);
+            v
+        });
+        let (line, why) = v.result().first_break.clone().expect("refused");
+        assert_eq!(line, 4);
+        assert!(why.contains("not introduced"), "{why}");
+    }
+
+    #[test]
     fn reserved_fields_and_garbage_are_refused() {
         let mut chain = Chain::default();
         let bad = serde_json::json!({"seq": 7}).as_object().cloned().unwrap();
