@@ -923,10 +923,14 @@ fn started_message(
     https: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
 ) -> String {
-    let listening: Vec<String> = [("http", http, ""), ("https", https, ""), ("http", admin, " (admin)")]
-        .into_iter()
-        .filter_map(|(scheme, address, what)| address.map(|a| format!("{scheme}://{a}{what}")))
-        .collect();
+    let listening: Vec<String> = [
+        ("http", http, ""),
+        ("https", https, ""),
+        ("http", admin, " (admin)"),
+    ]
+    .into_iter()
+    .filter_map(|(scheme, address, what)| address.map(|a| format!("{scheme}://{a}{what}")))
+    .collect();
     format!("sekisho started; listening on {}", listening.join(", "))
 }
 

@@ -782,7 +782,12 @@ async fn a_log_cut_back_to_an_earlier_checkpoint_fails_verification_naming_the_m
     })
     .await;
     let config = proxy.config_path.clone();
-    let (ok, report) = sekisho(&["audit".as_ref(), "verify".as_ref(), "-c".as_ref(), config.as_ref()]);
+    let (ok, report) = sekisho(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "-c".as_ref(),
+        config.as_ref(),
+    ]);
     assert!(ok, "the untouched log verifies against its head: {report}");
 
     // Cut the log back to its first checkpoint, as in the report.
@@ -792,7 +797,12 @@ async fn a_log_cut_back_to_an_earlier_checkpoint_fails_verification_naming_the_m
     let cut = all[0];
     let kept: String = text
         .lines()
-        .take_while(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap() <= cut)
+        .take_while(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+                <= cut
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&files[0], kept).unwrap();
@@ -805,16 +815,28 @@ async fn a_log_cut_back_to_an_earlier_checkpoint_fails_verification_naming_the_m
         "{report}"
     );
     // With the configuration, the head kept in the state directory names the missing records.
-    let (ok, report) = sekisho(&["audit".as_ref(), "verify".as_ref(), "-c".as_ref(), config.as_ref()]);
+    let (ok, report) = sekisho(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "-c".as_ref(),
+        config.as_ref(),
+    ]);
     assert!(!ok, "{report}");
     assert!(
-        report.contains(&format!("log ends at seq {cut}; the signed head says {head}")),
+        report.contains(&format!(
+            "log ends at seq {cut}; the signed head says {head}"
+        )),
         "{report}"
     );
     assert!(report.contains(&missing), "{report}");
     // An attacker who also removes the local head is caught by the copy exported over OTLP.
     std::fs::remove_file(proxy.state_dir().join("audit-head.json")).unwrap();
-    let (ok, report) = sekisho(&["audit".as_ref(), "verify".as_ref(), "-c".as_ref(), config.as_ref()]);
+    let (ok, report) = sekisho(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "-c".as_ref(),
+        config.as_ref(),
+    ]);
     assert!(!ok && report.contains("audit-head.json"), "{report}");
     let pub_key = dir.join("audit-signing.pub");
     let (ok, report) = sekisho(&[

@@ -570,6 +570,11 @@ pub fn key_id(public_key: &[u8]) -> String {
     id
 }
 
+/// The hash a line's successor carries as `prev_hash`: hex SHA-256 of the line's exact bytes.
+pub fn line_hash(line: &str) -> String {
+    sha256_hex(line.as_bytes())
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
@@ -731,8 +736,16 @@ mod tests {
     fn the_largest_seq_in_a_mid_chain_slice_is_refused_without_panicking() {
         let key = new_key();
         let line = format!("{{\"seq\":{},\"prev_hash\":\"{GENESIS}\"}}", u64::MAX);
-        let v = verify([line.as_str(), line.as_str()], key.public_key().as_ref(), false);
-        assert_eq!(v.first_break.map(|(n, _)| n), Some(1), "no line can follow seq u64::MAX");
+        let v = verify(
+            [line.as_str(), line.as_str()],
+            key.public_key().as_ref(),
+            false,
+        );
+        assert_eq!(
+            v.first_break.map(|(n, _)| n),
+            Some(1),
+            "no line can follow seq u64::MAX"
+        );
     }
 
     #[test]
@@ -747,7 +760,10 @@ mod tests {
         // The new key signs without the old one having introduced it.
         lines.push(chain.checkpoint(&new, "2026-11-25T00:00:01Z").unwrap());
         let both = Verifier::with_keys(
-            vec![old.public_key().as_ref().to_vec(), new.public_key().as_ref().to_vec()],
+            vec![
+                old.public_key().as_ref().to_vec(),
+                new.public_key().as_ref().to_vec(),
+            ],
             true,
         );
         let v = lines.iter().fold(both, |mut v, l| {
@@ -778,9 +794,9 @@ mod tests {
         let missing = v.missing.expect("missing records");
         assert_eq!((missing.log_ends, missing.head_seq), (Some(4), 12));
         assert!(
-            missing
-                .to_string()
-                .starts_with("log ends at seq 4; the signed head says 12: records 5–12 are missing"),
+            missing.to_string().starts_with(
+                "log ends at seq 4; the signed head says 12: records 5–12 are missing"
+            ),
             "{missing}"
         );
         // The whole log reaches the head.
@@ -803,7 +819,9 @@ mod tests {
         let other_head = other.checkpoint(&key, "t").unwrap();
         // Another chain's head at the same seq: the log was rewritten.
         let mut verifier = Verifier::new(key.public_key().as_ref(), true);
-        verifier.set_head(Head::parse(&other_head).unwrap()).unwrap();
+        verifier
+            .set_head(Head::parse(&other_head).unwrap())
+            .unwrap();
         lines.iter().for_each(|l| {
             verifier.feed(l);
         });

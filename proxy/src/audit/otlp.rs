@@ -7,8 +7,8 @@
 //! key-introduction lines are exported too (attribute `sekisho.chain`), so the newest signed
 //! head also lives where an attacker on the proxy's host cannot rewrite it.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;

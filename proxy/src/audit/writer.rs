@@ -311,10 +311,7 @@ impl AuditLog {
             head_path,
             exporter,
             export_done: Mutex::new(export_done),
-            export_timeout: config
-                .otlp
-                .as_ref()
-                .map_or(Duration::ZERO, |o| o.timeout),
+            export_timeout: config.otlp.as_ref().map_or(Duration::ZERO, |o| o.timeout),
         })
     }
 

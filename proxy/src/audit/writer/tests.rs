@@ -328,7 +328,11 @@ fn the_newest_checkpoint_is_kept_as_the_head_and_a_log_cut_back_does_not_reopen(
     let head_path = head_path(tmp.path());
     let head = chain::Head::parse(&std::fs::read_to_string(&head_path).unwrap()).unwrap();
     let lines = all_lines(&config.dir);
-    assert_eq!(head.line(), lines.last().unwrap(), "the head is the last checkpoint");
+    assert_eq!(
+        head.line(),
+        lines.last().unwrap(),
+        "the head is the last checkpoint"
+    );
     assert_eq!(
         std::fs::metadata(&head_path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -345,7 +349,9 @@ fn the_newest_checkpoint_is_kept_as_the_head_and_a_log_cut_back_does_not_reopen(
         Err(e @ OpenError::Truncated { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("log ends at seq 5; the signed head says 11: records 6–11 are missing"),
+                text.contains(
+                    "log ends at seq 5; the signed head says 11: records 6–11 are missing"
+                ),
                 "{text}"
             );
         }
