@@ -753,12 +753,13 @@ mod tests {
         let old = new_key();
         let new = new_key();
         let mut chain = Chain::default();
-        let mut lines = Vec::new();
-        lines.push(chain.append(record(0)).unwrap());
-        lines.push(chain.checkpoint(&old, "2026-11-25T00:00:00Z").unwrap());
-        lines.push(chain.append(record(1)).unwrap());
-        // The new key signs without the old one having introduced it.
-        lines.push(chain.checkpoint(&new, "2026-11-25T00:00:01Z").unwrap());
+        let lines = [
+            chain.append(record(0)).unwrap(),
+            chain.checkpoint(&old, "2026-11-25T00:00:00Z").unwrap(),
+            chain.append(record(1)).unwrap(),
+            // The new key signs without the old one having introduced it.
+            chain.checkpoint(&new, "2026-11-25T00:00:01Z").unwrap(),
+        ];
         let both = Verifier::with_keys(
             vec![
                 old.public_key().as_ref().to_vec(),
