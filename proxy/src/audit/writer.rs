@@ -765,11 +765,13 @@ impl Writer {
             );
         }
         let due = if self.since_checkpoint > 0 {
-            self.config.checkpoint_interval
+            Some(self.config.checkpoint_interval)
         } else {
-            self.heartbeat()
+            self.heartbeat_due().then(|| self.heartbeat())
         };
-        wake = wake.min(due.saturating_sub(self.last_checkpoint.elapsed()));
+        if let Some(due) = due {
+            wake = wake.min(due.saturating_sub(self.last_checkpoint.elapsed()));
+        }
         wake.max(Duration::from_millis(1))
     }
 
@@ -1031,7 +1033,7 @@ impl Writer {
         let since = self.last_checkpoint.elapsed();
         let checkpoint_due = (self.since_checkpoint > 0
             && (now || since >= self.config.checkpoint_interval))
-            || (self.active.is_some() && since >= self.heartbeat());
+            || (self.heartbeat_due() && since >= self.heartbeat());
         if checkpoint_due {
             self.checkpoint();
         } else if self.dirty && (now || self.last_sync.elapsed() >= self.config.batch_window) {
@@ -1066,6 +1068,12 @@ impl Writer {
                 self.fail(&error);
             }
         }
+    }
+
+    /// Whether an idle log gets heartbeats now: it has lines (an empty log has nothing to
+    /// vouch for) and the writer is not failing (its retries wait for new records).
+    fn heartbeat_due(&self) -> bool {
+        self.chain.next_seq() > 0 && self.failure.is_none()
     }
 
     /// How long an idle log waits for a heartbeat checkpoint.
