@@ -247,6 +247,9 @@ pub(crate) enum ValueError {
         "`{0}` is not a failure mode; write `deny` (503 while records cannot be written) or `allow`"
     )]
     OnFailure(String),
+    /// A heartbeat multiple out of range.
+    #[error("`{0}` is not a heartbeat multiple; write a whole number from 1 to 10000")]
+    HeartbeatMultiple(String),
     /// A queue length out of range.
     #[error("`{0}` is not a queue length; write a whole number from 1 to 16777216")]
     QueueSize(String),

@@ -15,7 +15,7 @@ use http::header::{self, HeaderValue};
 use serde_json::Value;
 
 use crate::audit::AuditLog;
-use crate::audit::chain::Verifier;
+use crate::audit::chain::{Head, Verifier};
 use crate::audit::query::{self, Filter};
 use crate::audit::writer::log_files;
 use crate::error::{ProxyBody, ProxyError, full, html_escape};
@@ -35,6 +35,8 @@ struct VerifyState {
     file: PathBuf,
     offset: u64,
     verified_at: jiff::Timestamp,
+    /// A break the verifier cannot see line by line (a file that shrank, a head refused).
+    broken: Option<String>,
 }
 
 /// The verification status shown on every page.
@@ -48,6 +50,10 @@ pub struct Status {
     pub broken: Option<String>,
     /// Lines after the last checkpoint.
     pub unsigned_tail: u64,
+    /// The `seq` verification started from (not 0: older files are not on disk).
+    pub from_seq: u64,
+    /// The log ends before the signed head (`{state_dir}/audit-head.json`): what is missing.
+    pub missing: Option<String>,
     /// When.
     pub at: jiff::Timestamp,
 }
@@ -59,6 +65,13 @@ impl LiveVerification {
         let Ok(mut guard) = self.state.lock() else {
             return Err(std::io::Error::other("verification state poisoned"));
         };
+        // The head first, then the log: the writer updates the head only after the checkpoint
+        // is in the log, so a log read after the head reaches it unless it was cut back.
+        let head = match std::fs::read_to_string(audit.head_path()) {
+            Ok(text) => Some(Head::parse(&text).map_err(|e| e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
         let files = log_files(audit.dir())?;
         let Some(first) = files.first() else {
             return Ok(Status {
@@ -66,6 +79,10 @@ impl LiveVerification {
                 checkpoints: 0,
                 broken: None,
                 unsigned_tail: 0,
+                from_seq: 0,
+                missing: head
+                    .and_then(Result::ok)
+                    .map(|h| format!("the log has no files; the signed head says {}", h.seq)),
                 at: jiff::Timestamp::now(),
             });
         };
@@ -78,11 +95,23 @@ impl LiveVerification {
                 file: first.path.clone(),
                 offset: 0,
                 verified_at: jiff::Timestamp::now(),
+                broken: None,
             });
         }
         let Some(state) = guard.as_mut() else {
             return Err(std::io::Error::other("no verification state"));
         };
+        match head {
+            Some(Ok(head)) => {
+                if let Err(e) = state.verifier.set_head(head) {
+                    state.broken.get_or_insert(format!("the signed head: {e}"));
+                }
+            }
+            Some(Err(e)) => {
+                state.broken.get_or_insert(format!("the signed head: {e}"));
+            }
+            None => {}
+        }
         let start = files.iter().position(|f| f.path == state.file).unwrap_or(0);
         for file in files.iter().skip(start) {
             if file.path != state.file {
@@ -90,6 +119,15 @@ impl LiveVerification {
                 state.offset = 0;
             }
             let mut handle = std::fs::File::open(&file.path)?;
+            let len = handle.metadata()?.len();
+            if len < state.offset {
+                state.broken.get_or_insert(format!(
+                    "{} shrank from {} to {len} bytes after it was verified (lines were cut off)",
+                    file.path.display(),
+                    state.offset
+                ));
+                break;
+            }
             handle.seek(SeekFrom::Start(state.offset))?;
             let mut bytes = Vec::new();
             handle.read_to_end(&mut bytes)?;
@@ -115,11 +153,15 @@ impl LiveVerification {
         Ok(Status {
             lines: result.lines,
             checkpoints: result.checkpoints,
-            broken: result
-                .first_break
-                .as_ref()
-                .map(|(line, why)| format!("line {line}: {why}")),
+            broken: state.broken.clone().or_else(|| {
+                result
+                    .first_break
+                    .as_ref()
+                    .map(|(line, why)| format!("line {line}: {why}"))
+            }),
             unsigned_tail: result.unsigned_tail,
+            from_seq: result.first_seq.unwrap_or(0),
+            missing: result.missing.as_ref().map(ToString::to_string),
             at: state.verified_at,
         })
     }
@@ -456,6 +498,27 @@ fn status_banner(status: &Status, audit: &AuditLog) -> String {
     let at = at.get(..19).unwrap_or(&at);
     let (class, text) = match (&status.broken, status.unsigned_tail) {
         (Some(why), _) => ("broken", format!("Chain BROKEN at {}", html_escape(why))),
+        (None, _) if status.missing.is_some() => (
+            "broken",
+            format!(
+                "Chain BROKEN: {}",
+                html_escape(status.missing.as_deref().unwrap_or_default())
+            ),
+        ),
+        (None, tail) if status.from_seq > 0 => (
+            "partial",
+            format!(
+                "Chain verified from seq {} only (the files before it are not on disk: removed by retention, or missing): {} lines, {} checkpoints{}",
+                status.from_seq,
+                status.lines,
+                status.checkpoints,
+                if tail > 0 {
+                    format!("; the newest {tail} await the next checkpoint")
+                } else {
+                    String::new()
+                }
+            ),
+        ),
         (None, 0) => (
             "intact",
             format!(
@@ -518,4 +581,149 @@ fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1b1b1b}header{display:flex;justify-content:space-between;padding:.6em 1em;background:#1f2a44;color:#fff}header a{color:#fff;font-weight:600;text-decoration:none}main{padding:1em}.filters{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-end}.filters label{display:flex;flex-direction:column;font-size:12px}input,select,button{font:inherit;padding:.3em}table{border-collapse:collapse;width:100%;margin-top:1em}th,td{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}tr.deny td.decision,tr.error td.decision,tr.unauthenticated td.decision{color:#a00;font-weight:600}tr.allow td.decision{color:#060}.status{padding:.5em;border-radius:4px}.status.intact{background:#e8f5e9}.status.broken{background:#fdecea;color:#a00;font-weight:600}pre{background:#f6f6f6;padding:1em;overflow:auto}.explanation{border-left:4px solid #1f2a44;padding-left:1em}";
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1b1b1b}header{display:flex;justify-content:space-between;padding:.6em 1em;background:#1f2a44;color:#fff}header a{color:#fff;font-weight:600;text-decoration:none}main{padding:1em}.filters{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-end}.filters label{display:flex;flex-direction:column;font-size:12px}input,select,button{font:inherit;padding:.3em}table{border-collapse:collapse;width:100%;margin-top:1em}th,td{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}tr.deny td.decision,tr.error td.decision,tr.unauthenticated td.decision{color:#a00;font-weight:600}tr.allow td.decision{color:#060}.status{padding:.5em;border-radius:4px}.status.intact{background:#e8f5e9}.status.broken{background:#fdecea;color:#a00;font-weight:600}.status.partial{background:#fff4e5}pre{background:#f6f6f6;padding:1em;overflow:auto}.explanation{border-left:4px solid #1f2a44;padding-left:1em}";
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use sekisho_config::{Audit, Durability, OnFailure};
+
+    use super::*;
+    use crate::audit::{Decision, Event, HttpEvent, Query};
+
+    fn config(dir: &Path) -> Audit {
+        Audit {
+            dir: dir.join("audit"),
+            durability: Durability::Batched,
+            batch_window: Duration::from_millis(50),
+            on_failure: OnFailure::Deny,
+            rotate_size: 1 << 30,
+            rotate_interval: Duration::from_secs(3600),
+            retention: Duration::from_secs(3600),
+            checkpoint_interval: Duration::from_secs(3600),
+            heartbeat_multiple: 12,
+            signing_key: None,
+            previous_signing_key: None,
+            queue: 1024,
+            record_query: false,
+            otlp: None,
+        }
+    }
+
+    fn event(i: u64) -> Event {
+        Event::Http(Box::new(HttpEvent {
+            time: jiff::Timestamp::now(),
+            request_id: format!("req-{i}"),
+            method: http::Method::GET,
+            version: http::Version::HTTP_11,
+            scheme: "http",
+            host: "app.test".into(),
+            port: None,
+            path: "/x".into(),
+            query: Query::None,
+            user_agent: None,
+            peer: "127.0.0.1:1000".parse().unwrap(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            tls_version: None,
+            client_certificate: None,
+            route: None,
+            decision: Decision::Allow,
+            policy: None,
+            rule: None,
+            report_only_deny: false,
+            actor: None,
+            upstream: None,
+            status: 200,
+            detail: None,
+            bytes_in: None,
+            bytes_out: None,
+            latency: Duration::from_millis(1),
+            container: None,
+        }))
+    }
+
+    /// A temporary directory removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "sekisho-admin-test-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn banner(audit: &AuditLog) -> String {
+        let status = LiveVerification::default().refresh(audit, true).unwrap();
+        status_banner(&status, audit)
+    }
+
+    #[test]
+    fn a_log_whose_first_files_are_gone_is_shown_as_verified_from_that_seq_only() {
+        let tmp = TempDir::new();
+        let mut config = config(tmp.path());
+        config.rotate_size = 2048;
+        let audit = AuditLog::open(&config, tmp.path()).unwrap();
+        for i in 0..20 {
+            audit.record(event(i)).unwrap();
+            audit.flush().unwrap();
+        }
+        let files = log_files(&config.dir).unwrap();
+        assert!(files.len() >= 3, "{files:?}");
+        std::fs::remove_file(&files[0].path).unwrap();
+        let text = banner(&audit);
+        assert!(
+            text.contains(&format!("from seq {}", files[1].first_seq)),
+            "{text}"
+        );
+        assert!(!text.contains("Chain intact and signed"), "{text}");
+    }
+
+    #[test]
+    fn a_log_cut_back_while_the_proxy_runs_is_shown_with_the_missing_records() {
+        let tmp = TempDir::new();
+        let config = config(tmp.path());
+        let audit = AuditLog::open(&config, tmp.path()).unwrap();
+        for i in 0..5 {
+            audit.record(event(i)).unwrap();
+        }
+        audit.flush().unwrap();
+        let file = log_files(&config.dir).unwrap()[0].path.clone();
+        let first = std::fs::metadata(&file).unwrap().len();
+        for i in 5..10 {
+            audit.record(event(i)).unwrap();
+        }
+        audit.flush().unwrap();
+        let live = LiveVerification::default();
+        live.refresh(&audit, false).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(first)
+            .unwrap();
+        // Both an incremental look and a full one see it.
+        let status = live.refresh(&audit, false).unwrap();
+        let text = status_banner(&status, &audit);
+        assert!(text.contains("BROKEN"), "{text}");
+        let text = banner(&audit);
+        assert!(text.contains("records 6–11 are missing"), "{text}");
+    }
+}

@@ -91,17 +91,26 @@ enum IdpCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Verify the hash chain and checkpoint signatures of audit log files (oldest first);
-    /// exit 1 at the first break or when lines follow the last checkpoint unsigned.
+    /// exit 1 at the first break, when lines follow the last checkpoint unsigned, or when the
+    /// log ends before the signed head (records cut off).
     Verify {
+        /// Configuration file: verifies its `audit.dir` with `audit-signing.pub` there, against
+        /// the head `{state_dir}/audit-head.json`.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// File of checkpoint public keys (hex of a 32-byte Ed25519 key per line, like
         /// `audit-signing.pub`, which lists every key that signed the log); repeatable.
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "config")]
         public_key: Vec<PathBuf>,
+        /// The newest signed checkpoint, kept apart from the log (`audit-head.json`, or the
+        /// last checkpoint line from the OTLP pipeline): the log must reach it.
+        #[arg(long)]
+        head: Option<PathBuf>,
         /// The files do not start at the beginning of the log (the first is a later rotation).
         #[arg(long)]
         mid_chain: bool,
         /// Audit log files, oldest first, or directories (all their log files, in order).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "config")]
         files: Vec<PathBuf>,
     },
     /// Search the audit log: `--since 1h --user alice@example.com --decision deny`.
@@ -220,10 +229,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Audit(AuditCommand::Verify {
+            config,
             public_key,
+            head,
             mid_chain,
             files,
-        }) => match audit_verify(&public_key, mid_chain, &files) {
+        }) => match audit_verify(config.as_deref(), public_key, head, mid_chain, files) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -365,16 +376,42 @@ fn audit_query(query: &AuditQuery) -> anyhow::Result<ExitCode> {
 }
 
 fn audit_verify(
-    public_keys: &[PathBuf],
+    config: Option<&std::path::Path>,
+    mut public_keys: Vec<PathBuf>,
+    mut head: Option<PathBuf>,
     mid_chain: bool,
-    files: &[PathBuf],
+    mut files: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(path) = config {
+        let config = sekisho_config::load_without_secrets(path)
+            .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+        if files.is_empty() {
+            files.push(config.audit.dir.clone());
+        }
+        if public_keys.is_empty() {
+            public_keys.push(config.audit.dir.join("audit-signing.pub"));
+        }
+        if head.is_none() {
+            let path = sekisho::audit::writer::head_path(&config.state_dir);
+            anyhow::ensure!(
+                path.exists(),
+                "{}: no signed head: without it a log cut back to an earlier checkpoint cannot be told from a complete one; pass --head with a copy kept elsewhere (the OTLP pipeline's last checkpoint line)",
+                path.display()
+            );
+            head = Some(path);
+        }
+    }
     let mut expanded = Vec::new();
-    for path in files {
+    for path in &files {
         if path.is_dir() {
             let logs = sekisho::audit::writer::log_files(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            anyhow::ensure!(!logs.is_empty(), "{}: no audit log files", path.display());
+            // An empty directory is still a log (one cut back to nothing) when there is a head.
+            anyhow::ensure!(
+                !logs.is_empty() || head.is_some(),
+                "{}: no audit log files",
+                path.display()
+            );
             expanded.extend(logs.into_iter().map(|f| f.path));
         } else {
             expanded.push(path.clone());
@@ -382,7 +419,7 @@ fn audit_verify(
     }
     let files = &expanded[..];
     let mut keys = Vec::new();
-    for path in public_keys {
+    for path in &public_keys {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         for (n, line) in text.lines().enumerate() {
@@ -410,12 +447,21 @@ fn audit_verify(
         }
     }
     let mut verifier = sekisho::audit::chain::Verifier::with_keys(keys, !mid_chain);
+    if let Some(path) = &head {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let parsed = sekisho::audit::chain::Head::parse(&text)
+            .with_context(|| format!("{}: not a signed head", path.display()))?;
+        verifier
+            .set_head(parsed)
+            .with_context(|| format!("{}: not a signed head of this log", path.display()))?;
+    }
     for line in text.lines() {
         if !verifier.feed(line) {
             break;
         }
     }
-    let report = verifier.result().clone();
+    let report = verifier.result();
     // Name the file and line of a break.
     let locate = |mut n: u64| -> String {
         for (file, count) in &boundaries {
@@ -428,11 +474,29 @@ fn audit_verify(
         format!("line {n}")
     };
     println!(
-        "{} lines, {} valid checkpoints",
-        report.lines, report.checkpoints
+        "{} lines, {} valid checkpoints{}",
+        report.lines,
+        report.checkpoints,
+        match report.keys_introduced {
+            0 => String::new(),
+            n => format!(", {n} key introductions"),
+        }
     );
+    if let Some(first) = report.first_seq.filter(|s| *s > 0) {
+        println!("the log starts at seq {first} (mid-chain): records before it are not verified");
+    }
+    if let Some(checkpoint) = &report.last_checkpoint {
+        println!(
+            "last checkpoint: seq {} signed at {}",
+            checkpoint.seq, checkpoint.time
+        );
+    }
     if let Some((line, why)) = &report.first_break {
         println!("BROKEN at {}: {why}", locate(*line));
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(missing) = &report.missing {
+        println!("TRUNCATED: {missing}");
         return Ok(ExitCode::FAILURE);
     }
     if report.unsigned_tail > 0 {
@@ -442,7 +506,17 @@ fn audit_verify(
         );
         return Ok(ExitCode::FAILURE);
     }
-    println!("chain intact and signed");
+    match (&report.head, &head) {
+        (Some(signed), Some(path)) => println!(
+            "chain intact and signed, and it reaches the signed head {} (seq {}, signed at {})",
+            path.display(),
+            signed.seq,
+            signed.time
+        ),
+        _ => println!(
+            "chain intact and signed up to its last checkpoint; no signed head given, so a log cut back to an earlier checkpoint would verify the same: pass -c CONFIG or --head FILE to check that nothing was cut off"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -616,7 +690,7 @@ async fn serve(
     proxy.record(lifecycle(
         Lifecycle::Start,
         true,
-        format!("sekisho started; http {http:?}, https {https:?}, admin {admin:?}"),
+        started_message(http, https, admin),
     ));
     tokio::spawn(watch_config(path.clone(), proxy.clone()));
     listeners.serve(proxy.clone(), timeouts, shutdown).await;
@@ -837,6 +911,23 @@ fn idp_audit(
         }
         sekisho::idp::log_event(event);
     })
+}
+
+/// The start record's message: the addresses sekisho listens on, as URLs.
+fn started_message(
+    http: Option<std::net::SocketAddr>,
+    https: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+) -> String {
+    let listening: Vec<String> = [
+        ("http", http, ""),
+        ("https", https, ""),
+        ("http", admin, " (admin)"),
+    ]
+    .into_iter()
+    .filter_map(|(scheme, address, what)| address.map(|a| format!("{scheme}://{a}{what}")))
+    .collect();
+    format!("sekisho started; listening on {}", listening.join(", "))
 }
 
 fn lifecycle(activity: Lifecycle, success: bool, message: String) -> Event {

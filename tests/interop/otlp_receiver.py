@@ -3,21 +3,53 @@
 project's own Python protobuf bindings (the `opentelemetry-proto` package from PyPI), not with
 sekisho's code.
 
-    python3 otlp_receiver.py OUT.jsonl
+    python3 otlp_receiver.py OUT.jsonl [HEAD.json]
 
 Listens on 127.0.0.1 (port 0), prints {"event": "listening", "http": "127.0.0.1:PORT"} on
 stdout, and appends one JSON object per received log record to OUT.jsonl: its body, time,
 severity, attributes, the resource's attributes and the request's Authorization header.
+With HEAD.json, also keeps there the newest checkpoint line received (the body of a record
+with `"type":"checkpoint"`, exactly as sekisho wrote it; replaced atomically): the signed head
+that `sekisho audit verify --head HEAD.json` checks a log against, kept off the proxy's host.
 Answers 415 to anything but application/x-protobuf and 400 to undecodable bodies, like a
 collector.
 """
 
 import json
+import os
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+
+HEAD_LOCK = threading.Lock()
+
+
+def keep_head(body):
+    """Writes `body` to the head file when it is a checkpoint newer than the one kept."""
+    if len(sys.argv) < 3 or not isinstance(body, str):
+        return
+    try:
+        line = json.loads(body)
+    except ValueError:
+        return
+    if not isinstance(line, dict) or line.get("type") != "checkpoint":
+        return
+    path = sys.argv[2]
+    with HEAD_LOCK:
+        try:
+            with open(path, encoding="utf-8") as current:
+                if json.load(current).get("seq", -1) >= line.get("seq", -1):
+                    return
+        except (OSError, ValueError):
+            pass
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(body + "\n")
+        os.replace(tmp, path)
 
 
 def value_of(any_value):
@@ -45,6 +77,7 @@ class Handler(BaseHTTPRequestHandler):
                 resource = {kv.key: value_of(kv.value) for kv in resource_logs.resource.attributes}
                 for scope_logs in resource_logs.scope_logs:
                     for record in scope_logs.log_records:
+                        keep_head(value_of(record.body))
                         out.write(json.dumps({
                             "body": value_of(record.body),
                             "time_unix_nano": record.time_unix_nano,

@@ -709,3 +709,161 @@ async fn configuration_reloads_and_refusals_are_recorded() {
     let (ok, report) = audit_verify(&dir);
     assert!(ok, "{report}");
 }
+
+/// Runs `sekisho ARGS…`; (exit success, stdout + stderr).
+fn sekisho(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = std::process::Command::new(sekisho_tests::sekisho_binary())
+        .args(args)
+        .output()
+        .expect("running sekisho");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_log_cut_back_to_an_earlier_checkpoint_fails_verification_naming_the_missing_records() {
+    // An OTLP receiver keeps the newest checkpoint it was sent: the head an attacker on the
+    // proxy's host cannot rewrite.
+    let receiver_dir = tempfile::tempdir().unwrap();
+    let otlp_head = receiver_dir.path().join("head.json");
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .arg(sekisho_tests::workspace().join("tests/interop/otlp_receiver.py"))
+        .arg(receiver_dir.path().join("received.jsonl"))
+        .arg(&otlp_head);
+    let (_receiver, ready) = sekisho_tests::Process::spawn(
+        "otlp-receiver",
+        command,
+        receiver_dir.path().join("receiver.log"),
+    )
+    .await;
+    let endpoint = format!("http://{}/v1/logs", ready["http"].as_str().unwrap());
+    let yaml = format!("audit:\n  checkpoint_interval: 200ms\n  otlp:\n    endpoint: {endpoint}\n");
+    let (idp, _echo, mut proxy) = stack(IdpOptions::default(), "RS256", move |o| {
+        o.extra_yaml = yaml;
+    })
+    .await;
+    let token = idp.bearer("alice").await;
+    let url = format!("{}/before", proxy.base());
+    for _ in 0..5 {
+        assert_eq!(status_and_id(&url, &token).await.0, 200);
+    }
+    let dir = proxy.audit_dir();
+    let checkpoints = |dir: &Path| -> Vec<u64> {
+        audit_records(dir)
+            .iter()
+            .filter(|r| r["type"] == "checkpoint")
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect()
+    };
+    sekisho_tests::eventually("a checkpoint after the first requests", || {
+        let done = !checkpoints(&dir).is_empty();
+        async move { done }
+    })
+    .await;
+    let url = format!("{}/after", proxy.base());
+    for _ in 0..20 {
+        assert_eq!(status_and_id(&url, &token).await.0, 200);
+    }
+    proxy.terminate().await;
+    let all = checkpoints(&dir);
+    let head = *all.last().unwrap();
+    sekisho_tests::eventually("the final checkpoint reaches the receiver", || {
+        let text = std::fs::read_to_string(&otlp_head).unwrap_or_default();
+        let done = serde_json::from_str::<Value>(&text).is_ok_and(|h| h["seq"] == head);
+        async move { done }
+    })
+    .await;
+    let config = proxy.config_path.clone();
+    let (ok, report) = sekisho(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "-c".as_ref(),
+        config.as_ref(),
+    ]);
+    assert!(ok, "the untouched log verifies against its head: {report}");
+
+    // Cut the log back to its first checkpoint, as in the report.
+    let files = sekisho_tests::audit_files(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let cut = all[0];
+    let kept: String = text
+        .lines()
+        .take_while(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+                <= cut
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&files[0], kept).unwrap();
+    let missing = format!("records {}–{head} are missing", cut + 1);
+
+    // Without a head, verification cannot know, and says so.
+    let (_, report) = audit_verify(&dir);
+    assert!(
+        report.contains("no signed head") && !report.contains("chain intact and signed\n"),
+        "{report}"
+    );
+    // With the configuration, the head kept in the state directory names the missing records.
+    let (ok, report) = sekisho(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "-c".as_ref(),
+        config.as_ref(),
+    ]);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains(&format!(
+            "log ends at seq {cut}; the signed head says {head}"
+        )),
+        "{report}"
+    );
+    assert!(report.contains(&missing), "{report}");
+    // An attacker who also removes the local head is caught by the copy exported over OTLP.
+    std::fs::remove_file(proxy.state_dir().join("audit-head.json")).unwrap();
+    let (ok, report) = sekisho(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "-c".as_ref(),
+        config.as_ref(),
+    ]);
+    assert!(!ok && report.contains("audit-head.json"), "{report}");
+    let pub_key = dir.join("audit-signing.pub");
+    let (ok, report) = sekisho(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "--public-key".as_ref(),
+        pub_key.as_ref(),
+        "--head".as_ref(),
+        otlp_head.as_ref(),
+        dir.as_ref(),
+    ]);
+    assert!(!ok && report.contains(&missing), "{report}");
+}
+
+#[tokio::test]
+async fn the_start_record_names_the_listening_addresses() {
+    let (_idp, _echo, mut proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
+    let base = proxy.base();
+    proxy.terminate().await;
+    let records = audit_records(&proxy.audit_dir());
+    let start = records
+        .iter()
+        .find(|r| r["unmapped"]["event"] == "start")
+        .expect("a start record");
+    let message = start["message"].as_str().unwrap();
+    assert!(message.contains(&base), "{message}");
+    assert!(
+        !message.contains("Some(") && !message.contains("None"),
+        "no Rust debug output: {message}"
+    );
+}

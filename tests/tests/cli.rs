@@ -372,3 +372,50 @@ fn identity_provider_errors_are_reported_with_their_positions() {
         );
     }
 }
+
+#[test]
+fn audit_verify_refuses_a_missing_or_malformed_head_with_a_precise_message() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("minimal.yaml");
+    std::fs::copy(workspace().join("examples/minimal.yaml"), &config).unwrap();
+    // With a configuration, the head in its state_dir is required.
+    let out = Command::new(sekisho_binary())
+        .args(["audit", "verify", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("audit-head.json") && stderr.contains("no signed head"),
+        "{stderr}"
+    );
+    // A head that is not a signed checkpoint is refused, not trusted.
+    let keys = root.path().join("audit-signing.pub");
+    std::fs::write(&keys, format!("{}\n", "ab".repeat(32))).unwrap();
+    let log = root
+        .path()
+        .join("audit-0000000000000000-20260101T000000Z.jsonl");
+    std::fs::write(&log, "").unwrap();
+    for (head, why) in [
+        ("{\"seq\":18446744073709551615}", "not a checkpoint line"),
+        ("garbage", "not a JSON object"),
+    ] {
+        let path = root.path().join("head.json");
+        std::fs::write(&path, head).unwrap();
+        let out = Command::new(sekisho_binary())
+            .args(["audit", "verify", "--public-key"])
+            .arg(&keys)
+            .arg("--head")
+            .arg(&path)
+            .arg(&log)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("not a signed head") && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+}

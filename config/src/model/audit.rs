@@ -30,9 +30,15 @@ pub struct Audit {
     /// A signed checkpoint is written this often while records arrive (default 5s), and at
     /// rotation, start and shutdown.
     pub checkpoint_interval: Duration,
+    /// An idle log still gets a signed heartbeat checkpoint every `checkpoint_interval` × this
+    /// (default 12), so that a verifier holding a head can bound by time what may be missing.
+    pub heartbeat_multiple: u32,
     /// PKCS#8 PEM of the Ed25519 key that signs checkpoints; absent: generated once and kept in
     /// `{state_dir}/audit-signing.pem`.
     pub signing_key: Option<SecretString>,
+    /// The key `signing_key` replaces: at the first start with a new key it signs the record
+    /// that introduces the new one into the chain (without it, a new key is refused).
+    pub previous_signing_key: Option<SecretString>,
     /// Records waiting for the writer, at most (default 65536); beyond it `on_failure` applies.
     pub queue: usize,
     /// Write the query string of request URLs (default false: only whether there was one).

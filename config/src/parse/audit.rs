@@ -18,7 +18,9 @@ const AUDIT: &[&str] = &[
     "rotate_interval",
     "retention",
     "checkpoint_interval",
+    "heartbeat_multiple",
     "signing_key",
+    "previous_signing_key",
     "queue",
     "record_query",
     "otlp",
@@ -40,7 +42,9 @@ impl Parser<'_> {
             rotate_interval: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(90 * 24 * 3600),
             checkpoint_interval: Duration::from_secs(5),
+            heartbeat_multiple: 12,
             signing_key: None,
+            previous_signing_key: None,
             queue: 65_536,
             record_query: false,
             otlp: None,
@@ -81,19 +85,14 @@ impl Parser<'_> {
             self.or_default(&map, "checkpoint_interval", Self::duration, || {
                 defaults.checkpoint_interval
             });
-        let signing_key = self.optional(&map, "signing_key", |p, f| {
-            let pem = p.secret(f)?;
-            if p.secrets == Secrets::Placeholders {
-                return Some(SecretString::new(pem));
-            }
-            match value::private_key_pem(&pem) {
-                Ok(()) => Some(SecretString::new(pem)),
-                Err(error) => {
-                    p.walk.report_at(f, error);
-                    None
-                }
-            }
-        });
+        let heartbeat_multiple = self.or_default(
+            &map,
+            "heartbeat_multiple",
+            |p, f| p.walk.value(f, heartbeat_multiple),
+            || defaults.heartbeat_multiple,
+        );
+        let signing_key = self.optional(&map, "signing_key", Self::audit_key);
+        let previous_signing_key = self.optional(&map, "previous_signing_key", Self::audit_key);
         let queue = self.or_default(
             &map,
             "queue",
@@ -114,11 +113,28 @@ impl Parser<'_> {
             rotate_interval: rotate_interval?,
             retention: retention?,
             checkpoint_interval: checkpoint_interval?,
+            heartbeat_multiple: heartbeat_multiple?,
             signing_key: signing_key?,
+            previous_signing_key: previous_signing_key?,
             queue: queue?,
             record_query: record_query?,
             otlp: otlp?,
         })
+    }
+
+    /// A checkpoint key: a PKCS#8 PEM secret.
+    fn audit_key(&mut self, field: &Field<'_>) -> Option<SecretString> {
+        let pem = self.secret(field)?;
+        if self.secrets == Secrets::Placeholders {
+            return Some(SecretString::new(pem));
+        }
+        match value::private_key_pem(&pem) {
+            Ok(()) => Some(SecretString::new(pem)),
+            Err(error) => {
+                self.walk.report_at(field, error);
+                None
+            }
+        }
     }
 
     /// `audit.otlp`.
@@ -203,6 +219,14 @@ fn on_failure(input: &str) -> Result<OnFailure, ValueError> {
         "deny" => Ok(OnFailure::Deny),
         "allow" => Ok(OnFailure::Allow),
         other => Err(ValueError::OnFailure(other.to_owned())),
+    }
+}
+
+/// How many checkpoint intervals an idle log waits for a heartbeat checkpoint: 1 to 10,000.
+fn heartbeat_multiple(input: &str) -> Result<u32, ValueError> {
+    match input.trim().parse::<u32>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(ValueError::HeartbeatMultiple(input.trim().to_owned())),
     }
 }
 

@@ -1222,3 +1222,20 @@ fn path_literals_are_normalised_or_refused() {
         "path `/a%2fb` cannot be compared with request paths: encoded '/', '\\' or NUL in path",
     );
 }
+
+#[test]
+fn audit_heartbeat_multiple_defaults_to_12_and_must_be_a_small_whole_number() {
+    assert_eq!(parse_ok(BASE).audit.heartbeat_multiple, 12);
+    let source = format!("{BASE}audit:\n  heartbeat_multiple: 3\n");
+    assert_eq!(parse_ok(&source).audit.heartbeat_multiple, 3);
+    let source = format!("{BASE}audit:\n  heartbeat_multiple: 0\n");
+    assert_only(
+        &parse_err(&source),
+        {
+            let (line, column) = pos_of(&source, "heartbeat_multiple: 0");
+            (line, column + "heartbeat_multiple: ".len())
+        },
+        "audit.heartbeat_multiple",
+        "not a heartbeat multiple",
+    );
+}

@@ -3,10 +3,12 @@
 //! (the JSON line, `seq` and `prev_hash` included, is the log record's body), so a pipeline
 //! downstream can verify the chain too. The exporter never slows the writer: records reach it
 //! through a bounded channel and are dropped (and counted) when it falls behind; a failed
-//! export is retried with backoff while newer records wait in the channel.
+//! export is retried with backoff while newer records wait in the channel. Checkpoint and
+//! key-introduction lines are exported too (attribute `sekisho.chain`), so the newest signed
+//! head also lives where an attacker on the proxy's host cannot rewrite it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -30,8 +32,10 @@ pub struct Exported {
     pub line: String,
     /// Record time, ms since the epoch.
     pub time_ms: i64,
-    /// `class_uid`.
-    pub class_uid: u32,
+    /// `class_uid` (none for the chain's own lines).
+    pub class_uid: Option<u32>,
+    /// `checkpoint` or `key` for the chain's own lines.
+    pub chain: Option<&'static str>,
     /// The decision or event kind.
     pub decision: Option<String>,
     /// The user.
@@ -56,13 +60,14 @@ pub struct ExportMetrics {
 /// The writer's end of the exporter.
 #[derive(Debug, Clone)]
 pub struct Exporter {
-    tx: tokio::sync::mpsc::Sender<Exported>,
+    tx: Arc<Mutex<Option<tokio::sync::mpsc::Sender<Exported>>>>,
     metrics: Arc<ExportMetrics>,
 }
 
 impl Exporter {
-    /// Starts the export task on the current tokio runtime.
-    pub fn start(config: &Otlp) -> Result<Self, String> {
+    /// Starts the export task on the current tokio runtime; the receiver hears when it has
+    /// sent everything after [`Exporter::close`].
+    pub fn start(config: &Otlp) -> Result<(Self, std::sync::mpsc::Receiver<()>), String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "OTLP export needs the async runtime".to_owned())?;
         let client = reqwest::Client::builder()
@@ -79,20 +84,43 @@ impl Exporter {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         let metrics = Arc::new(ExportMetrics::default());
-        runtime.spawn(export_loop(
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let export = export_loop(
             rx,
             client,
             config.endpoint.to_string(),
             headers,
             metrics.clone(),
-        ));
-        Ok(Exporter { tx, metrics })
+        );
+        runtime.spawn(async move {
+            export.await;
+            let _ = done_tx.send(());
+        });
+        Ok((
+            Exporter {
+                tx: Arc::new(Mutex::new(Some(tx))),
+                metrics,
+            },
+            done,
+        ))
     }
 
     /// Offers a written record; never waits.
     pub fn offer(&self, record: Exported) {
-        if self.tx.try_send(record).is_err() {
+        let sent = self
+            .tx
+            .lock()
+            .ok()
+            .and_then(|tx| tx.as_ref().map(|tx| tx.try_send(record).is_ok()));
+        if sent != Some(true) {
             self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// No more records: the export task sends what it holds and ends.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
         }
     }
 
@@ -191,13 +219,19 @@ pub fn request(batch: &[Exported]) -> ExportLogsServiceRequest {
     let log_records = batch
         .iter()
         .map(|record| {
-            let mut attributes = vec![KeyValue {
-                key: "ocsf.class_uid".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::IntValue(i64::from(record.class_uid))),
-                }),
-                ..KeyValue::default()
-            }];
+            let mut attributes = Vec::new();
+            if let Some(class_uid) = record.class_uid {
+                attributes.push(KeyValue {
+                    key: "ocsf.class_uid".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(i64::from(class_uid))),
+                    }),
+                    ..KeyValue::default()
+                });
+            }
+            if let Some(chain) = record.chain {
+                attributes.push(attribute("sekisho.chain", chain));
+            }
             for (key, value) in [
                 ("sekisho.decision", &record.decision),
                 ("user.email", &record.user),

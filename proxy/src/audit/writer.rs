@@ -33,7 +33,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use sekisho_config::{Audit, Durability, OnFailure};
 use serde::{Deserialize, Serialize};
 
-use super::chain::Chain;
+use super::chain::{Chain, Head, HeadError, Missing};
 use super::otlp::{ExportMetrics, Exported, Exporter};
 use super::record::{Event, Lifecycle, LifecycleEvent};
 
@@ -71,6 +71,46 @@ pub enum OpenError {
         "audit log {0}: the last line is not a chained record; move the file aside or repair it"
     )]
     Resume(PathBuf),
+    /// The head file is not a checkpoint signed by a key of this log.
+    #[error("audit head {path}: {error}")]
+    Head {
+        /// The head file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        error: HeadError,
+    },
+    /// The log ends before the newest signed head: it was cut back.
+    #[error(
+        "the audit log was cut back: {missing} (signed head {path}); investigate before moving the head aside to start writing again (keep it: it is the evidence)"
+    )]
+    Truncated {
+        /// The head file.
+        path: PathBuf,
+        /// What is missing.
+        missing: Missing,
+    },
+    /// The line at the head's seq is not the head's checkpoint.
+    #[error(
+        "the audit log was rewritten: its line at seq {seq} is not the checkpoint of the signed head {path}"
+    )]
+    Rewritten {
+        /// The head file.
+        path: PathBuf,
+        /// The head's seq.
+        seq: u64,
+    },
+    /// The configured key is not the one that signs the chain, and the previous key was not
+    /// given to introduce it.
+    #[error(
+        "the audit log is signed by key {chain}; the configured signing_key {new} is new to it: set audit.previous_signing_key to the key it replaces (it signs the record introducing the new key), or restore that key"
+    )]
+    KeyNotIntroduced {
+        /// The key id that signs the chain now.
+        chain: String,
+        /// The configured key's id.
+        new: String,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
@@ -149,7 +189,10 @@ pub struct AuditLog {
     public_key_hex: String,
     public_keys: Vec<Vec<u8>>,
     dir: PathBuf,
+    head_path: PathBuf,
     exporter: Option<Exporter>,
+    export_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    export_timeout: Duration,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -189,13 +232,41 @@ impl AuditLog {
             Some(newest) => resume(&newest.path)?,
             None => (Chain::default(), None),
         };
+        let head_path = head_path(state_dir);
+        let head = check_head(&head_path, &public_keys, &config.dir, &chain)?;
+        // The key that signs the chain now: the last signed line's, else the head's.
+        let chain_key = match files.last() {
+            Some(newest) => last_signer(&newest.path).map_err(io_error(&newest.path))?,
+            None => None,
+        }
+        .or_else(|| head.as_ref().map(|h| h.key_id.clone()));
+        let current_id = super::chain::key_id(key.public_key().as_ref());
+        let introducer = match chain_key {
+            Some(chain_key) if chain_key != current_id => {
+                let previous = config
+                    .previous_signing_key
+                    .as_ref()
+                    .map(|pem| key_from_pem(pem.expose()))
+                    .transpose()?
+                    .filter(|k| super::chain::key_id(k.public_key().as_ref()) == chain_key);
+                match previous {
+                    Some(previous) => Some(previous),
+                    None => {
+                        return Err(OpenError::KeyNotIntroduced {
+                            chain: chain_key,
+                            new: current_id,
+                        });
+                    }
+                }
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared::default());
-        let exporter = config
-            .otlp
-            .as_ref()
-            .map(Exporter::start)
-            .transpose()
-            .map_err(OpenError::Otlp)?;
+        let (exporter, export_done) = match config.otlp.as_ref().map(Exporter::start) {
+            Some(Ok((exporter, done))) => (Some(exporter), Some(done)),
+            Some(Err(e)) => return Err(OpenError::Otlp(e)),
+            None => (None, None),
+        };
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue);
         let mut writer = Writer {
             config: config.clone(),
@@ -212,7 +283,14 @@ impl AuditLog {
             shared: shared.clone(),
             failure: None,
             exporter: exporter.clone(),
+            head_path: head_path.clone(),
         };
+        if let Some(previous) = introducer {
+            writer.introduce_key(&previous).map_err(|e| OpenError::Io {
+                path: config.dir.clone(),
+                source: std::io::Error::other(e),
+            })?;
+        }
         if writer.chain.next_seq() > 0 {
             // Vouch for what the previous run left after its last checkpoint (a crash).
             writer.checkpoint();
@@ -230,8 +308,16 @@ impl AuditLog {
             public_key_hex,
             public_keys,
             dir: config.dir.clone(),
+            head_path,
             exporter,
+            export_done: Mutex::new(export_done),
+            export_timeout: config.otlp.as_ref().map_or(Duration::ZERO, |o| o.timeout),
         })
+    }
+
+    /// Where the newest signed head is kept (`{state_dir}/audit-head.json`).
+    pub fn head_path(&self) -> &Path {
+        &self.head_path
     }
 
     /// The directory of the log files.
@@ -380,6 +466,15 @@ impl AuditLog {
             && thread.join().is_err()
         {
             tracing::error!("the audit writer thread panicked");
+        }
+        // Let the exporter send what the writer handed it last (the final checkpoint: the head
+        // kept downstream), for at most one export timeout.
+        let done = self.export_done.lock().ok().and_then(|mut d| d.take());
+        if let (Some(exporter), Some(done)) = (&self.exporter, done) {
+            exporter.close();
+            if done.recv_timeout(self.export_timeout).is_err() {
+                tracing::warn!("OTLP export of the last audit records did not finish");
+            }
         }
     }
 }
@@ -582,6 +677,8 @@ struct Writer {
     /// The error that made the writer fail, while it does.
     failure: Option<String>,
     exporter: Option<Exporter>,
+    /// `{state_dir}/audit-head.json`: the newest checkpoint, rewritten after each.
+    head_path: PathBuf,
 }
 
 fn exported(event: &Event, line: &[u8]) -> Exported {
@@ -597,7 +694,8 @@ fn exported(event: &Event, line: &[u8]) -> Exported {
     Exported {
         line: String::from_utf8_lossy(line).into_owned(),
         time_ms: facets.time_ms,
-        class_uid,
+        class_uid: Some(class_uid),
+        chain: None,
         decision: facets.decision.map(str::to_owned),
         user: facets.user.map(str::to_owned),
         route: facets.route.map(str::to_owned),
@@ -666,12 +764,13 @@ impl Writer {
                     .saturating_sub(self.last_sync.elapsed()),
             );
         }
-        if self.since_checkpoint > 0 {
-            wake = wake.min(
-                self.config
-                    .checkpoint_interval
-                    .saturating_sub(self.last_checkpoint.elapsed()),
-            );
+        let due = if self.since_checkpoint > 0 {
+            Some(self.config.checkpoint_interval)
+        } else {
+            self.heartbeat_due().then(|| self.heartbeat())
+        };
+        if let Some(due) = due {
+            wake = wake.min(due.saturating_sub(self.last_checkpoint.elapsed()));
         }
         wake.max(Duration::from_millis(1))
     }
@@ -931,8 +1030,10 @@ impl Writer {
         if self.failure.is_some() && !self.pending.is_empty() {
             return;
         }
-        let checkpoint_due = self.since_checkpoint > 0
-            && (now || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval);
+        let since = self.last_checkpoint.elapsed();
+        let checkpoint_due = (self.since_checkpoint > 0
+            && (now || since >= self.config.checkpoint_interval))
+            || (self.heartbeat_due() && since >= self.heartbeat());
         if checkpoint_due {
             self.checkpoint();
         } else if self.dirty && (now || self.last_sync.elapsed() >= self.config.batch_window) {
@@ -969,10 +1070,66 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs a signed checkpoint vouching for every line so far.
+    /// Whether an idle log gets heartbeats now: it has lines (an empty log has nothing to
+    /// vouch for) and the writer is not failing (its retries wait for new records).
+    fn heartbeat_due(&self) -> bool {
+        self.chain.next_seq() > 0 && self.failure.is_none()
+    }
+
+    /// How long an idle log waits for a heartbeat checkpoint.
+    fn heartbeat(&self) -> Duration {
+        self.config
+            .checkpoint_interval
+            .saturating_mul(self.config.heartbeat_multiple)
+    }
+
+    /// Writes and syncs the record by which `previous` (the key that signed the chain so far)
+    /// introduces the configured key. The checkpoint that follows is the new key's first.
+    fn introduce_key(&mut self, previous: &Ed25519KeyPair) -> Result<(), String> {
+        let snapshot = self.chain.clone();
+        let now = jiff::Timestamp::now();
+        let line = self
+            .chain
+            .introduce_key(previous, self.key.public_key().as_ref(), &now.to_string())
+            .map_err(|e| e.to_string())?;
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        if let Err(e) = self.append(&bytes, true) {
+            self.chain = snapshot;
+            return Err(e);
+        }
+        tracing::warn!(
+            previous = %super::chain::key_id(previous.public_key().as_ref()),
+            new = %super::chain::key_id(self.key.public_key().as_ref()),
+            "a new audit checkpoint key was introduced into the chain"
+        );
+        self.export_chain_line(&bytes, now, "key");
+        Ok(())
+    }
+
+    /// Hands a checkpoint or key-introduction line (with its newline) to the OTLP exporter.
+    fn export_chain_line(&self, bytes: &[u8], time: jiff::Timestamp, kind: &'static str) {
+        if let Some(exporter) = &self.exporter {
+            let line = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+            exporter.offer(Exported {
+                line: String::from_utf8_lossy(line).into_owned(),
+                time_ms: time.as_millisecond(),
+                class_uid: None,
+                chain: Some(kind),
+                decision: None,
+                user: None,
+                route: None,
+                success: true,
+            });
+        }
+    }
+
+    /// Writes and syncs a signed checkpoint vouching for every line so far, then keeps it as
+    /// the head (outside the audit directory) and hands it to the exporter.
     fn checkpoint(&mut self) {
         let snapshot = self.chain.clone();
-        let time = jiff::Timestamp::now().to_string();
+        let now = jiff::Timestamp::now();
+        let time = now.to_string();
         let line = match self.chain.checkpoint(&self.key, &time) {
             Ok(line) => line,
             Err(e) => {
@@ -993,6 +1150,10 @@ impl Writer {
                     .checkpoints
                     .fetch_add(1, Ordering::Relaxed);
                 self.flush_index();
+                if let Err(e) = write_head(&self.head_path, &bytes) {
+                    tracing::error!(error = %e, path = %self.head_path.display(), "audit head not written");
+                }
+                self.export_chain_line(&bytes, now, "checkpoint");
             }
             Err(e) => {
                 self.chain = snapshot;
@@ -1088,6 +1249,122 @@ impl Writer {
                 })));
         }
     }
+}
+
+/// `{state_dir}/audit-head.json`.
+pub fn head_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit-head.json")
+}
+
+/// Replaces the head file with `line`: temporary file (0600), fsync, rename, fsync of the
+/// directory.
+fn write_head(path: &Path, line: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(line)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => Ok(()),
+    }
+}
+
+/// At start: the head (if any) must be signed by a key of this log, and the log must reach
+/// it with the very same checkpoint line.
+fn check_head(
+    path: &Path,
+    keys: &[Vec<u8>],
+    dir: &Path,
+    chain: &Chain,
+) -> Result<Option<Head>, OpenError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let head_error = |error| OpenError::Head {
+        path: path.to_owned(),
+        error,
+    };
+    let head = Head::parse(&text).map_err(head_error)?;
+    if head.signer(keys).is_none() {
+        return Err(head_error(HeadError::Signature));
+    }
+    if chain.next_seq() <= head.seq {
+        return Err(OpenError::Truncated {
+            path: path.to_owned(),
+            missing: Missing {
+                log_ends: chain.next_seq().checked_sub(1),
+                head_seq: head.seq,
+                head_time: head.time.clone(),
+            },
+        });
+    }
+    match find_line(dir, head.seq).map_err(io_error(dir))? {
+        Some(line) if line != head.line() => Err(OpenError::Rewritten {
+            path: path.to_owned(),
+            seq: head.seq,
+        }),
+        // Equal, or in a file retention removed.
+        _ => Ok(Some(head)),
+    }
+}
+
+/// The line with `seq` (read from the file whose range holds it).
+fn find_line(dir: &Path, seq: u64) -> std::io::Result<Option<String>> {
+    use std::io::BufRead as _;
+    let files = log_files(dir)?;
+    let Some(file) = files.iter().rev().find(|f| f.first_seq <= seq) else {
+        return Ok(None);
+    };
+    // Records start with `{"seq":N,`; checkpoints are serialised maps (keys in any order).
+    let needle = format!("\"seq\":{seq}");
+    for line in std::io::BufReader::new(File::open(&file.path)?).lines() {
+        let line = line?;
+        if !line.contains(&needle) {
+            continue;
+        }
+        let found = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64));
+        if found == Some(seq) {
+            return Ok(Some(line));
+        }
+    }
+    Ok(None)
+}
+
+/// The id of the key that signs the chain after the last signed line of `path` (a
+/// checkpoint's `key_id`, or the key a key-introduction record names).
+fn last_signer(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::BufRead as _;
+    let mut signer = None;
+    for line in std::io::BufReader::new(File::open(path)?).lines() {
+        let line = line?;
+        if !line.contains("\"type\":\"checkpoint\"") && !line.contains("\"type\":\"key\"") {
+            continue;
+        }
+        let Ok(serde_json::Value::Object(object)) = serde_json::from_str(&line) else {
+            continue;
+        };
+        let text = |name: &str| object.get(name).and_then(serde_json::Value::as_str);
+        signer = match text("type") {
+            Some("checkpoint") => text("key_id").map(str::to_owned),
+            Some("key") => text("new_key")
+                .and_then(crate::hex::decode)
+                .map(|k| super::chain::key_id(&k)),
+            _ => signer,
+        };
+    }
+    Ok(signer)
 }
 
 /// Opens the newest file to continue its chain. A last line without its newline (a write cut

@@ -14,7 +14,9 @@ fn config(dir: &Path) -> Audit {
         rotate_interval: Duration::from_secs(3600),
         retention: Duration::from_secs(3600),
         checkpoint_interval: Duration::from_secs(3600),
+        heartbeat_multiple: 12,
         signing_key: None,
+        previous_signing_key: None,
         queue: 1024,
         record_query: false,
         otlp: None,
@@ -250,12 +252,11 @@ fn tempdir() -> TempDir {
 }
 
 #[test]
-fn a_new_checkpoint_key_is_published_beside_the_old_one() {
+fn a_new_checkpoint_key_is_introduced_by_the_previous_one() {
     let tmp = tempdir();
     let mut config = config(tmp.path());
-    config.signing_key = Some(sekisho_config::SecretString::new(
-        generate_key_pem().unwrap(),
-    ));
+    let old_pem = generate_key_pem().unwrap();
+    config.signing_key = Some(sekisho_config::SecretString::new(old_pem.clone()));
     let old_key = {
         let log = AuditLog::open(&config, tmp.path()).unwrap();
         log.record(event(0, "/before")).unwrap();
@@ -265,6 +266,15 @@ fn a_new_checkpoint_key_is_published_beside_the_old_one() {
     config.signing_key = Some(sekisho_config::SecretString::new(
         generate_key_pem().unwrap(),
     ));
+    // A new key alone is refused: nothing in the chain vouches for it.
+    match AuditLog::open(&config, tmp.path()) {
+        Err(OpenError::KeyNotIntroduced { chain, new }) => {
+            assert_eq!(chain, chain::key_id(&old_key));
+            assert_ne!(chain, new);
+        }
+        other => panic!("expected KeyNotIntroduced, got {other:?}"),
+    }
+    config.previous_signing_key = Some(sekisho_config::SecretString::new(old_pem));
     let log = AuditLog::open(&config, tmp.path()).unwrap();
     log.record(event(1, "/after")).unwrap();
     log.flush().unwrap();
@@ -273,15 +283,110 @@ fn a_new_checkpoint_key_is_published_beside_the_old_one() {
     let published = std::fs::read_to_string(config.dir.join("audit-signing.pub")).unwrap();
     assert_eq!(parse_public_keys(&published), log.public_keys());
     let lines = all_lines(&config.dir);
-    let both = chain::Verifier::with_keys(log.public_keys().to_vec(), true);
-    let report = lines.iter().fold(both, |mut v, l| {
-        v.feed(l);
-        v
+    assert!(
+        lines.iter().any(|l| l.contains("\"type\":\"key\"")),
+        "a key-introduction record"
+    );
+    let mut both = chain::Verifier::with_keys(log.public_keys().to_vec(), true);
+    lines.iter().for_each(|l| {
+        both.feed(l);
     });
-    assert!(report.result().is_intact(), "{:?}", report.result());
+    let report = both.result();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.keys_introduced, 1);
     let new_only = chain::verify(lines.iter().map(String::as_str), &log.public_key(), true);
     assert!(
         new_only.first_break.is_some(),
         "the old key's checkpoints need the old key"
     );
+    // Restarting with the new key needs no second introduction.
+    log.close();
+    config.previous_signing_key = None;
+    AuditLog::open(&config, tmp.path()).unwrap().close();
+}
+
+#[test]
+fn the_newest_checkpoint_is_kept_as_the_head_and_a_log_cut_back_does_not_reopen() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempdir();
+    let config = config(tmp.path());
+    let first_checkpoint_len;
+    {
+        let log = AuditLog::open(&config, tmp.path()).unwrap();
+        for i in 0..5 {
+            log.record(event(i, "/a")).unwrap();
+        }
+        log.flush().unwrap();
+        first_checkpoint_len = std::fs::metadata(&log_files(&config.dir).unwrap()[0].path)
+            .unwrap()
+            .len();
+        for i in 5..10 {
+            log.record(event(i, "/b")).unwrap();
+        }
+        log.close();
+    }
+    let head_path = head_path(tmp.path());
+    let head = chain::Head::parse(&std::fs::read_to_string(&head_path).unwrap()).unwrap();
+    let lines = all_lines(&config.dir);
+    assert_eq!(
+        head.line(),
+        lines.last().unwrap(),
+        "the head is the last checkpoint"
+    );
+    assert_eq!(
+        std::fs::metadata(&head_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Cut back to the first checkpoint (seq 5): the writer refuses to continue the chain.
+    let file = &log_files(&config.dir).unwrap()[0].path;
+    File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(first_checkpoint_len)
+        .unwrap();
+    match AuditLog::open(&config, tmp.path()) {
+        Err(e @ OpenError::Truncated { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(
+                    "log ends at seq 5; the signed head says 11: records 6–11 are missing"
+                ),
+                "{text}"
+            );
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    // A different line at the head's seq is a rewrite.
+    let mut rewritten = lines.clone();
+    let last = rewritten.pop().unwrap();
+    rewritten.push(last.replacen(",\"time\":\"", ",\"time\":\"1", 1));
+    std::fs::write(file, rewritten.join("\n") + "\n").unwrap();
+    assert!(matches!(
+        AuditLog::open(&config, tmp.path()),
+        Err(OpenError::Rewritten { seq: 11, .. })
+    ));
+}
+
+#[test]
+fn an_idle_log_gets_heartbeat_checkpoints() {
+    let tmp = tempdir();
+    let mut config = config(tmp.path());
+    config.checkpoint_interval = Duration::from_millis(20);
+    config.heartbeat_multiple = 2;
+    let log = AuditLog::open(&config, tmp.path()).unwrap();
+    log.record(event(0, "/a")).unwrap();
+    log.flush().unwrap();
+    let after_flush = log.metrics().checkpoints.load(Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.metrics().checkpoints.load(Ordering::Relaxed) < after_flush + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat checkpoint while idle"
+        );
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
+    log.close();
+    let report = verify_dir(&config.dir, &log);
+    assert!(report.is_intact(), "{report:?}");
 }
