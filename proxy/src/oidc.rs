@@ -632,8 +632,13 @@ impl OidcProvider {
                  at+jwt); ID tokens are not bearer credentials"
             )));
         }
+        let named: Vec<String> = audiences
+            .iter()
+            .map(|a| format!("\"{}\"", a.escape_default()))
+            .collect();
         Err(OidcError::Rejected(format!(
-            "audience {audiences:?} is not accepted"
+            "audience {} is not accepted",
+            named.join(", ")
         )))
     }
 
