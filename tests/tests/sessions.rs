@@ -229,12 +229,34 @@ async fn id_tokens_are_no_bearer_credentials_and_a_signed_out_provider_session_e
     assert_eq!(bearer(access).await, 200, "a token of another session");
     assert_eq!(bearer(id_token).await, 401);
 
-    proxy_records_rejections(&proxy, 5);
+    proxy_records_rejections(&proxy, 5).await;
+}
+
+/// The audit records once `ready` holds for them (the log is written in batches, in order).
+async fn records_when(proxy: &Proxy, what: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let dir = proxy.audit_dir();
+    sekisho_tests::eventually(what, || {
+        let dir = dir.clone();
+        let ready = &ready;
+        async move { ready(&audit_records(&dir)) }
+    })
+    .await;
+    audit_records(&dir)
+}
+
+fn count(records: &[Value], event: &str) -> usize {
+    records
+        .iter()
+        .filter(|r| r["unmapped"]["event"] == event)
+        .count()
 }
 
 /// At least `n` rejected bearer tokens are in the audit log, each with its reason.
-fn proxy_records_rejections(proxy: &Proxy, n: usize) {
-    let records = audit_records(&proxy.audit_dir());
+async fn proxy_records_rejections(proxy: &Proxy, n: usize) {
+    let records = records_when(proxy, "the rejected tokens' records", |r| {
+        count(r, "credential_rejected") >= n
+    })
+    .await;
     let rejected: Vec<&Value> = records
         .iter()
         .filter(|r| r["unmapped"]["event"] == "credential_rejected")
@@ -438,11 +460,20 @@ async fn replayed_logouts_write_nothing_and_cross_site_logouts_ask_first() {
     replayer.set_cookies(cookie_before_logout);
     assert_eq!(replayer.api(&landed).await.status(), 401);
     assert_eq!(echo.hits(), hits);
-    let logouts = audit_records(&proxy.audit_dir())
-        .iter()
-        .filter(|r| r["unmapped"]["event"] == "logout")
-        .count();
-    assert_eq!(logouts, 1, "one logout, not one per replay");
+    // Records are written in order: once the replays' own HTTP records are in, so is any
+    // logout record they would have caused.
+    let records = records_when(&proxy, "the replays' records", |r| {
+        r.iter()
+            .filter(|r| r["http_request"]["url"]["path"] == "/.sekisho/logout")
+            .count()
+            >= 300
+    })
+    .await;
+    assert_eq!(
+        count(&records, "logout"),
+        1,
+        "one logout, not one per replay"
+    );
 }
 
 #[tokio::test]
@@ -489,15 +520,17 @@ async fn a_callback_without_its_flow_cookie_costs_the_provider_nothing_and_forge
             "a forged log line: {line:?}"
         );
     }
-    let records = audit_records(&proxy.audit_dir());
-    assert!(
-        records
-            .iter()
-            .filter(|r| r["unmapped"]["event"] == "login" && r["status_id"] == 2)
-            .count()
-            >= 2,
-        "each refused callback is a failed login record"
-    );
+    records_when(
+        &proxy,
+        "a failed login record for each refused callback",
+        |r| {
+            r.iter()
+                .filter(|r| r["unmapped"]["event"] == "login" && r["status_id"] == 2)
+                .count()
+                >= 2
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -452,11 +452,18 @@ impl Verifier {
         match text("type") {
             "checkpoint" => {
                 let time = text("time");
-                self.check_signature(
-                    "checkpoint",
-                    &checkpoint_message(seq, prev, time),
-                    &signature,
-                )?;
+                // Checkpoints written before the time was signed (sekisho before 2026-12) still
+                // verify; their `time` is the only thing they do not vouch for. A checkpoint
+                // signed over its time can never pass as one of them: the messages differ.
+                let current = checkpoint_message(seq, prev, time);
+                let legacy = legacy_checkpoint_message(seq, prev);
+                let message =
+                    if !self.verifies(&current, &signature) && self.verifies(&legacy, &signature) {
+                        legacy
+                    } else {
+                        current
+                    };
+                self.check_signature("checkpoint", &message, &signature)?;
                 if let Some(head) = &self.head
                     && head.seq == seq
                     && head.hash != hash
@@ -502,6 +509,14 @@ impl Verifier {
 
     /// A signed line: by the chain's current key, or (for the first signed line) by a listed
     /// key, which is then pinned.
+    /// True when `signature` over `message` verifies with the chain's key or a listed one.
+    fn verifies(&self, message: &str, signature: &[u8]) -> bool {
+        self.signer
+            .iter()
+            .chain(self.listed.iter())
+            .any(|k| signed_by(k, message, signature))
+    }
+
     fn check_signature(
         &mut self,
         what: &str,
@@ -553,6 +568,11 @@ fn signed_by(key: &[u8], message: &str, signature: &[u8]) -> bool {
     UnparsedPublicKey::new(&ED25519, key)
         .verify(message.as_bytes(), signature)
         .is_ok()
+}
+
+/// What a checkpoint signed before its time was signed too.
+fn legacy_checkpoint_message(seq: u64, prev_hash: &str) -> String {
+    format!("sekisho-audit-checkpoint\n{seq}\n{prev_hash}")
 }
 
 fn checkpoint_message(seq: u64, prev_hash: &str, time: &str) -> String {
@@ -645,6 +665,42 @@ mod tests {
             key.public_key().as_ref(),
             true,
         )
+    }
+
+    #[test]
+    fn checkpoints_signed_before_their_time_was_still_verify_but_not_when_changed() {
+        let key = new_key();
+        let mut chain = Chain::default();
+        let mut lines = Vec::new();
+        for i in 0..3 {
+            lines.push(chain.append(record(i)).unwrap());
+        }
+        // A checkpoint as sekisho wrote it before the time was signed.
+        let signature = key.sign(legacy_checkpoint_message(3, &chain.prev_hash).as_bytes());
+        let mut line = Map::new();
+        line.insert("seq".into(), Value::from(3));
+        line.insert("prev_hash".into(), Value::from(chain.prev_hash.clone()));
+        line.insert("type".into(), Value::from("checkpoint"));
+        line.insert("time".into(), Value::from("2026-11-01T00:00:00Z"));
+        line.insert(
+            "key_id".into(),
+            Value::from(key_id(key.public_key().as_ref())),
+        );
+        line.insert(
+            "signature".into(),
+            Value::from(crate::hex::encode(signature.as_ref())),
+        );
+        let legacy = serde_json::to_string(&line).unwrap();
+        lines.push(legacy.clone());
+        let v = check(&lines, &key);
+        assert!(v.is_intact(), "{v:?}");
+        // Its signature does not cover another position in the chain.
+        let moved = legacy.replace("\"seq\":3", "\"seq\":2");
+        let mut tampered = lines.clone();
+        tampered.remove(2);
+        tampered.pop();
+        tampered.push(moved);
+        assert!(!check(&tampered, &key).is_intact());
     }
 
     #[test]
