@@ -356,6 +356,27 @@ impl Idp {
     pub fn logs(&self) -> String {
         self.process.logs()
     }
+
+    /// Token-endpoint calls the IdP has answered (code exchanges and refreshes).
+    pub async fn token_requests(&self) -> u64 {
+        self.hook("/test/stats").await["token_requests"]
+            .as_u64()
+            .expect("token_requests")
+    }
+}
+
+/// The values a response sets for the plain-HTTP session cookie `_sekisho` (empty: a deletion).
+pub fn session_cookies_set(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| *name == "_sekisho")
+        .map(|(_, value)| value.to_owned())
+        .collect()
 }
 
 /// A reqwest client that never follows redirects and accepts the test's self-signed certificates.

@@ -21,7 +21,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sekisho::seal::Sealer;
 use sekisho::session::{CookieCodec, SessionState};
 use sekisho_tests::echo::Echoed;
-use sekisho_tests::{Agent, Idp, IdpOptions, Proxy, audit_records, location, stack};
+use sekisho_tests::{
+    Agent, Idp, IdpOptions, Proxy, audit_records, location, session_cookies_set, stack,
+};
 use serde_json::Value;
 
 const SESSION: &str = "_sekisho";
@@ -270,26 +272,6 @@ async fn proxy_records_rejections(proxy: &Proxy, n: usize) {
     );
 }
 
-/// The session cookie values a response sets (empty for a deletion).
-fn session_cookies_set(response: &reqwest::Response) -> Vec<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(name, _)| *name == SESSION)
-        .map(|(_, value)| value.to_owned())
-        .collect()
-}
-
-async fn token_requests(idp: &Idp) -> u64 {
-    idp.hook("/test/stats").await["token_requests"]
-        .as_u64()
-        .expect("token_requests")
-}
-
 #[tokio::test]
 async fn a_refreshed_session_cookie_reaches_the_browser_on_every_response() {
     // Tokens living 30 s are due for refresh at once (sekisho refreshes 60 s ahead), so every
@@ -324,11 +306,11 @@ async fn a_refreshed_session_cookie_reaches_the_browser_on_every_response() {
     ];
     for (what, url, status) in cases {
         let before = agent.cookies()[SESSION].clone();
-        let refreshes = token_requests(&idp).await;
+        let refreshes = idp.token_requests().await;
         let response = agent.api(&url).await;
         assert_eq!(response.status(), status, "{what}: {url}");
         assert_eq!(
-            token_requests(&idp).await,
+            idp.token_requests().await,
             refreshes + 1,
             "{what}: the due session was refreshed"
         );
@@ -343,6 +325,15 @@ async fn a_refreshed_session_cookie_reaches_the_browser_on_every_response() {
         agent.api(&format!("{}/x", proxy.base())).await.status(),
         200
     );
+}
+
+/// The token of a "Sign out?" confirmation form.
+fn form_token(page: &str) -> String {
+    page.split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no token in the form: {page}"))
+        .to_owned()
 }
 
 /// Lines in the proxy's revocation file.
@@ -396,12 +387,7 @@ async fn replayed_logouts_write_nothing_and_cross_site_logouts_ask_first() {
         .text()
         .await
         .unwrap();
-    let token = page
-        .split("name=\"token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a token in the form")
-        .to_owned();
+    let token = form_token(&page);
 
     // A token of another browser (no session) or a forged one does not end alice's session.
     let stranger = Agent::new();
@@ -411,12 +397,7 @@ async fn replayed_logouts_write_nothing_and_cross_site_logouts_ask_first() {
         .text()
         .await
         .unwrap();
-    let stranger_token = stranger_page
-        .split("name=\"token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a token")
-        .to_owned();
+    let stranger_token = form_token(&stranger_page);
     for forged in [stranger_token.as_str(), "garbage", ""] {
         let refused = agent
             .send(client.post(&logout).form(&[("token", forged)]))
@@ -489,7 +470,7 @@ async fn a_callback_without_its_flow_cookie_costs_the_provider_nothing_and_forge
         .find(|(k, _)| k == "state")
         .map(|(_, v)| v.into_owned())
         .expect("state");
-    let before = token_requests(&idp).await;
+    let before = idp.token_requests().await;
     let stranger = Agent::new();
     let callback = format!(
         "{}/.sekisho/callback?state={state}&code=stolen-code",
@@ -498,7 +479,7 @@ async fn a_callback_without_its_flow_cookie_costs_the_provider_nothing_and_forge
     let refused = stranger.browse(&callback).await;
     assert_eq!(refused.status(), 401);
     assert_eq!(
-        token_requests(&idp).await,
+        idp.token_requests().await,
         before,
         "no code exchange without the flow cookie"
     );

@@ -24,7 +24,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sekisho_tests::echo::{Echo, Echoed};
 use sekisho_tests::{
-    Agent, DEADLINE, Idp, IdpOptions, Proxy, no_redirect_client, self_signed_pem_for, stack,
+    Agent, DEADLINE, Idp, IdpOptions, Proxy, no_redirect_client, self_signed_pem_for,
+    session_cookies_set, stack,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -838,27 +839,6 @@ async fn sni_selects_the_certificate_and_alpn_prefers_h2() {
     assert_eq!(alpn.as_deref(), Some(b"http/1.1".as_slice()));
 }
 
-/// Token-endpoint calls the IdP has answered (code exchanges and refreshes).
-async fn token_requests(idp: &Idp) -> u64 {
-    idp.hook("/test/stats").await["token_requests"]
-        .as_u64()
-        .expect("token_requests")
-}
-
-/// The session cookie values a response sets (empty for a deletion).
-fn session_cookies_set(response: &reqwest::Response) -> Vec<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(name, _)| *name == "_sekisho")
-        .map(|(_, value)| value.to_owned())
-        .collect()
-}
-
 /// Provider tokens that live 30 s: sekisho refreshes 60 s ahead, so every session is due at once.
 fn short_tokens() -> IdpOptions {
     IdpOptions {
@@ -881,7 +861,7 @@ async fn a_due_session_is_refreshed_and_ends_when_the_provider_revokes_it() {
         )
         .await;
     let login_cookie = agent.cookies()["_sekisho"].clone();
-    let before = token_requests(&idp).await;
+    let before = idp.token_requests().await;
 
     let refreshed = agent.api(&login.landed).await;
     assert_eq!(refreshed.status(), 200);
@@ -892,7 +872,7 @@ async fn a_due_session_is_refreshed_and_ends_when_the_provider_revokes_it() {
     );
     assert_ne!(set[0], login_cookie);
     assert_eq!(
-        token_requests(&idp).await,
+        idp.token_requests().await,
         before + 1,
         "one refresh at the IdP"
     );
@@ -924,7 +904,7 @@ async fn a_due_session_is_refreshed_and_ends_when_the_provider_revokes_it() {
     );
     assert!(!agent.cookies().contains_key("_sekisho"));
     assert_eq!(
-        token_requests(&idp).await,
+        idp.token_requests().await,
         before + 2,
         "the re-issued cookie was refreshed at the IdP"
     );
@@ -954,7 +934,7 @@ async fn concurrent_requests_with_the_same_due_cookie_refresh_once() {
         )
         .await;
     let cookie = agent.cookie_header();
-    let before = token_requests(&idp).await;
+    let before = idp.token_requests().await;
 
     let client = no_redirect_client();
     let mut requests = tokio::task::JoinSet::new();
@@ -977,7 +957,7 @@ async fn concurrent_requests_with_the_same_due_cookie_refresh_once() {
     }
     assert_eq!(ok, N);
     assert_eq!(
-        token_requests(&idp).await,
+        idp.token_requests().await,
         before + 1,
         "{N} concurrent requests with one due cookie refresh once"
     );
