@@ -586,62 +586,14 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1b1
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::time::Duration;
-
-    use sekisho_config::{Audit, Durability, OnFailure};
 
     use super::*;
-    use crate::audit::{Decision, Event, HttpEvent, Query};
+    use crate::audit::Event;
+    use crate::audit::writer::tests::config;
 
-    fn config(dir: &Path) -> Audit {
-        Audit {
-            dir: dir.join("audit"),
-            durability: Durability::Batched,
-            batch_window: Duration::from_millis(50),
-            on_failure: OnFailure::Deny,
-            rotate_size: 1 << 30,
-            rotate_interval: Duration::from_secs(3600),
-            retention: Duration::from_secs(3600),
-            checkpoint_interval: Duration::from_secs(3600),
-            heartbeat_multiple: 12,
-            signing_key: None,
-            previous_signing_key: None,
-            queue: 1024,
-            record_query: false,
-            otlp: None,
-        }
-    }
-
+    /// The writer tests' request record at `/x`, always allowed.
     fn event(i: u64) -> Event {
-        Event::Http(Box::new(HttpEvent {
-            time: jiff::Timestamp::now(),
-            request_id: format!("req-{i}"),
-            method: http::Method::GET,
-            version: http::Version::HTTP_11,
-            scheme: "http",
-            host: "app.test".into(),
-            port: None,
-            path: "/x".into(),
-            query: Query::None,
-            user_agent: None,
-            peer: "127.0.0.1:1000".parse().unwrap(),
-            client_ip: "127.0.0.1".parse().unwrap(),
-            tls_version: None,
-            client_certificate: None,
-            route: None,
-            decision: Decision::Allow,
-            policy: None,
-            rule: None,
-            report_only_deny: false,
-            actor: None,
-            upstream: None,
-            status: 200,
-            detail: None,
-            bytes_in: None,
-            bytes_out: None,
-            latency: Duration::from_millis(1),
-            container: None,
-        }))
+        crate::audit::writer::tests::event(i * 2, "/x")
     }
 
     /// A temporary directory removed on drop.

@@ -1495,4 +1495,4 @@ pub fn parse_public_keys(text: &str) -> Vec<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

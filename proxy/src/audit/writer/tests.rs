@@ -4,7 +4,8 @@ use super::*;
 use crate::audit::chain;
 use crate::audit::record::{Decision, HttpEvent, Query};
 
-fn config(dir: &Path) -> Audit {
+/// An audit configuration writing under `dir` (also used by the review page's tests).
+pub(crate) fn config(dir: &Path) -> Audit {
     Audit {
         dir: dir.join("audit"),
         durability: Durability::Batched,
@@ -23,7 +24,8 @@ fn config(dir: &Path) -> Audit {
     }
 }
 
-fn event(i: u64, user_path: &str) -> Event {
+/// A request record: allowed when `i` is even, denied when odd.
+pub(crate) fn event(i: u64, user_path: &str) -> Event {
     Event::Http(Box::new(HttpEvent {
         time: jiff::Timestamp::now(),
         request_id: format!("req-{i}"),
