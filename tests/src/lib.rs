@@ -13,6 +13,7 @@
 
 pub mod builtin;
 pub mod echo;
+pub mod raw;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

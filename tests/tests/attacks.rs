@@ -24,10 +24,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sekisho::seal::Sealer;
 use sekisho::session::{CookieCodec, SessionState, unix_now};
 use sekisho_tests::echo::{Echo, Echoed};
-use sekisho_tests::{Agent, DEADLINE, Idp, IdpOptions, Proxy, location, no_redirect_client, stack};
+use sekisho_tests::raw::{self, RawResponse, exchange, get, single};
+use sekisho_tests::{Agent, Idp, IdpOptions, Proxy, location, no_redirect_client, stack};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 /// The session cookie's name on plain HTTP.
 const SESSION: &str = "_sekisho";
@@ -1628,7 +1627,7 @@ async fn invalid_bearer_tokens_are_refused() {
             &get(
                 &proxy,
                 "/api",
-                &[("Authorization", &twice), ("Authorization", second)],
+                &[("Authorization", twice.as_str()), ("Authorization", second)],
             ),
         )
         .await;
@@ -1811,7 +1810,7 @@ async fn ambiguous_paths_are_refused_without_reaching_the_upstream() {
     // Asterisk-form is no path.
     let response = single(
         proxy.http,
-        &raw_request(
+        &raw::request(
             "OPTIONS * HTTP/1.1",
             &[
                 ("Host", &proxy.http.to_string()),
@@ -1998,7 +1997,7 @@ async fn host_confusion_is_refused() {
     let request = |line: &str, hosts: &[&str]| {
         let mut headers: Vec<(&str, &str)> = hosts.iter().map(|h| ("Host", *h)).collect();
         headers.push(auth);
-        raw_request(line, &headers, "")
+        raw::request(line, &headers, "")
     };
     let evil_port = format!("evil.example:{port}");
     let userinfo = format!("evil@{host}");
@@ -2095,7 +2094,7 @@ async fn host_confusion_is_refused() {
     ] {
         let response = single(
             proxy.http,
-            &raw_request(&line, &[("Host", &host), auth], ""),
+            &raw::request(&line, &[("Host", host.as_str()), auth], ""),
         )
         .await;
         assert_eq!(response.status, 200, "{line}");
@@ -2104,165 +2103,7 @@ async fn host_confusion_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: raw HTTP/1.1, echo answers, assertions.
-
-/// One HTTP/1.1 response read off a raw connection.
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn echoed(&self) -> Echoed {
-        Echoed(
-            serde_json::from_slice(&self.body)
-                .unwrap_or_else(|e| panic!("not an echo answer ({e}): {self:?}")),
-        )
-    }
-}
-
-/// `request_line`, the header lines exactly as given (name case, order, duplicates),
-/// `Connection: close`, and `body`.
-fn raw_request(request_line: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut out = format!("{request_line}\r\n");
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
-/// `GET target HTTP/1.1` to the proxy's own host, with `headers`.
-fn get(proxy: &Proxy, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
-    let host = proxy.http.to_string();
-    let mut all: Vec<(&str, &str)> = vec![("Host", &host)];
-    all.extend_from_slice(headers);
-    raw_request(&format!("GET {target} HTTP/1.1"), &all, "")
-}
-
-/// Writes `request` as is and reads every response until the proxy closes the connection.
-async fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<RawResponse> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .expect("connecting to sekisho");
-    stream
-        .write_all(request)
-        .await
-        .expect("writing the request");
-    let mut bytes = Vec::new();
-    let read = async {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-                // A server that refuses a message may reset the connection after answering.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("reading the response: {e}"),
-            }
-        }
-    };
-    if tokio::time::timeout(DEADLINE, read).await.is_err() {
-        panic!(
-            "sekisho kept the connection open after:\n{}",
-            String::from_utf8_lossy(request)
-        );
-    }
-    parse_responses(&bytes)
-}
-
-/// [`exchange`] for a request that must get exactly one response.
-async fn single(addr: SocketAddr, request: &[u8]) -> RawResponse {
-    let mut responses = exchange(addr, request).await;
-    assert_eq!(
-        responses.len(),
-        1,
-        "expected one response to:\n{}\ngot {responses:?}",
-        String::from_utf8_lossy(request)
-    );
-    responses.remove(0)
-}
-
-fn parse_responses(mut bytes: &[u8]) -> Vec<RawResponse> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let end = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| {
-                panic!(
-                    "truncated response head: {:?}",
-                    String::from_utf8_lossy(bytes)
-                )
-            });
-        let head = std::str::from_utf8(&bytes[..end]).expect("response head is text");
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("status line {status_line:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let rest = &bytes[end + 4..];
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let (body, rest) =
-            if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-                dechunk(rest)
-            } else if let Some(len) = find("content-length") {
-                let len: usize = len.parse().expect("Content-Length");
-                (rest[..len].to_vec(), &rest[len..])
-            } else {
-                (rest.to_vec(), &rest[rest.len()..])
-            };
-        out.push(RawResponse {
-            status,
-            headers,
-            body,
-        });
-        bytes = rest;
-    }
-    out
-}
-
-fn dechunk(mut bytes: &[u8]) -> (Vec<u8>, &[u8]) {
-    let mut body = Vec::new();
-    loop {
-        let eol = bytes
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size_text = std::str::from_utf8(&bytes[..eol]).expect("chunk size text");
-        let size =
-            usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16)
-                .expect("chunk size");
-        bytes = &bytes[eol + 2..];
-        if size == 0 {
-            // No trailers from our servers: the final CRLF.
-            return (body, &bytes[2..]);
-        }
-        body.extend_from_slice(&bytes[..size]);
-        bytes = &bytes[size + 2..];
-    }
-}
+// Helpers: echo answers, assertions.
 
 /// The `Cookie` line carrying only the agent's sekisho session cookie.
 fn session_cookie_line(agent: &Agent) -> String {

@@ -12,8 +12,8 @@
 
 use std::net::SocketAddr;
 
+use sekisho_tests::raw::{self, RawResponse, single};
 use sekisho_tests::{IdpOptions, Nginx, audit_records, stack};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const POLICIES: &str = "policies:\n  admins-only:\n    allow:\n      and:\n        - groups: {has: admins}\n\
                         \x20 no-admin-path:\n    allow:\n      and:\n        - authenticated_user: true\n\
@@ -36,42 +36,19 @@ fn routes(nginx: SocketAddr) -> String {
     )
 }
 
-/// A response read off the wire: status, request id, body.
-struct Raw {
-    status: u16,
-    request_id: String,
-    body: String,
-}
-
 /// Sends a raw HTTP/1.1 request (the path exactly as given; `reqwest` would normalise it).
-async fn raw(addr: SocketAddr, host: &str, path: &str, token: &str) -> Raw {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+async fn raw(addr: SocketAddr, host: &str, path: &str, token: &str) -> RawResponse {
+    let authorization = format!("Bearer {token}");
+    let request = raw::request(
+        &format!("GET {path} HTTP/1.1"),
+        &[
+            ("Host", host),
+            ("Authorization", &authorization),
+            ("Accept", "application/json"),
+        ],
+        "",
     );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let request_id = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("x-request-id")
-                .then(|| value.trim().to_owned())
-        })
-        .unwrap_or_default();
-    Raw {
-        status,
-        request_id,
-        body: body.to_owned(),
-    }
+    single(addr, &request).await
 }
 
 #[tokio::test]
@@ -94,11 +71,12 @@ async fn path_variants_an_upstream_reads_differently_are_refused() {
     assert_eq!(raw(proxy.http, &local, "/", &bob).await.status, 200);
     let mixed = raw(proxy.http, &local, "/api/Users", &bob).await;
     assert_eq!(
-        mixed.status, 200,
+        mixed.status,
+        200,
         "harmless mixed case passes: {}",
-        mixed.body
+        mixed.text()
     );
-    assert!(mixed.body.contains("/api/Users"), "{}", mixed.body);
+    assert!(mixed.text().contains("/api/Users"), "{}", mixed.text());
     assert_eq!(raw(proxy.http, &local, "/admin/", &alice).await.status, 200);
     assert_eq!(raw(proxy.http, &local, "/admin/", &bob).await.status, 403);
 
@@ -116,13 +94,19 @@ async fn path_variants_an_upstream_reads_differently_are_refused() {
         let hits = echo.hits();
         let response = raw(proxy.http, &local, variant, &bob).await;
         assert_eq!(
-            response.status, 400,
+            response.status,
+            400,
             "{variant} as bob: {} {}",
-            response.status, response.body
+            response.status,
+            response.text()
         );
         assert_eq!(echo.hits(), hits, "{variant} reached the upstream");
-        assert!(!response.request_id.is_empty(), "{variant}: no request id");
-        refused.push((variant, response.request_id));
+        let request_id = response
+            .header("x-request-id")
+            .unwrap_or_default()
+            .to_owned();
+        assert!(!request_id.is_empty(), "{variant}: no request id");
+        refused.push((variant, request_id));
     }
 
     // nginx ignores case: behind the default (lenient) declaration `/ADMIN/` is refused; behind
@@ -130,14 +114,14 @@ async fn path_variants_an_upstream_reads_differently_are_refused() {
     // through the open `/` route. That is the bypass the default refusal prevents.
     let nginx_requests = nginx.requests();
     let lenient = raw(proxy.http, "lenient.test", "/ADMIN/", &bob).await;
-    assert_eq!(lenient.status, 400, "{}", lenient.body);
+    assert_eq!(lenient.status, 400, "{}", lenient.text());
     assert_eq!(nginx.requests(), nginx_requests, "/ADMIN/ reached nginx");
     let strict = raw(proxy.http, "strict.test", "/ADMIN/", &bob).await;
-    assert_eq!(strict.status, 200, "{}", strict.body);
+    assert_eq!(strict.status, 200, "{}", strict.text());
     assert!(
-        strict.body.contains("nginx-admin"),
+        strict.text().contains("nginx-admin"),
         "nginx served its admin location: {}",
-        strict.body
+        strict.text()
     );
     assert_eq!(
         raw(proxy.http, "strict.test", "/admin/", &bob).await.status,

@@ -10,13 +10,10 @@
     reason = "tests panic with context"
 )]
 
-use std::net::SocketAddr;
-
 use sekisho_tests::echo::Echoed;
-use sekisho_tests::{DEADLINE, Proxy, audit_records, eventually, stack};
+use sekisho_tests::raw::{get, single};
+use sekisho_tests::{Proxy, audit_records, eventually, stack};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 /// The value of every forged header: it must not appear at the upstream under any name.
 const FORGED: &str = "forged-by-the-client";
@@ -104,7 +101,7 @@ async fn other_products_identity_headers_never_reach_the_upstream() {
     ];
     headers.extend(FOREIGN_IDENTITY.iter().map(|n| (*n, FORGED.as_bytes())));
     let hits = echo.hits();
-    let response = exchange(proxy.http, &get(&proxy, "/whoami", &headers)).await;
+    let response = single(proxy.http, &get(&proxy, "/whoami", &headers)).await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(echo.hits(), hits + 1);
     let echoed = response.echoed();
@@ -146,14 +143,14 @@ async fn configured_names_are_stripped_globally_and_per_route() {
     headers.extend(global.iter().map(|n| (*n, FORGED.as_bytes())));
     headers.extend(per_route.iter().map(|n| (*n, &b"route-only"[..])));
 
-    let on_app = exchange(proxy.http, &get(&proxy, "/app", &headers)).await;
+    let on_app = single(proxy.http, &get(&proxy, "/app", &headers)).await;
     assert_eq!(on_app.status, 200, "{on_app:?}");
     let echoed = on_app.echoed();
     assert_absent(&echoed, &global, "global names on route app");
     assert_absent(&echoed, &per_route, "route app's own names");
     assert_eq!(echoed.header("x-corporate").as_deref(), Some("arrives"));
 
-    let on_plain = exchange(proxy.http, &get(&proxy, "/plain/x", &headers)).await;
+    let on_plain = single(proxy.http, &get(&proxy, "/plain/x", &headers)).await;
     assert_eq!(on_plain.status, 200, "{on_plain:?}");
     let echoed = on_plain.echoed();
     assert_eq!(echoed.path(), "/plain/x");
@@ -246,7 +243,7 @@ async fn x_forwarded_for_names_the_client_or_is_refused() {
             lines.iter().map(|l| ("X-Forwarded-For", *l)).collect();
         headers.push(("X-Control", b"arrives"));
         let hits = echo.hits();
-        let response = exchange(proxy.http, &get(&proxy, "/", &headers)).await;
+        let response = single(proxy.http, &get(&proxy, "/", &headers)).await;
         assert_eq!(
             response.status, *status,
             "X-Forwarded-For {shown:?}: {response:?}"
@@ -299,7 +296,7 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_not_believed() {
     .await;
     for xff in [&b"203.0.113.5"[..], b"unknown", b"\xf1"] {
         let hits = echo.hits();
-        let response = exchange(
+        let response = single(
             proxy.http,
             &get(
                 &proxy,
@@ -324,7 +321,7 @@ async fn connection_listed_headers_go_even_beside_a_non_ascii_token() {
     let (idp, _echo, proxy) = stack(Default::default(), "RS256", |_| {}).await;
     let token = idp.bearer("alice").await;
     let authorization = format!("Bearer {token}");
-    let response = exchange(
+    let response = single(
         proxy.http,
         &get(
             &proxy,
@@ -355,110 +352,4 @@ async fn connection_listed_headers_go_even_beside_a_non_ascii_token() {
         echoed.header_names()
     );
     assert_eq!(echoed.header("x-control").as_deref(), Some("arrives"));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw HTTP/1.1 over a TcpStream: the exact bytes of names and values.
-
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn echoed(&self) -> Echoed {
-        Echoed(
-            serde_json::from_slice(&self.body)
-                .unwrap_or_else(|e| panic!("not an echo answer ({e}): {self:?}")),
-        )
-    }
-}
-
-/// `GET target HTTP/1.1` to the proxy's own host with `headers` exactly as given, then
-/// `Connection: close`.
-fn get(proxy: &Proxy, target: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n", proxy.http).into_bytes();
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out
-}
-
-/// Writes `request` and reads the one response until the proxy closes the connection.
-async fn exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .expect("connecting to sekisho");
-    stream
-        .write_all(request)
-        .await
-        .expect("writing the request");
-    let mut bytes = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut bytes))
-        .await
-        .expect("sekisho kept the connection open")
-        .expect("reading the response");
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("truncated response: {:?}", String::from_utf8_lossy(&bytes)));
-    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let rest = &bytes[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
-    RawResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// The payload of a chunked body.
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size_text = std::str::from_utf8(&rest[..line_end]).expect("chunk size is text");
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .expect("chunk size");
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return body;
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
 }
