@@ -110,5 +110,6 @@ fn route(index: usize, prefix: &str) -> Route {
         mode: PolicyMode::Enforce,
         show_error_details: false,
         upstream_paths: UpstreamPaths::default(),
+        strip_request_headers: Vec::new(),
     }
 }
