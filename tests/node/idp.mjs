@@ -541,6 +541,14 @@ async function handleTest(req, res, instance, path, query) {
     log(`rotated keys: ${JSON.stringify(kids)}`);
     return sendJson(res, 200, { kids });
   }
+  if (path === '/test/groups' && req.method === 'POST') {
+    // Changes a user's groups at the provider: the next ID token (a refresh) carries them.
+    const user = USERS[query.get('sub')];
+    if (!user) return sendJson(res, 400, { error: 'unknown sub' });
+    user.claims.groups = (query.get('groups') || '').split(',').filter(Boolean);
+    log(`groups of ${query.get('sub')}: ${user.claims.groups.join(',')}`);
+    return sendJson(res, 200, { groups: user.claims.groups });
+  }
   if (path === '/test/stats' && (req.method === 'POST' || req.method === 'GET')) {
     return sendJson(res, 200, { token_requests: tokenRequests });
   }

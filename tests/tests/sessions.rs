@@ -336,6 +336,40 @@ fn form_token(page: &str) -> String {
         .to_owned()
 }
 
+#[tokio::test]
+async fn a_refresh_that_changes_the_groups_gets_a_new_assertion() {
+    let short = IdpOptions {
+        access_token_ttl: 30,
+        id_token_ttl: 30,
+        ..IdpOptions::default()
+    };
+    let (idp, _echo, proxy) = stack(short, "ES256", |_| {}).await;
+    let (agent, landed) = signed_in(&idp, &proxy, "alice").await;
+    let groups_of = |seen: &Echoed| {
+        let assertion = seen.header("x-sekisho-jwt-assertion").expect("assertion");
+        (
+            seen.header("x-sekisho-groups").unwrap_or_default(),
+            claims_of(&assertion)["groups"].clone(),
+        )
+    };
+    let before = groups_of(&upstream_view(&agent, &landed).await);
+    assert_eq!(before.0, "eng,admins");
+    assert_eq!(before.1, serde_json::json!(["eng", "admins"]));
+
+    // alice leaves `admins` at the provider; her next request refreshes the session (the
+    // tokens are always due) and the upstream must not be told she is still an admin.
+    idp.hook("/test/groups?sub=alice&groups=eng").await;
+    let refreshes = idp.token_requests().await;
+    let after = groups_of(&upstream_view(&agent, &landed).await);
+    assert_eq!(idp.token_requests().await, refreshes + 1, "one refresh");
+    assert_eq!(after.0, "eng", "the identity headers follow the refresh");
+    assert_eq!(
+        after.1,
+        serde_json::json!(["eng"]),
+        "the signed assertion follows the refresh, not the cache"
+    );
+}
+
 /// Lines in the proxy's revocation file.
 fn revocations(proxy: &Proxy) -> usize {
     std::fs::read_to_string(proxy.state_dir().join("revoked-sessions"))
