@@ -191,6 +191,9 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`: every phase (trusted
+        // proxies, policies, the audit record) sees them as the IPv4 address they are.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let builder = builder.clone();

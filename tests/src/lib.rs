@@ -404,6 +404,8 @@ pub struct ProxyOptions {
     pub session_yaml: String,
     /// YAML under `server:` besides the listeners (e.g. `  trusted_proxies: [127.0.0.1]\n`).
     pub server_yaml: String,
+    /// The plain HTTP listener (default `127.0.0.1:0`; `"[::]:0"` for a dual-stack one).
+    pub http_listen: String,
     /// Also listen with TLS (self-signed certificate for 127.0.0.1 / localhost).
     pub tls: bool,
     /// Bearer audiences.
@@ -426,6 +428,7 @@ impl ProxyOptions {
             extra_yaml: String::new(),
             session_yaml: String::new(),
             server_yaml: String::new(),
+            http_listen: "127.0.0.1:0".to_owned(),
             tls: false,
             bearer_audiences: vec!["sekisho".into(), "api://sekisho".into()],
             oidc_yaml: String::new(),
@@ -501,7 +504,7 @@ impl Proxy {
             .join(", ");
         let config = format!(
             "state_dir: state\n\
-             server:\n  http_listen: 127.0.0.1:0\n{server}{tls_yaml}\
+             server:\n  http_listen: \"{listen}\"\n{server}{tls_yaml}\
              oidc:\n  issuer: {issuer}\n  client_id: sekisho\n  client_secret: {{env: SEKISHO_TEST_CLIENT_SECRET}}\n  \
              scopes: [openid, email, profile, groups]\n  bearer_audiences: [{audiences}]\n{oidc}\
              session:\n  keys: [{{file: cookie.key}}]\n{session}\
@@ -512,6 +515,7 @@ impl Proxy {
             session = options.session_yaml,
             oidc = options.oidc_yaml,
             server = options.server_yaml,
+            listen = options.http_listen,
             extra = options.extra_yaml,
             routes = options.routes_yaml.replace("{echo}", &echo.to_string()),
         );

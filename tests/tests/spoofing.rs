@@ -180,6 +180,64 @@ async fn internal_only_stack() -> (sekisho_tests::Idp, sekisho_tests::echo::Echo
     .await
 }
 
+#[tokio::test]
+async fn a_dual_stack_listener_sees_ipv4_clients_as_ipv4() {
+    // On `[::]` the kernel hands sekisho IPv4 peers as `::ffff:127.0.0.1`: the trusted proxy
+    // `127.0.0.1` must still be recognised, and the audit record must name the client as IPv4,
+    // not as forwarded through its own mapped address.
+    let (_idp, echo, proxy) = stack(Default::default(), "RS256", |o| {
+        o.http_listen = "[::]:0".to_owned();
+        o.server_yaml = "  trusted_proxies: [127.0.0.1]\n".to_owned();
+        o.routes_yaml = "  - id: internal\n    from: http://127.0.0.1\n    to: http://{echo}\n    \
+                         policy:\n      allow:\n        or:\n          \
+                         - source_ip: [203.0.113.0/24, 127.0.0.1/32]\n"
+            .to_owned();
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{}/x", proxy.http.port());
+    let client = reqwest::Client::new();
+    let direct = client.get(&url).send().await.unwrap();
+    assert_eq!(direct.status(), 200);
+    let direct_id = direct.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let forwarded = client
+        .get(&url)
+        .header("x-forwarded-for", "203.0.113.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forwarded.status(),
+        200,
+        "the mapped peer is the trusted 127.0.0.1"
+    );
+    let forwarded_id = forwarded.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(echo.hits(), 2);
+
+    let record = http_record(&proxy, &direct_id).await;
+    assert_eq!(record["src_endpoint"]["ip"], "127.0.0.1", "{record}");
+    assert!(
+        record["src_endpoint"].get("intermediate_ips").is_none(),
+        "{record}"
+    );
+    assert!(
+        record["src_endpoint"]["port"].as_u64().is_some(),
+        "{record}"
+    );
+    let record = http_record(&proxy, &forwarded_id).await;
+    assert_eq!(record["src_endpoint"]["ip"], "203.0.113.5", "{record}");
+    assert_eq!(
+        record["src_endpoint"]["intermediate_ips"],
+        serde_json::json!(["127.0.0.1"]),
+        "{record}"
+    );
+}
+
 /// The HTTP Activity record of request `id`, once it is written.
 async fn http_record(proxy: &Proxy, id: &str) -> Value {
     let dir = proxy.audit_dir();
