@@ -12,7 +12,7 @@ use sekisho_config::{Config, Scheme};
 use serde::Deserialize;
 
 use super::{Decision, Effect, Input, RegoEngines, RegoError, TraceLine, decide, explain};
-use crate::normalize::normalize_path;
+use crate::normalize::{Address, Ambiguity, Views, normalize_path};
 use crate::routes::{Match, RouteTable};
 use crate::session::Identity;
 
@@ -201,8 +201,8 @@ impl<'c> Evaluator<'c> {
         };
         let document = input.document();
         let port = url.port();
-        let route = match self.routes.lookup(scheme, &host, port, &method, &path) {
-            Match::Found(_, route) => route,
+        let (index, route) = match self.routes.lookup(scheme, &host, port, &method, &path) {
+            Match::Found(index, route) => (index, route),
             Match::MethodNotAllowed => {
                 return Ok(Evaluation {
                     route: Err("method not allowed on the matching route"),
@@ -222,11 +222,40 @@ impl<'c> Evaluator<'c> {
                 });
             }
         };
+        // The proxy refuses a path its upstream would read as one routed or decided otherwise;
+        // so does the evaluator, with the same reason.
+        let refused = |ambiguity: Ambiguity, document, trace| Evaluation {
+            route: Ok(route.id.clone()),
+            effect: Effect::Deny,
+            explanation: format!("refused (400): {}", ambiguity.public_reason()),
+            document,
+            trace,
+        };
+        let address = Address {
+            scheme,
+            host: &host,
+            port,
+            method: &method,
+        };
+        let views = match Views::check_route(&self.routes, address, &path, index, route) {
+            Ok(views) => views,
+            Err(ambiguity) => return Ok(refused(ambiguity, document, Vec::new())),
+        };
         let (decision, trace) = explain(&route.policy, &input, &self.rego);
         debug_assert_eq!(
             decision.effect,
             decide(&route.policy, &input, &self.rego).effect
         );
+        if let Err(ambiguity) = views.check_decision(
+            &self.routes,
+            index,
+            route,
+            &input,
+            decision.effect,
+            &self.rego,
+        ) {
+            return Ok(refused(ambiguity, document, trace));
+        }
         Ok(Evaluation {
             route: Ok(route.id.clone()),
             effect: effective(&decision, route.mode, identity.is_some()),
