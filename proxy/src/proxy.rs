@@ -1436,11 +1436,13 @@ impl Proxy {
             .map(SessionState::sid_hash)
             .unwrap_or_default();
         match *request.method() {
-            Method::GET | Method::HEAD if !same_origin_navigation(request.headers()) => {
+            Method::GET if same_origin_navigation(request.headers()) => {}
+            // Any other GET, and every HEAD (no navigation: link checkers and prefetchers send
+            // it), only gets the form.
+            Method::GET | Method::HEAD => {
                 let token = self.logout_token(&bound_to)?;
                 return Ok(logout_confirmation_page(&token, request_id));
             }
-            Method::GET | Method::HEAD => {}
             Method::POST => {
                 let body = http_body_util::Limited::new(request.into_body(), 4096)
                     .collect()

@@ -410,6 +410,15 @@ async fn replayed_logouts_write_nothing_and_cross_site_logouts_ask_first() {
             Some("alice")
         );
     }
+    // HEAD is no navigation: it never signs out, whatever it claims.
+    let head = agent
+        .send(client.head(&logout).header("sec-fetch-site", "same-origin"))
+        .await;
+    assert_eq!(head.status(), 200);
+    assert!(
+        session_cookies_set(&head).is_empty(),
+        "HEAD cleared nothing"
+    );
     let page = agent
         .send(
             client
