@@ -154,6 +154,30 @@ impl ProxyError {
     }
 }
 
+/// The content security policy of sekisho's own short pages: nothing loads, nothing frames them.
+pub const PAGE_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The headers every HTML page sekisho serves carries (error pages, the sign-out form, the
+/// audit review, the built-in provider's pages): HTML content type, no caching, no sniffing,
+/// no framing (`frame-ancestors` in `csp` and `X-Frame-Options`), no referrer, and `csp`.
+pub fn html_headers(headers: &mut http::HeaderMap, csp: HeaderValue) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
+
 /// A short page (HTML for browsers, text otherwise) with the request id.
 pub fn page(
     status: StatusCode,
@@ -184,12 +208,16 @@ pub fn page(
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    if browser {
+        html_headers(headers, HeaderValue::from_static(PAGE_CSP));
+    } else {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", id);
     }
@@ -252,6 +280,31 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("req-123")
         );
+    }
+
+    #[test]
+    fn error_pages_for_browsers_cannot_be_framed_or_load_anything() {
+        let response = ProxyError::Forbidden {
+            reason: "no".into(),
+        }
+        .into_response("req-1", true);
+        let header = |name: header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = header(header::CONTENT_SECURITY_POLICY);
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(header(header::X_FRAME_OPTIONS), "DENY");
+        assert_eq!(header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        assert_eq!(header(header::REFERRER_POLICY), "no-referrer");
+        assert!(header(header::CONTENT_TYPE).starts_with("text/html"));
     }
 
     #[test]

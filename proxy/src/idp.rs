@@ -33,6 +33,7 @@ use sekisho_config::{Config, IdentityProvider as IdpConfig, IdpClient, IdpUser, 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BoxError, ProxyBody, full};
+use crate::seal::constant_time_eq;
 use crate::seal::{Purpose, Sealer};
 use crate::session::{request_cookies, unix_now};
 
@@ -681,9 +682,7 @@ fn redirect(status: StatusCode, location: &str, cookies: Vec<HeaderValue>) -> Re
 
 /// `len` random bytes, base64url; `None` when the system random source fails.
 fn random_token(len: usize) -> Option<String> {
-    let mut bytes = vec![0u8; len];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).ok()?;
-    Some(URL_SAFE_NO_PAD.encode(bytes))
+    crate::seal::random_token(len).ok()
 }
 
 /// The page for a failure inside sekisho (detail goes to the log).
@@ -694,11 +693,6 @@ fn internal(detail: &str) -> Response<ProxyBody> {
         "Something went wrong",
         "The identity provider could not complete the request. Try again.",
     )
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads the provider's cookie-sealing key, making it on first start.

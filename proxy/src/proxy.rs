@@ -33,7 +33,7 @@ use crate::policy::{self, ClientCertificate, Effect, RegoEngines};
 use crate::redirect::{origin_string, validate_return_to};
 use crate::revocation::{RevocationError, RevocationList};
 use crate::routes::{Match, RouteTable};
-use crate::seal::{Purpose, SealError, Sealer};
+use crate::seal::{Purpose, SealError, Sealer, constant_time_eq};
 use crate::session::{
     CookieCodec, Identity, IdentityValues, OpenSession, SessionCache, SessionRejection,
     SessionState, provider_sid_hash, request_cookies, strip_own_cookies, unix_now,
@@ -1551,13 +1551,9 @@ impl Proxy {
     }
 
     fn random_token(&self, len: usize) -> Result<String, ProxyError> {
-        let mut bytes = vec![0u8; len];
-        self.sealer
-            .random(&mut bytes)
-            .map_err(|e| ProxyError::Internal {
-                detail: e.to_string(),
-            })?;
-        Ok(URL_SAFE_NO_PAD.encode(bytes))
+        crate::seal::random_token(len).map_err(|e| ProxyError::Internal {
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -1714,14 +1710,9 @@ fn logout_confirmation_page(token: &str, request_id: &str) -> Response<ProxyBody
         html_escape(token),
         html_escape(request_id)
     );
+    // `page` gives it the pages' headers: no framing, nothing loaded. (No `form-action`:
+    // Chromium applies it to the redirect to the provider's end-session.)
     *response.body_mut() = full(body);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        // No form-action: Chromium applies it to the redirect to the provider's end-session.
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
-    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     response
 }
 
@@ -1749,13 +1740,6 @@ fn is_browser(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("xmlhttprequest"));
     html && !xhr
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Request ids: a random per-process prefix and a counter, so ids are unique and cheap.

@@ -167,19 +167,12 @@ fn document(
         *STYLE_HASH
     );
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, value);
-    }
+    // The CSP is built from a base64 hash and an origin checked by `is_origin`: always a valid
+    // header value; should it not be, the strictest policy stands in.
+    let csp = HeaderValue::from_str(&csp)
+        .unwrap_or_else(|_| HeaderValue::from_static(crate::error::PAGE_CSP));
+    crate::error::html_headers(h, csp);
     no_store(h);
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
     response
 }
 
