@@ -973,10 +973,12 @@ impl Proxy {
                 let token = token.trim();
                 let verified = self.oidc.verify_bearer(token).await.and_then(|identity| {
                     match &identity.provider_sid {
+                        // No hashing per request while nothing is revoked.
                         Some(sid)
-                            if self
-                                .revoked
-                                .is_revoked(&provider_sid_hash(&identity.issuer, sid)) =>
+                            if !self.revoked.is_empty()
+                                && self
+                                    .revoked
+                                    .is_revoked(&provider_sid_hash(&identity.issuer, sid)) =>
                         {
                             Err(OidcError::Rejected(
                                 "the provider session (sid) of this token was signed out at \

@@ -231,6 +231,18 @@ impl Default for IdpOptions {
     }
 }
 
+impl IdpOptions {
+    /// Provider tokens that live 30 s: sekisho refreshes 60 s ahead, so every session is due at
+    /// once and every request refreshes.
+    pub fn short_tokens() -> Self {
+        IdpOptions {
+            access_token_ttl: 30,
+            id_token_ttl: 30,
+            ..IdpOptions::default()
+        }
+    }
+}
+
 /// The real OpenID provider.
 #[derive(Debug)]
 pub struct Idp {

@@ -276,12 +276,7 @@ async fn proxy_records_rejections(proxy: &Proxy, n: usize) {
 async fn a_refreshed_session_cookie_reaches_the_browser_on_every_response() {
     // Tokens living 30 s are due for refresh at once (sekisho refreshes 60 s ahead), so every
     // request below refreshes and must hand the browser the new cookie, whatever its answer.
-    let short = IdpOptions {
-        access_token_ttl: 30,
-        id_token_ttl: 30,
-        ..IdpOptions::default()
-    };
-    let (idp, _echo, proxy) = stack(short, "ES256", |o| {
+    let (idp, _echo, proxy) = stack(IdpOptions::short_tokens(), "ES256", |o| {
         o.extra_yaml = "policies:\n  admins-only:\n    allow:\n      and:\n        - groups: {has: admins}\n\
                         admin:\n  listen: 127.0.0.1:0\n  policy: admins-only\n"
             .into();
@@ -338,12 +333,7 @@ fn form_token(page: &str) -> String {
 
 #[tokio::test]
 async fn a_refresh_that_changes_the_groups_gets_a_new_assertion() {
-    let short = IdpOptions {
-        access_token_ttl: 30,
-        id_token_ttl: 30,
-        ..IdpOptions::default()
-    };
-    let (idp, _echo, proxy) = stack(short, "ES256", |_| {}).await;
+    let (idp, _echo, proxy) = stack(IdpOptions::short_tokens(), "ES256", |_| {}).await;
     let (agent, landed) = signed_in(&idp, &proxy, "alice").await;
     let groups_of = |seen: &Echoed| {
         let assertion = seen.header("x-sekisho-jwt-assertion").expect("assertion");

@@ -839,18 +839,9 @@ async fn sni_selects_the_certificate_and_alpn_prefers_h2() {
     assert_eq!(alpn.as_deref(), Some(b"http/1.1".as_slice()));
 }
 
-/// Provider tokens that live 30 s: sekisho refreshes 60 s ahead, so every session is due at once.
-fn short_tokens() -> IdpOptions {
-    IdpOptions {
-        access_token_ttl: 30,
-        id_token_ttl: 30,
-        ..IdpOptions::default()
-    }
-}
-
 #[tokio::test]
 async fn a_due_session_is_refreshed_and_ends_when_the_provider_revokes_it() {
-    let (idp, echo, proxy) = stack(short_tokens(), "ES256", |_| {}).await;
+    let (idp, echo, proxy) = stack(IdpOptions::short_tokens(), "ES256", |_| {}).await;
     let agent = Agent::new();
     let login = agent
         .login(
@@ -923,7 +914,7 @@ async fn a_due_session_is_refreshed_and_ends_when_the_provider_revokes_it() {
 #[tokio::test]
 async fn concurrent_requests_with_the_same_due_cookie_refresh_once() {
     const N: usize = 12;
-    let (idp, _echo, proxy) = stack(short_tokens(), "ES256", |_| {}).await;
+    let (idp, _echo, proxy) = stack(IdpOptions::short_tokens(), "ES256", |_| {}).await;
     let agent = Agent::new();
     let login = agent
         .login(
