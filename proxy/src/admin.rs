@@ -1,4 +1,4 @@
-//! The admin listener's pages: Prometheus metrics, and the audit review page (search and
+//! The admin listener's audit review page (search and
 //! filter, one record with its policy explanation, a user's timeline, the chain's verification
 //! status). Server-rendered HTML and CSS, no JavaScript, nothing loaded from elsewhere. The
 //! proxy authenticates and authorizes every request (sekisho's own login and the `admin`
@@ -8,10 +8,9 @@ use std::fmt::Write as _;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 
 use http::Response;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use serde_json::Value;
 
 use crate::audit::AuditLog;
@@ -19,7 +18,6 @@ use crate::audit::chain::{Head, Verifier};
 use crate::audit::query::{self, Filter};
 use crate::audit::writer::log_files;
 use crate::error::{ProxyBody, ProxyError, full, html_escape};
-use crate::proxy::Counters;
 
 /// The review page's chain verification, carried forward as the log grows: each render
 /// verifies only the bytes added since the previous one.
@@ -165,102 +163,6 @@ impl LiveVerification {
             at: state.verified_at,
         })
     }
-}
-
-/// `/metrics`, in the Prometheus text format.
-pub fn metrics(audit: &AuditLog, counters: &Counters) -> Response<ProxyBody> {
-    let m = audit.metrics();
-    let mut text = String::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = write!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        );
-    };
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    counter(
-        "sekisho_audit_records_written_total",
-        "Audit records written to disk.",
-        load(&m.records_written),
-    );
-    counter(
-        "sekisho_audit_records_dropped_total",
-        "Audit records lost (queue or retry buffer full).",
-        load(&m.records_dropped),
-    );
-    counter(
-        "sekisho_audit_write_failures_total",
-        "Audit writes or syncs that failed.",
-        load(&m.write_failures),
-    );
-    counter(
-        "sekisho_audit_queue_full_total",
-        "Audit records refused because the writer was behind.",
-        load(&m.queue_full),
-    );
-    counter(
-        "sekisho_audit_checkpoints_total",
-        "Signed audit checkpoints written.",
-        load(&m.checkpoints),
-    );
-    counter(
-        "sekisho_audit_syncs_total",
-        "fdatasync calls on audit files.",
-        load(&m.syncs),
-    );
-    counter(
-        "sekisho_audit_requests_refused_total",
-        "Requests answered 503 because their audit record could not be written.",
-        load(&m.requests_refused),
-    );
-    counter(
-        "sekisho_requests_forwarded_total",
-        "Requests forwarded upstream.",
-        load(&counters.forwarded),
-    );
-    counter(
-        "sekisho_invalid_cookies_total",
-        "Session cookies that did not decrypt or parse.",
-        load(&counters.invalid_cookies),
-    );
-    counter(
-        "sekisho_rejected_tokens_total",
-        "Bearer tokens rejected.",
-        load(&counters.rejected_tokens),
-    );
-    counter(
-        "sekisho_rejected_callbacks_total",
-        "Login callbacks refused.",
-        load(&counters.rejected_callbacks),
-    );
-    if let Some(export) = audit.export_metrics() {
-        counter(
-            "sekisho_audit_otlp_exported_total",
-            "Audit records the OTLP collector accepted.",
-            load(&export.exported),
-        );
-        counter(
-            "sekisho_audit_otlp_dropped_total",
-            "Audit records not exported (exporter behind, or refused by the collector).",
-            load(&export.dropped),
-        );
-        counter(
-            "sekisho_audit_otlp_failures_total",
-            "OTLP export requests that failed.",
-            load(&export.failures),
-        );
-    }
-    let _ = write!(
-        text,
-        "# HELP sekisho_audit_failing 1 while audit records cannot be written.\n# TYPE sekisho_audit_failing gauge\nsekisho_audit_failing {}\n",
-        u8::from(audit.failure().is_some())
-    );
-    let mut response = Response::new(full(text));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    response
 }
 
 /// Renders a review page for an authorized administrator (`who`).

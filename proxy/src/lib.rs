@@ -9,6 +9,7 @@ pub mod error;
 pub mod headers;
 pub mod hex;
 pub mod idp;
+pub mod metrics;
 pub mod normalize;
 pub mod oidc;
 pub mod policy;

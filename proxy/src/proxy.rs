@@ -27,6 +27,7 @@ use crate::error::{BoxError, ProxyBody, ProxyError, full, html_escape, page};
 use crate::headers::{
     Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop,
 };
+use crate::metrics::Counters;
 use crate::normalize::{Address, Views, normalize_path};
 use crate::oidc::{OidcError, OidcProvider};
 use crate::policy::{self, ClientCertificate, Effect, RegoEngines};
@@ -111,19 +112,6 @@ pub struct Connection {
     pub admin: bool,
     /// The client certificate presented over mTLS, if any.
     pub client_certificate: Option<ClientCertificate>,
-}
-
-/// Counters exposed for operators (and asserted by tests).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Session cookies that did not decrypt or parse.
-    pub invalid_cookies: AtomicU64,
-    /// Bearer tokens rejected.
-    pub rejected_tokens: AtomicU64,
-    /// Callbacks refused (bad state, replay, failed exchange).
-    pub rejected_callbacks: AtomicU64,
-    /// Requests forwarded upstream.
-    pub forwarded: AtomicU64,
 }
 
 /// The proxy: configuration turned into the state the request path needs.
@@ -791,7 +779,7 @@ impl Proxy {
         facts.route = Some(Arc::from("sekisho-admin"));
         if target.path == "/metrics" {
             facts.decision = Decision::Allow;
-            return Ok(crate::admin::metrics(&self.audit, &self.counters));
+            return Ok(crate::metrics::render(&self.audit, &self.counters));
         }
         let request_id = facts.request_id().to_owned();
         if target.path.starts_with("/.sekisho/") {

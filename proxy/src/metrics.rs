@@ -1,0 +1,120 @@
+//! Operator metrics: the request path's counters and the Prometheus text of `/metrics` on the
+//! admin listener (these counters and the audit log's).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::Response;
+use http::header::{self, HeaderValue};
+
+use crate::audit::AuditLog;
+use crate::error::{ProxyBody, full};
+
+/// Counters exposed for operators (and asserted by tests).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Session cookies that did not decrypt or parse.
+    pub invalid_cookies: AtomicU64,
+    /// Bearer tokens rejected.
+    pub rejected_tokens: AtomicU64,
+    /// Callbacks refused (bad state, replay, failed exchange).
+    pub rejected_callbacks: AtomicU64,
+    /// Requests forwarded upstream.
+    pub forwarded: AtomicU64,
+}
+
+/// `/metrics`, in the Prometheus text format.
+pub fn render(audit: &AuditLog, counters: &Counters) -> Response<ProxyBody> {
+    let m = audit.metrics();
+    let mut text = String::new();
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = write!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        );
+    };
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    counter(
+        "sekisho_audit_records_written_total",
+        "Audit records written to disk.",
+        load(&m.records_written),
+    );
+    counter(
+        "sekisho_audit_records_dropped_total",
+        "Audit records lost (queue or retry buffer full).",
+        load(&m.records_dropped),
+    );
+    counter(
+        "sekisho_audit_write_failures_total",
+        "Audit writes or syncs that failed.",
+        load(&m.write_failures),
+    );
+    counter(
+        "sekisho_audit_queue_full_total",
+        "Audit records refused because the writer was behind.",
+        load(&m.queue_full),
+    );
+    counter(
+        "sekisho_audit_checkpoints_total",
+        "Signed audit checkpoints written.",
+        load(&m.checkpoints),
+    );
+    counter(
+        "sekisho_audit_syncs_total",
+        "fdatasync calls on audit files.",
+        load(&m.syncs),
+    );
+    counter(
+        "sekisho_audit_requests_refused_total",
+        "Requests answered 503 because their audit record could not be written.",
+        load(&m.requests_refused),
+    );
+    counter(
+        "sekisho_requests_forwarded_total",
+        "Requests forwarded upstream.",
+        load(&counters.forwarded),
+    );
+    counter(
+        "sekisho_invalid_cookies_total",
+        "Session cookies that did not decrypt or parse.",
+        load(&counters.invalid_cookies),
+    );
+    counter(
+        "sekisho_rejected_tokens_total",
+        "Bearer tokens rejected.",
+        load(&counters.rejected_tokens),
+    );
+    counter(
+        "sekisho_rejected_callbacks_total",
+        "Login callbacks refused.",
+        load(&counters.rejected_callbacks),
+    );
+    if let Some(export) = audit.export_metrics() {
+        counter(
+            "sekisho_audit_otlp_exported_total",
+            "Audit records the OTLP collector accepted.",
+            load(&export.exported),
+        );
+        counter(
+            "sekisho_audit_otlp_dropped_total",
+            "Audit records not exported (exporter behind, or refused by the collector).",
+            load(&export.dropped),
+        );
+        counter(
+            "sekisho_audit_otlp_failures_total",
+            "OTLP export requests that failed.",
+            load(&export.failures),
+        );
+    }
+    let _ = write!(
+        text,
+        "# HELP sekisho_audit_failing 1 while audit records cannot be written.\n# TYPE sekisho_audit_failing gauge\nsekisho_audit_failing {}\n",
+        u8::from(audit.failure().is_some())
+    );
+    let mut response = Response::new(full(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
