@@ -103,6 +103,8 @@ fn event(i: u64, time: jiff::Timestamp) -> Event {
             token_hash: "k3Jx0sZ9bQ1mT7aP".into(),
         }),
         upstream: Some(format!("10.1.0.{route}:8080")),
+        upstream_connection: None,
+        door: sekisho::audit::Door::Proxy,
         status: if denied { 403 } else { 200 },
         detail: None,
         bytes_in: None,

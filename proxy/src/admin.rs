@@ -473,6 +473,7 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1b1
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::audit::Event;

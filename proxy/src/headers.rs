@@ -168,7 +168,7 @@ impl Forwarded {
 
 /// Whether `ip` (canonical) falls in a trusted network, written either as IPv4 or as v4-mapped
 /// IPv6.
-fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let mapped = match ip {
         IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
         IpAddr::V6(_) => None,

@@ -5,7 +5,10 @@
 pub mod admin;
 pub mod assertion;
 pub mod audit;
+pub mod connection;
 pub mod error;
+pub(crate) mod facts;
+pub mod gate;
 pub mod headers;
 pub mod hex;
 pub mod idp;
@@ -21,4 +24,5 @@ pub mod routes;
 pub mod seal;
 pub mod server;
 pub mod session;
+pub mod target;
 pub mod upstream;

@@ -17,8 +17,9 @@ use sekisho_config::{Config, TlsCertificate};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::connection::Connection;
 use crate::policy::ClientCertificate;
-use crate::proxy::{Connection, Proxy};
+use crate::proxy::Proxy;
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +195,13 @@ async fn accept_loop(
         // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`: every phase (trusted
         // proxies, policies, the audit record) sees them as the IPv4 address they are.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let local = match stream.local_addr() {
+            Ok(local) => SocketAddr::new(local.ip().to_canonical(), local.port()),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection gone before it was served");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let builder = builder.clone();
@@ -203,8 +211,10 @@ async fn accept_loop(
         tokio::spawn(async move {
             let conn = Connection {
                 peer,
+                local,
                 tls: tls.is_some(),
                 tls_version: None,
+                alpn_h2: false,
                 client_certificate: None,
                 admin,
             };
@@ -243,6 +253,7 @@ async fn accept_loop(
                     let service = service(Connection {
                         client_certificate: client_certificate(&stream),
                         tls_version: tls_version(&stream),
+                        alpn_h2: stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()),
                         ..conn
                     });
                     let connection =

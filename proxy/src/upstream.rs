@@ -13,12 +13,13 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sekisho_config::{Route, RouteTimeouts};
 use tokio::time::Sleep;
 use url::Url;
 
+use crate::connection::UpstreamConnection;
 use crate::error::{BoxError, ProxyBody, ProxyError};
 
 /// A route's upstream targets and the client that reaches them.
@@ -93,11 +94,9 @@ impl Upstream {
     }
 
     /// Sends `request` (already rewritten) and waits for the response head within the route's
-    /// response-header timeout. Bodies stream both ways, each under the idle timeout.
-    pub async fn send(
-        &self,
-        request: Request<ProxyBody>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    /// response-header timeout. Bodies stream both ways, each under the idle timeout. The
+    /// answer names the pooled connection the request went out on.
+    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Sent, ProxyError> {
         let (mut parts, body) = request.into_parts();
         parts.version = if self.http2 {
             Version::HTTP_2
@@ -112,9 +111,28 @@ impl Upstream {
                 .map_err(|e| ProxyError::BadGateway {
                     detail: crate::oidc::error_chain(&e),
                 })?;
+        let connection = response
+            .extensions()
+            .get::<HttpInfo>()
+            .map(|info| UpstreamConnection {
+                local: info.local_addr(),
+                remote: info.remote_addr(),
+            });
         let idle = self.timeouts.idle;
-        Ok(response.map(|body| IdleTimeout::new(body, idle).boxed_unsync()))
+        Ok(Sent {
+            response: response.map(|body| IdleTimeout::new(body, idle).boxed_unsync()),
+            connection,
+        })
     }
+}
+
+/// An upstream's response and the connection it came on.
+#[derive(Debug)]
+pub struct Sent {
+    /// The response (body under the idle timeout).
+    pub response: Response<ProxyBody>,
+    /// The connection: both ends (absent only if the connector did not say).
+    pub connection: Option<UpstreamConnection>,
 }
 
 /// One upstream URL, with what every request to it needs prepared once.

@@ -84,6 +84,32 @@ pub enum Decision {
     Unauthenticated,
     /// Refused before any decision: malformed request, no route, 405, an outage.
     Error,
+    /// A public route (`public: true`) or an allowed CORS preflight: nobody was asked to sign
+    /// in and no identity was passed.
+    Public,
+}
+
+/// The door a request came through: every door goes through the same gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The proxy listeners: routes, sekisho's endpoints, the built-in provider.
+    Proxy,
+    /// The admin listener.
+    Admin,
+    /// `/.sekisho/auth`, asked by a front proxy (nginx `auth_request`, Caddy `forward_auth`, …)
+    /// about the request it holds; the record's peer is that front proxy.
+    ForwardAuth,
+}
+
+impl Door {
+    /// The name in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Proxy => "proxy",
+            Door::Admin => "admin",
+            Door::ForwardAuth => "forward-auth",
+        }
+    }
 }
 
 impl Decision {
@@ -95,6 +121,7 @@ impl Decision {
             Decision::Login => "login",
             Decision::Unauthenticated => "unauthenticated",
             Decision::Error => "error",
+            Decision::Public => "public",
         }
     }
 }
@@ -164,6 +191,10 @@ pub struct HttpEvent {
     pub actor: Option<Actor>,
     /// The upstream the request went to (`host:port`).
     pub upstream: Option<String>,
+    /// The upstream connection the request went out on (both ends), when it was forwarded.
+    pub upstream_connection: Option<crate::connection::UpstreamConnection>,
+    /// The door the request came through.
+    pub door: Door,
     /// Response status.
     pub status: u16,
     /// Why sekisho answered with an error (never shown to the client in full).
@@ -392,6 +423,9 @@ fn source(client_ip: IpAddr, peer: SocketAddr) -> Endpoint {
 struct Upstream<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     hostname: Option<&'a str>,
+    /// The address actually connected to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<std::net::IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -541,6 +575,12 @@ struct Unmapped<'a> {
     unverified_email: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cgroup: Option<&'a str>,
+    /// The door, when not the proxy listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    door: Option<&'static str>,
+    /// sekisho's end of the upstream connection (`ip:port`), to look the connection up by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_local: Option<SocketAddr>,
 }
 
 /// The common head of every class.
@@ -712,10 +752,10 @@ fn version_text(version: Version) -> &'static str {
 
 impl<'a> HttpRecord<'a> {
     fn new(e: &'a HttpEvent) -> Self {
-        let allowed = e.decision == Decision::Allow;
+        let allowed = matches!(e.decision, Decision::Allow | Decision::Public);
         let success = allowed && e.status < 400;
         let severity = match e.decision {
-            Decision::Allow | Decision::Login => 1,
+            Decision::Allow | Decision::Login | Decision::Public => 1,
             Decision::Unauthenticated | Decision::Error => 2,
             Decision::Deny => 3,
         };
@@ -792,7 +832,11 @@ impl<'a> HttpRecord<'a> {
             src_endpoint: source(e.client_ip, e.peer),
             dst_endpoint: (e.upstream.is_some() || e.route.is_some()).then_some(Upstream {
                 hostname: upstream_host,
-                port: upstream_port,
+                ip: e.upstream_connection.map(|c| c.remote.ip()),
+                port: e
+                    .upstream_connection
+                    .map(|c| c.remote.port())
+                    .or(upstream_port),
                 svc_name: e.route.as_deref(),
             }),
             actor,
@@ -822,6 +866,8 @@ impl<'a> HttpRecord<'a> {
                     .as_ref()
                     .and_then(|a| a.identity().unverified_email()),
                 cgroup: e.container.as_ref().map(|c| c.cgroup.as_str()),
+                door: (e.door != Door::Proxy).then_some(e.door.as_str()),
+                upstream_local: e.upstream_connection.map(|c| c.local),
             },
         }
     }
@@ -928,6 +974,8 @@ impl<'a> AuthRecord<'a> {
                 user: e.identity.as_deref().map(|i| i.user_key()),
                 unverified_email: e.identity.as_deref().and_then(Identity::unverified_email),
                 cgroup: None,
+                door: None,
+                upstream_local: None,
             },
         }
     }
@@ -977,6 +1025,8 @@ impl<'a> LifecycleRecord<'a> {
                 user: None,
                 unverified_email: None,
                 cgroup: None,
+                door: None,
+                upstream_local: None,
             },
         }
     }
@@ -1033,6 +1083,8 @@ mod tests {
             report_only_deny: false,
             actor: Some(Actor::Session(Arc::new(session))),
             upstream: Some("10.1.0.5:8080".into()),
+            upstream_connection: None,
+            door: Door::Proxy,
             status: 403,
             detail: None,
             bytes_in: Some(12),

@@ -193,6 +193,9 @@ pub struct AuditLog {
     exporter: Option<Exporter>,
     export_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     export_timeout: Duration,
+    /// At most one log line per second about records that could not be kept (the metrics count
+    /// every one): an overloaded or full disk must not also flood the log.
+    complaints: OncePerSecond,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -312,6 +315,7 @@ impl AuditLog {
             exporter,
             export_done: Mutex::new(export_done),
             export_timeout: config.otlp.as_ref().map_or(Duration::ZERO, |o| o.timeout),
+            complaints: OncePerSecond::default(),
         })
     }
 
@@ -416,6 +420,22 @@ impl AuditLog {
     /// A full queue loses the event (counted in `records_dropped`).
     pub fn record(&self, event: Event) -> Result<(), Refused> {
         self.send(event, None).map_err(|u| u.reason)
+    }
+
+    /// Records an event no response waits on (logins, reloads, rejected credentials); a
+    /// refusal is counted by the log and reported at most once per second.
+    pub fn keep(&self, event: Event) {
+        if let Err(e) = self.record(event)
+            && let Some(suppressed) = self.complaints.admit()
+        {
+            tracing::error!(error = %e, suppressed, "audit record not kept");
+        }
+    }
+
+    /// `Some(complaints suppressed since the last one)` when a complaint about unkept records
+    /// may be logged now (at most once per second).
+    pub fn complaint_admitted(&self) -> Option<u64> {
+        self.complaints.admit()
     }
 
     /// Records an event the way the durability mode asks: in strict mode returns once it is on
@@ -1496,3 +1516,60 @@ pub fn parse_public_keys(text: &str) -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Admits one event per second and counts the ones it turned away meanwhile.
+#[derive(Debug, Default)]
+struct OncePerSecond {
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl OncePerSecond {
+    /// `Some(events turned away since the last admitted one)`, at most once per second.
+    fn admit(&self) -> Option<u64> {
+        self.admit_at(crate::session::unix_now())
+    }
+
+    /// [`Self::admit`] at `now` (Unix seconds).
+    fn admit_at(&self, now: u64) -> Option<u64> {
+        let last = self.last.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+impl crate::session::events::SessionSubscriber for AuditLog {
+    /// Each session event is an authentication record.
+    fn session_event(&self, event: &crate::session::events::SessionEvent) {
+        self.keep(event.record());
+    }
+}
+
+#[cfg(test)]
+mod complaint_tests {
+    use super::OncePerSecond;
+
+    #[test]
+    fn complaints_are_admitted_once_per_second_and_the_rest_counted() {
+        let limiter = OncePerSecond::default();
+        assert_eq!(limiter.admit_at(1000), Some(0));
+        assert_eq!(limiter.admit_at(1000), None);
+        assert_eq!(limiter.admit_at(1000), None);
+        assert_eq!(limiter.admit_at(1001), Some(2));
+        assert_eq!(limiter.admit_at(1001), None);
+        assert_eq!(
+            limiter.admit_at(999),
+            None,
+            "a clock stepping back admits nothing"
+        );
+        assert_eq!(limiter.admit_at(1005), Some(2));
+    }
+}

@@ -52,6 +52,8 @@ pub(crate) fn event(i: u64, user_path: &str) -> Event {
         report_only_deny: false,
         actor: None,
         upstream: None,
+        upstream_connection: None,
+        door: crate::audit::Door::Proxy,
         status: 200,
         detail: None,
         bytes_in: None,

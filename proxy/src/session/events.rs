@@ -1,0 +1,231 @@
+//! Session events: the session layer announces each session that starts, is refreshed or ends,
+//! and whoever must react subscribes — the audit log (a record per event), the assertion cache
+//! (forgets an ended session's assertions), and the kernel guard (admits and removes source
+//! addresses). The request path calls none of them directly.
+//!
+//! Subscribers are called in order, synchronously, on the task that caused the event: each
+//! must only hand the event on (a queue, a map write), never wait.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::audit::{AuthActivity, AuthEvent, Event};
+use crate::session::Identity;
+
+/// Who and where an event came from: the request that caused it.
+#[derive(Debug, Clone)]
+pub struct EventSource {
+    /// The request id.
+    pub request_id: Option<String>,
+    /// The client address as the gate saw it (behind trusted proxies: the X-Forwarded-For
+    /// client).
+    pub client_ip: IpAddr,
+    /// The TCP peer.
+    pub peer: Option<SocketAddr>,
+    /// The client's User-Agent.
+    pub user_agent: Option<String>,
+    /// The host the request addressed.
+    pub host: Option<String>,
+}
+
+impl EventSource {
+    /// An authentication record in the context of this source.
+    pub fn auth(
+        &self,
+        activity: AuthActivity,
+        success: bool,
+        detail: Option<String>,
+        identity: Option<Arc<Identity>>,
+        session: Option<String>,
+    ) -> Event {
+        let provider = identity.as_ref().map(|i| i.issuer.clone());
+        Event::Auth(Box::new(AuthEvent {
+            time: jiff::Timestamp::now(),
+            activity,
+            success,
+            detail,
+            request_id: self.request_id.clone(),
+            identity,
+            session,
+            provider,
+            client_ip: Some(self.client_ip),
+            peer: self.peer,
+            user_agent: self.user_agent.clone(),
+            host: self.host.clone(),
+        }))
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The user signed out (`/.sekisho/logout`).
+    Logout,
+    /// The provider refused to refresh it.
+    RefreshRefused,
+}
+
+/// What happened to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionChange {
+    /// A login completed: a new session.
+    Started,
+    /// The provider refreshed the session's tokens (identity possibly updated).
+    Refreshed,
+    /// The session ended and is revoked.
+    Ended(EndReason),
+}
+
+/// One session event.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// What happened.
+    pub change: SessionChange,
+    /// Whose session (after a refresh: the refreshed identity).
+    pub identity: Arc<Identity>,
+    /// The session id's hash ([`crate::session::SessionState::sid_hash`]).
+    pub session: String,
+    /// The request that caused it.
+    pub source: EventSource,
+    /// Unix seconds when the session ends at the latest (its absolute lifetime).
+    pub expires_at: u64,
+}
+
+impl SessionEvent {
+    /// The audit record of this event.
+    pub fn record(&self) -> Event {
+        let (activity, success, detail) = match self.change {
+            SessionChange::Started => (AuthActivity::Login, true, None),
+            SessionChange::Refreshed => (AuthActivity::Refresh, true, None),
+            SessionChange::Ended(EndReason::Logout) => (AuthActivity::Logout, true, None),
+            SessionChange::Ended(EndReason::RefreshRefused) => (
+                AuthActivity::Refresh,
+                false,
+                Some("the provider refused the refresh; session ended".to_owned()),
+            ),
+        };
+        self.source.auth(
+            activity,
+            success,
+            detail,
+            Some(self.identity.clone()),
+            Some(self.session.clone()),
+        )
+    }
+}
+
+/// Reacts to session events.
+pub trait SessionSubscriber: Send + Sync + std::fmt::Debug {
+    /// Called once per event, in publication order; must not block.
+    fn session_event(&self, event: &SessionEvent);
+}
+
+/// The subscribers, fixed when the application is wired.
+#[derive(Debug, Default)]
+pub struct SessionEvents {
+    subscribers: Vec<Arc<dyn SessionSubscriber>>,
+}
+
+impl SessionEvents {
+    /// Adds a subscriber (at wiring time).
+    pub fn subscribe(&mut self, subscriber: Arc<dyn SessionSubscriber>) {
+        self.subscribers.push(subscriber);
+    }
+
+    /// Tells every subscriber.
+    pub fn publish(&self, event: &SessionEvent) {
+        for subscriber in &self.subscribers {
+            subscriber.session_event(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Seen(Mutex<Vec<(SessionChange, String)>>);
+
+    impl SessionSubscriber for Seen {
+        fn session_event(&self, event: &SessionEvent) {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push((event.change, event.session.clone()));
+            }
+        }
+    }
+
+    fn event(change: SessionChange) -> SessionEvent {
+        SessionEvent {
+            change,
+            identity: Arc::new(Identity {
+                sub: "alice".into(),
+                email: None,
+                name: None,
+                groups: Vec::new(),
+                issuer: "https://idp.example.com".into(),
+                email_verified: None,
+                claims: serde_json::Map::new(),
+                provider_sid: None,
+            }),
+            session: "sid-hash".into(),
+            source: EventSource {
+                request_id: Some("r-1".into()),
+                client_ip: "192.0.2.7".parse().unwrap(),
+                peer: None,
+                user_agent: None,
+                host: Some("app.example.com".into()),
+            },
+            expires_at: 100,
+        }
+    }
+
+    #[test]
+    fn every_subscriber_sees_every_event_in_order() {
+        let (a, b) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+        let mut events = SessionEvents::default();
+        events.subscribe(a.clone());
+        events.subscribe(b.clone());
+        events.publish(&event(SessionChange::Started));
+        events.publish(&event(SessionChange::Ended(EndReason::Logout)));
+        for seen in [a, b] {
+            let seen = seen.0.lock().unwrap();
+            assert_eq!(
+                seen.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+                [
+                    SessionChange::Started,
+                    SessionChange::Ended(EndReason::Logout)
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn records_name_the_activity_and_outcome() {
+        let cases = [
+            (SessionChange::Started, AuthActivity::Login, true),
+            (SessionChange::Refreshed, AuthActivity::Refresh, true),
+            (
+                SessionChange::Ended(EndReason::Logout),
+                AuthActivity::Logout,
+                true,
+            ),
+            (
+                SessionChange::Ended(EndReason::RefreshRefused),
+                AuthActivity::Refresh,
+                false,
+            ),
+        ];
+        for (change, activity, success) in cases {
+            let Event::Auth(record) = event(change).record() else {
+                panic!("not an auth record");
+            };
+            assert_eq!(record.activity, activity, "{change:?}");
+            assert_eq!(record.success, success, "{change:?}");
+            assert_eq!(record.session.as_deref(), Some("sid-hash"));
+            assert_eq!(record.request_id.as_deref(), Some("r-1"));
+        }
+    }
+}

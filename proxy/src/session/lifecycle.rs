@@ -1,0 +1,435 @@
+//! The session layer: opens the session a request presents (lifetimes, revocation, a refresh
+//! when due, a touch for the idle lifetime), starts sessions at login and ends them at logout,
+//! and publishes each start, refresh and end as a [`SessionEvent`]. Whatever must follow a
+//! session's life (the audit record, the assertion cache, the kernel guard) subscribes; nothing
+//! on the request path calls it directly.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::header::{HeaderMap, HeaderValue};
+use sekisho_config::Scheme;
+
+use super::events::{EndReason, EventSource, SessionChange, SessionEvent, SessionEvents};
+use super::{
+    CookieCodec, Identity, OpenSession, SessionCache, SessionRejection, SessionState,
+    provider_sid_hash, unix_now,
+};
+use crate::error::ProxyError;
+use crate::oidc::{OidcError, OidcProvider, Tokens};
+use crate::revocation::{RevocationError, RevocationList};
+use crate::seal::Sealer;
+
+/// Where concurrent requests carrying the same due cookie wait for its one refresh; holds the
+/// outcome and when it was reached.
+type RefreshSlot = tokio::sync::Mutex<Option<(RefreshOutcome, Instant)>>;
+
+/// The result of a (single-flight) session refresh.
+#[derive(Debug, Clone)]
+enum RefreshOutcome {
+    Refreshed(Box<SessionState>),
+    Ended,
+    Kept,
+}
+
+/// What a request's session cookie turned out to be.
+#[derive(Debug)]
+pub enum Presented {
+    /// No session cookie.
+    Absent,
+    /// A cookie that did not open (tampered, another key, malformed): cleared.
+    Rejected(SessionRejection),
+    /// A session that is over (expired, revoked, refresh refused): cleared.
+    Over,
+    /// A live session (a refreshed or touched one already re-issued).
+    Live(Arc<OpenSession>),
+}
+
+/// Sessions: the cookie codecs, the sealer, the decoded-session cache, the revocation list and
+/// the single-flight refreshes, and the events they publish.
+#[derive(Debug)]
+pub struct Sessions {
+    sealer: Sealer,
+    secure_cookies: CookieCodec,
+    plain_cookies: CookieCodec,
+    oidc: Arc<OidcProvider>,
+    revoked: Arc<RevocationList>,
+    cache: SessionCache,
+    refreshes: Mutex<HashMap<String, Arc<RefreshSlot>>>,
+    absolute_lifetime: Duration,
+    idle_lifetime: Duration,
+    events: SessionEvents,
+}
+
+impl Sessions {
+    /// The session layer of `config`'s `session:` settings.
+    pub fn new(
+        config: &sekisho_config::Session,
+        sealer: Sealer,
+        oidc: Arc<OidcProvider>,
+        revoked: Arc<RevocationList>,
+        events: SessionEvents,
+    ) -> Self {
+        Sessions {
+            sealer,
+            secure_cookies: CookieCodec::new(&config.cookie_name, true),
+            plain_cookies: CookieCodec::new(&config.cookie_name, false),
+            oidc,
+            revoked,
+            cache: SessionCache::default(),
+            refreshes: Mutex::new(HashMap::new()),
+            absolute_lifetime: config.absolute_lifetime,
+            idle_lifetime: config.idle_lifetime,
+            events,
+        }
+    }
+
+    /// The cookie codec for requests made over `scheme` (`__Host-` cookies over HTTPS).
+    pub fn codec(&self, scheme: Scheme) -> &CookieCodec {
+        match scheme {
+            Scheme::Https => &self.secure_cookies,
+            Scheme::Http => &self.plain_cookies,
+        }
+    }
+
+    /// The sealer (login flow cookies and sign-out tokens are sealed with the session keys).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// The revocation list.
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revoked
+    }
+
+    /// The session `headers` present, checked (lifetimes, revocation), refreshed when due and
+    /// touched for the idle lifetime. A refreshed or touched session is re-issued, and a
+    /// rejected or ended one cleared, through `set_cookies`, which every response of the
+    /// request must carry. `source` names the request for the events this publishes.
+    pub async fn present(
+        &self,
+        headers: &HeaderMap,
+        codec: &CookieCodec,
+        set_cookies: &mut Vec<HeaderValue>,
+        source: &(dyn Fn() -> EventSource + Sync),
+    ) -> Result<Presented, ProxyError> {
+        let session = match self.cache.open(codec, &self.sealer, headers) {
+            Ok(session) => session,
+            Err(SessionRejection::Absent) => return Ok(Presented::Absent),
+            Err(rejection) => {
+                set_cookies.extend(codec.clear());
+                return Ok(Presented::Rejected(rejection));
+            }
+        };
+        let now = unix_now();
+        if let Err(rejection) =
+            session
+                .state
+                .check_lifetimes(now, self.absolute_lifetime, self.idle_lifetime)
+        {
+            tracing::debug!(%rejection, sid = %session.sid_hash, "session ended");
+            set_cookies.extend(codec.clear());
+            return Ok(Presented::Over);
+        }
+        if self.revoked.is_revoked(&session.sid_hash) {
+            tracing::debug!(sid = %session.sid_hash, "revoked session presented");
+            set_cookies.extend(codec.clear());
+            return Ok(Presented::Over);
+        }
+        let mut fresh: Option<SessionState> = None;
+        if session.state.refresh_due(now) {
+            let key = presented_session_key(headers, codec, &session.state);
+            match self.refresh(&session.state, &key, source).await {
+                RefreshOutcome::Refreshed(state) => fresh = Some(*state),
+                RefreshOutcome::Ended => {
+                    set_cookies.extend(codec.clear());
+                    return Ok(Presented::Over);
+                }
+                RefreshOutcome::Kept => {}
+            }
+        }
+        if session.state.touch_due(now, self.idle_lifetime) {
+            fresh.get_or_insert_with(|| session.state.clone()).seen_at = now;
+        }
+        let session = match fresh {
+            Some(state) => {
+                set_cookies.extend(self.cookies(codec, &state)?);
+                Arc::new(OpenSession::new(state))
+            }
+            None => session,
+        };
+        Ok(Presented::Live(session))
+    }
+
+    /// Starts a session for a completed login: publishes `Started` and returns the session
+    /// and its cookies.
+    pub fn start(
+        &self,
+        tokens: Tokens,
+        codec: &CookieCodec,
+        source: &EventSource,
+    ) -> Result<(SessionState, Vec<HeaderValue>), ProxyError> {
+        let mut sid = [0u8; 16];
+        self.sealer
+            .random(&mut sid)
+            .map_err(|e| ProxyError::Internal {
+                detail: e.to_string(),
+            })?;
+        let now = unix_now();
+        let state = SessionState {
+            sid: URL_SAFE_NO_PAD.encode(sid),
+            identity: tokens.identity,
+            login_at: now,
+            seen_at: now,
+            tokens_expire_at: tokens.expires_at,
+            refresh_token: tokens.refresh_token,
+            id_token: tokens.id_token,
+        };
+        let cookies = self.cookies(codec, &state)?;
+        tracing::info!(sub = ?state.identity.sub, sid = %state.sid_hash(), "login");
+        self.publish(SessionChange::Started, &state, source.clone());
+        Ok((state, cookies))
+    }
+
+    /// Whether `state` is a session still in force (not expired, not revoked).
+    pub fn is_live(&self, state: &SessionState) -> bool {
+        state
+            .check_lifetimes(unix_now(), self.absolute_lifetime, self.idle_lifetime)
+            .is_ok()
+            && !self.revoked.is_revoked(&state.sid_hash())
+    }
+
+    /// Ends a live session at the user's request: revokes it durably (and the provider
+    /// session it came from, so that provider session's bearer tokens stop working too), then
+    /// publishes `Ended`.
+    pub async fn end(&self, state: &SessionState, source: EventSource) -> Result<(), ProxyError> {
+        let now = unix_now();
+        let until = self.revoke_until(state);
+        let internal = |e: RevocationError| ProxyError::Internal {
+            detail: e.to_string(),
+        };
+        self.revoked
+            .revoke(&state.sid_hash(), until, now)
+            .await
+            .map_err(internal)?;
+        if let Some(sid) = &state.identity.provider_sid {
+            self.revoked
+                .revoke(&provider_sid_hash(&state.identity.issuer, sid), until, now)
+                .await
+                .map_err(internal)?;
+        }
+        tracing::info!(sub = ?state.identity.sub, sid = %state.sid_hash(), "logout");
+        self.publish(SessionChange::Ended(EndReason::Logout), state, source);
+        Ok(())
+    }
+
+    /// Whether the provider session `identity` came from was signed out here (its bearer
+    /// tokens are refused). No hashing while nothing is revoked.
+    pub fn provider_session_revoked(&self, identity: &Identity) -> bool {
+        match &identity.provider_sid {
+            Some(sid) if !self.revoked.is_empty() => self
+                .revoked
+                .is_revoked(&provider_sid_hash(&identity.issuer, sid)),
+            _ => false,
+        }
+    }
+
+    fn cookies(
+        &self,
+        codec: &CookieCodec,
+        state: &SessionState,
+    ) -> Result<Vec<HeaderValue>, ProxyError> {
+        codec
+            .write(&self.sealer, state, self.absolute_lifetime)
+            .map_err(|e| ProxyError::Internal {
+                detail: e.to_string(),
+            })
+    }
+
+    fn publish(&self, change: SessionChange, state: &SessionState, source: EventSource) {
+        self.events.publish(&SessionEvent {
+            change,
+            identity: Arc::new(state.identity.clone()),
+            session: state.sid_hash(),
+            source,
+            expires_at: state
+                .login_at
+                .saturating_add(self.absolute_lifetime.as_secs()),
+        });
+    }
+
+    /// Refreshes a session once even when many requests carrying the same cookie arrive
+    /// together; `key` names that cookie (see [`presented_session_key`]). The request that
+    /// performs the refresh publishes its event; the others share the outcome.
+    async fn refresh(
+        &self,
+        state: &SessionState,
+        key: &str,
+        source: &(dyn Fn() -> EventSource + Sync),
+    ) -> RefreshOutcome {
+        let slot = {
+            let Ok(mut map) = self.refreshes.lock() else {
+                return RefreshOutcome::Kept;
+            };
+            map.retain(|_, v| {
+                Arc::strong_count(v) > 1
+                    || v.try_lock()
+                        .map(|g| {
+                            g.as_ref()
+                                .is_some_and(|(_, t)| t.elapsed() < Duration::from_secs(30))
+                        })
+                        .unwrap_or(true)
+            });
+            map.entry(key.to_owned()).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some((outcome, at)) = guard.as_ref()
+            && at.elapsed() < Duration::from_secs(30)
+        {
+            return outcome.clone();
+        }
+        let Some(refresh_token) = state.refresh_token.as_deref() else {
+            return RefreshOutcome::Kept;
+        };
+        let outcome = match self.oidc.refresh(refresh_token, &state.identity).await {
+            Ok(tokens) => {
+                let mut fresh = state.clone();
+                fresh.identity = tokens.identity;
+                fresh.refresh_token = tokens.refresh_token;
+                fresh.tokens_expire_at = tokens.expires_at;
+                if tokens.id_token.is_some() {
+                    fresh.id_token = tokens.id_token;
+                }
+                tracing::info!(sid = %state.sid_hash(), "session refreshed");
+                self.publish(SessionChange::Refreshed, &fresh, source());
+                RefreshOutcome::Refreshed(Box::new(fresh))
+            }
+            Err(OidcError::Refused(reason) | OidcError::Rejected(reason)) => {
+                tracing::info!(sid = %state.sid_hash(), %reason, "provider refused the refresh; session ended");
+                if let Err(e) = self
+                    .revoked
+                    .revoke(&state.sid_hash(), self.revoke_until(state), unix_now())
+                    .await
+                {
+                    tracing::error!(error = %e, "could not persist revocation");
+                }
+                self.publish(
+                    SessionChange::Ended(EndReason::RefreshRefused),
+                    state,
+                    source(),
+                );
+                RefreshOutcome::Ended
+            }
+            Err(e) => {
+                tracing::warn!(sid = %state.sid_hash(), error = %e, "refresh failed; session kept until the provider answers");
+                RefreshOutcome::Kept
+            }
+        };
+        *guard = Some((outcome.clone(), Instant::now()));
+        outcome
+    }
+
+    /// How long a revocation of `state` must be kept: until it would have expired anyway.
+    fn revoke_until(&self, state: &SessionState) -> u64 {
+        state
+            .login_at
+            .saturating_add(self.absolute_lifetime.as_secs())
+            .saturating_add(60)
+    }
+}
+
+/// The refresh-cache key of the session cookie a request presented: the session id's hash and a
+/// digest of the sealed cookie value(s). Every sealing draws a fresh nonce, so a re-issued
+/// (refreshed) cookie never shares its predecessor's key and is never answered with its
+/// predecessor's cached outcome, while requests carrying the same cookie share one refresh.
+/// (`tokens_expire_at` would not do: a refresh within the second of the login or of the previous
+/// refresh yields the same value.)
+pub(crate) fn presented_session_key(
+    headers: &HeaderMap,
+    codec: &CookieCodec,
+    state: &SessionState,
+) -> String {
+    // The same sealed value (single cookie or joined chunks) the session was opened from.
+    let sealed = codec.sealed(headers).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, sealed.as_bytes());
+    format!(
+        "{}.{}",
+        state.sid_hash(),
+        URL_SAFE_NO_PAD.encode(digest.as_ref())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::header::{self, HeaderMap, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn refreshes_are_cached_per_presented_cookie_not_per_session() {
+        let sealer = Sealer::new([[7u8; 32].as_slice()]).unwrap_or_else(|e| panic!("{e}"));
+        let codec = CookieCodec::new("_sekisho", false);
+        let state = SessionState {
+            sid: "sid-1".into(),
+            identity: serde_json::from_value(serde_json::json!({
+                "sub": "alice", "email": null, "name": null, "groups": [], "issuer": "http://idp"
+            }))
+            .unwrap_or_else(|e| panic!("{e}")),
+            login_at: 1000,
+            seen_at: 1000,
+            tokens_expire_at: Some(1030),
+            refresh_token: Some("rt".into()),
+            id_token: None,
+        };
+        let presented = |extra: &str| {
+            let cookies = codec
+                .write(&sealer, &state, Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let live: Vec<&str> = cookies
+                .iter()
+                .filter_map(|c| c.to_str().ok())
+                .filter(|c| !c.contains("Max-Age=0"))
+                .filter_map(|c| c.split(';').next())
+                .collect();
+            let mut headers = HeaderMap::new();
+            let value = format!("{}{extra}", live.join("; "));
+            headers.insert(
+                header::COOKIE,
+                HeaderValue::from_str(&value).unwrap_or_else(|e| panic!("{e}")),
+            );
+            headers
+        };
+        let first = presented("");
+        let key = presented_session_key(&first, &codec, &state);
+        assert_eq!(
+            key,
+            presented_session_key(&first.clone(), &codec, &state),
+            "the same cookie shares one refresh"
+        );
+        let mut with_other_cookies = first.clone();
+        let value = format!(
+            "theme=dark; {}; _sekisho_flow_abc=x",
+            first
+                .get(header::COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        );
+        with_other_cookies.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&value).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(
+            key,
+            presented_session_key(&with_other_cookies, &codec, &state),
+            "other cookies do not matter"
+        );
+        // The same state sealed again (a re-issued cookie, same second, same expiry): a new key.
+        assert_ne!(key, presented_session_key(&presented(""), &codec, &state));
+        assert!(key.starts_with(&format!("{}.", state.sid_hash())));
+    }
+}
