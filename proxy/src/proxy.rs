@@ -291,8 +291,14 @@ enum RefreshOutcome {
 }
 
 impl Proxy {
-    /// Builds the proxy from a validated configuration.
-    pub fn new(config: Config) -> Result<Self, StartError> {
+    /// Builds the proxy from a validated configuration, on the audit log and revocation list
+    /// the caller opened ([`crate::app::App`] opens each once, the audit log before the built-in
+    /// provider that also writes to it).
+    pub fn new(
+        config: Config,
+        audit: Arc<AuditLog>,
+        revoked: RevocationList,
+    ) -> Result<Self, StartError> {
         let sealer = Sealer::new(config.session.keys.iter().map(|k| k.expose()))
             .map_err(StartError::Keys)?;
         let signer = AssertionSigner::new(
@@ -301,13 +307,7 @@ impl Proxy {
             config.signing.assertion_lifetime,
         )
         .map_err(StartError::Signing)?;
-        let (revoked, malformed) =
-            RevocationList::load(&config.session.revocation_file, unix_now())?;
-        if malformed > 0 {
-            tracing::warn!(malformed, file = %config.session.revocation_file.display(), "skipped malformed revocation entries");
-        }
         let routing = Routing::new(&config)?;
-        let audit = Arc::new(AuditLog::open(&config.audit, &config.state_dir)?);
         let oidc = OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?;
         let h = &config.identity_headers;
         let identity_names = [&h.user, &h.email, &h.groups, &h.jwt_assertion]
