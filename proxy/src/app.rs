@@ -1,6 +1,6 @@
 //! The running service: [`App`] builds sekisho from a loaded configuration, each part from the
 //! ones it needs, serves until SIGTERM or SIGINT, reloads on SIGHUP or a changed file
-//! ([`watch`]), and writes the start and stop records of the audit log ([`records`]).
+//! (`watch`), and writes the start and stop records of the audit log (`records`).
 
 mod records;
 mod shutdown;
@@ -69,7 +69,7 @@ pub struct Addresses {
     pub admin: Option<SocketAddr>,
 }
 
-/// Why sekisho could not start. Each variant shows its cause's message unchanged.
+/// Why sekisho could not start. A wrapped error reads as its cause does.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// A listener could not be bound, or its TLS certificate loaded.
@@ -100,7 +100,7 @@ pub enum AppError {
 
 impl App {
     /// Builds sekisho from `config`, the validated contents of `config_path` (which is
-    /// watched for changes once running), in the order drawn on [`App`]. Nothing is accepted
+    /// watched for changes once running), in the order drawn on [`App`]. Nothing is served
     /// before [`App::run`].
     pub async fn start(config: Config, config_path: PathBuf) -> Result<Self, AppError> {
         // The listeners first: while another sekisho holds the ports this one stops here,
