@@ -1,8 +1,9 @@
 //! sekisho: a zero-trust, identity-aware access proxy. The request path lives in [`proxy`];
-//! ARCHITECTURE.md draws its phases.
+//! ARCHITECTURE.md draws its phases. [`app`] builds the running service from a configuration.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod assertion;
 pub mod audit;
 pub mod connection;

@@ -26,7 +26,7 @@ use crate::gate::{Ask, Challenge, Denial, Gate, Verdict};
 use crate::metrics::Counters;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::policy::{self, RegoEngines};
-use crate::revocation::{RevocationError, RevocationList};
+use crate::revocation::RevocationList;
 use crate::routes::RouteTable;
 use crate::seal::{SealError, Sealer};
 use crate::session::Sessions;
@@ -66,9 +66,6 @@ pub enum StartError {
     /// The assertion signing key is unusable.
     #[error("signing key: {0}")]
     Signing(#[source] AssertionError),
-    /// The revocation list could not be loaded.
-    #[error(transparent)]
-    Revocation(#[from] RevocationError),
     /// The provider client could not be built.
     #[error("OpenID provider: {0}")]
     Oidc(#[source] OidcError),
@@ -79,9 +76,6 @@ pub enum StartError {
     /// A `rego` policy rule did not load.
     #[error(transparent)]
     Rego(#[from] policy::RegoError),
-    /// The audit log could not be opened.
-    #[error(transparent)]
-    Audit(#[from] crate::audit::writer::OpenError),
     /// An upstream client could not be built.
     #[error("route {route}: {source}")]
     Upstream {
@@ -160,8 +154,14 @@ impl Routing {
 }
 
 impl Proxy {
-    /// Builds the proxy from a validated configuration.
-    pub fn new(config: Config) -> Result<Self, StartError> {
+    /// Builds the proxy from a validated configuration, on the audit log and revocation list
+    /// the caller opened ([`crate::app::App`] opens each once, the audit log before the built-in
+    /// provider that also writes to it).
+    pub fn new(
+        config: Config,
+        audit: Arc<AuditLog>,
+        revoked: RevocationList,
+    ) -> Result<Self, StartError> {
         let sealer = Sealer::new(config.session.keys.iter().map(|k| k.expose()))
             .map_err(StartError::Keys)?;
         let signer = Arc::new(
@@ -172,13 +172,7 @@ impl Proxy {
             )
             .map_err(StartError::Signing)?,
         );
-        let (revoked, malformed) =
-            RevocationList::load(&config.session.revocation_file, crate::session::unix_now())?;
-        if malformed > 0 {
-            tracing::warn!(malformed, file = %config.session.revocation_file.display(), "skipped malformed revocation entries");
-        }
         let routing = Routing::new(&config)?;
-        let audit = Arc::new(AuditLog::open(&config.audit, &config.state_dir)?);
         let oidc = Arc::new(OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?);
         let h = &config.identity_headers;
         let identity_names = [&h.user, &h.email, &h.groups, &h.jwt_assertion]
@@ -236,11 +230,6 @@ impl Proxy {
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
-    }
-
-    /// A shared handle on the audit log (for the built-in provider's records).
-    pub fn audit_handle(&self) -> Arc<AuditLog> {
-        self.audit.clone()
     }
 
     /// Records an event that no response waits on (logins, reloads); a refusal is counted by

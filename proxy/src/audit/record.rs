@@ -316,6 +316,16 @@ pub struct Facets<'a> {
 }
 
 impl Event {
+    /// A lifecycle record of sekisho itself, timed now.
+    pub fn lifecycle(activity: Lifecycle, success: bool, message: impl Into<String>) -> Self {
+        Event::Lifecycle(Box::new(LifecycleEvent {
+            time: jiff::Timestamp::now(),
+            activity,
+            success,
+            message: message.into(),
+        }))
+    }
+
     /// The facets of this event.
     pub fn facets(&self) -> Facets<'_> {
         match self {

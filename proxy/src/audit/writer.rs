@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chain::{Chain, Head, HeadError, Missing};
 use super::otlp::{ExportMetrics, Exported, Exporter};
-use super::record::{Event, Lifecycle, LifecycleEvent};
+use super::record::{Event, Lifecycle};
 
 /// Records per index block.
 const BLOCK_RECORDS: usize = 1024;
@@ -810,14 +810,11 @@ impl Writer {
         if self.lost > 0 {
             let lost = std::mem::take(&mut self.lost);
             batch.push((
-                Event::Lifecycle(Box::new(LifecycleEvent {
-                    time: jiff::Timestamp::now(),
-                    activity: Lifecycle::AuditLog,
-                    success: false,
-                    message: format!(
-                        "{lost} audit records were lost while the log could not be written"
-                    ),
-                })),
+                Event::lifecycle(
+                    Lifecycle::AuditLog,
+                    false,
+                    format!("{lost} audit records were lost while the log could not be written"),
+                ),
                 None,
             ));
         }
@@ -1260,13 +1257,11 @@ impl Writer {
             }
         }
         if !removed.is_empty() {
-            self.pending
-                .push_back(Event::Lifecycle(Box::new(LifecycleEvent {
-                    time: jiff::Timestamp::now(),
-                    activity: Lifecycle::AuditLog,
-                    success: true,
-                    message: format!("retention removed {}", removed.join(", ")),
-                })));
+            self.pending.push_back(Event::lifecycle(
+                Lifecycle::AuditLog,
+                true,
+                format!("retention removed {}", removed.join(", ")),
+            ));
         }
     }
 }

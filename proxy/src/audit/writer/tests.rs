@@ -229,11 +229,12 @@ fn retention_removes_old_rotated_files_and_says_so() {
     assert!(report.is_intact(), "{report:?}");
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
+/// A temporary directory removed on drop (also used by the service's tests).
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn path(&self) -> &Path {
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -244,7 +245,8 @@ impl Drop for TempDir {
     }
 }
 
-fn tempdir() -> TempDir {
+/// A new empty directory under the system's temporary directory.
+pub(crate) fn tempdir() -> TempDir {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = std::env::temp_dir().join(format!(
         "sekisho-audit-test-{}-{}",
