@@ -12,6 +12,7 @@
 )]
 
 pub mod builtin;
+pub mod caddy;
 pub mod echo;
 pub mod raw;
 
