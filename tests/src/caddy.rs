@@ -30,7 +30,7 @@ impl Caddy {
                 .expect("a free port");
             let port = addr.port();
             let conf = format!(
-                "{{\n  admin off\n  auto_https off\n  persist_config off\n}}\n\
+                "{{\n  admin off\n  auto_https off\n}}\n\
                  http://{host}:{port} {{\n  bind 127.0.0.1\n{site}\n}}\n",
                 site = site.replace("{port}", &port.to_string()),
             );
