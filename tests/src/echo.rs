@@ -36,14 +36,14 @@ impl Echo {
         let counter = hits.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let counter = counter.clone();
-                        async move { Ok::<_, Infallible>(answer(request, &counter).await) }
+                        async move { Ok::<_, Infallible>(answer(request, peer, &counter).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -60,7 +60,11 @@ impl Echo {
     }
 }
 
-async fn answer(mut request: Request<Incoming>, hits: &AtomicUsize) -> Response<Full<Bytes>> {
+async fn answer(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    hits: &AtomicUsize,
+) -> Response<Full<Bytes>> {
     hits.fetch_add(1, Ordering::SeqCst);
     if request.uri().path() == "/slow" {
         std::future::pending::<()>().await;
@@ -128,6 +132,7 @@ async fn answer(mut request: Request<Incoming>, hits: &AtomicUsize) -> Response<
         "path": parts.uri.path(),
         "query": parts.uri.query(),
         "version": format!("{:?}", parts.version),
+        "peer": peer.to_string(),
         "headers": headers,
         "body_len": body_len,
     });
@@ -177,6 +182,11 @@ impl Echoed {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The address the request came from (sekisho's end of the upstream connection).
+    pub fn peer(&self) -> String {
+        self.0["peer"].as_str().unwrap_or_default().to_owned()
     }
 
     /// The path the upstream saw.

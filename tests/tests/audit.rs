@@ -867,3 +867,31 @@ async fn the_start_record_names_the_listening_addresses() {
         "no Rust debug output: {message}"
     );
 }
+
+#[tokio::test]
+async fn a_forwarded_request_names_both_ends_of_the_upstream_connection() {
+    // The container issue looks up both ends of the upstream connection: the record must name
+    // the one the request really went out on, as the upstream saw it.
+    let (idp, echo, mut proxy) = stack(IdpOptions::default(), "ES256", |_| {}).await;
+    let token = idp.bearer("alice").await;
+    let response = no_redirect_client()
+        .get(format!("{}/hello", proxy.base()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let echoed = sekisho_tests::echo::Echoed(response.json().await.unwrap());
+    proxy.terminate().await;
+    let records = audit_records(&proxy.audit_dir());
+    let record = record_of(&records, &id);
+    assert_eq!(
+        record["unmapped"]["upstream_local"].as_str(),
+        Some(echoed.peer().as_str()),
+        "sekisho's end is the peer the upstream saw: {record}"
+    );
+    assert_eq!(record["dst_endpoint"]["ip"], echo.addr.ip().to_string());
+    assert_eq!(record["dst_endpoint"]["port"], echo.addr.port());
+    assert_eq!(record["dst_endpoint"]["svc_name"], "app");
+}
