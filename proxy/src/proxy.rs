@@ -440,19 +440,7 @@ impl Proxy {
         let routed = self.route(&routing, request.method(), &target, facts)?;
 
         // Phase: the gate (gate.rs): credential, policy, refusal.
-        let check = |input: &policy::Input<'_>, effect| {
-            routed
-                .views
-                .check_decision(
-                    &routing.table,
-                    routed.index,
-                    routed.route,
-                    input,
-                    effect,
-                    &routing.rego,
-                )
-                .map_err(ProxyError::from)
-        };
+        let check = routed.decision_check(&routing);
         let ask = Ask {
             method: request.method(),
             query: request.uri().query(),

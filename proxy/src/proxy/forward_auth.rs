@@ -62,6 +62,7 @@ impl Proxy {
             Some(_) => Query::Redacted,
         };
         let routed = self.route(routing, &original.method, &original.target, facts)?;
+        let check = routed.decision_check(routing);
         let ask = Ask {
             method: &original.method,
             query: original.query.as_deref(),
@@ -69,7 +70,7 @@ impl Proxy {
             target: &original.target,
             conn: &conn,
             browser,
-            access: routed.access(&routing.rego, None),
+            access: routed.access(&routing.rego, Some(&check)),
             challenge: if original.nginx {
                 Challenge::Status401
             } else {

@@ -31,6 +31,27 @@ pub(super) struct Routed<'r> {
 }
 
 impl<'r> Routed<'r> {
+    /// The check the gate makes once the policy decided: every reading the route's upstream
+    /// may take of the path gets the same decision, or the request is refused (400).
+    pub fn decision_check<'a>(
+        &'a self,
+        routing: &'a Routing,
+    ) -> impl Fn(&crate::policy::Input<'_>, crate::policy::Effect) -> Result<(), ProxyError> + Sync + 'a
+    {
+        move |input, effect| {
+            self.views
+                .check_decision(
+                    &routing.table,
+                    self.index,
+                    self.route,
+                    input,
+                    effect,
+                    &routing.rego,
+                )
+                .map_err(ProxyError::from)
+        }
+    }
+
     /// Who may pass on this route: anyone on a public route, else whom its policy allows.
     pub fn access<'a>(
         &'a self,
