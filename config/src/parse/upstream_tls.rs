@@ -14,7 +14,7 @@ use crate::model::{CaBundle, TlsPrivateKey, UpstreamClientAuth, UpstreamTls, Ups
 use crate::walk::{Field, Map};
 
 /// Keys of the top-level `upstream_tls`.
-pub(super) const DEFAULTS: &[&str] = &[
+const DEFAULTS: &[&str] = &[
     "custom_ca",
     "client_certificate",
     "client_key",
