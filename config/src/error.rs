@@ -306,6 +306,9 @@ pub(crate) enum Problem {
     /// A problem in the `identity_provider` section.
     #[error(transparent)]
     Idp(#[from] crate::parse::idp::IdpProblem),
+    /// A problem in upstream TLS settings (`upstream_tls`, a route's `tls_*` keys).
+    #[error(transparent)]
+    UpstreamTls(#[from] crate::parse::upstream_tls::UpstreamTlsProblem),
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {

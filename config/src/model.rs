@@ -13,6 +13,8 @@ mod audit;
 pub use audit::{Admin, Audit, Durability, OnFailure, Otlp};
 mod strip;
 pub use strip::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
+mod upstream_tls;
+pub use upstream_tls::{CaBundle, TlsPrivateKey, UpstreamClientAuth, UpstreamTls, UpstreamVerify};
 
 /// The whole, validated configuration file.
 #[derive(Debug, Clone)]
@@ -310,6 +312,9 @@ pub struct Route {
     /// it is assumed lenient in every way, and requests it would route or authorize differently
     /// are refused.
     pub upstream_paths: UpstreamPaths,
+    /// How sekisho's TLS client meets this route's `https` upstreams: the route's `tls_*` keys
+    /// merged with the top-level `upstream_tls` defaults.
+    pub tls: UpstreamTls,
 }
 
 /// `upstream_paths` of a route: the ways its upstream may read a request path differently from

@@ -6,6 +6,7 @@ mod audit;
 pub(crate) mod idp;
 mod policy;
 mod strip;
+pub(crate) mod upstream_tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +40,7 @@ const TOP_LEVEL: &[&str] = &[
     "admin",
     "identity_provider",
     "strip_request_headers",
+    "upstream_tls",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -96,6 +98,11 @@ const ROUTE: &[&str] = &[
     "show_error_details",
     "upstream_paths",
     "strip_request_headers",
+    "tls_custom_ca",
+    "tls_server_name",
+    "tls_client_certificate",
+    "tls_client_key",
+    "tls_skip_verify",
 ];
 /// Keys of a route's `upstream_paths`.
 const UPSTREAM_PATHS: &[&str] = &["case", "parameters", "decoding"];
@@ -214,10 +221,16 @@ impl Parser<'_> {
             Some(field) => self.policies(&field),
             None => SharedPolicies::none(),
         };
+        let upstream_tls = self.or_default(
+            &map,
+            "upstream_tls",
+            Self::upstream_tls_defaults,
+            upstream_tls::TlsLevel::default,
+        );
         let routes = self
             .walk
             .required(&map, "routes")
-            .and_then(|field| self.routes(&field, &policies));
+            .and_then(|field| self.routes(&field, &policies, upstream_tls.as_ref()));
         let audit = match (map.get("audit"), state_dir.as_deref()) {
             (Some(field), Some(dir)) => self.audit(&field, dir),
             (None, Some(dir)) => Some(Self::default_audit(dir)),
@@ -599,14 +612,19 @@ impl Parser<'_> {
     }
 
     /// `routes`: non-empty, ids unique, no two matching the same requests; `policy: NAME`
-    /// resolved in `policies`.
-    fn routes(&mut self, field: &Field<'_>, policies: &SharedPolicies) -> Option<Vec<Route>> {
+    /// resolved in `policies`; upstream TLS over `tls_defaults` (`None`: they did not parse).
+    fn routes(
+        &mut self,
+        field: &Field<'_>,
+        policies: &SharedPolicies,
+        tls_defaults: Option<&upstream_tls::TlsLevel>,
+    ) -> Option<Vec<Route>> {
         let items = self.walk.non_empty_list(field)?;
         let mut seen = Seen::default();
         let routes: Vec<Option<Route>> = items
             .iter()
             .enumerate()
-            .map(|(index, item)| self.route(item, index, &mut seen, policies))
+            .map(|(index, item)| self.route(item, index, &mut seen, policies, tls_defaults))
             .collect();
         routes.into_iter().collect()
     }
@@ -618,6 +636,7 @@ impl Parser<'_> {
         index: usize,
         seen: &mut Seen,
         policies: &SharedPolicies,
+        tls_defaults: Option<&upstream_tls::TlsLevel>,
     ) -> Option<Route> {
         let map = self.walk.mapping(field, ROUTE)?;
         let id_field = map.get("id");
@@ -682,6 +701,7 @@ impl Parser<'_> {
             .walk
             .required(&map, "to")
             .and_then(|f| self.upstreams(&f));
+        let tls = self.route_tls(&map, to.as_deref(), tls_defaults);
         let preserve_host = self.flag(&map, "preserve_host", false);
         let allow_websockets = self.flag(&map, "allow_websockets", false);
         let pass_identity_headers = self.flag(&map, "pass_identity_headers", true);
@@ -731,6 +751,7 @@ impl Parser<'_> {
             show_error_details: show_error_details?,
             upstream_paths: upstream_paths?,
             strip_request_headers: strip_request_headers?,
+            tls: tls?,
         })
     }
 

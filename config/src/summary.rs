@@ -117,5 +117,16 @@ fn flags(route: &Route) -> Vec<&'static str> {
     if route.show_error_details {
         flags.push("error_details");
     }
+    match route.tls.verify {
+        crate::model::UpstreamVerify::PublicRoots => {}
+        crate::model::UpstreamVerify::CustomCa(_) => flags.push("tls_custom_ca"),
+        crate::model::UpstreamVerify::Off => flags.push("tls_skip_verify"),
+    }
+    if route.tls.server_name.is_some() {
+        flags.push("tls_server_name");
+    }
+    if route.tls.client_auth.is_some() {
+        flags.push("tls_client_certificate");
+    }
     flags
 }

@@ -1,6 +1,9 @@
 //! Forwarding to upstreams: one pooled hyper client per route (HTTP/1.1, or HTTP/2 — h2c for
-//! `http`, ALPN for `https` — when the route asks), round-robin over the route's targets, the
-//! response-header timeout, body idle timeouts, and WebSocket upgrades.
+//! `http`, ALPN for `https` — when the route asks) with the route's own TLS client (`tls`),
+//! round-robin over the route's targets, the response-header timeout, body idle timeouts, and
+//! WebSocket upgrades.
+
+mod tls;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +14,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use sekisho_config::{Route, RouteTimeouts};
+use sekisho_config::{Route, RouteTimeouts, UpstreamVerify};
 use tokio::time::Sleep;
 use url::Url;
 
@@ -24,6 +27,8 @@ use crate::error::{BoxError, ProxyBody, ProxyError};
 
 /// A route's upstream targets and the client that reaches them.
 pub struct Upstream {
+    /// The route's id, for log lines.
+    route: String,
     targets: Vec<Target>,
     next: AtomicUsize,
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
@@ -34,6 +39,7 @@ pub struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
+            .field("route", &self.route)
             .field("targets", &self.targets)
             .field("http2", &self.http2)
             .finish_non_exhaustive()
@@ -41,26 +47,30 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// A client for `route`'s targets.
+    /// A client for `route`'s targets, with the route's upstream TLS settings. Built at every
+    /// start and every reload, so a route with `tls_skip_verify` is warned about each time.
     pub fn new(route: &Route) -> Result<Self, ProxyError> {
+        if matches!(route.tls.verify, UpstreamVerify::Off) {
+            tracing::warn!(
+                route = %route.id,
+                "route {}: upstream certificate verification is OFF (tls_skip_verify)",
+                route.id
+            );
+        }
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(route.timeouts.connect));
         http.set_nodelay(true);
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProxyError::Internal {
-            detail: e.to_string(),
-        })?
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls::client_config(&route.tls)?)
             .https_or_http();
+        // `tls_server_name`: SNI and certificate verification use it instead of the URL's host.
+        let builder = match &route.tls.server_name {
+            Some(name) => {
+                builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
+            }
+            None => builder,
+        };
         let connector = if route.upstream_http2 {
             builder.enable_http2().wrap_connector(http)
         } else {
@@ -75,6 +85,7 @@ impl Upstream {
             client.http2_only(true);
         }
         Ok(Upstream {
+            route: route.id.clone(),
             targets: route.to.iter().map(Target::new).collect::<Result<_, _>>()?,
             next: AtomicUsize::new(0),
             client: client.build(connector),
@@ -94,7 +105,9 @@ impl Upstream {
     }
 
     /// Sends `request` (already rewritten) and waits for the response head within the route's
-    /// response-header timeout. Bodies stream both ways, each under the idle timeout. The
+    /// response-header timeout. Bodies stream both ways, each under the idle timeout. A failure
+    /// (connection, TLS handshake, protocol) is a 502 whose log detail names the route, the
+    /// target and the whole cause chain (like `invalid peer certificate: UnknownIssuer`). The
     /// answer names the pooled connection the request went out on.
     pub async fn send(&self, request: Request<ProxyBody>) -> Result<Sent, ProxyError> {
         let (mut parts, body) = request.into_parts();
@@ -103,13 +116,21 @@ impl Upstream {
         } else {
             Version::HTTP_11
         };
+        // Kept for the log line of a failure (reference-counted, no copy of the text).
+        let (scheme, authority) = (parts.uri.scheme().cloned(), parts.uri.authority().cloned());
         let request = Request::from_parts(parts, body);
         let response =
             tokio::time::timeout(self.timeouts.response_header, self.client.request(request))
                 .await
                 .map_err(|_| ProxyError::GatewayTimeout)?
                 .map_err(|e| ProxyError::BadGateway {
-                    detail: crate::oidc::error_chain(&e),
+                    detail: format!(
+                        "route {}: {}://{}: {}",
+                        self.route,
+                        scheme.as_ref().map_or("", |s| s.as_str()),
+                        authority.as_ref().map_or("", |a| a.as_str()),
+                        crate::oidc::error_chain(&e)
+                    ),
                 })?;
         let connection = response
             .extensions()

@@ -14,6 +14,7 @@
 pub mod builtin;
 pub mod caddy;
 pub mod echo;
+pub mod pki;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -1068,6 +1069,17 @@ impl Nginx {
     /// port 0: a free port is found by binding `127.0.0.1:0` and closing it, and the start is
     /// retried on another port when someone took it meanwhile. Returns once it accepts.
     pub async fn start(locations: &str) -> Nginx {
+        Self::start_listening("", locations).await
+    }
+
+    /// Like [`Nginx::start`], serving TLS: `server` (the body of the `server` block) carries
+    /// `ssl_certificate` and `ssl_certificate_key`, and any `ssl_verify_client`.
+    pub async fn start_tls(server: &str) -> Nginx {
+        Self::start_listening(" ssl", server).await
+    }
+
+    /// Starts nginx with `listen ADDR{parameters};` and `locations` in its `server` block.
+    async fn start_listening(parameters: &str, locations: &str) -> Nginx {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display().to_string();
         for _ in 0..5 {
@@ -1080,7 +1092,7 @@ impl Nginx {
                  http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  \
                  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
                  scgi_temp_path {d}/scgi;\n  default_type text/plain;\n  \
-                 server {{\n    listen {addr};\n{locations}\n  }}\n}}\n"
+                 server {{\n    listen {addr}{parameters};\n{locations}\n  }}\n}}\n"
             );
             let conf_path = dir.path().join("nginx.conf");
             std::fs::write(&conf_path, conf).expect("write nginx.conf");

@@ -268,7 +268,17 @@ fn full_example_stays_valid() {
     let policies: Vec<Option<&str>> = config.policies.iter().map(|p| p.name.as_deref()).collect();
     assert_eq!(policies, [Some("staff"), Some("api-clients")]);
     let ids: Vec<&str> = config.routes.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["app", "api", "versioned-api", "tenants", "portal"]);
+    assert_eq!(
+        ids,
+        [
+            "app",
+            "api",
+            "versioned-api",
+            "tenants",
+            "portal",
+            "billing"
+        ]
+    );
     let app = config.routes.first();
     assert_eq!(app.and_then(|r| r.policy.name.as_deref()), Some("staff"));
     let api = config.routes.get(1);
@@ -304,6 +314,12 @@ fn full_example_stays_valid() {
     let portal = config.routes.get(4);
     assert_eq!(portal.map(|r| r.from.port), Some(Some(8443)));
     assert_eq!(portal.map(|r| r.pass_identity_headers), Some(false));
+    assert!(portal.is_some_and(|r| r.tls.server_name.is_none()));
+    let billing = config.routes.get(5);
+    assert_eq!(
+        billing.and_then(|r| r.tls.server_name.as_ref()),
+        Some(&rustls::pki_types::ServerName::try_from("billing.corp.internal").unwrap())
+    );
 }
 
 #[test]
@@ -1121,6 +1137,8 @@ routes:
   tenants        https://*.apps.example.com/ -> http://10.0.3.10:8080/  (preserve_host)
                  policy default: authenticated users (enforce)
   portal         https://portal.example.com:8443/ -> https://portal.internal.example.com/  (no_identity_headers)
+                 policy default: authenticated users (enforce)
+  billing        https://billing.example.com/ -> https://10.0.2.10:8443/  (tls_server_name)
                  policy default: authenticated users (enforce)
 "
     );

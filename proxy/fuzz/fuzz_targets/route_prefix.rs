@@ -111,5 +111,6 @@ fn route(index: usize, prefix: &str) -> Route {
         show_error_details: false,
         upstream_paths: UpstreamPaths::default(),
         strip_request_headers: Vec::new(),
+        tls: sekisho_config::UpstreamTls::default(),
     }
 }

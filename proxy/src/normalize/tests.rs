@@ -55,6 +55,7 @@ fn route(id: &str, prefix: &str, policy: Policy) -> Route {
         show_error_details: false,
         upstream_paths: UpstreamPaths::default(),
         strip_request_headers: Vec::new(),
+        tls: sekisho_config::UpstreamTls::default(),
     }
 }
 

@@ -38,6 +38,7 @@ fn route(id: &str, from: &str) -> Route {
         show_error_details: false,
         upstream_paths: sekisho_config::UpstreamPaths::default(),
         strip_request_headers: Vec::new(),
+        tls: sekisho_config::UpstreamTls::default(),
     }
 }
 
