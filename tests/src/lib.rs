@@ -32,6 +32,18 @@ use tokio::process::{Child, Command};
 /// How long any single wait on a child process or a condition may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// `text` with the regular-expression metacharacters escaped (for the browser's `wait_url`).
+pub fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sekisho_tests::{
-    Agent, Idp, IdpOptions, audit_records, audit_verify, no_redirect_client, stack,
+    Agent, Idp, IdpOptions, audit_records, audit_verify, no_redirect_client, regex_escape, stack,
 };
 use serde_json::{Value, json};
 
@@ -477,18 +477,6 @@ async fn a_full_disk_with_on_failure_allow_keeps_serving_and_writes_the_records_
     for id in &ids {
         record_of(&records, id);
     }
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 )]
 
 use sekisho_tests::echo::Echoed;
-use sekisho_tests::{IdpOptions, run_browser, stack};
+use sekisho_tests::{IdpOptions, regex_escape, run_browser, stack};
 use serde_json::{Value, json};
 
 /// A route for the TLS listener too: routes match the scheme the client used.
@@ -167,18 +167,6 @@ fn cookies(dump: &Value) -> &[Value] {
 
 fn find_cookie<'a>(dump: &'a Value, name: &str) -> Option<&'a Value> {
     cookies(dump).iter().find(|c| c["name"] == name)
-}
-
-/// Escapes text for the driver's `wait_url` (a JS RegExp source).
-fn regex_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\^$.|?*+()[]{}".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@
 use sekisho_tests::caddy::Caddy;
 use sekisho_tests::echo::{Echo, Echoed};
 use sekisho_tests::{
-    CLIENT_SECRET, Idp, Nginx, Proxy, audit_records, eventually, run_browser, stack,
+    CLIENT_SECRET, Idp, Nginx, Proxy, audit_records, eventually, regex_escape, run_browser, stack,
 };
 use serde_json::{Value, json};
 
@@ -141,17 +141,6 @@ fn client(front_port: u16) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-}
-
-fn regex_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\^$.|?*+()[]{}".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Chromium signs in as `user` through the front proxy starting at `origin` + `path`, and

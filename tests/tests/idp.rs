@@ -22,7 +22,9 @@ use sekisho_tests::builtin::{
     RP_LOGOUT, RP_REDIRECT, RP_SECRET, Stack, authorize_url, code_request, pkce, token_request,
 };
 use sekisho_tests::echo::Echoed;
-use sekisho_tests::{Agent, eventually, location, no_redirect_client, run_browser, workspace};
+use sekisho_tests::{
+    Agent, eventually, location, no_redirect_client, regex_escape, run_browser, workspace,
+};
 use serde_json::{Value, json};
 
 /// Signs in as the test relying party and redeems the code: the token response.
@@ -126,17 +128,6 @@ async fn echoed(agent: &Agent, url: &str) -> (u16, Option<Echoed>) {
         return (status, None);
     }
     (status, Some(Echoed(response.json().await.unwrap())))
-}
-
-fn regex_escape(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        if "\\^$.|?*+()[]{}".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[tokio::test]
