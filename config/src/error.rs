@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use crate::value::ValueError;
 
+mod idp;
+pub(crate) use idp::IdpProblem;
+
 /// Every problem found in one configuration file, sorted by position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors {
@@ -305,7 +308,7 @@ pub(crate) enum Problem {
     },
     /// A problem in the `identity_provider` section.
     #[error(transparent)]
-    Idp(#[from] crate::parse::idp::IdpProblem),
+    Idp(#[from] IdpProblem),
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {
