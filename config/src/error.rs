@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use crate::value::ValueError;
 
 mod idp;
+mod route;
 pub(crate) use idp::IdpProblem;
+pub(crate) use route::RouteProblem;
 
 /// Every problem found in one configuration file, sorted by position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,6 +311,9 @@ pub(crate) enum Problem {
     /// A problem in the `identity_provider` section.
     #[error(transparent)]
     Idp(#[from] IdpProblem),
+    /// A problem in a route's options.
+    #[error(transparent)]
+    Route(#[from] RouteProblem),
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {

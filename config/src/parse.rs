@@ -5,6 +5,7 @@
 mod audit;
 pub(crate) mod idp;
 mod policy;
+mod route_options;
 mod strip;
 
 use std::path::{Path, PathBuf};
@@ -96,6 +97,11 @@ const ROUTE: &[&str] = &[
     "show_error_details",
     "upstream_paths",
     "strip_request_headers",
+    "public",
+    "cors_allow_preflight",
+    "set_request_headers",
+    "remove_request_headers",
+    "prefix_rewrite",
 ];
 /// Keys of a route's `upstream_paths`.
 const UPSTREAM_PATHS: &[&str] = &["case", "parameters", "decoding"];
@@ -217,7 +223,7 @@ impl Parser<'_> {
         let routes = self
             .walk
             .required(&map, "routes")
-            .and_then(|field| self.routes(&field, &policies));
+            .and_then(|field| self.routes(&field, &policies, identity_headers.as_ref()));
         let audit = match (map.get("audit"), state_dir.as_deref()) {
             (Some(field), Some(dir)) => self.audit(&field, dir),
             (None, Some(dir)) => Some(Self::default_audit(dir)),
@@ -599,14 +605,19 @@ impl Parser<'_> {
     }
 
     /// `routes`: non-empty, ids unique, no two matching the same requests; `policy: NAME`
-    /// resolved in `policies`.
-    fn routes(&mut self, field: &Field<'_>, policies: &SharedPolicies) -> Option<Vec<Route>> {
+    /// resolved in `policies`; no route sets a header named in `identity` (when it parsed).
+    fn routes(
+        &mut self,
+        field: &Field<'_>,
+        policies: &SharedPolicies,
+        identity: Option<&IdentityHeaders>,
+    ) -> Option<Vec<Route>> {
         let items = self.walk.non_empty_list(field)?;
         let mut seen = Seen::default();
         let routes: Vec<Option<Route>> = items
             .iter()
             .enumerate()
-            .map(|(index, item)| self.route(item, index, &mut seen, policies))
+            .map(|(index, item)| self.route(item, index, &mut seen, policies, identity))
             .collect();
         routes.into_iter().collect()
     }
@@ -618,6 +629,7 @@ impl Parser<'_> {
         index: usize,
         seen: &mut Seen,
         policies: &SharedPolicies,
+        identity: Option<&IdentityHeaders>,
     ) -> Option<Route> {
         let map = self.walk.mapping(field, ROUTE)?;
         let id_field = map.get("id");
@@ -678,13 +690,23 @@ impl Parser<'_> {
             }
             seen.matches.push((key, index));
         }
-        let to = self
-            .walk
-            .required(&map, "to")
-            .and_then(|f| self.upstreams(&f));
+        // Without `to`, a forward-auth-only route; `to:` written without a value is a mistake.
+        let to = if map.has("to") {
+            self.walk
+                .required(&map, "to")
+                .and_then(|f| self.upstreams(&f))
+        } else {
+            Some(Vec::new())
+        };
         let preserve_host = self.flag(&map, "preserve_host", false);
         let allow_websockets = self.flag(&map, "allow_websockets", false);
+        let options = self.route_options(&map, path.as_ref().map(Option::as_ref), identity);
         let pass_identity_headers = self.flag(&map, "pass_identity_headers", true);
+        let pass_identity_headers = match &options {
+            // On a public route the flag is absent or `false` (`true` is reported): false.
+            Some(options) if options.public => pass_identity_headers.map(|_| false),
+            _ => pass_identity_headers,
+        };
         let upstream_http2 = self.flag(&map, "upstream_http2", false);
         let timeouts = self.or_default(&map, "timeouts", Self::route_timeouts, || {
             RouteTimeouts::default()
@@ -715,10 +737,13 @@ impl Parser<'_> {
             Self::header_patterns,
             Vec::new,
         );
+        let options = options?;
         Some(Route {
             id: id?,
             from: from?,
             to: to?,
+            public: options.public,
+            cors_allow_preflight: options.cors_allow_preflight,
             preserve_host: preserve_host?,
             allow_websockets: allow_websockets?,
             pass_identity_headers: pass_identity_headers?,
@@ -731,6 +756,9 @@ impl Parser<'_> {
             show_error_details: show_error_details?,
             upstream_paths: upstream_paths?,
             strip_request_headers: strip_request_headers?,
+            remove_request_headers: options.remove_request_headers,
+            set_request_headers: options.set_request_headers,
+            prefix_rewrite: options.prefix_rewrite,
         })
     }
 

@@ -710,7 +710,7 @@ pub(crate) fn header_pattern(input: &str) -> Result<HeaderPattern, ValueError> {
 }
 
 /// Whether `c` may appear in an HTTP token (RFC 9110 §5.6.2).
-fn is_tchar(c: char) -> bool {
+pub(crate) fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 

@@ -25,7 +25,8 @@ use crate::audit::{
 };
 use crate::error::{BoxError, ProxyBody, ProxyError, full, html_escape, page};
 use crate::headers::{
-    Forwarded, is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop,
+    Forwarded, apply_route_headers, is_websocket_upgrade, sanitize_request_headers, set_forwarded,
+    strip_hop_by_hop,
 };
 use crate::normalize::{Address, Views, normalize_path};
 use crate::oidc::{OidcError, OidcProvider};
@@ -666,8 +667,8 @@ impl Proxy {
             });
         }
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
-        let target_url = upstream.pick().ok_or(ProxyError::Internal {
-            detail: "route has no targets".into(),
+        let target_url = upstream.pick().ok_or_else(|| ProxyError::BadGateway {
+            detail: format!("route {} has no upstream (forward-auth only)", route.id),
         })?;
         let uri = target_url.uri_for(&target.path, request.uri().query())?;
         facts.upstream = target_url.host.to_str().ok().map(str::to_owned);
@@ -1171,7 +1172,8 @@ impl Proxy {
             .saturating_add(60)
     }
 
-    /// Strips hop-by-hop, spoofable and sekisho's own headers, then sets the forwarded set.
+    /// Strips hop-by-hop, spoofable and sekisho's own headers, applies the route's
+    /// `remove_request_headers` and `set_request_headers`, then sets the forwarded set.
     fn rewrite_request_headers(
         &self,
         headers: &mut HeaderMap,
@@ -1187,6 +1189,11 @@ impl Proxy {
         if bearer_used {
             headers.remove(header::AUTHORIZATION);
         }
+        apply_route_headers(
+            headers,
+            &route.remove_request_headers,
+            &route.set_request_headers,
+        );
         set_forwarded(headers, &target.forwarded);
     }
 

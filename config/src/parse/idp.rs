@@ -206,7 +206,7 @@ impl Parser<'_> {
         let username = self
             .walk
             .required(&map, "username")
-            .and_then(|f| self.idp_value(&f, username));
+            .and_then(|f| self.walk.value(&f, username));
         let email = self
             .walk
             .required(&map, "email")
@@ -295,16 +295,16 @@ impl Parser<'_> {
         let client_id = self
             .walk
             .required(&map, "client_id")
-            .and_then(|f| self.idp_value(&f, client_id));
+            .and_then(|f| self.walk.value(&f, client_id));
         let secret = self.client_secret(&map, &field.path);
         let redirect_uris = self
             .walk
             .required(&map, "redirect_uris")
-            .and_then(|f| self.distinct_items(&f, |p, item| p.idp_value(item, redirect_uri)));
+            .and_then(|f| self.distinct_items(&f, |p, item| p.walk.value(item, redirect_uri)));
         let post_logout_redirect_uris = self.or_default(
             &map,
             "post_logout_redirect_uris",
-            |p, f| p.distinct_items(f, |p, item| p.idp_value(item, redirect_uri)),
+            |p, f| p.distinct_items(f, |p, item| p.walk.value(item, redirect_uri)),
             Vec::new,
         );
         Some(IdpClient {
@@ -351,19 +351,19 @@ impl Parser<'_> {
         let account_failures = self.or_default(
             &map,
             "account_failures",
-            |p, f| p.idp_value(f, count),
+            |p, f| p.walk.value(f, count),
             || defaults.account_failures,
         );
         let source_failures = self.or_default(
             &map,
             "source_failures",
-            |p, f| p.idp_value(f, count),
+            |p, f| p.walk.value(f, count),
             || defaults.source_failures,
         );
         let client_failures = self.or_default(
             &map,
             "client_failures",
-            |p, f| p.idp_value(f, count),
+            |p, f| p.walk.value(f, count),
             || defaults.client_failures,
         );
         let lockout = self.or_default(&map, "lockout", Self::duration, || defaults.lockout);
@@ -387,22 +387,6 @@ impl Parser<'_> {
             lockout: lockout?,
             max_lockout: max_lockout?,
         })
-    }
-
-    /// `field` as text, parsed by `parse`; a failure is reported at the value.
-    fn idp_value<T>(
-        &mut self,
-        field: &Field<'_>,
-        parse: impl FnOnce(&str) -> Result<T, IdpProblem>,
-    ) -> Option<T> {
-        let text = self.walk.string(field)?;
-        match parse(text) {
-            Ok(value) => Some(value),
-            Err(problem) => {
-                self.walk.report_at(field, Problem::from(problem));
-                None
-            }
-        }
     }
 }
 

@@ -268,7 +268,19 @@ fn full_example_stays_valid() {
     let policies: Vec<Option<&str>> = config.policies.iter().map(|p| p.name.as_deref()).collect();
     assert_eq!(policies, [Some("staff"), Some("api-clients")]);
     let ids: Vec<&str> = config.routes.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["app", "api", "versioned-api", "tenants", "portal"]);
+    assert_eq!(
+        ids,
+        [
+            "app",
+            "api",
+            "versioned-api",
+            "tenants",
+            "portal",
+            "docs",
+            "legacy",
+            "grafana-auth"
+        ]
+    );
     let app = config.routes.first();
     assert_eq!(app.and_then(|r| r.policy.name.as_deref()), Some("staff"));
     let api = config.routes.get(1);
@@ -411,12 +423,12 @@ fn missing_fields_are_reported_at_the_parent_mapping() {
         "missing required field `issuer`",
     );
 
-    let source = base_with("    to: http://127.0.0.1:9000\n", "");
+    let source = base_with("  - from: http://app.localhost:8080\n    to:", "  - to:");
     assert_only(
         &parse_err(&source),
-        pos_of(&source, "from: http://app"),
-        "routes[0].to",
-        "missing required field `to`",
+        pos_of(&source, "to: http://127"),
+        "routes[0].from",
+        "missing required field `from`",
     );
 
     let source = BASE.replace("signing:\n  key: {env: SEKISHO_SIGNING_KEY}\n", "");
@@ -1122,6 +1134,12 @@ routes:
                  policy default: authenticated users (enforce)
   portal         https://portal.example.com:8443/ -> https://portal.internal.example.com/  (no_identity_headers)
                  policy default: authenticated users (enforce)
+  docs           https://docs.example.com/ -> http://10.0.4.10:8080/  (cors_preflight)
+                 public: no sign-in, no policy
+  legacy         https://app.example.com/ path prefix \"/legacy\" prefix_rewrite / -> http://10.0.5.10:8080/base  (headers_removed, headers_set)
+                 policy staff (enforce)
+  grafana-auth   https://grafana.example.com/ -> (forward-auth only)
+                 policy staff (enforce)
 "
     );
 }
