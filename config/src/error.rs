@@ -7,6 +7,11 @@ use std::path::PathBuf;
 
 use crate::value::ValueError;
 
+mod idp;
+mod route;
+pub(crate) use idp::IdpProblem;
+pub(crate) use route::RouteProblem;
+
 /// Every problem found in one configuration file, sorted by position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors {
@@ -305,7 +310,10 @@ pub(crate) enum Problem {
     },
     /// A problem in the `identity_provider` section.
     #[error(transparent)]
-    Idp(#[from] crate::parse::idp::IdpProblem),
+    Idp(#[from] IdpProblem),
+    /// A problem in a route's options.
+    #[error(transparent)]
+    Route(#[from] RouteProblem),
     /// A problem in upstream TLS settings (`upstream_tls`, a route's `tls_*` keys).
     #[error(transparent)]
     UpstreamTls(#[from] crate::parse::upstream_tls::UpstreamTlsProblem),

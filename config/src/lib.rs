@@ -5,6 +5,7 @@
 //! same from text and an environment lookup the caller provides (tests, `sekisho check`).
 #![forbid(unsafe_code)]
 
+pub mod base32;
 mod error;
 mod model;
 mod parse;
@@ -18,7 +19,6 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
-pub use parse::idp::base32_decode;
 
 /// Reads and parses the configuration file at `path`. Relative paths in it are resolved against
 /// its directory and `{env: VAR}` secrets are read from the process environment.

@@ -282,13 +282,23 @@ pub struct Route {
     pub id: String,
     /// What requests this route matches.
     pub from: RouteMatch,
-    /// Upstream base URLs (`http` or `https`, no query or fragment). Non-empty.
+    /// Upstream base URLs (`http` or `https`, no query or fragment). Empty for a
+    /// forward-auth-only route (`to` left out): its requests are only ever authorized, for a
+    /// proxy in front that asks `/.sekisho/auth`, never forwarded.
     pub to: Vec<Url>,
+    /// No sign-in: anyone may use the route and no identity is passed (`public`, default false).
+    /// A public route names no `policy` or `mode` (the default policy it holds is never
+    /// evaluated for it) and its `pass_identity_headers` is false.
+    pub public: bool,
+    /// Let CORS preflight requests (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// through without sign-in (`cors_allow_preflight`, default false).
+    pub cors_allow_preflight: bool,
     /// Send the client's `Host` to the upstream instead of the upstream's own (default false).
     pub preserve_host: bool,
     /// Allow WebSocket upgrades (authorized at the upgrade) (default false).
     pub allow_websockets: bool,
-    /// Send identity headers and the signed assertion (default true).
+    /// Send identity headers and the signed assertion (default true; always false on a public
+    /// route).
     pub pass_identity_headers: bool,
     /// Speak HTTP/2 to the upstream (h2c for `http`, ALPN h2 for `https`) (default false).
     pub upstream_http2: bool,
@@ -315,6 +325,42 @@ pub struct Route {
     /// How sekisho's TLS client meets this route's `https` upstreams: the route's `tls_*` keys
     /// merged with the top-level `upstream_tls` defaults.
     pub tls: UpstreamTls,
+    /// Request headers removed before forwarding (`remove_request_headers`), in every case and
+    /// `_`/`-` spelling: after the strip lists, before `set_request_headers`. Never `Host`;
+    /// distinct once folded.
+    pub remove_request_headers: Vec<http::HeaderName>,
+    /// Request headers set before forwarding (`set_request_headers`), each replacing every
+    /// spelling of it the client sent. None is a header sekisho sets or strips itself
+    /// (hop-by-hop, `Host`, `Content-Length`, forwarding and identity headers), so sekisho's own
+    /// headers, set after these, are never overridden. Distinct once folded.
+    pub set_request_headers: Vec<RequestHeader>,
+    /// Replaces the route's path prefix in the forwarded path (`prefix_rewrite`), before the
+    /// upstream's base path is put in front: with prefix `/app` and `prefix_rewrite: /`, `/app/x`
+    /// reaches the upstream as `/x`. In path normal form; only on a route whose path test is a
+    /// prefix ([`Route::path_prefix`]).
+    pub prefix_rewrite: Option<String>,
+}
+
+/// One `set_request_headers` entry: a header name (lowercase) and its value (visible ASCII,
+/// spaces and tabs; marked sensitive, so it is never logged by `Debug` nor indexed by HPACK).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// The header name.
+    pub name: http::HeaderName,
+    /// The value sent.
+    pub value: http::HeaderValue,
+}
+
+impl Route {
+    /// The path prefix this route matches under, when its path test is a prefix: `path:
+    /// {prefix}` when set, else `from`'s path prefix; `None` for `path: {exact}` or `{regex}`.
+    pub fn path_prefix(&self) -> Option<&str> {
+        match &self.path {
+            None => Some(&self.from.path_prefix),
+            Some(crate::policy::PathMatch::Prefix(prefix)) => Some(prefix),
+            Some(crate::policy::PathMatch::Exact(_) | crate::policy::PathMatch::Regex(_)) => None,
+        }
+    }
 }
 
 /// `upstream_paths` of a route: the ways its upstream may read a request path differently from

@@ -5,6 +5,7 @@
 mod audit;
 pub(crate) mod idp;
 mod policy;
+mod route_options;
 mod strip;
 pub(crate) mod upstream_tls;
 
@@ -103,6 +104,11 @@ const ROUTE: &[&str] = &[
     "tls_client_certificate",
     "tls_client_key",
     "tls_skip_verify",
+    "public",
+    "cors_allow_preflight",
+    "set_request_headers",
+    "remove_request_headers",
+    "prefix_rewrite",
 ];
 /// Keys of a route's `upstream_paths`.
 const UPSTREAM_PATHS: &[&str] = &["case", "parameters", "decoding"];
@@ -227,10 +233,14 @@ impl Parser<'_> {
             Self::upstream_tls_defaults,
             upstream_tls::TlsLevel::default,
         );
-        let routes = self
-            .walk
-            .required(&map, "routes")
-            .and_then(|field| self.routes(&field, &policies, upstream_tls.as_ref()));
+        let routes = self.walk.required(&map, "routes").and_then(|field| {
+            self.routes(
+                &field,
+                &policies,
+                upstream_tls.as_ref(),
+                identity_headers.as_ref(),
+            )
+        });
         let audit = match (map.get("audit"), state_dir.as_deref()) {
             (Some(field), Some(dir)) => self.audit(&field, dir),
             (None, Some(dir)) => Some(Self::default_audit(dir)),
@@ -612,19 +622,23 @@ impl Parser<'_> {
     }
 
     /// `routes`: non-empty, ids unique, no two matching the same requests; `policy: NAME`
-    /// resolved in `policies`; upstream TLS over `tls_defaults` (`None`: they did not parse).
+    /// resolved in `policies`; upstream TLS over `tls_defaults` (`None`: they did not parse);
+    /// no route sets a header named in `identity` (when it parsed).
     fn routes(
         &mut self,
         field: &Field<'_>,
         policies: &SharedPolicies,
         tls_defaults: Option<&upstream_tls::TlsLevel>,
+        identity: Option<&IdentityHeaders>,
     ) -> Option<Vec<Route>> {
         let items = self.walk.non_empty_list(field)?;
         let mut seen = Seen::default();
         let routes: Vec<Option<Route>> = items
             .iter()
             .enumerate()
-            .map(|(index, item)| self.route(item, index, &mut seen, policies, tls_defaults))
+            .map(|(index, item)| {
+                self.route(item, index, &mut seen, policies, tls_defaults, identity)
+            })
             .collect();
         routes.into_iter().collect()
     }
@@ -637,6 +651,7 @@ impl Parser<'_> {
         seen: &mut Seen,
         policies: &SharedPolicies,
         tls_defaults: Option<&upstream_tls::TlsLevel>,
+        identity: Option<&IdentityHeaders>,
     ) -> Option<Route> {
         let map = self.walk.mapping(field, ROUTE)?;
         let id_field = map.get("id");
@@ -697,14 +712,24 @@ impl Parser<'_> {
             }
             seen.matches.push((key, index));
         }
-        let to = self
-            .walk
-            .required(&map, "to")
-            .and_then(|f| self.upstreams(&f));
+        // Without `to`, a forward-auth-only route; `to:` written without a value is a mistake.
+        let to = if map.has("to") {
+            self.walk
+                .required(&map, "to")
+                .and_then(|f| self.upstreams(&f))
+        } else {
+            Some(Vec::new())
+        };
         let tls = self.route_tls(&map, to.as_deref(), tls_defaults);
         let preserve_host = self.flag(&map, "preserve_host", false);
         let allow_websockets = self.flag(&map, "allow_websockets", false);
+        let options = self.route_options(&map, path.as_ref().map(Option::as_ref), identity);
         let pass_identity_headers = self.flag(&map, "pass_identity_headers", true);
+        let pass_identity_headers = match &options {
+            // On a public route the flag is absent or `false` (`true` is reported): false.
+            Some(options) if options.public => pass_identity_headers.map(|_| false),
+            _ => pass_identity_headers,
+        };
         let upstream_http2 = self.flag(&map, "upstream_http2", false);
         let timeouts = self.or_default(&map, "timeouts", Self::route_timeouts, || {
             RouteTimeouts::default()
@@ -735,10 +760,13 @@ impl Parser<'_> {
             Self::header_patterns,
             Vec::new,
         );
+        let options = options?;
         Some(Route {
             id: id?,
             from: from?,
             to: to?,
+            public: options.public,
+            cors_allow_preflight: options.cors_allow_preflight,
             preserve_host: preserve_host?,
             allow_websockets: allow_websockets?,
             pass_identity_headers: pass_identity_headers?,
@@ -752,6 +780,9 @@ impl Parser<'_> {
             upstream_paths: upstream_paths?,
             strip_request_headers: strip_request_headers?,
             tls: tls?,
+            remove_request_headers: options.remove_request_headers,
+            set_request_headers: options.set_request_headers,
+            prefix_rewrite: options.prefix_rewrite,
         })
     }
 

@@ -1,5 +1,5 @@
 //! The human summary `sekisho check` prints: listeners, issuer, and two lines per route (what
-//! it matches and where it goes, then its policy and mode).
+//! it matches and where it goes, then its policy and mode, or that it is public).
 
 use std::fmt::Write as _;
 
@@ -7,8 +7,9 @@ use crate::model::{Config, Route};
 
 impl Config {
     /// A few lines for a human: the listeners, the issuer, and per route
-    /// `id  from[ path ...][ methods ...] -> to[, to...]  (flags)` and then
-    /// `policy NAME|inline|default: authenticated users (enforce|report)`.
+    /// `id  from[ path ...][ methods ...][ prefix_rewrite ...] -> to[, to...]|(forward-auth
+    /// only)  (flags)` and then `policy NAME|inline|default: authenticated users
+    /// (enforce|report)` or `public: no sign-in, no policy`.
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let mut listeners = Vec::new();
@@ -73,18 +74,29 @@ impl Config {
             if !route.methods.is_empty() {
                 let _ = write!(out, " methods {}", route.methods.join(", "));
             }
-            let _ = write!(out, " -> {}", upstreams.join(", "));
+            if let Some(rewrite) = &route.prefix_rewrite {
+                let _ = write!(out, " prefix_rewrite {rewrite}");
+            }
+            if upstreams.is_empty() {
+                let _ = write!(out, " -> (forward-auth only)");
+            } else {
+                let _ = write!(out, " -> {}", upstreams.join(", "));
+            }
             let flags = flags(route);
             if !flags.is_empty() {
                 let _ = write!(out, "  ({})", flags.join(", "));
             }
-            let _ = writeln!(
-                out,
-                "\n  {:id_width$}  policy {} ({})",
-                "",
-                policy_name(route),
-                route.mode
-            );
+            if route.public {
+                let _ = writeln!(out, "\n  {:id_width$}  public: no sign-in, no policy", "");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "\n  {:id_width$}  policy {} ({})",
+                    "",
+                    policy_name(route),
+                    route.mode
+                );
+            }
         }
         out
     }
@@ -111,7 +123,8 @@ fn flags(route: &Route) -> Vec<&'static str> {
     if route.preserve_host {
         flags.push("preserve_host");
     }
-    if !route.pass_identity_headers {
+    // A public route has no identity to pass; its second line already says so.
+    if !route.pass_identity_headers && !route.public {
         flags.push("no_identity_headers");
     }
     if route.show_error_details {
@@ -127,6 +140,15 @@ fn flags(route: &Route) -> Vec<&'static str> {
     }
     if route.tls.client_auth.is_some() {
         flags.push("tls_client_certificate");
+    }
+    if route.cors_allow_preflight {
+        flags.push("cors_preflight");
+    }
+    if !route.remove_request_headers.is_empty() {
+        flags.push("headers_removed");
+    }
+    if !route.set_request_headers.is_empty() {
+        flags.push("headers_set");
     }
     flags
 }

@@ -447,18 +447,21 @@ fn any_http_url(input: &str) -> Result<Url, ValueError> {
 /// Parses the OpenID issuer: an [`http_url`] that is `https`, or `http` on a loopback host.
 pub(crate) fn issuer(input: &str) -> Result<Url, ValueError> {
     let url = http_url(input)?;
-    if url.scheme() == "http" {
-        let loopback = match url.host() {
-            Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-            Some(Host::Ipv4(addr)) => addr.is_loopback(),
-            Some(Host::Ipv6(addr)) => addr.is_loopback(),
-            None => false,
-        };
-        if !loopback {
-            return Err(ValueError::IssuerInsecure(input.trim().to_owned()));
-        }
+    if url.scheme() == "http" && !has_loopback_host(&url) {
+        return Err(ValueError::IssuerInsecure(input.trim().to_owned()));
     }
     Ok(url)
+}
+
+/// Whether `url`'s host is this machine: `localhost` (any case), 127.0.0.0/8 or `::1`. Where
+/// plain http is allowed (an issuer, a redirect URI), it is allowed only on such a host.
+pub(crate) fn has_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(addr)) => addr.is_loopback(),
+        Some(Host::Ipv6(addr)) => addr.is_loopback(),
+        None => false,
+    }
 }
 
 /// Parses an origin (`https://portal.example.com`, path at most `/`), filling in the default
@@ -707,7 +710,7 @@ pub(crate) fn header_pattern(input: &str) -> Result<HeaderPattern, ValueError> {
 }
 
 /// Whether `c` may appear in an HTTP token (RFC 9110 §5.6.2).
-fn is_tchar(c: char) -> bool {
+pub(crate) fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
@@ -1103,6 +1106,20 @@ mod tests {
         ));
         assert!(matches!(ip_net("10.0.0.0/33"), Err(ValueError::IpNet(_))));
         assert!(matches!(ip_net("example.com"), Err(ValueError::IpNet(_))));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        let loopback = |text: &str| Url::parse(text).map(|url| has_loopback_host(&url));
+        assert_eq!(loopback("http://localhost:8080/"), Ok(true));
+        assert_eq!(loopback("http://LocalHost/"), Ok(true));
+        assert_eq!(loopback("http://127.0.0.1/"), Ok(true));
+        assert_eq!(loopback("http://127.255.0.9/"), Ok(true));
+        assert_eq!(loopback("http://[::1]/"), Ok(true));
+        assert_eq!(loopback("http://localhost.example.com/"), Ok(false));
+        assert_eq!(loopback("http://10.0.0.1/"), Ok(false));
+        assert_eq!(loopback("http://[::2]/"), Ok(false));
+        assert_eq!(loopback("http://0.0.0.0/"), Ok(false));
     }
 
     #[test]

@@ -8,7 +8,6 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 
 use crate::error::{ConfigError, Problem};
-use crate::value::ValueError;
 
 /// Collects the problems found while walking one file.
 #[derive(Debug)]
@@ -206,10 +205,10 @@ impl<'a> Walker<'a> {
     }
 
     /// `field` as text, parsed by `parse`; a parse failure is reported at the value.
-    pub(crate) fn value<T>(
+    pub(crate) fn value<T, E: Into<Problem>>(
         &mut self,
         field: &Field<'_>,
-        parse: impl FnOnce(&str) -> Result<T, ValueError>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
         let text = self.string(field)?;
         match parse(text) {

@@ -107,6 +107,8 @@ fn route(id: &str, host: &str, path: PathMatch) -> Route {
             path_prefix: "/".to_owned(),
         },
         to: vec![url::Url::parse("http://127.0.0.1:8080/").unwrap_or_else(|e| panic!("{e}"))],
+        public: false,
+        cors_allow_preflight: false,
         preserve_host: false,
         allow_websockets: false,
         pass_identity_headers: true,
@@ -124,6 +126,9 @@ fn route(id: &str, host: &str, path: PathMatch) -> Route {
         upstream_paths: sekisho_config::UpstreamPaths::default(),
         strip_request_headers: Vec::new(),
         tls: sekisho_config::UpstreamTls::default(),
+        remove_request_headers: Vec::new(),
+        set_request_headers: Vec::new(),
+        prefix_rewrite: None,
     }
 }
 

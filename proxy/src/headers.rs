@@ -1,5 +1,6 @@
 //! Header hygiene between the client and the upstream: hop-by-hop headers (RFC 9110 §7.6.1),
-//! client-supplied identity headers in every spelling, and the rebuilt `X-Forwarded-*` set.
+//! client-supplied identity headers in every spelling, a route's own header rules
+//! (`remove_request_headers`, `set_request_headers`) and the rebuilt `X-Forwarded-*` set.
 //! Header values are read as bytes and split into list elements, each judged on its own: one
 //! element a client filled with a non-ASCII byte never hides the others.
 
@@ -7,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
-use sekisho_config::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
+use sekisho_config::{HeaderPattern, RequestHeader, STRIPPED_NAMES, STRIPPED_PREFIXES};
 
 /// Header names that are never forwarded, whatever the `Connection` header says.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -283,6 +284,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Applies a route's `remove_request_headers`, then its `set_request_headers`: every header
+/// whose name is one of either list in any case and `_`/`-` spelling is removed, then each set
+/// header is added once. Runs after the strip lists and before sekisho sets its own headers
+/// (forwarding, request id, identity, assertion), which the config never lets a route name, so
+/// nothing here can override them.
+pub fn apply_route_headers(headers: &mut HeaderMap, remove: &[HeaderName], set: &[RequestHeader]) {
+    if remove.is_empty() && set.is_empty() {
+        return;
+    }
+    let listed = |name: &HeaderName| {
+        remove
+            .iter()
+            .chain(set.iter().map(|header| &header.name))
+            .any(|rule| same_folded(name.as_str(), rule.as_str()))
+    };
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| listed(name))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+    for header in set {
+        headers.append(header.name.clone(), header.value.clone());
+    }
+}
+
+/// `a` and `b` are one name once both are folded (neither needs to be folded already).
+fn same_folded(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
 /// Sets the rebuilt `X-Forwarded-*` headers.
 pub fn set_forwarded(headers: &mut HeaderMap, forwarded: &Forwarded) {
     let pairs = [
@@ -383,6 +417,59 @@ mod tests {
         sanitize_request_headers(&mut headers, &IDENTITY, &[], false);
         let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, vec!["accept"]);
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> Vec<RequestHeader> {
+        pairs
+            .iter()
+            .map(|(name, value)| RequestHeader {
+                name: HeaderName::from_bytes(name.as_bytes())
+                    .unwrap_or_else(|e| panic!("{name}: {e}")),
+                value: HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{value}: {e}")),
+            })
+            .collect()
+    }
+
+    fn values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a [u8]> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect()
+    }
+
+    #[test]
+    fn route_header_rules_remove_then_set_every_spelling() {
+        let mut headers = map(&[
+            ("x-debug", "1"),
+            ("x_debug", "2"),
+            ("X-DEBUG-LEVEL", "kept"),
+            ("x-tenant", "evil"),
+            ("x-tenant", "evil-too"),
+            ("x_tenant", "evil-underscore"),
+            ("accept", "text/html"),
+        ]);
+        let remove = [HeaderName::from_static("x-debug")];
+        let rules = set(&[("x-tenant", "acme"), ("authorization", "Basic YQ==")]);
+        apply_route_headers(&mut headers, &remove, &rules);
+        assert!(values(&headers, "x-debug").is_empty());
+        assert!(values(&headers, "x_debug").is_empty());
+        assert!(values(&headers, "x_tenant").is_empty());
+        assert_eq!(values(&headers, "x-tenant"), [b"acme".as_slice()]);
+        assert_eq!(
+            values(&headers, "authorization"),
+            [b"Basic YQ==".as_slice()]
+        );
+        assert_eq!(values(&headers, "x-debug-level"), [b"kept".as_slice()]);
+        assert_eq!(values(&headers, "accept"), [b"text/html".as_slice()]);
+    }
+
+    #[test]
+    fn no_route_header_rules_change_nothing() {
+        let mut headers = map(&[("x-debug", "1"), ("x_tenant", "a")]);
+        let before = headers.clone();
+        apply_route_headers(&mut headers, &[], &[]);
+        assert_eq!(headers, before);
     }
 
     #[test]

@@ -84,9 +84,26 @@ impl Upstream {
         if route.upstream_http2 {
             client.http2_only(true);
         }
+        let rewrite = match (&route.prefix_rewrite, route.path_prefix()) {
+            (Some(replacement), Some(prefix)) => Some(PrefixRewrite {
+                prefix: prefix.to_owned(),
+                replacement: replacement.clone(),
+            }),
+            (Some(_), None) => {
+                // The config refuses `prefix_rewrite` on exact and regex routes.
+                return Err(ProxyError::Internal {
+                    detail: format!("route {} rewrites a prefix it does not have", route.id),
+                });
+            }
+            (None, _) => None,
+        };
         Ok(Upstream {
             route: route.id.clone(),
-            targets: route.to.iter().map(Target::new).collect::<Result<_, _>>()?,
+            targets: route
+                .to
+                .iter()
+                .map(|url| Target::new(url, rewrite.clone()))
+                .collect::<Result<_, _>>()?,
             next: AtomicUsize::new(0),
             client: client.build(connector),
             http2: route.upstream_http2,
@@ -94,7 +111,8 @@ impl Upstream {
         })
     }
 
-    /// The target for the next request (round-robin).
+    /// The target for the next request (round-robin); `None` for a forward-auth-only route,
+    /// which has none.
     pub fn pick(&self) -> Option<&Target> {
         let len = self.targets.len();
         if len == 0 {
@@ -163,10 +181,21 @@ pub struct Target {
     base: String,
     /// `host[:port]` as a `Host` header value.
     pub host: HeaderValue,
+    /// The route's `prefix_rewrite`, applied before `base` is put in front.
+    rewrite: Option<PrefixRewrite>,
+}
+
+/// A route's `prefix_rewrite` with the path prefix it replaces.
+#[derive(Debug, Clone)]
+struct PrefixRewrite {
+    /// The route's path prefix (normal form, no trailing `/` except the root).
+    prefix: String,
+    /// What replaces it (normal form).
+    replacement: String,
 }
 
 impl Target {
-    fn new(url: &Url) -> Result<Self, ProxyError> {
+    fn new(url: &Url, rewrite: Option<PrefixRewrite>) -> Result<Self, ProxyError> {
         let authority = authority(url);
         let host = HeaderValue::from_str(&authority).map_err(|_| ProxyError::Internal {
             detail: format!("upstream {url} has an invalid host"),
@@ -176,11 +205,30 @@ impl Target {
             url.scheme(),
             url.path().trim_end_matches('/')
         );
-        Ok(Target { base, host })
+        Ok(Target {
+            base,
+            host,
+            rewrite,
+        })
     }
 
-    /// The URI for a request path and query on this target: the target's own path is a prefix.
+    /// The URI for a request path (normalised) and query on this target: the route's
+    /// `prefix_rewrite` applied to the path, then the target's own path put in front.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+        let rewritten;
+        let path = match &self.rewrite {
+            Some(rewrite) => {
+                rewritten = rewrite_prefix(path, &rewrite.prefix, &rewrite.replacement)
+                    .ok_or_else(|| ProxyError::Internal {
+                        detail: format!(
+                            "path {path} is not under the route's prefix {}",
+                            rewrite.prefix
+                        ),
+                    })?;
+                rewritten.as_str()
+            }
+            None => path,
+        };
         let mut text =
             String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         text.push_str(&self.base);
@@ -193,6 +241,26 @@ impl Target {
             reason: "request target cannot be forwarded",
         })
     }
+}
+
+/// `path` with `prefix` replaced by `replacement`, segment by segment (`prefix_rewrite`): a
+/// trailing `/` of either is not significant, the request's own trailing `/` is kept, and an
+/// empty result is `/`. With prefix `/app` and replacement `/`, `/app/x` becomes `/x` and `/app`
+/// and `/app/` become `/`; with replacement `/v2/`, `/app/x` becomes `/v2/x`. `None` when `path`
+/// is not `prefix` or under it on a segment boundary. Normal-form inputs give a normal-form path.
+pub fn rewrite_prefix(path: &str, prefix: &str, replacement: &str) -> Option<String> {
+    let rest = path.strip_prefix(prefix.trim_end_matches('/'))?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let head = replacement.trim_end_matches('/');
+    if head.is_empty() && rest.is_empty() {
+        return Some("/".to_owned());
+    }
+    let mut out = String::with_capacity(head.len() + rest.len());
+    out.push_str(head);
+    out.push_str(rest);
+    Some(out)
 }
 
 /// `host[:port]` of a URL, bracketing IPv6.
@@ -365,5 +433,97 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(upstream: &str, rewrite: Option<(&str, &str)>) -> Target {
+        let url = Url::parse(upstream).unwrap_or_else(|e| panic!("{upstream}: {e}"));
+        let rewrite = rewrite.map(|(prefix, replacement)| PrefixRewrite {
+            prefix: prefix.to_owned(),
+            replacement: replacement.to_owned(),
+        });
+        Target::new(&url, rewrite).unwrap_or_else(|e| panic!("{upstream}: {e}"))
+    }
+
+    fn uri(target: &Target, path: &str, query: Option<&str>) -> String {
+        target
+            .uri_for(path, query)
+            .map(|uri| uri.to_string())
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn a_prefix_is_replaced_segment_by_segment() {
+        let cases = [
+            ("/app/x", "/app", "/", Some("/x")),
+            ("/app/", "/app", "/", Some("/")),
+            ("/app", "/app", "/", Some("/")),
+            ("/app/x/y/", "/app", "/", Some("/x/y/")),
+            ("/app/x", "/app", "/v2/", Some("/v2/x")),
+            ("/app/x", "/app", "/v2", Some("/v2/x")),
+            ("/app", "/app", "/v2/", Some("/v2")),
+            ("/app/", "/app", "/v2", Some("/v2/")),
+            ("/x", "/", "/v2/", Some("/v2/x")),
+            ("/", "/", "/", Some("/")),
+            ("/", "/", "/v2", Some("/v2/")),
+            ("/a/b/c", "/a/b", "/z", Some("/z/c")),
+            // Not under the prefix on a segment boundary.
+            ("/apple", "/app", "/", None),
+            ("/ap", "/app", "/", None),
+            ("/other/app", "/app", "/", None),
+        ];
+        for (path, prefix, replacement, expected) in cases {
+            assert_eq!(
+                rewrite_prefix(path, prefix, replacement).as_deref(),
+                expected,
+                "{path} with {prefix} -> {replacement}"
+            );
+        }
+    }
+
+    #[test]
+    fn rewritten_paths_stay_in_normal_form() {
+        use sekisho_config::path::is_normal;
+        let paths = ["/", "/app", "/app/", "/app/x", "/app/x/", "/app/%3C/y;p=1"];
+        let prefixes = ["/", "/app"];
+        let replacements = ["/", "/v2", "/v2/", "/a/b", "/%C3%A9/"];
+        for path in paths {
+            for prefix in prefixes {
+                for replacement in replacements {
+                    if let Some(out) = rewrite_prefix(path, prefix, replacement) {
+                        assert!(is_normal(&out), "{path} {prefix} {replacement} -> {out}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_rewrite_comes_before_the_upstream_base_path() {
+        let plain = target("http://127.0.0.1:9000/base/", None);
+        assert_eq!(
+            uri(&plain, "/app/x", Some("q=1")),
+            "http://127.0.0.1:9000/base/app/x?q=1"
+        );
+        let rewriting = target("http://127.0.0.1:9000/base/", Some(("/app", "/")));
+        assert_eq!(
+            uri(&rewriting, "/app/x", Some("q=1")),
+            "http://127.0.0.1:9000/base/x?q=1"
+        );
+        assert_eq!(
+            uri(&rewriting, "/app/", None),
+            "http://127.0.0.1:9000/base/"
+        );
+        let at_root = target("http://127.0.0.1:9000", Some(("/app", "/")));
+        assert_eq!(uri(&at_root, "/app/x", None), "http://127.0.0.1:9000/x");
+        assert_eq!(uri(&at_root, "/app", None), "http://127.0.0.1:9000/");
+        assert!(matches!(
+            at_root.uri_for("/elsewhere", None),
+            Err(ProxyError::Internal { .. })
+        ));
     }
 }

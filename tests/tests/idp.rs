@@ -549,7 +549,7 @@ async fn carol_code_page(agent: &Agent, issuer: &str, challenge: &str) -> (Strin
 #[tokio::test]
 async fn totp_is_asked_after_the_password_and_a_code_works_once() {
     let stack = Stack::start(Options::default()).await;
-    let secret = sekisho_config::base32_decode(sekisho_tests::builtin::CAROL_TOTP).unwrap();
+    let secret = sekisho_config::base32::decode(sekisho_tests::builtin::CAROL_TOTP).unwrap();
     let code_now = || {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use url::{Host, Url};
+use url::Url;
 
 use super::{Parser, Secrets};
-use crate::error::Problem;
+use crate::error::{IdpProblem, Problem};
 use crate::model::{IdentityProvider, IdpClient, IdpClientSecret, IdpUser, LoginLimits};
 use crate::model::{SecretBytes, SecretString};
 use crate::value;
@@ -56,88 +56,6 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const MIN_CLIENT_SECRET: usize = 16;
 /// Shortest TOTP secret, in bytes (RFC 4226 §4: at least 128 bits).
 const MIN_TOTP_SECRET: usize = 16;
-
-/// What is wrong in the `identity_provider` section.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum IdpProblem {
-    /// A username outside `[a-z0-9][a-z0-9._-]*`.
-    #[error(
-        "`{0}` is not a valid username; start with a-z or 0-9 and continue with a-z, 0-9, `.`, `_` or `-`"
-    )]
-    Username(String),
-    /// A username or email used by two users.
-    #[error("`{name}` is already used by identity_provider.users[{first}]")]
-    DuplicateUser {
-        /// The name or email.
-        name: String,
-        /// Index of the user that has it first.
-        first: usize,
-    },
-    /// A client id with characters outside `[A-Za-z0-9._~-]`.
-    #[error("`{0}` is not a valid client id; use A-Z, a-z, 0-9, `.`, `_`, `~` and `-`")]
-    ClientId(String),
-    /// A client id used twice.
-    #[error("client id `{id}` is already used by identity_provider.clients[{first}]")]
-    DuplicateClient {
-        /// The id.
-        id: String,
-        /// Index of the client that has it first.
-        first: usize,
-    },
-    /// Neither or both of `client_secret` and `client_secret_hash`.
-    #[error("write exactly one of `client_secret` or `client_secret_hash`")]
-    ClientSecretForm,
-    /// A plain client secret that is too short to resist guessing.
-    #[error(
-        "the client secret has {0} characters; use at least 16 (generate one with `openssl rand -base64 32`)"
-    )]
-    ClientSecretShort(usize),
-    /// Not an Argon2id PHC string.
-    #[error(
-        "is not an Argon2id hash (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`); make one with `sekisho hash-password`"
-    )]
-    PasswordHash,
-    /// An Argon2id PHC string whose parameters argon2 refuses.
-    #[error("the Argon2id parameters are invalid: {0}")]
-    PasswordHashParams(String),
-    /// A TOTP secret that is not base32.
-    #[error("is not base32 (RFC 4648: A-Z and 2-7, `=` padding and spaces allowed)")]
-    TotpBase32,
-    /// A TOTP secret below 128 bits.
-    #[error(
-        "decodes to {0} bytes; a TOTP secret needs at least 16 (make one with `sekisho gen-totp-secret`)"
-    )]
-    TotpShort(usize),
-    /// A redirect URI with a fragment, or plain http on a host that is not loopback.
-    #[error(
-        "`{0}` must be https (http only on 127.0.0.0/8, ::1 or localhost) and have no fragment"
-    )]
-    RedirectUri(String),
-    /// A whole number out of range.
-    #[error("`{0}` is not a whole number from 1 to 1000000")]
-    Count(String),
-    /// A token lifetime above one hour.
-    #[error("{0} is longer than the maximum of 1h")]
-    TokenLifetime(String),
-    /// `lockout` above `max_lockout`.
-    #[error("{lockout} is longer than login_limits.max_lockout ({max})")]
-    LockoutAboveMax {
-        /// `lockout`, formatted.
-        lockout: String,
-        /// `max_lockout`, formatted.
-        max: String,
-    },
-    /// sekisho's `oidc` names a client the built-in provider does not have.
-    #[error(
-        "`oidc.issuer` is the built-in provider, which has no client `{0}`; add it to identity_provider.clients"
-    )]
-    OwnClientMissing(String),
-    /// sekisho's `oidc.client_secret` differs from the secret its client has at the provider.
-    #[error(
-        "differs from the secret of client `{0}` in identity_provider.clients; the provider would refuse sekisho's code exchange"
-    )]
-    OwnClientSecret(String),
-}
 
 impl Parser<'_> {
     /// `identity_provider`; `state_dir` gives the provider's own state directory.
@@ -288,7 +206,7 @@ impl Parser<'_> {
         let username = self
             .walk
             .required(&map, "username")
-            .and_then(|f| self.idp_value(&f, username));
+            .and_then(|f| self.walk.value(&f, username));
         let email = self
             .walk
             .required(&map, "email")
@@ -377,16 +295,16 @@ impl Parser<'_> {
         let client_id = self
             .walk
             .required(&map, "client_id")
-            .and_then(|f| self.idp_value(&f, client_id));
+            .and_then(|f| self.walk.value(&f, client_id));
         let secret = self.client_secret(&map, &field.path);
         let redirect_uris = self
             .walk
             .required(&map, "redirect_uris")
-            .and_then(|f| self.distinct_items(&f, |p, item| p.idp_value(item, redirect_uri)));
+            .and_then(|f| self.distinct_items(&f, |p, item| p.walk.value(item, redirect_uri)));
         let post_logout_redirect_uris = self.or_default(
             &map,
             "post_logout_redirect_uris",
-            |p, f| p.distinct_items(f, |p, item| p.idp_value(item, redirect_uri)),
+            |p, f| p.distinct_items(f, |p, item| p.walk.value(item, redirect_uri)),
             Vec::new,
         );
         Some(IdpClient {
@@ -433,19 +351,19 @@ impl Parser<'_> {
         let account_failures = self.or_default(
             &map,
             "account_failures",
-            |p, f| p.idp_value(f, count),
+            |p, f| p.walk.value(f, count),
             || defaults.account_failures,
         );
         let source_failures = self.or_default(
             &map,
             "source_failures",
-            |p, f| p.idp_value(f, count),
+            |p, f| p.walk.value(f, count),
             || defaults.source_failures,
         );
         let client_failures = self.or_default(
             &map,
             "client_failures",
-            |p, f| p.idp_value(f, count),
+            |p, f| p.walk.value(f, count),
             || defaults.client_failures,
         );
         let lockout = self.or_default(&map, "lockout", Self::duration, || defaults.lockout);
@@ -469,22 +387,6 @@ impl Parser<'_> {
             lockout: lockout?,
             max_lockout: max_lockout?,
         })
-    }
-
-    /// `field` as text, parsed by `parse`; a failure is reported at the value.
-    fn idp_value<T>(
-        &mut self,
-        field: &Field<'_>,
-        parse: impl FnOnce(&str) -> Result<T, IdpProblem>,
-    ) -> Option<T> {
-        let text = self.walk.string(field)?;
-        match parse(text) {
-            Ok(value) => Some(value),
-            Err(problem) => {
-                self.walk.report_at(field, Problem::from(problem));
-                None
-            }
-        }
     }
 }
 
@@ -531,16 +433,8 @@ fn redirect_uri(input: &str) -> Result<Url, IdpProblem> {
     let text = input.trim();
     let invalid = || IdpProblem::RedirectUri(text.to_owned());
     let url = value::http_url(text).map_err(|_| invalid())?;
-    if url.scheme() == "http" {
-        let loopback = match url.host() {
-            Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-            Some(Host::Ipv4(addr)) => addr.is_loopback(),
-            Some(Host::Ipv6(addr)) => addr.is_loopback(),
-            None => false,
-        };
-        if !loopback {
-            return Err(invalid());
-        }
+    if url.scheme() == "http" && !value::has_loopback_host(&url) {
+        return Err(invalid());
     }
     Ok(url)
 }
@@ -568,56 +462,16 @@ pub(crate) fn argon2id_phc(input: &str) -> Result<(), IdpProblem> {
 /// Decodes a TOTP secret: base32 (RFC 4648, case-insensitive, spaces and `=` ignored) of at
 /// least 16 bytes.
 pub(crate) fn totp_secret(input: &str) -> Result<Vec<u8>, IdpProblem> {
-    let bytes = base32_decode(input).ok_or(IdpProblem::TotpBase32)?;
+    let bytes = crate::base32::decode(input).ok_or(IdpProblem::TotpBase32)?;
     if bytes.len() < MIN_TOTP_SECRET {
         return Err(IdpProblem::TotpShort(bytes.len()));
     }
     Ok(bytes)
 }
 
-/// RFC 4648 base32, case-insensitive, ignoring spaces, dashes and trailing `=`. `None` on any
-/// other character or on leftover bits that are not zero.
-pub fn base32_decode(input: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len() * 5 / 8);
-    let mut buffer: u32 = 0;
-    let mut bits: u32 = 0;
-    let text = input.trim().trim_end_matches('=');
-    for c in text.chars() {
-        let value = match c.to_ascii_uppercase() {
-            ' ' | '-' => continue,
-            c @ 'A'..='Z' => u32::from(c) - u32::from('A'),
-            c @ '2'..='7' => u32::from(c) - u32::from('2') + 26,
-            _ => return None,
-        };
-        buffer = (buffer << 5) | value;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((buffer >> bits) & 0xff).ok()?);
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    if buffer != 0 {
-        return None;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base32_follows_rfc_4648() {
-        assert_eq!(base32_decode("MZXW6YTBOI======"), Some(b"foobar".to_vec()));
-        assert_eq!(base32_decode("mzxw 6ytb oi"), Some(b"foobar".to_vec()));
-        assert_eq!(base32_decode(""), Some(Vec::new()));
-        assert_eq!(base32_decode("MZXW6YTBO1"), None);
-        assert_eq!(
-            base32_decode("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
-            Some(b"12345678901234567890".to_vec())
-        );
-    }
 
     #[test]
     fn totp_secrets_need_128_bits() {

@@ -276,7 +276,10 @@ fn full_example_stays_valid() {
             "versioned-api",
             "tenants",
             "portal",
-            "billing"
+            "billing",
+            "docs",
+            "legacy",
+            "grafana-auth"
         ]
     );
     let app = config.routes.first();
@@ -427,12 +430,12 @@ fn missing_fields_are_reported_at_the_parent_mapping() {
         "missing required field `issuer`",
     );
 
-    let source = base_with("    to: http://127.0.0.1:9000\n", "");
+    let source = base_with("  - from: http://app.localhost:8080\n    to:", "  - to:");
     assert_only(
         &parse_err(&source),
-        pos_of(&source, "from: http://app"),
-        "routes[0].to",
-        "missing required field `to`",
+        pos_of(&source, "to: http://127"),
+        "routes[0].from",
+        "missing required field `from`",
     );
 
     let source = BASE.replace("signing:\n  key: {env: SEKISHO_SIGNING_KEY}\n", "");
@@ -1140,6 +1143,12 @@ routes:
                  policy default: authenticated users (enforce)
   billing        https://billing.example.com/ -> https://10.0.2.10:8443/  (tls_server_name)
                  policy default: authenticated users (enforce)
+  docs           https://docs.example.com/ -> http://10.0.4.10:8080/  (cors_preflight)
+                 public: no sign-in, no policy
+  legacy         https://app.example.com/ path prefix \"/legacy\" prefix_rewrite / -> http://10.0.5.10:8080/base  (headers_removed, headers_set)
+                 policy staff (enforce)
+  grafana-auth   https://grafana.example.com/ -> (forward-auth only)
+                 policy staff (enforce)
 "
     );
 }

@@ -99,6 +99,8 @@ fn route(index: usize, prefix: &str) -> Route {
             path_prefix: prefix.to_owned(),
         },
         to: vec![url::Url::parse("http://127.0.0.1:1/").expect("static URL")],
+        public: false,
+        cors_allow_preflight: false,
         preserve_host: false,
         allow_websockets: false,
         pass_identity_headers: true,
@@ -112,5 +114,8 @@ fn route(index: usize, prefix: &str) -> Route {
         upstream_paths: UpstreamPaths::default(),
         strip_request_headers: Vec::new(),
         tls: sekisho_config::UpstreamTls::default(),
+        remove_request_headers: Vec::new(),
+        set_request_headers: Vec::new(),
+        prefix_rewrite: None,
     }
 }

@@ -39,6 +39,8 @@ fn route(id: &str, prefix: &str, policy: Policy) -> Route {
             path_prefix: prefix.to_owned(),
         },
         to: vec![url::Url::parse("http://127.0.0.1:1/").unwrap_or_else(|e| panic!("{e}"))],
+        public: false,
+        cors_allow_preflight: false,
         preserve_host: false,
         allow_websockets: false,
         pass_identity_headers: true,
@@ -56,6 +58,9 @@ fn route(id: &str, prefix: &str, policy: Policy) -> Route {
         upstream_paths: UpstreamPaths::default(),
         strip_request_headers: Vec::new(),
         tls: sekisho_config::UpstreamTls::default(),
+        remove_request_headers: Vec::new(),
+        set_request_headers: Vec::new(),
+        prefix_rewrite: None,
     }
 }
 

@@ -18,7 +18,8 @@ use crate::error::{BoxError, ProxyBody, ProxyError};
 use crate::facts::Facts;
 use crate::gate::Authenticated;
 use crate::headers::{
-    is_websocket_upgrade, sanitize_request_headers, set_forwarded, strip_hop_by_hop,
+    apply_route_headers, is_websocket_upgrade, sanitize_request_headers, set_forwarded,
+    strip_hop_by_hop,
 };
 use crate::session::{CookieCodec, strip_own_cookies, unix_now};
 use crate::target::Target;
@@ -52,9 +53,12 @@ impl Proxy {
             });
         }
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
-        let target_url = routed.upstream.pick().ok_or(ProxyError::Internal {
-            detail: "route has no targets".into(),
-        })?;
+        let target_url = routed
+            .upstream
+            .pick()
+            .ok_or_else(|| ProxyError::BadGateway {
+                detail: format!("route {} has no upstream (forward-auth only)", route.id),
+            })?;
         let uri = target_url.uri_for(&target.path, request.uri().query())?;
         facts.record.upstream = target_url.host.to_str().ok().map(str::to_owned);
         let (mut parts, body) = request.into_parts();
@@ -126,7 +130,8 @@ impl Proxy {
         Ok(response)
     }
 
-    /// Strips hop-by-hop, spoofable and sekisho's own headers, then sets the forwarded set.
+    /// Strips hop-by-hop, spoofable and sekisho's own headers, applies the route's
+    /// `remove_request_headers` and `set_request_headers`, then sets the forwarded set.
     fn rewrite_request_headers(
         &self,
         headers: &mut HeaderMap,
@@ -142,6 +147,11 @@ impl Proxy {
         if bearer_used {
             headers.remove(header::AUTHORIZATION);
         }
+        apply_route_headers(
+            headers,
+            &route.remove_request_headers,
+            &route.set_request_headers,
+        );
         set_forwarded(headers, &target.forwarded);
     }
 

@@ -59,16 +59,14 @@ impl<'r> Routed<'r> {
         check: Option<DecisionCheck<'a>>,
     ) -> Access<'a> {
         let route = self.route;
-        // `public` and `cors_allow_preflight` arrive with the route options (issue 10).
-        let (public, cors_allow_preflight) = (false, false);
-        if public {
+        if route.public {
             return Access::Public;
         }
         Access::Policy {
             policy: &route.policy,
             mode: route.mode,
             rego,
-            cors_allow_preflight,
+            cors_allow_preflight: route.cors_allow_preflight,
             check,
         }
     }

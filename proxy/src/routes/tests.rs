@@ -22,6 +22,8 @@ fn route(id: &str, from: &str) -> Route {
             path_prefix: path.to_owned(),
         },
         to: vec![url::Url::parse("http://127.0.0.1:1/").unwrap_or_else(|e| panic!("{e}"))],
+        public: false,
+        cors_allow_preflight: false,
         preserve_host: false,
         allow_websockets: false,
         pass_identity_headers: true,
@@ -39,6 +41,9 @@ fn route(id: &str, from: &str) -> Route {
         upstream_paths: sekisho_config::UpstreamPaths::default(),
         strip_request_headers: Vec::new(),
         tls: sekisho_config::UpstreamTls::default(),
+        remove_request_headers: Vec::new(),
+        set_request_headers: Vec::new(),
+        prefix_rewrite: None,
     }
 }
 
