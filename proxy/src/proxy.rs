@@ -438,6 +438,15 @@ impl Proxy {
 
         // Phase: route (proxy/route.rs).
         let routed = self.route(&routing, request.method(), &target, facts)?;
+        if routed.route.to.is_empty() {
+            // Nothing to forward to: no sign-in for a door that leads nowhere.
+            return Err(ProxyError::BadGateway {
+                detail: format!(
+                    "route {} has no upstream (forward-auth only)",
+                    routed.route.id
+                ),
+            });
+        }
 
         // Phase: the gate (gate.rs): credential, policy, refusal.
         let check = routed.decision_check(&routing);

@@ -20,14 +20,15 @@ use serde_json::{Value, json};
 const HOST: &str = "app.localhost";
 
 /// Routes: the app behind the front proxy is decided by sekisho but reached only through the
-/// front proxy; `/admin` is for admins. nginx reaches sekisho from 127.0.0.2, the only trusted
-/// proxy, so the test's own requests (from 127.0.0.1) are not believed.
+/// front proxy (forward-auth-only routes, no `to`); `/admin` is for admins. nginx reaches
+/// sekisho from 127.0.0.2, the only trusted proxy, so the test's own requests (from 127.0.0.1)
+/// are not believed.
 fn routes() -> String {
     format!(
         "  - id: app\n    from: http://127.0.0.1\n    to: http://{{echo}}\n\
          \x20 - id: fa-admin\n    from: http://{HOST}\n    path: {{prefix: /admin}}\n    \
-         to: http://{{echo}}\n    policy:\n      allow:\n        and:\n          - groups: {{has: admins}}\n\
-         \x20 - id: fa-app\n    from: http://{HOST}\n    to: http://{{echo}}\n"
+         policy:\n      allow:\n        and:\n          - groups: {{has: admins}}\n\
+         \x20 - id: fa-app\n    from: http://{HOST}\n"
     )
 }
 
