@@ -1,5 +1,5 @@
 //! Forward-auth, `GET /.sekisho/auth`: a front proxy (nginx `auth_request`, Caddy
-//! `forward_auth`, Traefik `forwardAuth`, Envoy `ext_authz` over HTTP) asks whether the request
+//! `forward_auth`, Traefik `forwardAuth`) asks whether the request
 //! it holds may pass. The original request is read from the forwarded headers — believed only
 //! from `server.trusted_proxies` — and the route matching its host and path decides, through
 //! the gate, exactly as if the request had come to the proxy itself.
