@@ -242,16 +242,47 @@ impl CookieCodec {
         state: &SessionState,
         max_age: Duration,
     ) -> Result<Vec<HeaderValue>, CookieError> {
+        self.write_over(sealer, state, max_age, None)
+    }
+
+    /// Like [`Self::write`], re-issuing the session of a request that presented `presented`:
+    /// only the cookies of the other shape that the request carried are cleared, so a session in
+    /// one cookie is re-issued as one `Set-Cookie` (a front proxy that passes on only the first,
+    /// like nginx's `$upstream_http_set_cookie`, passes the session).
+    pub fn rewrite(
+        &self,
+        sealer: &Sealer,
+        state: &SessionState,
+        max_age: Duration,
+        presented: &HeaderMap,
+    ) -> Result<Vec<HeaderValue>, CookieError> {
+        self.write_over(sealer, state, max_age, Some(presented))
+    }
+
+    fn write_over(
+        &self,
+        sealer: &Sealer,
+        state: &SessionState,
+        max_age: Duration,
+        presented: Option<&HeaderMap>,
+    ) -> Result<Vec<HeaderValue>, CookieError> {
         let plain = serde_json::to_vec(state).map_err(|_| CookieError::Encode)?;
         let sealed = sealer
             .seal(Purpose::Session, &plain)
             .map_err(CookieError::Seal)?;
         let max_age = max_age.as_secs();
+        // A stale cookie is cleared unless the request is known not to carry it.
+        let carried = |name: &str| {
+            presented.is_none_or(|headers| request_cookies(headers).any(|(n, _)| n == name))
+        };
         let mut out = Vec::new();
         if sealed.len() <= MAX_COOKIE_VALUE {
             out.push(self.set_cookie(&self.name, &sealed, max_age)?);
             for i in 0..MAX_CHUNKS {
-                out.push(self.set_cookie(&format!("{}_{i}", self.name), "", 0)?);
+                let chunk = format!("{}_{i}", self.name);
+                if carried(&chunk) {
+                    out.push(self.set_cookie(&chunk, "", 0)?);
+                }
             }
             return Ok(out);
         }
@@ -259,15 +290,19 @@ impl CookieCodec {
         if parts.len() > MAX_CHUNKS {
             return Err(CookieError::TooLarge(sealed.len()));
         }
-        out.push(self.set_cookie(&self.name, "", 0)?);
         for i in 0..MAX_CHUNKS {
+            let chunk = format!("{}_{i}", self.name);
             match parts.get(i) {
                 Some(part) => {
                     let text = std::str::from_utf8(part).map_err(|_| CookieError::Encode)?;
-                    out.push(self.set_cookie(&format!("{}_{i}", self.name), text, max_age)?);
+                    out.push(self.set_cookie(&chunk, text, max_age)?);
                 }
-                None => out.push(self.set_cookie(&format!("{}_{i}", self.name), "", 0)?),
+                None if carried(&chunk) => out.push(self.set_cookie(&chunk, "", 0)?),
+                None => {}
             }
+        }
+        if carried(&self.name) {
+            out.push(self.set_cookie(&self.name, "", 0)?);
         }
         Ok(out)
     }

@@ -399,3 +399,93 @@ async fn forward_auth_believes_only_trusted_front_proxies() {
 fn url_encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+/// A session whose cookie sekisho re-issues (here: touched for the idle lifetime, every second
+/// with `idle_lifetime: 10s`) must keep its new cookie behind each front proxy, or the session
+/// ends at its idle lifetime however busy the user is.
+#[tokio::test]
+async fn a_reissued_session_cookie_reaches_the_browser_behind_both_front_proxies() {
+    let customize = |o: &mut sekisho_tests::ProxyOptions| {
+        o.routes_yaml = routes();
+        o.session_yaml = "  idle_lifetime: 10s\n".to_owned();
+    };
+    let (idp, echo, proxy) = stack(Default::default(), "ES256", |o| {
+        customize(o);
+        o.server_yaml = "  trusted_proxies: [127.0.0.1, 127.0.0.2]\n".to_owned();
+    })
+    .await;
+    let nginx = Nginx::start(&nginx_site(&proxy.http.to_string(), &echo.addr.to_string())).await;
+    let caddy = Caddy::start(
+        HOST,
+        &caddy_site(&proxy.http.to_string(), &echo.addr.to_string()),
+    )
+    .await;
+    let alice = sekisho_tests::Agent::new();
+    alice
+        .login(
+            &format!("{}/hello", proxy.base()),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await;
+    let first = alice.cookies()["_sekisho"].clone();
+
+    for (front, port) in [("caddy", caddy.addr.port()), ("nginx", nginx.addr.port())] {
+        let http = client(port);
+        let url = format!("http://{HOST}:{port}/hello?x=1");
+        let cookie =
+            std::sync::Arc::new(std::sync::Mutex::new(alice.cookies()["_sekisho"].clone()));
+        let reissued: std::sync::Arc<std::sync::Mutex<Option<(u16, String)>>> =
+            std::sync::Arc::default();
+        eventually(&format!("a re-issued cookie through {front}"), || {
+            let (http, url, cookie, reissued) =
+                (http.clone(), url.clone(), cookie.clone(), reissued.clone());
+            async move {
+                let current = cookie.lock().unwrap().clone();
+                let response = http
+                    .get(&url)
+                    .header("accept", "text/html")
+                    .header("cookie", format!("_sekisho={current}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                assert!(
+                    status == 200 || status == 302,
+                    "{front}: a live session got {status}"
+                );
+                if status == 302 {
+                    assert_eq!(
+                        response.headers()["location"].to_str().unwrap(),
+                        "/hello?x=1",
+                        "{front}: the redirect goes back where the browser was"
+                    );
+                }
+                let set = sekisho_tests::session_cookies_set(&response);
+                match set.first() {
+                    Some(value) => {
+                        *reissued.lock().unwrap() = Some((status, value.clone()));
+                        true
+                    }
+                    None => false,
+                }
+            }
+        })
+        .await;
+        let (status, fresh) = reissued.lock().unwrap().clone().unwrap();
+        // nginx passes the cookie on the answer itself; Caddy on a redirect back.
+        assert_eq!(status, if front == "nginx" { 200 } else { 302 }, "{front}");
+        assert_ne!(fresh, first, "{front}: the cookie was re-issued");
+        let again = http
+            .get(&url)
+            .header("accept", "text/html")
+            .header("cookie", format!("_sekisho={fresh}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 200, "{front}: the fresh cookie is accepted");
+        let echoed = Echoed(again.json().await.unwrap());
+        assert_eq!(echoed.header("x-sekisho-user").as_deref(), Some("alice"));
+    }
+}

@@ -22,8 +22,10 @@ use crate::audit::{Door, Query};
 use crate::connection::Connection;
 use crate::error::{BoxError, ProxyBody, ProxyError, full};
 use crate::facts::Facts;
+use crate::gate::login::redirect;
 use crate::gate::{Ask, Authenticated, Challenge, Denial, Verdict};
-use crate::target::Target;
+use crate::session::unix_now;
+use crate::target::{Original, Target};
 
 impl Proxy {
     /// Answers a front proxy's question about the request it holds.
@@ -84,6 +86,17 @@ impl Proxy {
             Verdict::Admitted(auth) => auth,
             Verdict::Refused(response) => return Ok(response),
         };
+        if reissue_by_redirect(&original, browser, auth.as_ref(), cookies) {
+            // Caddy and Traefik hand a refusal's headers to the browser, not an admission's:
+            // the re-issued session cookie (idle touch, refresh) travels on a redirect back to
+            // the same URL. The fresh session is not due again, so this happens once.
+            let mut location = original.target.path.clone();
+            if let Some(query) = &original.query {
+                location.push('?');
+                location.push_str(query);
+            }
+            return Ok(redirect(&location, Vec::new()));
+        }
         let mut response = Response::new(full(Bytes::new()));
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
@@ -117,4 +130,25 @@ impl Proxy {
         }
         Ok(())
     }
+}
+
+/// Whether the session cookies re-issued for this admission must reach the browser by a
+/// redirect: a browser navigation (GET/HEAD) behind a front proxy other than nginx (whose
+/// `auth_request_set` passes them on a 200), admitted on a session that was re-issued and is not
+/// due for another refresh at once (a provider whose tokens live under a minute would otherwise
+/// send the browser round in circles).
+fn reissue_by_redirect(
+    original: &Original,
+    browser: bool,
+    auth: Option<&Authenticated>,
+    cookies: &[HeaderValue],
+) -> bool {
+    let Some(Authenticated::Session { session }) = auth else {
+        return false;
+    };
+    !original.nginx
+        && browser
+        && matches!(original.method, Method::GET | Method::HEAD)
+        && !cookies.is_empty()
+        && !session.state.refresh_due(unix_now())
 }

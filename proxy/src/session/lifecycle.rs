@@ -156,7 +156,12 @@ impl Sessions {
         }
         let session = match fresh {
             Some(state) => {
-                set_cookies.extend(self.cookies(codec, &state)?);
+                let reissued = codec
+                    .rewrite(&self.sealer, &state, self.absolute_lifetime, headers)
+                    .map_err(|e| ProxyError::Internal {
+                        detail: e.to_string(),
+                    })?;
+                set_cookies.extend(reissued);
                 Arc::new(OpenSession::new(state))
             }
             None => session,
