@@ -63,6 +63,9 @@ fn nginx_site(sekisho: &str, app: &str) -> String {
       proxy_set_header X-Forwarded-Host $http_host;
       proxy_set_header X-Forwarded-For $remote_addr;
     }}
+    location = /.sekisho/auth {{
+      return 404;
+    }}
     location /.sekisho/ {{
       proxy_pass http://{sekisho};
       proxy_bind 127.0.0.2;
@@ -88,6 +91,7 @@ fn caddy_site(sekisho: &str, app: &str) -> String {
     request_header -X-Sekisho-Email
     request_header -X-Sekisho-Groups
     request_header -X-Sekisho-Jwt-Assertion
+    respond /.sekisho/auth 404
     reverse_proxy /.sekisho/* {sekisho}
     forward_auth {sekisho} {{
       uri /.sekisho/auth
@@ -252,6 +256,19 @@ async fn programs_through(idp: &Idp, echo: &Echo, front_port: u16, origin: &str)
         tricked.status()
     );
     assert_eq!(echo.hits(), hits + 1);
+
+    // Clients cannot ask sekisho themselves through the front proxy (an answer carries a
+    // signed assertion meant only for the upstream).
+    let asked = http
+        .get(format!("{origin}/.sekisho/auth"))
+        .bearer_auth(&alice)
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/admin/users")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 404);
+    assert!(asked.headers().get("x-sekisho-jwt-assertion").is_none());
 
     let anonymous = http.get(format!("{origin}/hello")).send().await.unwrap();
     assert!(
