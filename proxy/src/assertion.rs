@@ -198,18 +198,6 @@ impl AssertionSigner {
     }
 }
 
-impl crate::session::events::SessionSubscriber for AssertionSigner {
-    /// An ended session's cached assertions are dropped: none is handed out again.
-    fn session_event(&self, event: &crate::session::events::SessionEvent) {
-        if matches!(
-            event.change,
-            crate::session::events::SessionChange::Ended(_)
-        ) {
-            self.forget(&event.session);
-        }
-    }
-}
-
 /// The DER bytes inside a `-----BEGIN PRIVATE KEY-----` block.
 pub(crate) fn pem_body(pem: &str) -> Option<Vec<u8>> {
     let start = pem.find("-----BEGIN PRIVATE KEY-----")? + "-----BEGIN PRIVATE KEY-----".len();

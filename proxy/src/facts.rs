@@ -11,7 +11,7 @@ use crate::audit::{AuthActivity, Decision, Door, Event, HttpEvent, Query};
 use crate::connection::Connection;
 use crate::error::{ProxyBody, ProxyError};
 use crate::session::Identity;
-use crate::session::events::EventSource;
+use crate::sessions::events::EventSource;
 use crate::target::Target;
 
 /// Longest path or user agent kept in a record (an attacker chooses them).

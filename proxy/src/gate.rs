@@ -25,7 +25,8 @@ use crate::facts::Facts;
 use crate::metrics::Counters;
 use crate::oidc::OidcProvider;
 use crate::policy::{self, Effect, RegoEngines};
-use crate::session::{Identity, IdentityValues, OpenSession, Sessions};
+use crate::session::{Identity, IdentityValues, OpenSession};
+use crate::sessions::Sessions;
 use crate::target::Target;
 
 mod credential;

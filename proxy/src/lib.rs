@@ -25,5 +25,6 @@ pub mod routes;
 pub mod seal;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod target;
 pub mod upstream;

@@ -29,8 +29,8 @@ use crate::policy::{self, RegoEngines};
 use crate::revocation::RevocationList;
 use crate::routes::RouteTable;
 use crate::seal::{SealError, Sealer};
-use crate::session::Sessions;
-use crate::session::events::SessionEvents;
+use crate::sessions::Sessions;
+use crate::sessions::events::SessionEvents;
 use crate::target::Target;
 use crate::upstream::Upstream;
 

@@ -15,11 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::seal::{Purpose, SealError, Sealer};
 
-pub mod events;
-pub mod lifecycle;
-
-pub use lifecycle::{Presented, Sessions};
-
 /// Largest value put in one cookie; browsers cap a cookie (name + value + attributes) at 4096.
 pub const MAX_COOKIE_VALUE: usize = 3800;
 /// Most chunks a session may take; more would push the Cookie header past common server limits.

@@ -1541,13 +1541,6 @@ impl OncePerSecond {
     }
 }
 
-impl crate::session::events::SessionSubscriber for AuditLog {
-    /// Each session event is an authentication record.
-    fn session_event(&self, event: &crate::session::events::SessionEvent) {
-        self.keep(event.record());
-    }
-}
-
 #[cfg(test)]
 mod complaint_tests {
     use super::OncePerSecond;

@@ -12,7 +12,8 @@ use crate::audit::AuthActivity;
 use crate::error::ProxyError;
 use crate::facts::Facts;
 use crate::oidc::OidcError;
-use crate::session::{CookieCodec, IdentityValues, Presented};
+use crate::session::{CookieCodec, IdentityValues};
+use crate::sessions::Presented;
 
 impl Gate {
     /// Authenticates by bearer token (when an `Authorization: Bearer` header is present) or by

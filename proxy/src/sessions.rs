@@ -13,15 +13,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{HeaderMap, HeaderValue};
 use sekisho_config::Scheme;
 
-use super::events::{EndReason, EventSource, SessionChange, SessionEvent, SessionEvents};
-use super::{
-    CookieCodec, Identity, OpenSession, SessionCache, SessionRejection, SessionState,
-    provider_sid_hash, unix_now,
-};
 use crate::error::ProxyError;
 use crate::oidc::{OidcError, OidcProvider, Tokens};
 use crate::revocation::{RevocationError, RevocationList};
 use crate::seal::Sealer;
+use crate::session::{
+    CookieCodec, Identity, OpenSession, SessionCache, SessionRejection, SessionState,
+    provider_sid_hash, unix_now,
+};
+use events::{EndReason, EventSource, SessionChange, SessionEvent, SessionEvents};
+
+pub mod events;
 
 /// Where concurrent requests carrying the same due cookie wait for its one refresh; holds the
 /// outcome and when it was reached.

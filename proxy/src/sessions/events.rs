@@ -140,6 +140,22 @@ impl SessionEvents {
     }
 }
 
+impl SessionSubscriber for crate::audit::AuditLog {
+    /// Each session event is an authentication record.
+    fn session_event(&self, event: &SessionEvent) {
+        self.keep(event.record());
+    }
+}
+
+impl SessionSubscriber for crate::assertion::AssertionSigner {
+    /// An ended session's cached assertions are dropped: none is handed out again.
+    fn session_event(&self, event: &SessionEvent) {
+        if matches!(event.change, SessionChange::Ended(_)) {
+            self.forget(&event.session);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
