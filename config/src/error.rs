@@ -9,8 +9,10 @@ use crate::value::ValueError;
 
 mod idp;
 mod route;
+mod upstream_tls;
 pub(crate) use idp::IdpProblem;
 pub(crate) use route::RouteProblem;
+pub(crate) use upstream_tls::UpstreamTlsProblem;
 
 /// Every problem found in one configuration file, sorted by position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,7 +318,7 @@ pub(crate) enum Problem {
     Route(#[from] RouteProblem),
     /// A problem in upstream TLS settings (`upstream_tls`, a route's `tls_*` keys).
     #[error(transparent)]
-    UpstreamTls(#[from] crate::parse::upstream_tls::UpstreamTlsProblem),
+    UpstreamTls(#[from] UpstreamTlsProblem),
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {
