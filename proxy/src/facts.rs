@@ -1,16 +1,14 @@
 //! What the request path learns about a request, phase by phase, for its audit record: filled
 //! in as the phases run, turned into one [`HttpEvent`] when the response head is ready.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap};
 use http::{Request, Response};
 
-use crate::audit::{AuthActivity, Decision, Door, Event, HttpEvent, Query};
+use crate::audit::{Decision, Door, Event, HttpEvent, Query};
 use crate::connection::Connection;
 use crate::error::{ProxyBody, ProxyError};
-use crate::session::Identity;
 use crate::sessions::events::EventSource;
 use crate::target::Target;
 
@@ -138,19 +136,6 @@ impl Facts {
             user_agent: self.record.user_agent.clone(),
             host: Some(self.record.host.clone()),
         }
-    }
-
-    /// An authentication event in the context of this request.
-    pub(crate) fn auth(
-        &self,
-        activity: AuthActivity,
-        success: bool,
-        detail: Option<String>,
-        identity: Option<Arc<Identity>>,
-        session: Option<String>,
-    ) -> Event {
-        self.source()
-            .auth(activity, success, detail, identity, session)
     }
 }
 

@@ -2,11 +2,8 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::process::{Child, Command};
-
-use crate::DEADLINE;
 
 /// A running Caddy.
 #[derive(Debug)]
@@ -52,20 +49,10 @@ impl Caddy {
                 .kill_on_drop(true)
                 .spawn()
                 .expect("spawning /usr/bin/caddy");
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            loop {
-                if child.try_wait().expect("caddy status").is_some() {
-                    break; // exited: most likely the port was taken meanwhile; try another
-                }
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    return Caddy { addr, child, dir };
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "caddy did not accept on {addr}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if crate::accepting(&mut child, addr, "caddy").await {
+                return Caddy { addr, child, dir };
             }
+            // Exited: most likely the port was taken meanwhile; try another.
         }
         panic!("caddy did not start; log:\n{}", self_log(&dir));
     }

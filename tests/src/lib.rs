@@ -32,6 +32,29 @@ use tokio::process::{Child, Command};
 /// How long any single wait on a child process or a condition may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Waits until `child`, told to listen on `addr`, accepts there (`true`) or exits (`false`:
+/// most likely another process took the port meanwhile). Panics after [`DEADLINE`].
+pub async fn accepting(child: &mut Child, addr: SocketAddr, what: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("{what} status: {e}"))
+            .is_some()
+        {
+            return false;
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return true;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not accept on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `text` with the regular-expression metacharacters escaped (for the browser's `wait_url`).
 pub fn regex_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -1121,20 +1144,10 @@ impl Nginx {
                 .kill_on_drop(true)
                 .spawn()
                 .expect("spawning /usr/sbin/nginx");
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            loop {
-                if child.try_wait().expect("nginx status").is_some() {
-                    break; // exited: most likely the port was taken meanwhile; try another
-                }
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    return Nginx { addr, child, dir };
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "nginx did not accept on {addr}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if accepting(&mut child, addr, "nginx").await {
+                return Nginx { addr, child, dir };
             }
+            // Exited: most likely the port was taken meanwhile; try another.
         }
         let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
         panic!("nginx did not start; error log:\n{log}");

@@ -57,7 +57,7 @@ impl Gate {
                     .invalid_cookies
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%rejection, "session cookie refused");
-                self.audit.keep(facts.auth(
+                self.audit.keep(facts.source().auth(
                     AuthActivity::CredentialRejected,
                     false,
                     Some(format!("session cookie rejected: {rejection}")),
@@ -94,7 +94,7 @@ impl Gate {
                 self.counters
                     .rejected_tokens
                     .fetch_add(1, Ordering::Relaxed);
-                self.audit.keep(facts.auth(
+                self.audit.keep(facts.source().auth(
                     AuthActivity::CredentialRejected,
                     false,
                     Some(format!("bearer token rejected: {e}")),

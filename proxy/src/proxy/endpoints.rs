@@ -57,7 +57,7 @@ impl Proxy {
             CALLBACK_PATH => {
                 let outcome = self.callback(&request, target, facts).await;
                 if let Err(e) = &outcome {
-                    self.record(facts.auth(
+                    self.record(facts.source().auth(
                         AuthActivity::Login,
                         false,
                         Some(e.to_string()),
