@@ -883,3 +883,28 @@ async fn a_forwarded_request_names_both_ends_of_the_upstream_connection() {
     assert_eq!(record["dst_endpoint"]["port"], echo.addr.port());
     assert_eq!(record["dst_endpoint"]["svc_name"], "app");
 }
+
+#[tokio::test]
+async fn an_admin_policy_that_lets_the_unsigned_in_still_asks_who_reads_the_log() {
+    // `source_ip` alone admits anyone on loopback; the review page still needs a name for its
+    // reader, so the unsigned are sent to sign in (browsers) or refused (programs).
+    let (idp, _echo, proxy) = stack(IdpOptions::default(), "ES256", |o| {
+        o.extra_yaml =
+            "policies:\n  local:\n    allow:\n      and:\n        - source_ip: [127.0.0.0/8]\n\
+                        admin:\n  listen: 127.0.0.1:0\n  policy: local\n"
+                .into();
+    })
+    .await;
+    let admin = format!("http://{}/audit", proxy.admin.expect("admin listener"));
+    let program = no_redirect_client()
+        .get(&admin)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(program.status(), 401);
+    let browser = Agent::new().browse(&admin).await;
+    assert_eq!(browser.status(), 302);
+    let location = browser.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with(&idp.issuer), "{location}");
+}

@@ -48,13 +48,14 @@ impl Proxy {
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             return Err(ProxyError::MethodNotAllowed);
         }
+        let browser = super::is_browser(request.headers());
         let ask = Ask {
             method: request.method(),
             query: request.uri().query(),
             headers: request.headers(),
             target,
             conn: &conn,
-            browser: super::is_browser(request.headers()),
+            browser,
             access: Access::Policy {
                 policy: &admin.policy,
                 mode: sekisho_config::policy::PolicyMode::Enforce,
@@ -69,9 +70,21 @@ impl Proxy {
         };
         let auth = match self.gate.admit(ask, facts, cookies).await? {
             Verdict::Admitted(Some(auth)) => auth,
+            // An admin policy that lets the unsigned in (`source_ip` alone) still needs to know
+            // who reads the audit log.
+            Verdict::Admitted(None) if browser => {
+                facts.record.decision = Decision::Login;
+                let mut return_to = target.path.clone();
+                if let Some(query) = request.uri().query() {
+                    return_to.push('?');
+                    return_to.push_str(query);
+                }
+                return self.gate.start_login(target, &return_to).await;
+            }
             Verdict::Admitted(None) => {
-                return Err(ProxyError::Internal {
-                    detail: "the admin policy admitted nobody in particular".into(),
+                return Err(ProxyError::Unauthenticated {
+                    detail: "the audit review needs a signed-in administrator".into(),
+                    invalid_token: false,
                 });
             }
             Verdict::Refused(response) => return Ok(response),
