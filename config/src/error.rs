@@ -10,9 +10,11 @@ use crate::value::ValueError;
 mod idp;
 mod route;
 mod upstream_tls;
+mod xdp;
 pub(crate) use idp::IdpProblem;
 pub(crate) use route::RouteProblem;
 pub(crate) use upstream_tls::UpstreamTlsProblem;
+pub(crate) use xdp::XdpProblem;
 
 /// Every problem found in one configuration file, sorted by position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,6 +321,9 @@ pub(crate) enum Problem {
     /// A problem in upstream TLS settings (`upstream_tls`, a route's `tls_*` keys).
     #[error(transparent)]
     UpstreamTls(#[from] UpstreamTlsProblem),
+    /// A problem in the `xdp` section.
+    #[error(transparent)]
+    Xdp(#[from] XdpProblem),
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {

@@ -14,7 +14,9 @@ pub use audit::{Admin, Audit, Durability, OnFailure, Otlp};
 mod strip;
 pub use strip::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
 mod upstream_tls;
+mod xdp;
 pub use upstream_tls::{CaBundle, TlsPrivateKey, UpstreamClientAuth, UpstreamTls, UpstreamVerify};
+pub use xdp::{Xdp, XdpInterface, XdpMode};
 
 /// The whole, validated configuration file.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub struct Config {
     /// Request headers stripped on every route besides the built-in list
     /// (`strip_request_headers:`); each route's own list already includes these.
     pub strip_request_headers: Vec<HeaderPattern>,
+    /// The NIC guard (`xdp:`), when configured.
+    pub xdp: Option<Xdp>,
 }
 
 /// The built-in OpenID provider, served on sekisho's own listeners for requests to the issuer's

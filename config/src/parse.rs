@@ -8,6 +8,7 @@ mod policy;
 mod route_options;
 mod strip;
 pub(crate) mod upstream_tls;
+mod xdp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,7 @@ const TOP_LEVEL: &[&str] = &[
     "identity_provider",
     "strip_request_headers",
     "upstream_tls",
+    "xdp",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -247,6 +249,7 @@ impl Parser<'_> {
             (_, None) => None,
         };
         let admin = self.optional(&map, "admin", |p, f| p.admin(f, &policies));
+        let xdp = self.optional(&map, "xdp", |p, f| p.xdp(f, server.as_ref()));
         let identity_provider = self.optional(&map, "identity_provider", |p, f| {
             p.identity_provider(f, state_dir.as_deref())
         });
@@ -277,6 +280,7 @@ impl Parser<'_> {
             admin: admin?,
             identity_provider: identity_provider?,
             strip_request_headers: strip_request_headers?,
+            xdp: xdp?,
         })
     }
 

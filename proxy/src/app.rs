@@ -20,6 +20,7 @@ use crate::proxy::{Proxy, StartError};
 use crate::revocation::{RevocationError, RevocationList};
 use crate::server::{Listeners, ServerError};
 use crate::session::unix_now;
+use crate::xdp::{NicGuard, NicStatus, XdpError};
 
 /// sekisho, built and ready to serve.
 ///
@@ -87,6 +88,9 @@ pub enum AppError {
     /// The proxy could not be built from the configuration.
     #[error(transparent)]
     Proxy(#[from] StartError),
+    /// The XDP guard could not be attached and `xdp.required` is true.
+    #[error("{0} (xdp.required is true, so sekisho does not start without it)")]
+    Xdp(XdpError),
     /// A shutdown signal could not be listened for.
     #[error("listening for {signal}")]
     Signal {
@@ -123,7 +127,23 @@ impl App {
             .as_ref()
             .is_some_and(|idp| idp.issuer() == config.oidc.issuer.as_str().trim_end_matches('/'));
         let timeouts = config.server.timeouts;
-        let mut proxy = Proxy::new(config, audit, revoked)?;
+        let nic = match &config.xdp {
+            None => NicStatus::Off,
+            Some(xdp) => match NicGuard::load(xdp) {
+                Ok(guard) => NicStatus::Attached(Arc::new(guard)),
+                Err(e) if xdp.required => return Err(AppError::Xdp(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "XDP guard not attached (xdp.required: false); protected ports are open to every source");
+                    audit.keep(Event::lifecycle(
+                        Lifecycle::Start,
+                        false,
+                        format!("XDP guard not attached (xdp.required: false): {e}"),
+                    ));
+                    NicStatus::Failed(e.to_string())
+                }
+            },
+        };
+        let mut proxy = Proxy::new(config, audit, revoked, nic)?;
         let mut background = JoinSet::new();
         if let Some(idp) = &idp {
             tracing::info!(issuer = idp.issuer(), kid = %idp.signing_kid(), "built-in OpenID provider enabled");

@@ -28,3 +28,4 @@ pub mod session;
 pub mod sessions;
 pub mod target;
 pub mod upstream;
+pub mod xdp;

@@ -9,6 +9,7 @@ use http::header::{self, HeaderValue};
 
 use crate::audit::AuditLog;
 use crate::error::{ProxyBody, full};
+use crate::xdp::NicStatus;
 
 /// Counters exposed for operators (and asserted by tests).
 #[derive(Debug, Default)]
@@ -24,7 +25,7 @@ pub struct Counters {
 }
 
 /// `/metrics`, in the Prometheus text format.
-pub fn render(audit: &AuditLog, counters: &Counters) -> Response<ProxyBody> {
+pub fn render(audit: &AuditLog, counters: &Counters, nic: &NicStatus) -> Response<ProxyBody> {
     let m = audit.metrics();
     let mut text = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {
@@ -111,6 +112,59 @@ pub fn render(audit: &AuditLog, counters: &Counters) -> Response<ProxyBody> {
         "# HELP sekisho_audit_failing 1 while audit records cannot be written.\n# TYPE sekisho_audit_failing gauge\nsekisho_audit_failing {}\n",
         u8::from(audit.failure().is_some())
     );
+    let gauge = |text: &mut String, name: &str, help: &str, value: u64| {
+        let _ = write!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        );
+    };
+    match nic {
+        NicStatus::Off => {}
+        NicStatus::Failed(_) => gauge(
+            &mut text,
+            "sekisho_xdp_attached",
+            "1 while the XDP guard is attached to its interfaces.",
+            0,
+        ),
+        NicStatus::Attached(guard) => {
+            gauge(
+                &mut text,
+                "sekisho_xdp_attached",
+                "1 while the XDP guard is attached to its interfaces.",
+                1,
+            );
+            gauge(
+                &mut text,
+                "sekisho_xdp_admitted_sources",
+                "Addresses the XDP guard admits for a live session.",
+                u64::try_from(guard.admitted_sources()).unwrap_or(u64::MAX),
+            );
+            let c = &guard.counters;
+            for (name, help, value) in [
+                (
+                    "sekisho_xdp_admissions_total",
+                    "Sources admitted to the protected ports, or their admission extended.",
+                    &c.admissions,
+                ),
+                (
+                    "sekisho_xdp_withdrawals_total",
+                    "Sources withdrawn when their last session ended.",
+                    &c.withdrawals,
+                ),
+                (
+                    "sekisho_xdp_map_failures_total",
+                    "XDP guard map writes that failed.",
+                    &c.failures,
+                ),
+            ] {
+                let _ = write!(
+                    text,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -33,6 +33,7 @@ use crate::sessions::Sessions;
 use crate::sessions::events::SessionEvents;
 use crate::target::Target;
 use crate::upstream::Upstream;
+use crate::xdp::NicStatus;
 
 mod admin_listener;
 mod endpoints;
@@ -112,6 +113,8 @@ pub struct Proxy {
     idp: Option<Arc<crate::idp::IdentityProvider>>,
     /// Operational counters.
     pub counters: Arc<Counters>,
+    /// The NIC guard, when configured.
+    nic: NicStatus,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -161,6 +164,7 @@ impl Proxy {
         config: Config,
         audit: Arc<AuditLog>,
         revoked: RevocationList,
+        nic: NicStatus,
     ) -> Result<Self, StartError> {
         let sealer = Sealer::new(config.session.keys.iter().map(|k| k.expose()))
             .map_err(StartError::Keys)?;
@@ -191,6 +195,9 @@ impl Proxy {
         let mut events = SessionEvents::default();
         events.subscribe(audit.clone());
         events.subscribe(signer.clone());
+        if let NicStatus::Attached(guard) = &nic {
+            events.subscribe(guard.clone());
+        }
         let sessions = Sessions::new(
             &config.session,
             sealer,
@@ -211,6 +218,7 @@ impl Proxy {
             live_verification: crate::admin::LiveVerification::default(),
             idp: None,
             counters,
+            nic,
             config,
         })
     }

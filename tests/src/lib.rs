@@ -129,7 +129,16 @@ pub fn sekisho_binary() -> PathBuf {
                 }
             }
             let status = cargo
-                .args(["build", "--quiet", "-p", "sekisho", "--bin", "sekisho"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "sekisho",
+                    "--bin",
+                    "sekisho",
+                    "--features",
+                    "xdp",
+                ])
                 .current_dir(workspace())
                 .status()
                 .expect("running cargo build");

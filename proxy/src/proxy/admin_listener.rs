@@ -37,7 +37,11 @@ impl Proxy {
         facts.record.route = Some(Arc::from("sekisho-admin"));
         if target.path == "/metrics" {
             facts.record.decision = Decision::Allow;
-            return Ok(crate::metrics::render(&self.audit, &self.counters));
+            return Ok(crate::metrics::render(
+                &self.audit,
+                &self.counters,
+                &self.nic,
+            ));
         }
         let request_id = facts.request_id().to_owned();
         if target.path.starts_with("/.sekisho/") {

@@ -1,0 +1,37 @@
+//! What can be wrong in the `xdp` section ([`XdpProblem`]); becomes a [`super::Problem`] like
+//! every other configuration error.
+
+/// What is wrong in the `xdp` section.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum XdpProblem {
+    /// Not an interface name the kernel would accept.
+    #[error(
+        "`{0}` is not an interface name: 1 to 15 characters, none of them `/`, `:`, whitespace or control characters, and not `.` or `..`"
+    )]
+    InterfaceName(String),
+    /// The same interface twice.
+    #[error("interface `{0}` is listed twice")]
+    DuplicateInterface(String),
+    /// Not `auto`, `native` or `generic`.
+    #[error("`{0}` is not an XDP mode: write auto, native or generic")]
+    Mode(String),
+    /// Not a TCP port number.
+    #[error("`{0}` is not a port: write a number from 1 to 65535")]
+    Port(String),
+    /// The same port twice.
+    #[error("port {0} is listed twice")]
+    DuplicatePort(u16),
+    /// A UDP port: the program parses TCP only.
+    #[error(
+        "only TCP ports can be protected: the XDP program does not parse UDP (write the port number alone)"
+    )]
+    Udp,
+    /// A protocol other than tcp/udp.
+    #[error("`{0}` is not a protocol: write tcp")]
+    Protocol(String),
+    /// One of sekisho's own listeners.
+    #[error(
+        "port {0} is one of sekisho's own listeners: protecting it would make signing in impossible"
+    )]
+    OwnListener(u16),
+}

@@ -1,0 +1,45 @@
+//! `xdp:`: the NIC guard. sekisho attaches its XDP program to these interfaces and admits the
+//! address of each signed-in client to the protected ports for as long as its session lives.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The guard's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xdp {
+    /// Where the program is attached (at least one, names distinct).
+    pub interfaces: Vec<XdpInterface>,
+    /// TCP destination ports only admitted sources reach (at least one, distinct, never one of
+    /// sekisho's own listeners: the sign-in must stay reachable).
+    pub protected_ports: Vec<u16>,
+    /// Sources always admitted (IPv4 and IPv6 prefixes).
+    pub trusted: Vec<IpNet>,
+    /// Refuse to start when the program cannot be attached (default `true`); with `false` the
+    /// proxy runs without the guard, saying so in the log, the audit log and `/metrics`.
+    pub required: bool,
+    /// How long a session's address stays admitted after the session's expiry (default 60 s):
+    /// a clock step or a late refresh does not cut a working user off.
+    pub session_grace: Duration,
+}
+
+/// One interface the program guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpInterface {
+    /// The interface name (as `ip link` shows it), in sekisho's network namespace.
+    pub name: String,
+    /// How the program is attached.
+    pub mode: XdpMode,
+}
+
+/// How the XDP program is attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// The driver's native XDP when it has it, generic otherwise (default).
+    #[default]
+    Auto,
+    /// The driver's native XDP only.
+    Native,
+    /// Generic XDP (after the socket buffer is allocated): works on every interface.
+    Generic,
+}

@@ -1,0 +1,162 @@
+//! The `xdp` section: what each key yields, and every refusal at its line, column and field.
+
+use std::time::Duration;
+
+use crate::model::{XdpInterface, XdpMode};
+use crate::parse::tests::{BASE, assert_has, assert_only, parse_err, parse_ok, pos_of};
+
+fn with_xdp(section: &str) -> String {
+    format!("{BASE}xdp:\n{section}")
+}
+
+#[test]
+fn absent_means_no_guard() {
+    assert_eq!(parse_ok(BASE).xdp, None);
+}
+
+#[test]
+fn every_key_is_parsed_and_defaults_are_safe() {
+    let config = parse_ok(&with_xdp(
+        "  interfaces: [eth0, {name: veth-srv, mode: generic}, {name: ens3, mode: native}]
+  protected_ports: [22, {port: 5432, protocol: tcp}]
+  trusted: [10.0.0.0/8, \"2001:db8::/32\"]
+",
+    ));
+    let xdp = config.xdp.expect("xdp");
+    assert_eq!(
+        xdp.interfaces,
+        [
+            XdpInterface {
+                name: "eth0".into(),
+                mode: XdpMode::Auto
+            },
+            XdpInterface {
+                name: "veth-srv".into(),
+                mode: XdpMode::Generic
+            },
+            XdpInterface {
+                name: "ens3".into(),
+                mode: XdpMode::Native
+            },
+        ]
+    );
+    assert_eq!(xdp.protected_ports, [22, 5432]);
+    let trusted: Vec<String> = xdp.trusted.iter().map(ToString::to_string).collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "2001:db8::/32"]);
+    assert!(
+        xdp.required,
+        "a configured guard is required unless said otherwise"
+    );
+    assert_eq!(xdp.session_grace, Duration::from_secs(60));
+
+    let relaxed = parse_ok(&with_xdp(
+        "  interfaces: [eth0]\n  protected_ports: [22]\n  required: false\n  session_grace: 5m\n",
+    ))
+    .xdp
+    .expect("xdp");
+    assert!(!relaxed.required);
+    assert_eq!(relaxed.session_grace, Duration::from_secs(300));
+}
+
+#[test]
+fn bad_values_are_refused_at_their_position() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "  interfaces: [eth0/1]\n  protected_ports: [22]\n",
+            "eth0/1",
+            "xdp.interfaces[0]",
+            "`eth0/1` is not an interface name",
+        ),
+        (
+            "  interfaces: [averyveryverylongname]\n  protected_ports: [22]\n",
+            "averyveryverylongname",
+            "xdp.interfaces[0]",
+            "1 to 15 characters",
+        ),
+        (
+            "  interfaces: [{name: eth0, mode: turbo}]\n  protected_ports: [22]\n",
+            "turbo",
+            "xdp.interfaces[0].mode",
+            "`turbo` is not an XDP mode",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [00]\n",
+            "00]",
+            "xdp.protected_ports[0]",
+            "`00` is not a port",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [70000]\n",
+            "70000",
+            "xdp.protected_ports[0]",
+            "`70000` is not a port",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [{port: 53, protocol: udp}]\n",
+            "udp",
+            "xdp.protected_ports[0].protocol",
+            "only TCP ports can be protected",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  trusted: [10.0.0.0/33]\n",
+            "10.0.0.0/33",
+            "xdp.trusted[0]",
+            "10.0.0.0/33",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  trusted: [10.1.2.3/8]\n",
+            "10.1.2.3/8",
+            "xdp.trusted[0]",
+            "has host bits set",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  session_grace: 60\n",
+            "60\n",
+            "xdp.session_grace",
+            "has no unit",
+        ),
+    ];
+    for (section, at, field, message) in cases {
+        let source = with_xdp(section);
+        let errors = parse_err(&source);
+        assert_only(&errors, pos_of(&source, at), field, message);
+    }
+}
+
+#[test]
+fn duplicates_missing_keys_and_own_listeners_are_refused() {
+    let source = with_xdp("  interfaces: [eth0, eth0]\n  protected_ports: [22, 22, 8080]\n");
+    let errors = parse_err(&source);
+    let interfaces = pos_of(&source, "[eth0, eth0]");
+    assert_has(
+        &errors,
+        interfaces,
+        "xdp.interfaces",
+        "interface `eth0` is listed twice",
+    );
+    let ports = pos_of(&source, "[22, 22, 8080]");
+    assert_has(
+        &errors,
+        ports,
+        "xdp.protected_ports",
+        "port 22 is listed twice",
+    );
+    assert_has(
+        &errors,
+        ports,
+        "xdp.protected_ports",
+        "port 8080 is one of sekisho's own listeners",
+    );
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+
+    let source = with_xdp("  interfaces: []\n");
+    let errors = parse_err(&source);
+    assert!(
+        errors.iter().any(|e| e.field == "xdp.protected_ports"),
+        "{errors:#?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.field == "xdp.interfaces"),
+        "{errors:#?}"
+    );
+}

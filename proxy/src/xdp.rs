@@ -1,0 +1,393 @@
+//! The NIC guard as the proxy runs it: the XDP program (`xdp-guard`) attached to the
+//! configured interfaces, and the addresses it admits to the protected ports — fed by session
+//! events. A session's `Started` admits its client address until the session's expiry (plus
+//! `session_grace`), `Refreshed` extends it, and `Ended` withdraws it once no other live session
+//! holds the same address (people behind one NAT must not lock each other out). The kernel
+//! already treats an expired admission as absent; the bookkeeping here forgets expired sessions
+//! whenever an event arrives.
+//!
+//! Built only with the `xdp` cargo feature (the kernel object needs the nightly toolchain and
+//! `bpf-linker`); without it, a configured `xdp:` section is refused at start (or, with
+//! `required: false`, reported and skipped).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sekisho_config::Xdp;
+
+use crate::session::unix_now;
+use crate::sessions::events::{SessionChange, SessionEvent, SessionSubscriber};
+
+/// Why the guard could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// This binary has no XDP program in it.
+    #[error(
+        "this sekisho was built without the XDP guard; build it with `cargo build --release -p sekisho --features xdp`"
+    )]
+    NotBuilt,
+    /// Loading, verifying or attaching failed on an interface.
+    #[error("XDP guard on interface `{interface}`: {reason}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// What went wrong, with a hint when the cause is a known one.
+        reason: String,
+    },
+}
+
+/// The guard's state of health, for `/metrics` and the start record.
+#[derive(Debug)]
+pub enum NicStatus {
+    /// No `xdp:` section.
+    Off,
+    /// Attached and fed by session events.
+    Attached(std::sync::Arc<NicGuard>),
+    /// Configured with `required: false` and not attached: why.
+    Failed(String),
+}
+
+/// Counters of the guard's map writes.
+#[derive(Debug, Default)]
+pub struct XdpCounters {
+    /// Sources admitted or extended.
+    pub admissions: AtomicU64,
+    /// Sources withdrawn.
+    pub withdrawals: AtomicU64,
+    /// Map writes that failed (the source stays as it was; logged).
+    pub failures: AtomicU64,
+}
+
+/// The attached guard and the sessions holding each admitted address.
+#[derive(Debug)]
+pub struct NicGuard {
+    inner: Mutex<Inner>,
+    grace: Duration,
+    /// Map write counters.
+    pub counters: XdpCounters,
+}
+
+#[derive(Debug)]
+struct Inner {
+    attached: Vec<attach::Attached>,
+    /// For each admitted address, its live sessions (hash → Unix expiry).
+    sessions: HashMap<IpAddr, HashMap<String, u64>>,
+}
+
+impl NicGuard {
+    /// Loads the program and attaches it to every interface of `config`, protecting its ports
+    /// and trusting its ranges. Nothing is replaced: an interface that already has an XDP
+    /// program is an error.
+    pub fn load(config: &Xdp) -> Result<Self, XdpError> {
+        let mut attached = Vec::new();
+        for interface in &config.interfaces {
+            attached.push(attach::Attached::load(interface, config)?);
+        }
+        Ok(NicGuard {
+            inner: Mutex::new(Inner {
+                attached,
+                sessions: HashMap::new(),
+            }),
+            grace: config.session_grace,
+            counters: XdpCounters::default(),
+        })
+    }
+
+    /// How many addresses hold at least one live session.
+    pub fn admitted_sources(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.sessions.len())
+    }
+
+    /// Admits `address` for `sessions`' latest expiry (plus the grace), or withdraws it when
+    /// none is left.
+    fn apply(&self, inner: &mut Inner, address: IpAddr, now: u64) {
+        let latest = inner
+            .sessions
+            .get(&address)
+            .and_then(|sessions| sessions.values().max().copied());
+        let outcome = match latest {
+            Some(expires_at) => {
+                let valid_for = Duration::from_secs(expires_at.saturating_sub(now)) + self.grace;
+                self.counters.admissions.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .attached
+                    .iter_mut()
+                    .try_for_each(|a| a.allow(address, valid_for))
+            }
+            None => {
+                inner.sessions.remove(&address);
+                self.counters.withdrawals.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .attached
+                    .iter_mut()
+                    .try_for_each(|a| a.revoke(address))
+            }
+        };
+        if let Err(e) = outcome {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%address, error = %e, "XDP guard map write failed");
+        }
+    }
+}
+
+impl SessionSubscriber for NicGuard {
+    /// Keeps the admitted addresses in step with the sessions that hold them.
+    fn session_event(&self, event: &SessionEvent) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let now = unix_now();
+        let grace = self.grace.as_secs();
+        let address = event.source.client_ip.to_canonical();
+        // Forget sessions that ended by expiry (no event says so).
+        inner.sessions.retain(|_, sessions| {
+            sessions.retain(|_, expires_at| expires_at.saturating_add(grace) > now);
+            !sessions.is_empty()
+        });
+        match event.change {
+            SessionChange::Started | SessionChange::Refreshed => {
+                inner
+                    .sessions
+                    .entry(address)
+                    .or_default()
+                    .insert(event.session.clone(), event.expires_at);
+            }
+            SessionChange::Ended(_) => {
+                let Some(sessions) = inner.sessions.get_mut(&address) else {
+                    return;
+                };
+                if sessions.remove(&event.session).is_none() {
+                    return;
+                }
+            }
+        }
+        self.apply(&mut inner, address, now);
+    }
+}
+
+#[cfg(feature = "xdp")]
+mod attach {
+    //! The program on one interface.
+
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use sekisho_config::{Xdp, XdpInterface, XdpMode};
+    use xdp_guard::{AttachMode, Guard};
+
+    use super::XdpError;
+
+    /// The guard attached to one interface.
+    pub(super) struct Attached {
+        interface: String,
+        guard: Guard,
+    }
+
+    impl std::fmt::Debug for Attached {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Attached")
+                .field("interface", &self.interface)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Attached {
+        pub(super) fn load(interface: &XdpInterface, config: &Xdp) -> Result<Self, XdpError> {
+            let fail = |e: xdp_guard::Error| XdpError::Attach {
+                interface: interface.name.clone(),
+                reason: explain(&e),
+            };
+            let mode = match interface.mode {
+                XdpMode::Auto => AttachMode::Auto,
+                XdpMode::Native => AttachMode::Native,
+                XdpMode::Generic => AttachMode::Generic,
+            };
+            let mut guard = Guard::load(&interface.name, mode).map_err(fail)?;
+            for range in &config.trusted {
+                guard.trust_range(*range).map_err(fail)?;
+            }
+            for port in &config.protected_ports {
+                guard.protect_port(*port).map_err(fail)?;
+            }
+            tracing::info!(interface = %interface.name, ports = ?config.protected_ports, trusted = config.trusted.len(), "XDP guard attached");
+            Ok(Attached {
+                interface: interface.name.clone(),
+                guard,
+            })
+        }
+
+        pub(super) fn allow(&mut self, address: IpAddr, valid_for: Duration) -> Result<(), String> {
+            self.guard
+                .allow_source(address, valid_for)
+                .map_err(|e| format!("{}: {}", self.interface, explain(&e)))
+        }
+
+        pub(super) fn revoke(&mut self, address: IpAddr) -> Result<(), String> {
+            self.guard
+                .revoke_source(address)
+                .map_err(|e| format!("{}: {}", self.interface, explain(&e)))
+        }
+    }
+
+    /// The error's chain, with what to do about the causes operators meet.
+    fn explain(error: &xdp_guard::Error) -> String {
+        let mut text = error.to_string();
+        let mut errno = None;
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                errno = errno.or(io.raw_os_error());
+            }
+            source = cause.source();
+        }
+        let hint = match errno {
+            Some(1 | 13) => Some(
+                "loading XDP programs needs CAP_BPF and CAP_NET_ADMIN (run as root or grant them)",
+            ),
+            Some(19) => Some("there is no such interface in sekisho's network namespace"),
+            Some(16 | 17) => Some(
+                "another XDP program is already attached to this interface; sekisho never replaces it",
+            ),
+            _ => None,
+        };
+        match hint {
+            Some(hint) => format!("{hint} ({text})"),
+            None => text,
+        }
+    }
+}
+
+#[cfg(not(feature = "xdp"))]
+mod attach {
+    //! Built without the `xdp` feature: nothing can be attached.
+
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use sekisho_config::{Xdp, XdpInterface};
+
+    use super::XdpError;
+
+    /// Never constructed.
+    #[derive(Debug)]
+    pub(super) enum Attached {}
+
+    impl Attached {
+        pub(super) fn load(_: &XdpInterface, _: &Xdp) -> Result<Self, XdpError> {
+            Err(XdpError::NotBuilt)
+        }
+
+        pub(super) fn allow(&mut self, _: IpAddr, _: Duration) -> Result<(), String> {
+            match *self {}
+        }
+
+        pub(super) fn revoke(&mut self, _: IpAddr) -> Result<(), String> {
+            match *self {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::session::Identity;
+    use crate::sessions::events::{EndReason, EventSource};
+
+    /// The bookkeeping alone: no interface attached.
+    fn guard() -> NicGuard {
+        NicGuard {
+            inner: Mutex::new(Inner {
+                attached: Vec::new(),
+                sessions: HashMap::new(),
+            }),
+            grace: Duration::from_secs(60),
+            counters: XdpCounters::default(),
+        }
+    }
+
+    fn event(change: SessionChange, session: &str, address: &str, expires_at: u64) -> SessionEvent {
+        SessionEvent {
+            change,
+            identity: Arc::new(Identity {
+                sub: "alice".into(),
+                email: None,
+                name: None,
+                groups: Vec::new(),
+                issuer: "https://idp.example.com".into(),
+                email_verified: None,
+                claims: serde_json::Map::new(),
+                provider_sid: None,
+            }),
+            session: session.into(),
+            source: EventSource {
+                request_id: None,
+                client_ip: address.parse().unwrap_or_else(|e| panic!("{e}")),
+                peer: None,
+                user_agent: None,
+                host: None,
+            },
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn an_address_stays_admitted_while_any_of_its_sessions_lives() {
+        let guard = guard();
+        let later = unix_now() + 3600;
+        guard.session_event(&event(SessionChange::Started, "a", "198.51.100.7", later));
+        guard.session_event(&event(SessionChange::Started, "b", "198.51.100.7", later));
+        guard.session_event(&event(SessionChange::Started, "c", "2001:db8::7", later));
+        assert_eq!(guard.admitted_sources(), 2);
+        let logout = SessionChange::Ended(EndReason::Logout);
+        guard.session_event(&event(logout, "a", "198.51.100.7", later));
+        assert_eq!(
+            guard.admitted_sources(),
+            2,
+            "b still holds the shared address"
+        );
+        guard.session_event(&event(logout, "b", "198.51.100.7", later));
+        assert_eq!(guard.admitted_sources(), 1, "the last session on it ended");
+        assert_eq!(guard.counters.withdrawals.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn unknown_ends_change_nothing_and_expired_sessions_are_forgotten() {
+        let guard = guard();
+        let now = unix_now();
+        guard.session_event(&event(
+            SessionChange::Started,
+            "old",
+            "192.0.2.1",
+            now - 3600,
+        ));
+        guard.session_event(&event(
+            SessionChange::Started,
+            "new",
+            "192.0.2.2",
+            now + 3600,
+        ));
+        let logout = SessionChange::Ended(EndReason::Logout);
+        guard.session_event(&event(logout, "never-started", "192.0.2.2", now + 3600));
+        guard.session_event(&event(logout, "new", "192.0.2.3", now + 3600));
+        assert_eq!(
+            guard.admitted_sources(),
+            1,
+            "the session that expired an hour ago (beyond the grace) is forgotten; the live one stays"
+        );
+        // A v4-mapped client is the same address as its IPv4 form.
+        guard.session_event(&event(
+            SessionChange::Ended(EndReason::Logout),
+            "new",
+            "::ffff:192.0.2.2",
+            now + 3600,
+        ));
+        assert_eq!(guard.admitted_sources(), 0);
+    }
+}
