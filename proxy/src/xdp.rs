@@ -245,6 +245,9 @@ mod attach {
             }
             source = cause.source();
         }
+        if let xdp_guard::Error::NoSuchInterface(_) = error {
+            return format!("there is no such interface in sekisho's network namespace ({text})");
+        }
         let hint = match errno {
             Some(1 | 13) => Some(
                 "loading XDP programs needs CAP_BPF and CAP_NET_ADMIN (run as root or grant them)",

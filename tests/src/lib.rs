@@ -14,6 +14,7 @@
 pub mod builtin;
 pub mod caddy;
 pub mod echo;
+pub mod netns;
 pub mod pki;
 pub mod raw;
 
@@ -520,6 +521,50 @@ pub struct Proxy {
 impl Proxy {
     /// Writes a configuration and starts sekisho with it.
     pub async fn start(options: &ProxyOptions, echo: SocketAddr) -> Proxy {
+        let (tmp, key) = Self::configure(options, echo);
+        let dir = tmp.path().to_owned();
+        let config_path = dir.join("sekisho.yaml");
+        let (process, ready) = Self::spawn_process(&dir).await;
+        let mut proxy = Proxy {
+            http: "0.0.0.0:0".parse().expect("addr"),
+            https: None,
+            admin: None,
+            cookie_key: key.to_vec(),
+            config_path,
+            process,
+            dir,
+            _tmp: Some(tmp),
+        };
+        proxy.apply_ready(&ready);
+        proxy
+    }
+
+    /// Runs sekisho on the configuration `options` describe and expects it to refuse to start:
+    /// returns its exit code and what it wrote to stderr.
+    pub async fn start_refused(options: &ProxyOptions, echo: SocketAddr) -> (Option<i32>, String) {
+        let (tmp, _) = Self::configure(options, echo);
+        let output = tokio::time::timeout(
+            DEADLINE,
+            Command::new(sekisho_binary())
+                .arg("run")
+                .arg("-c")
+                .arg(tmp.path().join("sekisho.yaml"))
+                .env("SEKISHO_TEST_CLIENT_SECRET", CLIENT_SECRET)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("sekisho was expected to refuse to start, and kept running")
+        .expect("running sekisho");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Writes the configuration `options` describe, with fresh keys, into a new directory.
+    fn configure(options: &ProxyOptions, echo: SocketAddr) -> (tempfile::TempDir, [u8; 32]) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
         let mut key = [0u8; 32];
@@ -577,21 +622,8 @@ impl Proxy {
             extra = options.extra_yaml,
             routes = options.routes_yaml.replace("{echo}", &echo.to_string()),
         );
-        let config_path = dir.join("sekisho.yaml");
-        std::fs::write(&config_path, config).expect("write config");
-        let (process, ready) = Self::spawn_process(&dir).await;
-        let mut proxy = Proxy {
-            http: "0.0.0.0:0".parse().expect("addr"),
-            https: None,
-            admin: None,
-            cookie_key: key.to_vec(),
-            config_path,
-            process,
-            dir,
-            _tmp: Some(tmp),
-        };
-        proxy.apply_ready(&ready);
-        proxy
+        std::fs::write(dir.join("sekisho.yaml"), config).expect("write config");
+        (tmp, key)
     }
 
     async fn spawn_process(dir: &Path) -> (Process, Value) {

@@ -111,7 +111,11 @@ pub enum Error {
     /// The kernel refused to verify the program.
     #[error("verifying the {PROGRAM} program")]
     Verify(#[source] ProgramError),
-    /// The program could not be attached to the interface (unknown name, mode unsupported).
+    /// No interface of that name in the calling thread's network namespace.
+    #[error("there is no interface {0} in this network namespace")]
+    NoSuchInterface(String),
+    /// The program could not be attached to the interface (mode unsupported, another program
+    /// attached, no permission).
     #[error("attaching the {PROGRAM} program to {iface}")]
     Attach {
         /// The interface name given to [`Guard::load`].
@@ -157,12 +161,13 @@ impl Guard {
             AttachMode::Native => XdpMode::Driver,
             AttachMode::Generic => XdpMode::Skb,
         };
-        program
-            .attach(iface, mode)
-            .map_err(|source| Error::Attach {
+        program.attach(iface, mode).map_err(|source| match source {
+            ProgramError::UnknownInterface { .. } => Error::NoSuchInterface(iface.to_owned()),
+            source => Error::Attach {
                 iface: iface.to_owned(),
                 source,
-            })?;
+            },
+        })?;
         Ok(Self {
             allowed_v4: take_map(&mut ebpf, ALLOWED_V4, HashMap::try_from)?,
             allowed_v6: take_map(&mut ebpf, ALLOWED_V6, HashMap::try_from)?,

@@ -1,0 +1,198 @@
+//! The NIC guard end to end (root only): sekisho and the real provider run in a server network
+//! namespace the test makes, with the XDP guard attached to the server side of a veth pair; a
+//! client namespace signs in through sekisho (scripted, hop by hop) and connects to a protected
+//! TCP port. The provider is reached from the server side (it is another network, as in
+//! production); every request to sekisho and every connect to the protected port comes from
+//! the client namespace, so the address sekisho admits is the client's real one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests panic with context"
+)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use sekisho_tests::netns::{CLIENT, CLIENT_TRUSTED, SERVER, Topology};
+use sekisho_tests::{Agent, Idp, Proxy, ProxyOptions, echo, location, no_redirect_client, stack};
+
+/// Long enough for a SYN and SYN-ACK over a veth on a loaded two-core machine.
+const CONNECTS_WITHIN: Duration = Duration::from_secs(3);
+/// A dropped SYN is retransmitted only after 1 s: waiting this long sees it unanswered once.
+const DROPPED_WITHIN: Duration = Duration::from_millis(600);
+
+/// Connects from `source` (the calling thread's namespace) to `target`.
+async fn connect(source: IpAddr, target: SocketAddr, within: Duration) -> std::io::Result<()> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    match tokio::time::timeout(within, socket.connect(target)).await {
+        Ok(stream) => stream.map(drop),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+async fn expect_connects(source: IpAddr, target: SocketAddr, case: &str) {
+    if let Err(e) = connect(source, target, CONNECTS_WITHIN).await {
+        panic!("{case}: {source} could not connect to {target}: {e}");
+    }
+}
+
+async fn expect_dropped(source: IpAddr, target: SocketAddr, case: &str) {
+    match connect(source, target, DROPPED_WITHIN).await {
+        Ok(()) => panic!("{case}: {source} connected to {target}; expected its SYN dropped"),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        Err(e) => panic!("{case}: connecting failed with {e}; expected a timeout (a drop)"),
+    }
+}
+
+/// sekisho's options for the guard on `topology`, protecting `port`.
+fn options(o: &mut ProxyOptions, topology: &Topology, port: u16, extra: &str) {
+    o.http_listen = format!("{SERVER}:0");
+    o.routes_yaml = format!("  - id: app\n    from: http://{SERVER}\n    to: http://{{echo}}\n");
+    o.extra_yaml = format!(
+        "xdp:\n  interfaces: [{{name: {}, mode: generic}}]\n  protected_ports: [{port}]\n  \
+         trusted: [{CLIENT_TRUSTED}/32]\n{extra}",
+        topology.interface
+    );
+}
+
+/// Signs `user` in: sekisho's hops from the client namespace, the provider's from the server's.
+async fn sign_in(topology: &Topology, agent: &Agent, base: &str, idp: &Idp, user: &str) {
+    topology.client.enter();
+    let start = format!("{base}/hello");
+    let first = agent.browse(&start).await;
+    assert_eq!(first.status(), 302, "{user}: no redirect to sign in");
+    let authorize = location(&first, &start);
+    assert!(authorize.starts_with(&idp.issuer), "{authorize}");
+
+    topology.server.enter();
+    let to_interaction = agent.browse(&authorize).await;
+    assert_eq!(to_interaction.status(), 303);
+    let interaction = location(&to_interaction, &authorize);
+    let login = format!("{}/login", interaction.trim_end_matches('/'));
+    let password = format!("{user}-pw");
+    let posted = agent
+        .send(
+            no_redirect_client()
+                .post(&login)
+                .form(&[("login", user), ("password", password.as_str())]),
+        )
+        .await;
+    assert_eq!(posted.status(), 303);
+    let resume = location(&posted, &login);
+    let back = agent.browse(&resume).await;
+    assert_eq!(back.status(), 303);
+    let callback = location(&back, &resume);
+
+    topology.client.enter();
+    let done = agent.browse(&callback).await;
+    assert_eq!(done.status(), 302, "{user}: the callback did not sign in");
+}
+
+#[tokio::test]
+async fn sessions_open_and_close_the_protected_port_for_their_address() {
+    let topology = Topology::new();
+    topology.server.enter();
+    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
+    let protected = service.local_addr().unwrap();
+    let (idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
+        options(o, &topology, protected.port(), "");
+    })
+    .await;
+    let base = proxy.base();
+
+    topology.client.enter();
+    expect_dropped(CLIENT.into(), protected, "before any sign-in").await;
+    expect_connects(CLIENT_TRUSTED.into(), protected, "a trusted address").await;
+    let unprotected = proxy.http;
+    expect_connects(CLIENT.into(), unprotected, "sekisho's own port").await;
+
+    let alice = Agent::new();
+    sign_in(&topology, &alice, &base, &idp, "alice").await;
+    topology.client.enter();
+    expect_connects(
+        CLIENT.into(),
+        protected,
+        "alice signed in from this address",
+    )
+    .await;
+
+    // bob signs in from the same address (one NAT): alice's sign-out must not lock him out.
+    let bob = Agent::new();
+    sign_in(&topology, &bob, &base, &idp, "bob").await;
+    topology.client.enter();
+    let out = alice.browse(&format!("{base}/.sekisho/logout")).await;
+    assert_eq!(out.status(), 302);
+    expect_connects(CLIENT.into(), protected, "bob still holds the address").await;
+    let out = bob.browse(&format!("{base}/.sekisho/logout")).await;
+    assert_eq!(out.status(), 302);
+    expect_dropped(CLIENT.into(), protected, "after the last sign-out").await;
+    expect_connects(CLIENT_TRUSTED.into(), protected, "a trusted address, still").await;
+    drop(service);
+}
+
+#[tokio::test]
+async fn an_interface_that_already_has_an_xdp_program_is_never_taken_over() {
+    let topology = Topology::new();
+    topology.server.enter();
+    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
+    let protected = service.local_addr().unwrap();
+    let (idp, echo, _first) = stack(Default::default(), "ES256", |o| {
+        options(o, &topology, protected.port(), "");
+    })
+    .await;
+
+    // A second sekisho on the same interface refuses to start, and says why.
+    let mut second = ProxyOptions::new(&idp.issuer);
+    options(&mut second, &topology, protected.port(), "");
+    let (code, stderr) = Proxy::start_refused(&second, echo.addr).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another XDP program is already attached to this interface")
+            && stderr.contains(&topology.interface)
+            && stderr.contains("xdp.required is true"),
+        "{stderr}"
+    );
+    // The first one's program is still the one deciding.
+    topology.client.enter();
+    expect_dropped(CLIENT.into(), protected, "the first guard still attached").await;
+    drop(service);
+}
+
+#[tokio::test]
+async fn a_missing_interface_stops_a_required_guard_and_is_reported_by_an_optional_one() {
+    let topology = Topology::new();
+    topology.server.enter();
+    let idp = Idp::start(Default::default()).await;
+    let echo = echo::Echo::start().await;
+    let mut options = ProxyOptions::new(&idp.issuer);
+    options.extra_yaml = "xdp:\n  interfaces: [nosuch0]\n  protected_ports: [2222]\n".to_owned();
+    let (code, stderr) = Proxy::start_refused(&options, echo.addr).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`nosuch0`") && stderr.contains("no such interface"),
+        "{stderr}"
+    );
+
+    options.extra_yaml = "xdp:\n  interfaces: [nosuch0]\n  protected_ports: [2222]\n  \
+                          required: false\nadmin:\n  listen: 127.0.0.1:0\n  policy: staff\n\
+                          policies:\n  staff:\n    allow:\n      and:\n        - groups: {has: admins}\n"
+        .to_owned();
+    let proxy = Proxy::start(&options, echo.addr).await;
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        proxy.admin.expect("admin listener")
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(metrics.contains("\nsekisho_xdp_attached 0\n"), "{metrics}");
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("XDP guard not attached") && logs.contains("no such interface"),
+        "{logs}"
+    );
+}
