@@ -361,9 +361,10 @@ impl OidcProvider {
         })
     }
 
-    /// Validates an `Authorization: Bearer` JWT. Verified tokens are remembered until they
-    /// expire, so a program's repeated requests cost one signature check.
-    pub async fn verify_bearer(&self, token: &str) -> Result<Identity, OidcError> {
+    /// Validates an `Authorization: Bearer` JWT: its identity and expiry (`exp`, Unix seconds).
+    /// Verified tokens are remembered until they expire, so a program's repeated requests cost
+    /// one signature check.
+    pub async fn verify_bearer(&self, token: &str) -> Result<(Identity, u64), OidcError> {
         let now = unix_now();
         if let Some((identity, exp)) = self
             .bearer_cache
@@ -372,7 +373,7 @@ impl OidcProvider {
             .and_then(|c| c.get(token).cloned())
             && now < exp
         {
-            return Ok(identity);
+            return Ok((identity, exp));
         }
         let (identity, exp) = self.verify_jwt(token, TokenKind::Bearer).await?;
         if let Ok(mut cache) = self.bearer_cache.write() {
@@ -383,7 +384,7 @@ impl OidcProvider {
                 cache.insert(token.to_owned(), (identity.clone(), exp));
             }
         }
-        Ok(identity)
+        Ok((identity, exp))
     }
 
     /// The RP-initiated logout URL, when the provider has an `end_session_endpoint`.

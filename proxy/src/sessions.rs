@@ -233,6 +233,12 @@ impl Sessions {
         Ok(())
     }
 
+    /// A program used a valid bearer token from `source` until `expires_at` (Unix seconds):
+    /// subscribers that admit addresses (the NIC guard) admit this one too.
+    pub fn bearer_used(&self, source: std::net::IpAddr, expires_at: u64) {
+        self.events.bearer_used(source, expires_at);
+    }
+
     /// Whether the provider session `identity` came from was signed out here (its bearer
     /// tokens are refused). No hashing while nothing is revoked.
     pub fn provider_session_revoked(&self, identity: &Identity) -> bool {

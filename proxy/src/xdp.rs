@@ -75,7 +75,15 @@ struct Inner {
     attached: Vec<attach::Attached>,
     /// For each admitted address, its live sessions (hash → Unix expiry).
     sessions: HashMap<IpAddr, HashMap<String, u64>>,
+    /// Addresses bearer tokens were used from: the latest token expiry seen and when the
+    /// admission was last written (Unix seconds).
+    bearers: HashMap<IpAddr, (u64, u64)>,
 }
+
+/// At most one map write per address per this many seconds for bearer-token use.
+const BEARER_WRITE_INTERVAL: u64 = 5;
+/// Addresses admitted for bearer tokens at once (the kernel map holds 65 536 per family).
+const MAX_BEARER_SOURCES: usize = 32_768;
 
 impl NicGuard {
     /// Loads the program and attaches it to every interface of `config`, protecting its ports
@@ -90,27 +98,43 @@ impl NicGuard {
             inner: Mutex::new(Inner {
                 attached,
                 sessions: HashMap::new(),
+                bearers: HashMap::new(),
             }),
             grace: config.session_grace,
             counters: XdpCounters::default(),
         })
     }
 
-    /// How many addresses hold at least one live session.
+    /// How many addresses hold at least one live session or unexpired bearer token.
     pub fn admitted_sources(&self) -> usize {
-        self.inner.lock().map_or(0, |inner| inner.sessions.len())
+        let now = unix_now();
+        self.inner.lock().map_or(0, |inner| {
+            let bearers_only = inner
+                .bearers
+                .iter()
+                .filter(|(address, (exp, _))| *exp > now && !inner.sessions.contains_key(address))
+                .count();
+            inner.sessions.len() + bearers_only
+        })
     }
 
-    /// Admits `address` for `sessions`' latest expiry (plus the grace), or withdraws it when
-    /// none is left.
+    /// Admits `address` until the latest of its sessions' expiry (plus the grace) and its
+    /// bearer tokens' expiry, or withdraws it when nothing holds it any more.
     fn apply(&self, inner: &mut Inner, address: IpAddr, now: u64) {
-        let latest = inner
+        let grace = self.grace.as_secs();
+        let sessions = inner
             .sessions
             .get(&address)
-            .and_then(|sessions| sessions.values().max().copied());
-        let outcome = match latest {
-            Some(expires_at) => {
-                let valid_for = Duration::from_secs(expires_at.saturating_sub(now)) + self.grace;
+            .and_then(|sessions| sessions.values().max().copied())
+            .map(|expires_at| expires_at.saturating_add(grace));
+        let bearer = inner
+            .bearers
+            .get(&address)
+            .map(|(expires_at, _)| *expires_at)
+            .filter(|expires_at| *expires_at > now);
+        let outcome = match sessions.max(bearer) {
+            Some(until) => {
+                let valid_for = Duration::from_secs(until.saturating_sub(now));
                 self.counters.admissions.fetch_add(1, Ordering::Relaxed);
                 inner
                     .attached
@@ -142,11 +166,12 @@ impl SessionSubscriber for NicGuard {
         let now = unix_now();
         let grace = self.grace.as_secs();
         let address = event.source.client_ip.to_canonical();
-        // Forget sessions that ended by expiry (no event says so).
+        // Forget sessions that ended by expiry (no event says so), and spent bearer tokens.
         inner.sessions.retain(|_, sessions| {
             sessions.retain(|_, expires_at| expires_at.saturating_add(grace) > now);
             !sessions.is_empty()
         });
+        inner.bearers.retain(|_, (expires_at, _)| *expires_at > now);
         match event.change {
             SessionChange::Started | SessionChange::Refreshed => {
                 inner
@@ -164,6 +189,40 @@ impl SessionSubscriber for NicGuard {
                 }
             }
         }
+        self.apply(&mut inner, address, now);
+    }
+
+    /// Admits the address a bearer token was used from until the token's expiry, writing the
+    /// map at most once per address per [`BEARER_WRITE_INTERVAL`] (a program's every request
+    /// passes here) and for at most [`MAX_BEARER_SOURCES`] addresses.
+    fn bearer_used(&self, source: IpAddr, expires_at: u64) {
+        let now = unix_now();
+        if expires_at <= now {
+            return;
+        }
+        let address = source.to_canonical();
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if let Some((admitted_until, written_at)) = inner.bearers.get(&address) {
+            let covered = *admitted_until >= expires_at;
+            let recent =
+                *admitted_until > now && now < written_at.saturating_add(BEARER_WRITE_INTERVAL);
+            if covered || recent {
+                return;
+            }
+        } else if inner.bearers.len() >= MAX_BEARER_SOURCES {
+            inner.bearers.retain(|_, (until, _)| *until > now);
+            if inner.bearers.len() >= MAX_BEARER_SOURCES {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let until = inner
+            .bearers
+            .get(&address)
+            .map_or(expires_at, |(until, _)| (*until).max(expires_at));
+        inner.bearers.insert(address, (until, now));
         self.apply(&mut inner, address, now);
     }
 }
@@ -309,6 +368,7 @@ mod tests {
             inner: Mutex::new(Inner {
                 attached: Vec::new(),
                 sessions: HashMap::new(),
+                bearers: HashMap::new(),
             }),
             grace: Duration::from_secs(60),
             counters: XdpCounters::default(),
@@ -392,5 +452,54 @@ mod tests {
             now + 3600,
         ));
         assert_eq!(guard.admitted_sources(), 0);
+    }
+
+    #[test]
+    fn bearer_tokens_admit_until_they_expire_and_outlive_a_sign_out() {
+        let guard = guard();
+        let now = unix_now();
+        guard.bearer_used(
+            "203.0.113.9".parse().unwrap_or_else(|e| panic!("{e}")),
+            now + 300,
+        );
+        guard.bearer_used(
+            "203.0.113.10".parse().unwrap_or_else(|e| panic!("{e}")),
+            now - 1,
+        );
+        assert_eq!(
+            guard.admitted_sources(),
+            1,
+            "an expired token admits nothing"
+        );
+        let writes = guard.counters.admissions.load(Ordering::Relaxed);
+        for _ in 0..100 {
+            guard.bearer_used(
+                "203.0.113.9".parse().unwrap_or_else(|e| panic!("{e}")),
+                now + 300,
+            );
+        }
+        assert_eq!(
+            guard.counters.admissions.load(Ordering::Relaxed),
+            writes,
+            "the same token again writes nothing"
+        );
+        guard.session_event(&event(
+            SessionChange::Started,
+            "s",
+            "203.0.113.9",
+            now + 3600,
+        ));
+        guard.session_event(&event(
+            SessionChange::Ended(EndReason::Logout),
+            "s",
+            "203.0.113.9",
+            now + 3600,
+        ));
+        assert_eq!(
+            guard.admitted_sources(),
+            1,
+            "the program's token still admits its address after the session ended"
+        );
+        assert_eq!(guard.counters.withdrawals.load(Ordering::Relaxed), 0);
     }
 }

@@ -129,6 +129,19 @@ async fn sessions_open_and_close_the_protected_port_for_their_address() {
     assert_eq!(out.status(), 302);
     expect_dropped(CLIENT.into(), protected, "after the last sign-out").await;
     expect_connects(CLIENT_TRUSTED.into(), protected, "a trusted address, still").await;
+
+    // A program with a bearer token admits its address until the token expires.
+    topology.server.enter();
+    let token = idp.bearer("alice").await;
+    topology.client.enter();
+    let response = no_redirect_client()
+        .get(format!("{base}/hello"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    expect_connects(CLIENT.into(), protected, "a program with a bearer token").await;
     drop(service);
 }
 

@@ -72,21 +72,29 @@ impl Gate {
     /// A bearer token: verified as an access token of the provider, refused when its provider
     /// session was signed out here.
     async fn bearer(&self, token: &str, facts: &Facts) -> Result<Authenticated, ProxyError> {
-        let verified = self.oidc.verify_bearer(token).await.and_then(|identity| {
-            if self.sessions.provider_session_revoked(&identity) {
-                Err(OidcError::Rejected(
-                    "the provider session (sid) of this token was signed out at sekisho".into(),
-                ))
-            } else {
-                Ok(identity)
-            }
-        });
+        let verified = self
+            .oidc
+            .verify_bearer(token)
+            .await
+            .and_then(|(identity, expires_at)| {
+                if self.sessions.provider_session_revoked(&identity) {
+                    Err(OidcError::Rejected(
+                        "the provider session (sid) of this token was signed out at sekisho".into(),
+                    ))
+                } else {
+                    Ok((identity, expires_at))
+                }
+            });
         match verified {
-            Ok(identity) => Ok(Authenticated::Bearer {
-                values: IdentityValues::new(&identity),
-                identity: Arc::new(identity),
-                token_hash: crate::session::sid_hash(token),
-            }),
+            Ok((identity, expires_at)) => {
+                self.sessions
+                    .bearer_used(facts.record.client_ip, expires_at);
+                Ok(Authenticated::Bearer {
+                    values: IdentityValues::new(&identity),
+                    identity: Arc::new(identity),
+                    token_hash: crate::session::sid_hash(token),
+                })
+            }
             Err(OidcError::Unavailable | OidcError::Discovery(_)) => Err(ProxyError::Unavailable {
                 detail: "provider unavailable for bearer validation".into(),
             }),

@@ -118,6 +118,12 @@ impl SessionEvent {
 pub trait SessionSubscriber: Send + Sync + std::fmt::Debug {
     /// Called once per event, in publication order; must not block.
     fn session_event(&self, event: &SessionEvent);
+
+    /// A valid bearer token was used from `source`; it expires at `expires_at` (Unix seconds).
+    /// Called on every such request: a subscriber that writes somewhere limits its own rate.
+    fn bearer_used(&self, source: IpAddr, expires_at: u64) {
+        let _ = (source, expires_at);
+    }
 }
 
 /// The subscribers, fixed when the application is wired.
@@ -136,6 +142,13 @@ impl SessionEvents {
     pub fn publish(&self, event: &SessionEvent) {
         for subscriber in &self.subscribers {
             subscriber.session_event(event);
+        }
+    }
+
+    /// Tells every subscriber that a bearer token was used.
+    pub fn bearer_used(&self, source: IpAddr, expires_at: u64) {
+        for subscriber in &self.subscribers {
+            subscriber.bearer_used(source, expires_at);
         }
     }
 }
