@@ -338,13 +338,19 @@ impl CookieCodec {
         self.owns_bytes(cookie_name.as_bytes())
     }
 
-    /// [`Self::owns`] on a name as it came, in bytes.
+    /// [`Self::owns`] on a name as it came, in bytes. Any number of `__Host-` and `__Secure-`
+    /// prefixes is looked through (`__Host-__Host-_sekisho` is still sekisho's name to anyone
+    /// who strips one prefix more than the browser did).
     pub fn owns_bytes(&self, cookie_name: &[u8]) -> bool {
         let base = self.name.strip_prefix("__Host-").unwrap_or(&self.name);
-        cookie_name
+        let mut name = cookie_name;
+        while let Some(rest) = name
             .strip_prefix(b"__Host-")
-            .unwrap_or(cookie_name)
-            .starts_with(base.as_bytes())
+            .or_else(|| name.strip_prefix(b"__Secure-"))
+        {
+            name = rest;
+        }
+        name.starts_with(base.as_bytes())
     }
 }
 
@@ -768,5 +774,26 @@ mod tests {
             headers.get(COOKIE).map(HeaderValue::as_bytes),
             Some(b"a=1".as_slice())
         );
+    }
+
+    #[test]
+    fn own_cookies_under_repeated_prefixes_are_removed() {
+        // Found by the cookie_strip fuzz target: one prefix more than the browser adds.
+        for secure in [false, true] {
+            let codec = CookieCodec::new("_sekisho", secure);
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                COOKIE,
+                HeaderValue::from_static(
+                    "__Host-__Host-_sekisho=x; __Secure-__Host-_sekisho_0=y; __Host-=z; a=1",
+                ),
+            );
+            strip_own_cookies(&mut headers, &codec);
+            assert_eq!(
+                headers.get(COOKIE).map(HeaderValue::as_bytes),
+                Some(b"__Host-=z; a=1".as_slice()),
+                "secure: {secure}"
+            );
+        }
     }
 }
