@@ -116,6 +116,7 @@ impl Sessions {
         headers: &HeaderMap,
         codec: &CookieCodec,
         set_cookies: &mut Vec<HeaderValue>,
+        client_ip: std::net::IpAddr,
         source: &(dyn Fn() -> EventSource + Sync),
     ) -> Result<Presented, ProxyError> {
         let session = match self.cache.open(codec, &self.sealer, headers) {
@@ -168,6 +169,14 @@ impl Sessions {
             }
             None => session,
         };
+        self.events.session_used(
+            client_ip,
+            &session.sid_hash,
+            session
+                .state
+                .login_at
+                .saturating_add(self.absolute_lifetime.as_secs()),
+        );
         Ok(Presented::Live(session))
     }
 

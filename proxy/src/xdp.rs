@@ -192,6 +192,33 @@ impl SessionSubscriber for NicGuard {
         self.apply(&mut inner, address, now);
     }
 
+    /// Admits an address a live session is used from that does not hold it yet (after a
+    /// restart of sekisho, or a client whose address changed): one map write per session and
+    /// address, nothing when it is already known.
+    fn session_used(&self, source: IpAddr, session: &str, expires_at: u64) {
+        let address = source.to_canonical();
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if inner
+            .sessions
+            .get(&address)
+            .is_some_and(|sessions| sessions.contains_key(session))
+        {
+            return;
+        }
+        let now = unix_now();
+        if expires_at.saturating_add(self.grace.as_secs()) <= now {
+            return;
+        }
+        inner
+            .sessions
+            .entry(address)
+            .or_default()
+            .insert(session.to_owned(), expires_at);
+        self.apply(&mut inner, address, now);
+    }
+
     /// Admits the address a bearer token was used from until the token's expiry, writing the
     /// map at most once per address per [`BEARER_WRITE_INTERVAL`] (a program's every request
     /// passes here) and for at most [`MAX_BEARER_SOURCES`] addresses.

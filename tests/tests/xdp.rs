@@ -209,3 +209,36 @@ async fn a_missing_interface_stops_a_required_guard_and_is_reported_by_an_option
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn after_a_restart_a_signed_in_client_is_admitted_again_at_its_next_request() {
+    let topology = Topology::new();
+    topology.server.enter();
+    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
+    let protected = service.local_addr().unwrap();
+    let (idp, _echo, mut proxy) = stack(Default::default(), "ES256", |o| {
+        options(o, &topology, protected.port(), "");
+    })
+    .await;
+    let alice = Agent::new();
+    sign_in(&topology, &alice, &proxy.base(), &idp, "alice").await;
+    topology.client.enter();
+    expect_connects(CLIENT.into(), protected, "alice signed in").await;
+
+    topology.server.enter();
+    proxy.kill().await;
+    proxy.start_again().await;
+    topology.client.enter();
+    // The new guard starts empty (its maps are not pinned yet): nobody is admitted …
+    expect_dropped(
+        CLIENT.into(),
+        protected,
+        "after the restart, before any request",
+    )
+    .await;
+    // … until alice's session is used again, from her address.
+    let again = alice.browse(&format!("{}/hello", proxy.base())).await;
+    assert_eq!(again.status(), 200, "the session survives the restart");
+    expect_connects(CLIENT.into(), protected, "alice's next request").await;
+    drop(service);
+}

@@ -47,7 +47,7 @@ impl Gate {
         let source = || facts.source();
         match self
             .sessions
-            .present(headers, codec, set_cookies, &source)
+            .present(headers, codec, set_cookies, facts.record.client_ip, &source)
             .await?
         {
             Presented::Live(session) => Ok(Some(Authenticated::Session { session })),

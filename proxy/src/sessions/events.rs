@@ -119,6 +119,14 @@ pub trait SessionSubscriber: Send + Sync + std::fmt::Debug {
     /// Called once per event, in publication order; must not block.
     fn session_event(&self, event: &SessionEvent);
 
+    /// A live session was used from `source` (every request that presents one): the address
+    /// may be new for it (a restart of sekisho, a client that roamed). `expires_at` is the
+    /// session's latest expiry (Unix seconds). Called on every such request: must be cheap
+    /// when nothing changed.
+    fn session_used(&self, source: IpAddr, session: &str, expires_at: u64) {
+        let _ = (source, session, expires_at);
+    }
+
     /// A valid bearer token was used from `source`; it expires at `expires_at` (Unix seconds).
     /// Called on every such request: a subscriber that writes somewhere limits its own rate.
     fn bearer_used(&self, source: IpAddr, expires_at: u64) {
@@ -142,6 +150,13 @@ impl SessionEvents {
     pub fn publish(&self, event: &SessionEvent) {
         for subscriber in &self.subscribers {
             subscriber.session_event(event);
+        }
+    }
+
+    /// Tells every subscriber that a live session was used.
+    pub fn session_used(&self, source: IpAddr, session: &str, expires_at: u64) {
+        for subscriber in &self.subscribers {
+            subscriber.session_used(source, session, expires_at);
         }
     }
 
