@@ -256,20 +256,32 @@ impl SessionSubscriber for NicGuard {
 
 #[cfg(feature = "xdp")]
 mod attach {
-    //! The program on one interface.
+    //! The program on one interface, pinned under `pin_path/<netns>/<interface>/v1`.
 
     use std::net::IpAddr;
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    use std::path::{Path, PathBuf};
     use std::time::Duration;
 
     use sekisho_config::{Xdp, XdpInterface, XdpMode};
-    use xdp_guard::{AttachMode, Guard};
+    use xdp_guard::{AttachMode, Guard, Pinned};
 
     use super::XdpError;
+
+    /// The layout of the pinned maps: a new layout gets a new directory, never a mismatch.
+    const LAYOUT: &str = "v1";
+    /// `statfs` type of a BPF file system.
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
     /// The guard attached to one interface.
     pub(super) struct Attached {
         interface: String,
         guard: Guard,
+        /// Held while this process guards the interface: a second sekisho in the same network
+        /// namespace cannot take the interface over (an abstract socket, gone with the process).
+        _lock: UnixListener,
     }
 
     impl std::fmt::Debug for Attached {
@@ -282,26 +294,49 @@ mod attach {
 
     impl Attached {
         pub(super) fn load(interface: &XdpInterface, config: &Xdp) -> Result<Self, XdpError> {
-            let fail = |e: xdp_guard::Error| XdpError::Attach {
-                interface: interface.name.clone(),
-                reason: explain(&e),
+            let name = interface.name.as_str();
+            let fail = |reason: String| XdpError::Attach {
+                interface: name.to_owned(),
+                reason,
             };
+            let lock = SocketAddr::from_abstract_name(format!("sekisho-xdp-{name}"))
+                .and_then(|address| UnixListener::bind_addr(&address))
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AddrInUse => fail(
+                        "another sekisho already guards this interface in this network namespace"
+                            .to_owned(),
+                    ),
+                    _ => fail(format!("taking the interface's lock: {e}")),
+                })?;
+            let dir = pin_dir(&config.pin_path, name).map_err(fail)?;
             let mode = match interface.mode {
                 XdpMode::Auto => AttachMode::Auto,
                 XdpMode::Native => AttachMode::Native,
                 XdpMode::Generic => AttachMode::Generic,
             };
-            let mut guard = Guard::load(&interface.name, mode).map_err(fail)?;
+            let (mut guard, pinned) =
+                Guard::load_pinned(name, mode, &dir).map_err(|e| fail(explain(&e)))?;
+            guard
+                .retain_config(&config.protected_ports, &config.trusted)
+                .map_err(|e| fail(explain(&e)))?;
             for range in &config.trusted {
-                guard.trust_range(*range).map_err(fail)?;
+                guard.trust_range(*range).map_err(|e| fail(explain(&e)))?;
             }
             for port in &config.protected_ports {
-                guard.protect_port(*port).map_err(fail)?;
+                guard.protect_port(*port).map_err(|e| fail(explain(&e)))?;
             }
-            tracing::info!(interface = %interface.name, ports = ?config.protected_ports, trusted = config.trusted.len(), "XDP guard attached");
+            match pinned {
+                Pinned::Fresh => {
+                    tracing::info!(interface = name, pins = %dir.display(), ports = ?config.protected_ports, trusted = config.trusted.len(), "XDP guard attached");
+                }
+                Pinned::Resumed => {
+                    tracing::info!(interface = name, pins = %dir.display(), ports = ?config.protected_ports, trusted = config.trusted.len(), "XDP guard taken over from the previous run: program replaced on its link, admissions kept");
+                }
+            }
             Ok(Attached {
-                interface: interface.name.clone(),
+                interface: name.to_owned(),
                 guard,
+                _lock: lock,
             })
         }
 
@@ -316,6 +351,29 @@ mod attach {
                 .revoke_source(address)
                 .map_err(|e| format!("{}: {}", self.interface, explain(&e)))
         }
+    }
+
+    /// `pin_path/<network namespace inode>/<interface>/v1`, made when missing; `pin_path` must
+    /// be on a BPF file system.
+    fn pin_dir(pin_path: &Path, interface: &str) -> Result<PathBuf, String> {
+        let netns = std::fs::metadata("/proc/thread-self/ns/net")
+            .map_err(|e| format!("reading this network namespace's identity: {e}"))?
+            .ino();
+        let dir = pin_path
+            .join(format!("net-{netns}"))
+            .join(interface)
+            .join(LAYOUT);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("making the pin directory {}: {e}", dir.display()))?;
+        let fs = rustix::fs::statfs(&dir)
+            .map_err(|e| format!("checking the pin directory {}: {e}", dir.display()))?;
+        if fs.f_type != BPF_FS_MAGIC {
+            return Err(format!(
+                "{} is not on a BPF file system; mount one (`mount -t bpf bpf /sys/fs/bpf`) or set xdp.pin_path",
+                pin_path.display()
+            ));
+        }
+        Ok(dir)
     }
 
     /// The error's chain, with what to do about the causes operators meet.

@@ -21,6 +21,8 @@ pub const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// A second address on the client side (for trusted-range cases).
 pub const CLIENT_TRUSTED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+/// A third address on the client side: never signed in, never trusted.
+pub const CLIENT_OTHER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 4);
 
 /// One network namespace, deleted on drop.
 #[derive(Debug)]
@@ -56,7 +58,7 @@ impl Drop for Netns {
 }
 
 /// A server and a client namespace joined by a veth pair: `SERVER`/24 on the server's
-/// `interface`, `CLIENT` and `CLIENT_TRUSTED` on the client's. Loopback is up on both.
+/// `interface`, `CLIENT`, `CLIENT_TRUSTED` and `CLIENT_OTHER` on the client's. Loopback is up on both.
 #[derive(Debug)]
 pub struct Topology {
     /// The server side (sekisho, the provider, the protected service).
@@ -103,24 +105,10 @@ impl Topology {
             "dev",
             &interface,
         ]);
-        ip(&[
-            "-n",
-            c,
-            "addr",
-            "add",
-            &format!("{CLIENT}/24"),
-            "dev",
-            &peer,
-        ]);
-        ip(&[
-            "-n",
-            c,
-            "addr",
-            "add",
-            &format!("{CLIENT_TRUSTED}/24"),
-            "dev",
-            &peer,
-        ]);
+        for address in [CLIENT, CLIENT_TRUSTED, CLIENT_OTHER] {
+            let address = format!("{address}/24");
+            ip(&["-n", c, "addr", "add", &address, "dev", &peer]);
+        }
         for (ns, dev) in [(s, interface.as_str()), (c, peer.as_str())] {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -146,6 +134,47 @@ impl Drop for Topology {
             move_into_link_name_space(self.home.as_fd(), Some(LinkNameSpaceType::Network))
         {
             eprintln!("warning: could not return to the test's network namespace: {e}");
+        }
+    }
+}
+
+/// A private BPF file system, mounted on a temporary directory and unmounted on drop (with
+/// everything pinned in it): pins of one test never meet another's.
+#[derive(Debug)]
+pub struct Bpffs {
+    dir: tempfile::TempDir,
+}
+
+impl Bpffs {
+    /// Mounts a new BPF file system instance.
+    pub fn mount() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mount -t bpf failed: {status}");
+        Bpffs { dir }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let status = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!(
+                "warning: could not unmount {}: {status:?}",
+                self.dir.path().display()
+            );
         }
     }
 }

@@ -14,7 +14,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use sekisho_tests::netns::{CLIENT, CLIENT_TRUSTED, SERVER, Topology};
+use sekisho_tests::netns::{Bpffs, CLIENT, CLIENT_OTHER, CLIENT_TRUSTED, SERVER, Topology};
 use sekisho_tests::{Agent, Idp, Proxy, ProxyOptions, echo, location, no_redirect_client, stack};
 
 /// Long enough for a SYN and SYN-ACK over a veth on a loaded two-core machine.
@@ -46,14 +46,15 @@ async fn expect_dropped(source: IpAddr, target: SocketAddr, case: &str) {
     }
 }
 
-/// sekisho's options for the guard on `topology`, protecting `port`.
-fn options(o: &mut ProxyOptions, topology: &Topology, port: u16, extra: &str) {
+/// sekisho's options for the guard on `topology`, protecting `port`, pinning in `pins`.
+fn options(o: &mut ProxyOptions, topology: &Topology, pins: &Bpffs, port: u16) {
     o.http_listen = format!("{SERVER}:0");
     o.routes_yaml = format!("  - id: app\n    from: http://{SERVER}\n    to: http://{{echo}}\n");
     o.extra_yaml = format!(
         "xdp:\n  interfaces: [{{name: {}, mode: generic}}]\n  protected_ports: [{port}]\n  \
-         trusted: [{CLIENT_TRUSTED}/32]\n{extra}",
-        topology.interface
+         trusted: [{CLIENT_TRUSTED}/32]\n  pin_path: {}\n",
+        topology.interface,
+        pins.path().display()
     );
 }
 
@@ -93,11 +94,12 @@ async fn sign_in(topology: &Topology, agent: &Agent, base: &str, idp: &Idp, user
 #[tokio::test]
 async fn sessions_open_and_close_the_protected_port_for_their_address() {
     let topology = Topology::new();
+    let pins = Bpffs::mount();
     topology.server.enter();
     let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
     let protected = service.local_addr().unwrap();
     let (idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
-        options(o, &topology, protected.port(), "");
+        options(o, &topology, &pins, protected.port());
     })
     .await;
     let base = proxy.base();
@@ -146,23 +148,24 @@ async fn sessions_open_and_close_the_protected_port_for_their_address() {
 }
 
 #[tokio::test]
-async fn an_interface_that_already_has_an_xdp_program_is_never_taken_over() {
+async fn a_second_sekisho_never_takes_over_a_guarded_interface() {
     let topology = Topology::new();
+    let pins = Bpffs::mount();
     topology.server.enter();
     let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
     let protected = service.local_addr().unwrap();
     let (idp, echo, _first) = stack(Default::default(), "ES256", |o| {
-        options(o, &topology, protected.port(), "");
+        options(o, &topology, &pins, protected.port());
     })
     .await;
 
     // A second sekisho on the same interface refuses to start, and says why.
     let mut second = ProxyOptions::new(&idp.issuer);
-    options(&mut second, &topology, protected.port(), "");
+    options(&mut second, &topology, &pins, protected.port());
     let (code, stderr) = Proxy::start_refused(&second, echo.addr).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("another XDP program is already attached to this interface")
+        stderr.contains("another sekisho already guards this interface")
             && stderr.contains(&topology.interface)
             && stderr.contains("xdp.required is true"),
         "{stderr}"
@@ -176,11 +179,15 @@ async fn an_interface_that_already_has_an_xdp_program_is_never_taken_over() {
 #[tokio::test]
 async fn a_missing_interface_stops_a_required_guard_and_is_reported_by_an_optional_one() {
     let topology = Topology::new();
+    let pins = Bpffs::mount();
     topology.server.enter();
     let idp = Idp::start(Default::default()).await;
     let echo = echo::Echo::start().await;
     let mut options = ProxyOptions::new(&idp.issuer);
-    options.extra_yaml = "xdp:\n  interfaces: [nosuch0]\n  protected_ports: [2222]\n".to_owned();
+    let pin_path = pins.path().display();
+    options.extra_yaml = format!(
+        "xdp:\n  interfaces: [nosuch0]\n  protected_ports: [2222]\n  pin_path: {pin_path}\n"
+    );
     let (code, stderr) = Proxy::start_refused(&options, echo.addr).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -188,10 +195,11 @@ async fn a_missing_interface_stops_a_required_guard_and_is_reported_by_an_option
         "{stderr}"
     );
 
-    options.extra_yaml = "xdp:\n  interfaces: [nosuch0]\n  protected_ports: [2222]\n  \
-                          required: false\nadmin:\n  listen: 127.0.0.1:0\n  policy: staff\n\
-                          policies:\n  staff:\n    allow:\n      and:\n        - groups: {has: admins}\n"
-        .to_owned();
+    options.extra_yaml = format!(
+        "xdp:\n  interfaces: [nosuch0]\n  protected_ports: [2222]\n  pin_path: {pin_path}\n  \
+         required: false\nadmin:\n  listen: 127.0.0.1:0\n  policy: staff\n\
+         policies:\n  staff:\n    allow:\n      and:\n        - groups: {{has: admins}}\n"
+    );
     let proxy = Proxy::start(&options, echo.addr).await;
     let metrics = reqwest::get(format!(
         "http://{}/metrics",
@@ -211,13 +219,14 @@ async fn a_missing_interface_stops_a_required_guard_and_is_reported_by_an_option
 }
 
 #[tokio::test]
-async fn after_a_restart_a_signed_in_client_is_admitted_again_at_its_next_request() {
+async fn a_kill_and_a_restart_keep_the_program_attached_and_the_admitted_client_connected() {
     let topology = Topology::new();
+    let pins = Bpffs::mount();
     topology.server.enter();
     let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
     let protected = service.local_addr().unwrap();
     let (idp, _echo, mut proxy) = stack(Default::default(), "ES256", |o| {
-        options(o, &topology, protected.port(), "");
+        options(o, &topology, &pins, protected.port());
     })
     .await;
     let alice = Agent::new();
@@ -227,18 +236,47 @@ async fn after_a_restart_a_signed_in_client_is_admitted_again_at_its_next_reques
 
     topology.server.enter();
     proxy.kill().await;
-    proxy.start_again().await;
+    // sekisho is gone (kill -9), its program and admissions are not: the port stays closed to
+    // strangers and open to alice.
     topology.client.enter();
-    // The new guard starts empty (its maps are not pinned yet): nobody is admitted …
+    expect_connects(CLIENT.into(), protected, "alice while sekisho is down").await;
     expect_dropped(
-        CLIENT.into(),
+        CLIENT_OTHER.into(),
         protected,
-        "after the restart, before any request",
+        "a stranger while sekisho is down",
     )
     .await;
-    // … until alice's session is used again, from her address.
+
+    topology.server.enter();
+    proxy.start_again().await;
+    assert!(
+        proxy
+            .logs()
+            .contains("XDP guard taken over from the previous run"),
+        "{}",
+        proxy.logs()
+    );
+    topology.client.enter();
+    expect_connects(
+        CLIENT.into(),
+        protected,
+        "alice after the restart, before any request",
+    )
+    .await;
+    expect_dropped(
+        CLIENT_OTHER.into(),
+        protected,
+        "a stranger after the restart",
+    )
+    .await;
+    // Signing out after the restart still withdraws her address: the new process learns of
+    // her session at its first use.
     let again = alice.browse(&format!("{}/hello", proxy.base())).await;
     assert_eq!(again.status(), 200, "the session survives the restart");
-    expect_connects(CLIENT.into(), protected, "alice's next request").await;
+    let out = alice
+        .browse(&format!("{}/.sekisho/logout", proxy.base()))
+        .await;
+    assert_eq!(out.status(), 302);
+    expect_dropped(CLIENT.into(), protected, "alice after signing out").await;
     drop(service);
 }

@@ -49,13 +49,18 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use aya::{
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use ipnet::IpNet;
 pub use xdp_guard_common;
@@ -74,6 +79,16 @@ pub struct Guard {
     stats: PerCpuArray<MapData, u64>,
     /// Owns the program and its link; declared last so the maps above are dropped first.
     _ebpf: Ebpf,
+}
+
+/// What [`Guard::load_pinned`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pinned {
+    /// Nothing was pinned there: the maps are new and the program newly attached.
+    Fresh,
+    /// A previous guard's maps (and their admissions) were taken over and its program replaced
+    /// atomically on its link.
+    Resumed,
 }
 
 /// How the program is attached to the interface.
@@ -135,6 +150,14 @@ pub enum Error {
         #[source]
         source: MapError,
     },
+    /// A pinned object could not be made, opened or taken over.
+    #[error("pinning at {path}: {detail}")]
+    Pin {
+        /// The pin.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// The monotonic clock could not be read to compute an expiry.
     #[error("reading CLOCK_MONOTONIC")]
     Clock,
@@ -145,29 +168,61 @@ impl Guard {
     /// namespace. All maps start empty, so until [`Guard::protect_port`] is called every frame
     /// passes.
     pub fn load(iface: &str, mode: AttachMode) -> Result<Self, Error> {
-        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
-            env!("OUT_DIR"),
-            "/xdp-guard"
-        )))
-        .map_err(Error::Load)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(Error::Missing(PROGRAM))?
-            .try_into()
-            .map_err(Error::Verify)?;
-        program.load().map_err(Error::Verify)?;
-        let mode = match mode {
-            AttachMode::Auto => XdpMode::Default,
-            AttachMode::Native => XdpMode::Driver,
-            AttachMode::Generic => XdpMode::Skb,
+        let mut ebpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+        let program = verified(&mut ebpf)?;
+        attach(program, iface, mode)?;
+        Self::from_ebpf(ebpf)
+    }
+
+    /// Like [`Guard::load`], with the maps and the link pinned in `dir` (an existing directory
+    /// on a BPF file system): the program stays attached and the admissions stay in force when
+    /// this process ends, and the next guard loaded on the same `dir` takes them over — its
+    /// program replaces the running one atomically on the pinned link, so no frame meets the
+    /// interface unguarded.
+    pub fn load_pinned(iface: &str, mode: AttachMode, dir: &Path) -> Result<(Self, Pinned), Error> {
+        let link_path = dir.join("link");
+        let pin_error = |detail: String| Error::Pin {
+            path: link_path.clone(),
+            detail,
         };
-        program.attach(iface, mode).map_err(|source| match source {
-            ProgramError::UnknownInterface { .. } => Error::NoSuchInterface(iface.to_owned()),
-            source => Error::Attach {
-                iface: iface.to_owned(),
-                source,
-            },
-        })?;
+        let pins: Vec<(&str, PathBuf)> = [
+            ALLOWED_V4,
+            ALLOWED_V6,
+            TRUSTED_V4,
+            TRUSTED_V6,
+            PROTECTED_PORTS,
+            STATS,
+        ]
+        .into_iter()
+        .map(|name| (name, dir.join(name)))
+        .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(Error::Load)?;
+        let program = verified(&mut ebpf)?;
+        let pinned = if link_path.exists() {
+            let previous =
+                PinnedLink::from_pin(&link_path).map_err(|e| pin_error(e.to_string()))?;
+            let previous = XdpLink::try_from(FdLink::from(previous))
+                .map_err(|e| pin_error(format!("not an XDP link: {e}")))?;
+            program
+                .attach_to_link(previous)
+                .map_err(|e| pin_error(format!("replacing the program on it: {e}")))?;
+            Pinned::Resumed
+        } else {
+            let id = attach(program, iface, mode)?;
+            let link = program.take_link(id).map_err(Error::Verify)?;
+            let link = FdLink::try_from(link)
+                .map_err(|e| pin_error(format!("the link cannot be pinned: {e}")))?;
+            link.pin(&link_path).map_err(|e| pin_error(e.to_string()))?;
+            Pinned::Fresh
+        };
+        Ok((Self::from_ebpf(ebpf)?, pinned))
+    }
+
+    fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, Error> {
         Ok(Self {
             allowed_v4: take_map(&mut ebpf, ALLOWED_V4, HashMap::try_from)?,
             allowed_v6: take_map(&mut ebpf, ALLOWED_V6, HashMap::try_from)?,
@@ -177,6 +232,52 @@ impl Guard {
             stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
             _ebpf: ebpf,
         })
+    }
+
+    /// Stops guarding every port not in `ports` and distrusts every range not in `ranges`
+    /// (pinned maps keep what a previous configuration put there).
+    pub fn retain_config(&mut self, ports: &[u16], ranges: &[IpNet]) -> Result<(), Error> {
+        let stale_ports: Vec<u16> = self
+            .protected_ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|port| !ports.contains(port))
+            .collect();
+        for port in stale_ports {
+            self.protected_ports
+                .remove(&port)
+                .map_err(map_error("deleting from", PROTECTED_PORTS))?;
+        }
+        let wanted: Vec<IpNet> = ranges.iter().map(IpNet::trunc).collect();
+        let stale_v4: Vec<Key<[u8; 4]>> = self
+            .trusted_v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                let net = ipnet::Ipv4Net::new(Ipv4Addr::from(k.data()), prefix(k.prefix_len()));
+                !net.is_ok_and(|net| wanted.contains(&IpNet::V4(net)))
+            })
+            .collect();
+        for key in stale_v4 {
+            self.trusted_v4
+                .remove(&key)
+                .map_err(map_error("deleting from", TRUSTED_V4))?;
+        }
+        let stale_v6: Vec<Key<[u8; 16]>> = self
+            .trusted_v6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                let net = ipnet::Ipv6Net::new(Ipv6Addr::from(k.data()), prefix(k.prefix_len()));
+                !net.is_ok_and(|net| wanted.contains(&IpNet::V6(net)))
+            })
+            .collect();
+        for key in stale_v6 {
+            self.trusted_v6
+                .remove(&key)
+                .map_err(map_error("deleting from", TRUSTED_V6))?;
+        }
+        Ok(())
     }
 
     /// Admits `ip` to protected ports for `valid_for` from now (saturating at "forever"), replacing
@@ -265,6 +366,41 @@ impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard").finish_non_exhaustive()
     }
+}
+
+/// The kernel object, built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-guard"));
+
+/// The program, loaded into the kernel (verified).
+fn verified(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(Error::Missing(PROGRAM))?
+        .try_into()
+        .map_err(Error::Verify)?;
+    program.load().map_err(Error::Verify)?;
+    Ok(program)
+}
+
+/// Attaches `program` to `iface` in `mode`.
+fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<XdpLinkId, Error> {
+    let mode = match mode {
+        AttachMode::Auto => XdpMode::Default,
+        AttachMode::Native => XdpMode::Driver,
+        AttachMode::Generic => XdpMode::Skb,
+    };
+    program.attach(iface, mode).map_err(|source| match source {
+        ProgramError::UnknownInterface { .. } => Error::NoSuchInterface(iface.to_owned()),
+        source => Error::Attach {
+            iface: iface.to_owned(),
+            source,
+        },
+    })
+}
+
+/// A trie key's prefix length as `ipnet` takes it (the map never holds more than 128).
+fn prefix(len: u32) -> u8 {
+    u8::try_from(len).unwrap_or(u8::MAX)
 }
 
 fn take_map<M>(

@@ -29,6 +29,11 @@ pub(crate) enum XdpProblem {
     /// A protocol other than tcp/udp.
     #[error("`{0}` is not a protocol: write tcp")]
     Protocol(String),
+    /// A relative pin path.
+    #[error(
+        "`{0}` is not an absolute path: write the directory on the BPF file system, like /sys/fs/bpf/sekisho"
+    )]
+    PinPath(String),
     /// One of sekisho's own listeners.
     #[error(
         "port {0} is one of sekisho's own listeners: protecting it would make signing in impossible"

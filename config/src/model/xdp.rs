@@ -21,6 +21,10 @@ pub struct Xdp {
     /// How long a session's address stays admitted after the session's expiry (default 60 s):
     /// a clock step or a late refresh does not cut a working user off.
     pub session_grace: Duration,
+    /// Where the program's maps and link are pinned (a directory on a BPF file system; default
+    /// `/sys/fs/bpf/sekisho`), under `<network namespace>/<interface>/v1`: a restart or an
+    /// upgrade of sekisho keeps the program attached and every admitted source admitted.
+    pub pin_path: std::path::PathBuf,
 }
 
 /// One interface the program guards.

@@ -1,6 +1,7 @@
 //! `xdp:`: interfaces (a name, or `{name, mode}`), protected TCP ports, trusted prefixes,
 //! `required`, `session_grace`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use marked_yaml::Node;
@@ -18,11 +19,14 @@ const XDP: &[&str] = &[
     "trusted",
     "required",
     "session_grace",
+    "pin_path",
 ];
 /// Keys of an `xdp.interfaces` entry written as a mapping.
 const INTERFACE: &[&str] = &["name", "mode"];
 /// Keys of an `xdp.protected_ports` entry written as a mapping.
 const PORT: &[&str] = &["port", "protocol"];
+/// Where maps and links are pinned by default.
+const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/sekisho";
 /// How long an admission outlives its session by default.
 const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(60);
 
@@ -78,7 +82,14 @@ impl Parser<'_> {
         let session_grace = self.or_default(&map, "session_grace", Self::duration, || {
             DEFAULT_SESSION_GRACE
         });
+        let pin_path = self.or_default(
+            &map,
+            "pin_path",
+            |p, f| p.walk.value(f, pin_path),
+            || PathBuf::from(DEFAULT_PIN_PATH),
+        );
         Some(Xdp {
+            pin_path: pin_path?,
             interfaces: interfaces?,
             protected_ports: protected_ports?,
             trusted: trusted?,
@@ -141,6 +152,16 @@ fn interface_name(input: &str) -> Result<String, XdpProblem> {
         Ok(input.to_owned())
     } else {
         Err(XdpProblem::InterfaceName(input.to_owned()))
+    }
+}
+
+/// An absolute directory path.
+fn pin_path(input: &str) -> Result<PathBuf, XdpProblem> {
+    let path = PathBuf::from(input.trim());
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(XdpProblem::PinPath(input.trim().to_owned()))
     }
 }
 

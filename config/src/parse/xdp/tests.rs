@@ -48,6 +48,7 @@ fn every_key_is_parsed_and_defaults_are_safe() {
         "a configured guard is required unless said otherwise"
     );
     assert_eq!(xdp.session_grace, Duration::from_secs(60));
+    assert_eq!(xdp.pin_path, std::path::Path::new("/sys/fs/bpf/sekisho"));
 
     let relaxed = parse_ok(&with_xdp(
         "  interfaces: [eth0]\n  protected_ports: [22]\n  required: false\n  session_grace: 5m\n",
@@ -108,6 +109,12 @@ fn bad_values_are_refused_at_their_position() {
             "10.1.2.3/8",
             "xdp.trusted[0]",
             "has host bits set",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  pin_path: bpf/sekisho\n",
+            "bpf/sekisho",
+            "xdp.pin_path",
+            "not an absolute path",
         ),
         (
             "  interfaces: [eth0]\n  protected_ports: [22]\n  session_grace: 60\n",
