@@ -61,3 +61,9 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
         }],
     })
 }
+
+/// Parses a duration as the configuration writes them (`500ms`, `30s`, `1h30m`), for command
+/// lines that take one; the error says what is wrong.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    value::duration(text).map_err(|e| e.to_string())
+}

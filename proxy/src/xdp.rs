@@ -254,26 +254,191 @@ impl SessionSubscriber for NicGuard {
     }
 }
 
+/// The layout of the pinned maps: a new layout gets a new directory, never a mismatch.
+const LAYOUT: &str = "v1";
+/// `statfs` type of a BPF file system.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// `pin_path/<network namespace inode>/<interface>/v1` (made when `create`); `pin_path` must be
+/// on a BPF file system.
+fn pin_dir(
+    pin_path: &std::path::Path,
+    interface: &str,
+    create: bool,
+) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let netns = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(|e| format!("reading this network namespace's identity: {e}"))?
+        .ino();
+    let dir = pin_path
+        .join(format!("net-{netns}"))
+        .join(interface)
+        .join(LAYOUT);
+    if create {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("making the pin directory {}: {e}", dir.display()))?;
+    } else if !dir.is_dir() {
+        return Err(format!(
+            "nothing is pinned at {}: is sekisho running with this configuration, in this network namespace?",
+            dir.display()
+        ));
+    }
+    let fs = rustix::fs::statfs(&dir)
+        .map_err(|e| format!("checking the pin directory {}: {e}", dir.display()))?;
+    if fs.f_type != BPF_FS_MAGIC {
+        return Err(format!(
+            "{} is not on a BPF file system; mount one (`mount -t bpf bpf /sys/fs/bpf`) or set xdp.pin_path",
+            pin_path.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// One interface's guard as its pinned maps show it (`sekisho xdp status`).
+#[derive(Debug)]
+pub struct InterfaceStatus {
+    /// The interface.
+    pub interface: String,
+    /// Where its maps and link are pinned.
+    pub pins: std::path::PathBuf,
+    /// Whether the program's link is pinned (the program is attached).
+    pub attached: bool,
+    /// The protected ports.
+    pub ports: Vec<u16>,
+    /// The trusted ranges.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// The admitted sources and how long each stays admitted.
+    pub admitted: Vec<(IpAddr, Duration)>,
+    /// Frames passed, dropped, and malformed (counted in one of the others too).
+    pub counters: [u64; 3],
+}
+
+/// The pinned guards of `config`'s interfaces, as they are now.
+pub fn status(config: &Xdp) -> Result<Vec<InterfaceStatus>, XdpError> {
+    config
+        .interfaces
+        .iter()
+        .map(|interface| inspect::status(config, &interface.name))
+        .collect()
+}
+
+/// Admits `address` for `ttl` on every interface of `config` (by hand, beside the sessions).
+pub fn allow(config: &Xdp, address: IpAddr, ttl: Duration) -> Result<(), XdpError> {
+    for interface in &config.interfaces {
+        inspect::allow(config, &interface.name, address.to_canonical(), ttl)?;
+    }
+    Ok(())
+}
+
+/// Withdraws `address` on every interface of `config` (a session used again re-admits it).
+pub fn revoke(config: &Xdp, address: IpAddr) -> Result<(), XdpError> {
+    for interface in &config.interfaces {
+        inspect::revoke(config, &interface.name, address.to_canonical())?;
+    }
+    Ok(())
+}
+
+#[cfg(feature = "xdp")]
+mod inspect {
+    //! The pinned maps of a guard another process runs.
+
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use sekisho_config::Xdp;
+    use xdp_guard::Guard;
+
+    use super::{InterfaceStatus, XdpError, attach::explain, pin_dir};
+
+    fn open(config: &Xdp, interface: &str) -> Result<(Guard, std::path::PathBuf), XdpError> {
+        let fail = |reason: String| XdpError::Attach {
+            interface: interface.to_owned(),
+            reason,
+        };
+        let dir = pin_dir(&config.pin_path, interface, false).map_err(fail)?;
+        let guard = Guard::open_pinned(&dir).map_err(|e| fail(explain(&e)))?;
+        Ok((guard, dir))
+    }
+
+    pub(super) fn status(config: &Xdp, interface: &str) -> Result<InterfaceStatus, XdpError> {
+        let fail = |e: xdp_guard::Error| XdpError::Attach {
+            interface: interface.to_owned(),
+            reason: explain(&e),
+        };
+        let (guard, dir) = open(config, interface)?;
+        let stats = guard.stats().map_err(fail)?;
+        Ok(InterfaceStatus {
+            interface: interface.to_owned(),
+            attached: dir.join("link").exists(),
+            ports: guard.protected_ports().map_err(fail)?,
+            trusted: guard.trusted().map_err(fail)?,
+            admitted: guard.admitted().map_err(fail)?,
+            counters: [stats.passed, stats.dropped, stats.malformed],
+            pins: dir,
+        })
+    }
+
+    pub(super) fn allow(
+        config: &Xdp,
+        interface: &str,
+        address: IpAddr,
+        ttl: Duration,
+    ) -> Result<(), XdpError> {
+        let (mut guard, _) = open(config, interface)?;
+        guard
+            .allow_source(address, ttl)
+            .map_err(|e| XdpError::Attach {
+                interface: interface.to_owned(),
+                reason: explain(&e),
+            })
+    }
+
+    pub(super) fn revoke(config: &Xdp, interface: &str, address: IpAddr) -> Result<(), XdpError> {
+        let (mut guard, _) = open(config, interface)?;
+        guard.revoke_source(address).map_err(|e| XdpError::Attach {
+            interface: interface.to_owned(),
+            reason: explain(&e),
+        })
+    }
+}
+
+#[cfg(not(feature = "xdp"))]
+mod inspect {
+    //! Built without the `xdp` feature: there are no maps to read.
+
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use sekisho_config::Xdp;
+
+    use super::{InterfaceStatus, XdpError};
+
+    pub(super) fn status(_: &Xdp, _: &str) -> Result<InterfaceStatus, XdpError> {
+        Err(XdpError::NotBuilt)
+    }
+
+    pub(super) fn allow(_: &Xdp, _: &str, _: IpAddr, _: Duration) -> Result<(), XdpError> {
+        Err(XdpError::NotBuilt)
+    }
+
+    pub(super) fn revoke(_: &Xdp, _: &str, _: IpAddr) -> Result<(), XdpError> {
+        Err(XdpError::NotBuilt)
+    }
+}
+
 #[cfg(feature = "xdp")]
 mod attach {
     //! The program on one interface, pinned under `pin_path/<netns>/<interface>/v1`.
 
     use std::net::IpAddr;
     use std::os::linux::net::SocketAddrExt as _;
-    use std::os::unix::fs::MetadataExt as _;
     use std::os::unix::net::{SocketAddr, UnixListener};
-    use std::path::{Path, PathBuf};
     use std::time::Duration;
 
     use sekisho_config::{Xdp, XdpInterface, XdpMode};
     use xdp_guard::{AttachMode, Guard, Pinned};
 
     use super::XdpError;
-
-    /// The layout of the pinned maps: a new layout gets a new directory, never a mismatch.
-    const LAYOUT: &str = "v1";
-    /// `statfs` type of a BPF file system.
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
     /// The guard attached to one interface.
     pub(super) struct Attached {
@@ -308,7 +473,7 @@ mod attach {
                     ),
                     _ => fail(format!("taking the interface's lock: {e}")),
                 })?;
-            let dir = pin_dir(&config.pin_path, name).map_err(fail)?;
+            let dir = super::pin_dir(&config.pin_path, name, true).map_err(fail)?;
             let mode = match interface.mode {
                 XdpMode::Auto => AttachMode::Auto,
                 XdpMode::Native => AttachMode::Native,
@@ -353,31 +518,8 @@ mod attach {
         }
     }
 
-    /// `pin_path/<network namespace inode>/<interface>/v1`, made when missing; `pin_path` must
-    /// be on a BPF file system.
-    fn pin_dir(pin_path: &Path, interface: &str) -> Result<PathBuf, String> {
-        let netns = std::fs::metadata("/proc/thread-self/ns/net")
-            .map_err(|e| format!("reading this network namespace's identity: {e}"))?
-            .ino();
-        let dir = pin_path
-            .join(format!("net-{netns}"))
-            .join(interface)
-            .join(LAYOUT);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("making the pin directory {}: {e}", dir.display()))?;
-        let fs = rustix::fs::statfs(&dir)
-            .map_err(|e| format!("checking the pin directory {}: {e}", dir.display()))?;
-        if fs.f_type != BPF_FS_MAGIC {
-            return Err(format!(
-                "{} is not on a BPF file system; mount one (`mount -t bpf bpf /sys/fs/bpf`) or set xdp.pin_path",
-                pin_path.display()
-            ));
-        }
-        Ok(dir)
-    }
-
     /// The error's chain, with what to do about the causes operators meet.
-    fn explain(error: &xdp_guard::Error) -> String {
+    pub(super) fn explain(error: &xdp_guard::Error) -> String {
         let mut text = error.to_string();
         let mut errno = None;
         let mut source = std::error::Error::source(error);

@@ -280,3 +280,93 @@ async fn a_kill_and_a_restart_keep_the_program_attached_and_the_admitted_client_
     expect_dropped(CLIENT.into(), protected, "alice after signing out").await;
     drop(service);
 }
+
+/// `sekisho xdp ARGS -c CONFIG`, run in the calling thread's network namespace.
+fn xdp_command(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(sekisho_tests::sekisho_binary())
+        .arg("xdp")
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("running sekisho xdp")
+}
+
+#[tokio::test]
+async fn the_xdp_command_reads_and_changes_a_running_guard() {
+    let topology = Topology::new();
+    let pins = Bpffs::mount();
+    topology.server.enter();
+    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
+    let protected = service.local_addr().unwrap();
+    let (idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
+        options(o, &topology, &pins, protected.port());
+    })
+    .await;
+    let alice = Agent::new();
+    sign_in(&topology, &alice, &proxy.base(), &idp, "alice").await;
+
+    topology.server.enter();
+    let status = xdp_command(&proxy.config_path, &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        text.contains(&format!("{}: attached", topology.interface)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("protected ports: [{}]", protected.port())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("trusted: [{CLIENT_TRUSTED}/32]")),
+        "{text}"
+    );
+    assert!(text.contains("admitted sources: 1"), "{text}");
+    assert!(text.contains(&format!("    {CLIENT}  ")), "{text}");
+
+    let revoked = xdp_command(&proxy.config_path, &["revoke", &CLIENT.to_string()]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let allowed = xdp_command(
+        &proxy.config_path,
+        &["allow", &CLIENT_OTHER.to_string(), "--ttl", "10m"],
+    );
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let bad = xdp_command(
+        &proxy.config_path,
+        &["allow", &CLIENT_OTHER.to_string(), "--ttl", "10"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("has no unit"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    topology.client.enter();
+    expect_dropped(
+        CLIENT.into(),
+        protected,
+        "alice's address withdrawn by hand",
+    )
+    .await;
+    expect_connects(
+        CLIENT_OTHER.into(),
+        protected,
+        "an address admitted by hand",
+    )
+    .await;
+    drop(service);
+}

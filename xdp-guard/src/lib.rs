@@ -78,7 +78,8 @@ pub struct Guard {
     protected_ports: HashMap<MapData, u16, u8>,
     stats: PerCpuArray<MapData, u64>,
     /// Owns the program and its link; declared last so the maps above are dropped first.
-    _ebpf: Ebpf,
+    /// `None` for [`Guard::open_pinned`]: the maps of a guard another process runs.
+    _ebpf: Option<Ebpf>,
 }
 
 /// What [`Guard::load_pinned`] found.
@@ -230,8 +231,91 @@ impl Guard {
             trusted_v6: take_map(&mut ebpf, TRUSTED_V6, LpmTrie::try_from)?,
             protected_ports: take_map(&mut ebpf, PROTECTED_PORTS, HashMap::try_from)?,
             stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
-            _ebpf: ebpf,
+            _ebpf: Some(ebpf),
         })
+    }
+
+    /// The pinned maps in `dir` of a guard another process runs (see [`Guard::load_pinned`]),
+    /// to read and change them; the program is left as it is.
+    pub fn open_pinned(dir: &Path) -> Result<Self, Error> {
+        fn open<M>(
+            dir: &Path,
+            name: &'static str,
+            typed: impl FnOnce(aya::maps::Map) -> Result<M, MapError>,
+        ) -> Result<M, Error> {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| Error::Pin {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            let map = aya::maps::Map::from_map_data(data).map_err(map_error("opening", name))?;
+            typed(map).map_err(map_error("opening", name))
+        }
+        Ok(Self {
+            allowed_v4: open(dir, ALLOWED_V4, HashMap::try_from)?,
+            allowed_v6: open(dir, ALLOWED_V6, HashMap::try_from)?,
+            trusted_v4: open(dir, TRUSTED_V4, LpmTrie::try_from)?,
+            trusted_v6: open(dir, TRUSTED_V6, LpmTrie::try_from)?,
+            protected_ports: open(dir, PROTECTED_PORTS, HashMap::try_from)?,
+            stats: open(dir, STATS, PerCpuArray::try_from)?,
+            _ebpf: None,
+        })
+    }
+
+    /// The admitted sources and how long each stays admitted (expired entries, which the
+    /// program already ignores, are left out).
+    pub fn admitted(&self) -> Result<Vec<(IpAddr, Duration)>, Error> {
+        let now = monotonic_ns()?;
+        let left = |entry: AllowEntry| {
+            (entry.expires_at_ns > now).then(|| Duration::from_nanos(entry.expires_at_ns - now))
+        };
+        let mut out = Vec::new();
+        for item in self.allowed_v4.iter() {
+            let (key, entry) = item.map_err(map_error("reading", ALLOWED_V4))?;
+            if let Some(left) = left(entry) {
+                out.push((IpAddr::V4(Ipv4Addr::from(key.octets)), left));
+            }
+        }
+        for item in self.allowed_v6.iter() {
+            let (key, entry) = item.map_err(map_error("reading", ALLOWED_V6))?;
+            if let Some(left) = left(entry) {
+                out.push((IpAddr::V6(Ipv6Addr::from(key.octets)), left));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The protected ports.
+    pub fn protected_ports(&self) -> Result<Vec<u16>, Error> {
+        let mut ports = self
+            .protected_ports
+            .keys()
+            .collect::<Result<Vec<u16>, _>>()
+            .map_err(map_error("reading", PROTECTED_PORTS))?;
+        ports.sort_unstable();
+        Ok(ports)
+    }
+
+    /// The trusted ranges.
+    pub fn trusted(&self) -> Result<Vec<IpNet>, Error> {
+        let mut out = Vec::new();
+        for key in self.trusted_v4.keys() {
+            let key = key.map_err(map_error("reading", TRUSTED_V4))?;
+            if let Ok(net) =
+                ipnet::Ipv4Net::new(Ipv4Addr::from(key.data()), prefix(key.prefix_len()))
+            {
+                out.push(IpNet::V4(net));
+            }
+        }
+        for key in self.trusted_v6.keys() {
+            let key = key.map_err(map_error("reading", TRUSTED_V6))?;
+            if let Ok(net) =
+                ipnet::Ipv6Net::new(Ipv6Addr::from(key.data()), prefix(key.prefix_len()))
+            {
+                out.push(IpNet::V6(net));
+            }
+        }
+        Ok(out)
     }
 
     /// Stops guarding every port not in `ports` and distrusts every range not in `ranges`
@@ -283,12 +367,7 @@ impl Guard {
     /// Admits `ip` to protected ports for `valid_for` from now (saturating at "forever"), replacing
     /// any earlier expiry.
     pub fn allow_source(&mut self, ip: IpAddr, valid_for: Duration) -> Result<(), Error> {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        let now_ns = u64::try_from(now.tv_sec)
-            .ok()
-            .and_then(|s| s.checked_mul(1_000_000_000))
-            .and_then(|ns| ns.checked_add(u64::try_from(now.tv_nsec).ok()?))
-            .ok_or(Error::Clock)?;
+        let now_ns = monotonic_ns()?;
         let valid_for_ns = u64::try_from(valid_for.as_nanos()).unwrap_or(u64::MAX);
         let entry = AllowEntry {
             expires_at_ns: now_ns.saturating_add(valid_for_ns),
@@ -396,6 +475,16 @@ fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<XdpLinkId,
             source,
         },
     })
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds, the clock the program compares expiries with.
+fn monotonic_ns() -> Result<u64, Error> {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|ns| ns.checked_add(u64::try_from(now.tv_nsec).ok()?))
+        .ok_or(Error::Clock)
 }
 
 /// A trie key's prefix length as `ipnet` takes it (the map never holds more than 128).

@@ -8,6 +8,7 @@ mod idp;
 mod policy;
 mod quickstart;
 mod serve;
+mod xdp;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,6 +70,9 @@ enum Command {
     /// Built-in OpenID provider tools.
     #[command(subcommand)]
     Idp(idp::IdpCommand),
+    /// The NIC guard of a running sekisho: its pinned maps, read and changed by hand.
+    #[command(subcommand)]
+    Xdp(xdp::XdpCommand),
     /// Run the quickstart: the proxy, its built-in OpenID provider with two demo users and a
     /// demo upstream, on http://127.0.0.1:8080, with secrets generated into a state directory
     /// on first run and kept.
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::GenTotpSecret { account, issuer } => idp::gen_totp_secret(&account, &issuer),
         Command::Idp(command) => idp::run(command),
         Command::Quickstart { dir } => quickstart::run(dir),
+        Command::Xdp(command) => xdp::run(command),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
