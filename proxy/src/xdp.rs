@@ -255,12 +255,15 @@ impl SessionSubscriber for NicGuard {
 }
 
 /// The layout of the pinned maps: a new layout gets a new directory, never a mismatch.
+#[cfg(feature = "xdp")]
 const LAYOUT: &str = "v1";
 /// `statfs` type of a BPF file system.
+#[cfg(feature = "xdp")]
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// `pin_path/<network namespace inode>/<interface>/v1` (made when `create`); `pin_path` must be
 /// on a BPF file system.
+#[cfg(feature = "xdp")]
 fn pin_dir(
     pin_path: &std::path::Path,
     interface: &str,
