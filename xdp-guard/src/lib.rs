@@ -57,7 +57,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
-        ProgramError, Xdp, XdpMode,
+        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
     },
@@ -80,6 +80,17 @@ pub struct Guard {
     /// Owns the program and its link; declared last so the maps above are dropped first.
     /// `None` for [`Guard::open_pinned`]: the maps of a guard another process runs.
     _ebpf: Option<Ebpf>,
+}
+
+/// The program's answer to one frame under [`Guard::test_run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestVerdict {
+    /// `XDP_PASS`.
+    Pass,
+    /// `XDP_DROP`.
+    Drop,
+    /// Anything else (the program never returns it).
+    Other(u32),
 }
 
 /// What [`Guard::load_pinned`] found.
@@ -173,6 +184,45 @@ impl Guard {
         let program = verified(&mut ebpf)?;
         attach(program, iface, mode)?;
         Self::from_ebpf(ebpf)
+    }
+
+    /// Loads the program and its maps without attaching it anywhere, for
+    /// [`Guard::test_run`] (`BPF_PROG_TEST_RUN`): tables of crafted frames and the program's cost
+    /// per packet. `max_allowed` overrides the size of each admitted-source map.
+    pub fn load_detached(max_allowed: Option<u32>) -> Result<Self, Error> {
+        let mut loader = EbpfLoader::new();
+        if let Some(max) = max_allowed {
+            loader.map_max_entries(ALLOWED_V4, max);
+            loader.map_max_entries(ALLOWED_V6, max);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(Error::Load)?;
+        verified(&mut ebpf)?;
+        Self::from_ebpf(ebpf)
+    }
+
+    /// Runs the program on `frame` `repeat` times in the kernel (`BPF_PROG_TEST_RUN`): its
+    /// verdict, and the kernel's mean time per run. Only for a guard this process loaded.
+    pub fn test_run(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(TestVerdict, Duration), Error> {
+        let ebpf = self._ebpf.as_mut().ok_or(Error::Missing(PROGRAM))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing(PROGRAM))?
+            .try_into()
+            .map_err(Error::Verify)?;
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        options.repeat = repeat;
+        let result = program.test_run(options).map_err(Error::Verify)?;
+        let verdict = match result.return_value {
+            1 => TestVerdict::Drop,
+            2 => TestVerdict::Pass,
+            other => TestVerdict::Other(other),
+        };
+        Ok((verdict, result.duration))
     }
 
     /// Like [`Guard::load`], with the maps and the link pinned in `dir` (an existing directory

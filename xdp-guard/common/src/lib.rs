@@ -16,6 +16,11 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
+#[cfg(any(test, feature = "frames"))]
+extern crate alloc;
+#[cfg(any(test, feature = "frames"))]
+pub mod frames;
+
 /// Name of the XDP program in the object file.
 pub const PROGRAM: &str = "xdp_guard";
 

@@ -3,6 +3,7 @@
     reason = "test frames are built with known lengths"
 )]
 
+use super::frames::*;
 use super::*;
 
 struct Slice<'a>(&'a [u8]);
@@ -32,56 +33,6 @@ impl Policy for Fixture {
             Source::V6(s) => s.octets == ADMITTED_V6,
         }
     }
-}
-
-fn ethernet(ethertype: u16) -> Vec<u8> {
-    let mut f = vec![0x02; 12];
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f
-}
-
-fn ipv4(source: [u8; 4], protocol: u8, fragment: u16, options: usize) -> Vec<u8> {
-    let ihl = u8::try_from(5 + options / 4).unwrap_or(15);
-    let mut h = vec![0x40 | ihl, 0, 0, 0, 0, 0];
-    h.extend_from_slice(&fragment.to_be_bytes());
-    h.extend_from_slice(&[64, protocol, 0, 0]);
-    h.extend_from_slice(&source);
-    h.extend_from_slice(&[192, 0, 2, 1]);
-    h.extend(std::iter::repeat_n(1u8, options));
-    h
-}
-
-fn ipv6(source: [u8; 16], next_header: u8) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0, 0, 0, next_header, 64];
-    h.extend_from_slice(&source);
-    h.extend_from_slice(&ADMITTED_V6.map(|b| b ^ 0xff));
-    h
-}
-
-fn tcp(dport: u16) -> Vec<u8> {
-    let mut h = vec![0xc3, 0x50];
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&[0; 8]);
-    h.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
-    h
-}
-
-fn v4_frame(source: [u8; 4], dport: u16) -> Vec<u8> {
-    [
-        ethernet(ETHERTYPE_IPV4),
-        ipv4(source, IPPROTO_TCP, 0, 0),
-        tcp(dport),
-    ]
-    .concat()
-}
-
-fn v6_frame(source: [u8; 16], dport: u16) -> Vec<u8> {
-    [
-        ethernet(ETHERTYPE_IPV6),
-        ipv6(source, IPPROTO_TCP),
-        tcp(dport),
-    ]
-    .concat()
 }
 
 fn verdict(frame: &[u8]) -> Decision {
