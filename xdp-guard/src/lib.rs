@@ -9,7 +9,9 @@
 //!
 //! | frame | verdict |
 //! | --- | --- |
-//! | not IPv4/IPv6, not TCP, or a non-first IP fragment | pass |
+//! | not IPv4/IPv6, or not TCP (non-first fragments of other protocols included) | pass |
+//! | a non-first fragment of a TCP datagram (no ports in it) from an admitted source | pass |
+//! | a non-first fragment of a TCP datagram from any other source | **drop** |
 //! | TCP to a port that is not protected | pass |
 //! | TCP to a protected port from an admitted source | pass |
 //! | TCP to a protected port from any other source | **drop** |

@@ -61,6 +61,12 @@ fn the_kernel_program_decides_the_table() {
         vec![0xde; 8],
     ]
     .concat();
+    let admitted_later_fragment = [
+        ethernet(0x0800),
+        ipv4(ADMITTED_V4, TCP, 0x0001, 0),
+        vec![0xde; 8],
+    ]
+    .concat();
     let first_fragment = [
         ethernet(0x0800),
         ipv4(OTHER_V4, TCP, 0x2000, 0),
@@ -136,8 +142,13 @@ fn the_kernel_program_decides_the_table() {
         ("IPv4 options", with_options, TestVerdict::Drop),
         ("first fragment", first_fragment, TestVerdict::Drop),
         (
-            "later fragment (no ports)",
+            "later TCP fragment, stranger",
             later_fragment,
+            TestVerdict::Drop,
+        ),
+        (
+            "later TCP fragment, admitted",
+            admitted_later_fragment,
             TestVerdict::Pass,
         ),
         ("ARP", arp, TestVerdict::Pass),

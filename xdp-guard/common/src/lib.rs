@@ -108,8 +108,8 @@ pub enum Source {
 /// What [`classify`] found in a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Packet {
-    /// Nothing the guard looks at: not IPv4/IPv6, not TCP, or a non-first IP fragment (which
-    /// cannot be reassembled without the first one, and the first one carries the port).
+    /// Nothing the guard looks at: not IPv4/IPv6, or not TCP (a non-first fragment of another
+    /// protocol included).
     Unguarded,
     /// Ethernet, VLAN or IP headers that end early or contradict themselves before the guard
     /// could tell whether the frame is TCP. The kernel's IP stack discards these itself.
@@ -117,6 +117,12 @@ pub enum Packet {
     /// TCP, or possibly TCP, whose destination port the guard could not read: the TCP header
     /// ends before the port, or the IPv6 extension header chain is longer than the guard walks.
     Unidentified,
+    /// A non-first fragment of a TCP datagram: it carries no ports, so the guard cannot tell
+    /// whether it is for a protected one, and decides by the source alone.
+    LaterTcpFragment {
+        /// The IP source address.
+        source: Source,
+    },
     /// A TCP segment.
     Tcp {
         /// The IP source address.
@@ -225,6 +231,14 @@ pub fn decide(packet: Packet, policy: &impl Policy) -> Decision {
             verdict: Verdict::Drop,
             malformed: true,
         },
+        Packet::LaterTcpFragment { source } => Decision {
+            verdict: if policy.admits(source) {
+                Verdict::Pass
+            } else {
+                Verdict::Drop
+            },
+            malformed: false,
+        },
         Packet::Tcp {
             source,
             dport,
@@ -275,13 +289,13 @@ fn classify_ipv4(frame: &impl FrameBytes, l3: usize) -> Packet {
     if protocol != IPPROTO_TCP {
         return Packet::Unguarded;
     }
-    let fragment_offset = u16::from_be_bytes([flags_frag_hi & 0x1f, frag_lo]);
-    if fragment_offset != 0 {
-        return Packet::Unguarded;
-    }
     let source = Source::V4(SourceV4 {
         octets: [s0, s1, s2, s3],
     });
+    let fragment_offset = u16::from_be_bytes([flags_frag_hi & 0x1f, frag_lo]);
+    if fragment_offset != 0 {
+        return Packet::LaterTcpFragment { source };
+    }
     classify_tcp(frame, l3 + header_len, source)
 }
 
@@ -324,7 +338,11 @@ fn classify_ipv6(frame: &impl FrameBytes, l3: usize) -> Packet {
                     return Packet::Malformed;
                 };
                 if u16::from_be_bytes([offset_hi, offset_lo]) >> 3 != 0 {
-                    return Packet::Unguarded;
+                    return if next == IPPROTO_TCP {
+                        Packet::LaterTcpFragment { source }
+                    } else {
+                        Packet::Unguarded
+                    };
                 }
                 next_header = next;
                 offset += 8;

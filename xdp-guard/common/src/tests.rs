@@ -137,14 +137,30 @@ fn vlan_tags_are_looked_through() {
 }
 
 #[test]
-fn non_first_fragments_pass_first_fragments_are_judged() {
+fn later_tcp_fragments_are_judged_by_their_source_first_fragments_by_port() {
+    // A later fragment carries no ports (what looks like a TCP header is payload): only an
+    // admitted source gets it through; other protocols' fragments are not the guard's.
     let later = [
         ethernet(ETHERTYPE_IPV4),
         ipv4(OTHER_V4, IPPROTO_TCP, 185, 0),
+        tcp(443),
+    ]
+    .concat();
+    assert_eq!(verdict(&later), DROP);
+    let admitted = [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(ADMITTED_V4, IPPROTO_TCP, 185, 0),
         tcp(22),
     ]
     .concat();
-    assert_eq!(verdict(&later), PASS);
+    assert_eq!(verdict(&admitted), PASS);
+    let udp = [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(OTHER_V4, 17, 185, 0),
+        vec![0; 8],
+    ]
+    .concat();
+    assert_eq!(verdict(&udp), PASS);
     // More-fragments flag set, offset 0: this fragment carries the TCP header.
     let first = [
         ethernet(ETHERTYPE_IPV4),
@@ -169,11 +185,20 @@ fn ipv6_extension_headers_are_walked() {
 }
 
 #[test]
-fn ipv6_later_fragment_passes() {
-    let mut frame = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, IPPROTO_FRAGMENT)].concat();
-    frame.extend_from_slice(&[IPPROTO_TCP, 0, 0x05, 0x01, 0, 0, 0, 1]);
-    frame.extend_from_slice(&[0; 20]);
-    assert_eq!(verdict(&frame), PASS);
+fn ipv6_later_tcp_fragment_needs_an_admitted_source() {
+    let later = |source: [u8; 16], next: u8| {
+        let mut frame = [ethernet(ETHERTYPE_IPV6), ipv6(source, IPPROTO_FRAGMENT)].concat();
+        frame.extend_from_slice(&[next, 0, 0x05, 0x01, 0, 0, 0, 1]);
+        frame.extend_from_slice(&[0; 20]);
+        frame
+    };
+    assert_eq!(verdict(&later(OTHER_V6, IPPROTO_TCP)), DROP);
+    assert_eq!(verdict(&later(ADMITTED_V6, IPPROTO_TCP)), PASS);
+    assert_eq!(
+        verdict(&later(OTHER_V6, 17)),
+        PASS,
+        "UDP fragments are not the guard's"
+    );
 }
 
 #[test]
