@@ -67,8 +67,8 @@ use aya::{
 use ipnet::IpNet;
 pub use xdp_guard_common;
 use xdp_guard_common::{
-    ALLOWED_V4, ALLOWED_V6, AllowEntry, Counter, PROGRAM, PROTECTED, PROTECTED_PORTS, STATS,
-    SourceV4, SourceV6, TRUSTED, TRUSTED_V4, TRUSTED_V6,
+    ALLOWED_V4, ALLOWED_V6, AllowEntry, BANNED_V4, BANNED_V6, Counter, PROGRAM, PROTECTED,
+    PROTECTED_PORTS, STATS, SourceV4, SourceV6, TRUSTED, TRUSTED_V4, TRUSTED_V6,
 };
 
 /// The loaded and attached guard. Dropping it detaches the program and frees its maps.
@@ -79,6 +79,8 @@ pub struct Guard {
     trusted_v6: LpmTrie<MapData, [u8; 16], u8>,
     protected_ports: HashMap<MapData, u16, u8>,
     stats: PerCpuArray<MapData, u64>,
+    banned_v4: HashMap<MapData, SourceV4, AllowEntry>,
+    banned_v6: HashMap<MapData, SourceV6, AllowEntry>,
     /// Owns the program and its link; declared last so the maps above are dropped first.
     /// `None` for [`Guard::open_pinned`]: the maps of a guard another process runs.
     _ebpf: Option<Ebpf>,
@@ -245,6 +247,8 @@ impl Guard {
             TRUSTED_V6,
             PROTECTED_PORTS,
             STATS,
+            BANNED_V4,
+            BANNED_V6,
         ]
         .into_iter()
         .map(|name| (name, dir.join(name)))
@@ -283,6 +287,8 @@ impl Guard {
             trusted_v6: take_map(&mut ebpf, TRUSTED_V6, LpmTrie::try_from)?,
             protected_ports: take_map(&mut ebpf, PROTECTED_PORTS, HashMap::try_from)?,
             stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
+            banned_v4: take_map(&mut ebpf, BANNED_V4, HashMap::try_from)?,
+            banned_v6: take_map(&mut ebpf, BANNED_V6, HashMap::try_from)?,
             _ebpf: Some(ebpf),
         })
     }
@@ -310,6 +316,8 @@ impl Guard {
             trusted_v6: open(dir, TRUSTED_V6, LpmTrie::try_from)?,
             protected_ports: open(dir, PROTECTED_PORTS, HashMap::try_from)?,
             stats: open(dir, STATS, PerCpuArray::try_from)?,
+            banned_v4: open(dir, BANNED_V4, HashMap::try_from)?,
+            banned_v6: open(dir, BANNED_V6, HashMap::try_from)?,
             _ebpf: None,
         })
     }
@@ -429,6 +437,57 @@ impl Guard {
             IpAddr::V6(ip) => self.allowed_v6.insert(source_v6(ip), entry, 0),
         }
         .map_err(map_error("updating", allowed_map(ip)))
+    }
+
+    /// Bans `ip` for `duration` from now: all its TCP is dropped, to every port, admitted or
+    /// not. Callers never ban trusted addresses.
+    pub fn ban_source(&mut self, ip: IpAddr, duration: Duration) -> Result<(), Error> {
+        let entry = AllowEntry {
+            expires_at_ns: monotonic_ns()?
+                .saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)),
+        };
+        match ip {
+            IpAddr::V4(ip) => self.banned_v4.insert(source_v4(ip), entry, 0),
+            IpAddr::V6(ip) => self.banned_v6.insert(source_v6(ip), entry, 0),
+        }
+        .map_err(map_error("updating", banned_map(ip)))
+    }
+
+    /// Lifts `ip`'s ban. Unbanning a source that is not banned is not an error.
+    pub fn unban_source(&mut self, ip: IpAddr) -> Result<(), Error> {
+        let removed = match ip {
+            IpAddr::V4(ip) => self.banned_v4.remove(&source_v4(ip)),
+            IpAddr::V6(ip) => self.banned_v6.remove(&source_v6(ip)),
+        };
+        match removed {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            Err(source) => Err(map_error("deleting from", banned_map(ip))(source)),
+        }
+    }
+
+    /// The banned sources and how long each ban has left (expired ones left out).
+    pub fn banned(&self) -> Result<Vec<(IpAddr, Duration)>, Error> {
+        let now = monotonic_ns()?;
+        let left = |entry: AllowEntry| {
+            (entry.expires_at_ns > now).then(|| Duration::from_nanos(entry.expires_at_ns - now))
+        };
+        let mut out = Vec::new();
+        for item in self.banned_v4.iter() {
+            let (key, entry) = item.map_err(map_error("reading", BANNED_V4))?;
+            if let Some(left) = left(entry) {
+                out.push((IpAddr::V4(Ipv4Addr::from(key.octets)), left));
+            }
+        }
+        for item in self.banned_v6.iter() {
+            let (key, entry) = item.map_err(map_error("reading", BANNED_V6))?;
+            if let Some(left) = left(entry) {
+                out.push((IpAddr::V6(Ipv6Addr::from(key.octets)), left));
+            }
+        }
+        Ok(out)
     }
 
     /// Withdraws `ip`'s admission. Revoking a source that is not admitted is not an error.
@@ -558,6 +617,13 @@ fn map_error(operation: &'static str, map: &'static str) -> impl FnOnce(MapError
         operation,
         map,
         source,
+    }
+}
+
+const fn banned_map(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => BANNED_V4,
+        IpAddr::V6(_) => BANNED_V6,
     }
 }
 

@@ -18,6 +18,8 @@ const ADMITTED_V4: [u8; 4] = [192, 0, 2, 7];
 const EXPIRED_V4: [u8; 4] = [192, 0, 2, 9];
 const TRUSTED_V4: [u8; 4] = [10, 1, 2, 3];
 const OTHER_V4: [u8; 4] = [192, 0, 2, 8];
+/// Admitted and banned: the ban wins, on every port.
+const BANNED_V4: [u8; 4] = [192, 0, 2, 66];
 const ADMITTED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 const OTHER_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8];
 const PROTECTED: u16 = 22;
@@ -37,6 +39,12 @@ fn guard() -> Guard {
         .allow_source(IpAddr::from(EXPIRED_V4), Duration::ZERO)
         .unwrap();
     guard.trust_range("10.0.0.0/8".parse().unwrap()).unwrap();
+    guard
+        .allow_source(IpAddr::from(BANNED_V4), Duration::from_secs(600))
+        .unwrap();
+    guard
+        .ban_source(IpAddr::from(BANNED_V4), Duration::from_secs(600))
+        .unwrap();
     guard
 }
 
@@ -150,6 +158,16 @@ fn the_kernel_program_decides_the_table() {
             "later TCP fragment, admitted",
             admitted_later_fragment,
             TestVerdict::Pass,
+        ),
+        (
+            "banned, to protected",
+            v4_frame(BANNED_V4, PROTECTED),
+            TestVerdict::Drop,
+        ),
+        (
+            "banned, to an open port",
+            v4_frame(BANNED_V4, OPEN),
+            TestVerdict::Drop,
         ),
         ("ARP", arp, TestVerdict::Pass),
         ("UDP", udp, TestVerdict::Pass),

@@ -36,9 +36,16 @@ pub const TRUSTED_V6: &str = "TRUSTED_V6";
 pub const PROTECTED_PORTS: &str = "PROTECTED_PORTS";
 /// `PerCpuArray<u64>` indexed by [`Counter`].
 pub const STATS: &str = "STATS";
+/// `LruHashMap<SourceV4, AllowEntry>`: IPv4 sources banned until the entry's expiry: all their
+/// TCP is dropped, to every port.
+pub const BANNED_V4: &str = "BANNED_V4";
+/// `LruHashMap<SourceV6, AllowEntry>`: IPv6 sources banned until the entry's expiry.
+pub const BANNED_V6: &str = "BANNED_V6";
 
 /// Capacity of each `ALLOWED_*` map.
 pub const MAX_ALLOWED_SOURCES: u32 = 65_536;
+/// Capacity of each `BANNED_*` map (least recently used entries make room).
+pub const MAX_BANNED_SOURCES: u32 = 16_384;
 /// Capacity of each `TRUSTED_*` trie.
 pub const MAX_TRUSTED_RANGES: u32 = 1_024;
 /// Capacity of [`PROTECTED_PORTS`].
@@ -164,6 +171,8 @@ pub trait Policy {
     fn is_protected(&self, port: u16) -> bool;
     /// Whether `source` holds an unexpired session or lies in a trusted range.
     fn admits(&self, source: Source) -> bool;
+    /// Whether `source` is banned (auto-ban after repeated failures): all its TCP is dropped.
+    fn banned(&self, source: Source) -> bool;
 }
 
 /// How many IPv6 extension headers [`classify`] walks before giving up ([`Packet::Unidentified`]).
@@ -232,7 +241,7 @@ pub fn decide(packet: Packet, policy: &impl Policy) -> Decision {
             malformed: true,
         },
         Packet::LaterTcpFragment { source } => Decision {
-            verdict: if policy.admits(source) {
+            verdict: if !policy.banned(source) && policy.admits(source) {
                 Verdict::Pass
             } else {
                 Verdict::Drop
@@ -245,7 +254,9 @@ pub fn decide(packet: Packet, policy: &impl Policy) -> Decision {
             truncated,
         } => {
             let protected = policy.is_protected(dport);
-            let verdict = if !protected || (!truncated && policy.admits(source)) {
+            let verdict = if policy.banned(source) {
+                Verdict::Drop
+            } else if !protected || (!truncated && policy.admits(source)) {
                 Verdict::Pass
             } else {
                 Verdict::Drop

@@ -29,10 +29,31 @@ impl Policy for Fixture {
     }
     fn admits(&self, source: Source) -> bool {
         match source {
-            Source::V4(s) => s.octets == ADMITTED_V4,
+            Source::V4(s) => s.octets == ADMITTED_V4 || s.octets == BANNED,
             Source::V6(s) => s.octets == ADMITTED_V6,
         }
     }
+    fn banned(&self, source: Source) -> bool {
+        matches!(source, Source::V4(s) if s.octets == BANNED)
+    }
+}
+
+/// Banned (and, to show the ban wins, admitted too).
+const BANNED: [u8; 4] = [198, 51, 100, 66];
+
+#[test]
+fn a_banned_source_is_dropped_on_every_port_even_when_admitted() {
+    assert_eq!(verdict(&v4_frame(BANNED, 22)), DROP);
+    assert_eq!(verdict(&v4_frame(BANNED, 443)), DROP);
+    let later = [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(BANNED, IPPROTO_TCP, 185, 0),
+        tcp(80),
+    ]
+    .concat();
+    assert_eq!(verdict(&later), DROP);
+    let udp = [ethernet(ETHERTYPE_IPV4), ipv4(BANNED, 17, 0, 0), vec![0; 8]].concat();
+    assert_eq!(verdict(&udp), PASS, "the ban is on TCP");
 }
 
 fn verdict(frame: &[u8]) -> Decision {

@@ -14,12 +14,13 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdp_guard_common::{
-    AllowEntry, COUNTERS, Counter, Decision, FrameBytes, MAX_ALLOWED_SOURCES, MAX_PROTECTED_PORTS,
-    MAX_TRUSTED_RANGES, Policy, Source, SourceV4, SourceV6, Verdict, classify, decide,
+    AllowEntry, COUNTERS, Counter, Decision, FrameBytes, MAX_ALLOWED_SOURCES, MAX_BANNED_SOURCES,
+    MAX_PROTECTED_PORTS, MAX_TRUSTED_RANGES, Policy, Source, SourceV4, SourceV6, Verdict, classify,
+    decide,
 };
 
 #[map]
@@ -36,6 +37,12 @@ static TRUSTED_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_TRUSTED
 static PROTECTED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PROTECTED_PORTS, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+#[map]
+static BANNED_V4: LruHashMap<SourceV4, AllowEntry> =
+    LruHashMap::with_max_entries(MAX_BANNED_SOURCES, 0);
+#[map]
+static BANNED_V6: LruHashMap<SourceV6, AllowEntry> =
+    LruHashMap::with_max_entries(MAX_BANNED_SOURCES, 0);
 
 #[xdp]
 pub fn xdp_guard(ctx: XdpContext) -> u32 {
@@ -91,6 +98,11 @@ impl Policy for Maps {
     }
 
     #[inline(always)]
+    fn banned(&self, source: Source) -> bool {
+        allowed(Maps::banned_entry(source))
+    }
+
+    #[inline(always)]
     fn admits(&self, source: Source) -> bool {
         match source {
             Source::V4(key) => {
@@ -104,6 +116,18 @@ impl Policy for Maps {
                 allowed(unsafe { ALLOWED_V6.get(key) }.copied())
                     || TRUSTED_V6.get(Key::new(128, key.octets)).is_some()
             }
+        }
+    }
+}
+
+impl Maps {
+    #[inline(always)]
+    fn banned_entry(source: Source) -> Option<AllowEntry> {
+        match source {
+            // SAFETY: the entry is copied out at once (see `admits`).
+            Source::V4(key) => unsafe { BANNED_V4.get(key) }.copied(),
+            // SAFETY: as above.
+            Source::V6(key) => unsafe { BANNED_V6.get(key) }.copied(),
         }
     }
 }
