@@ -116,20 +116,9 @@ impl App {
         if malformed > 0 {
             tracing::warn!(malformed, file = %config.session.revocation_file.display(), "skipped malformed revocation entries");
         }
-        let idp = match &config.identity_provider {
-            Some(idp) => Some(Arc::new(IdentityProvider::new(
-                idp,
-                records::provider_events(audit.clone(), idp.issuer.as_str().trim_end_matches('/')),
-            )?)),
-            None => None,
-        };
-        let self_provided = idp
-            .as_ref()
-            .is_some_and(|idp| idp.issuer() == config.oidc.issuer.as_str().trim_end_matches('/'));
-        let timeouts = config.server.timeouts;
         let nic = match &config.xdp {
             None => NicStatus::Off,
-            Some(xdp) => match NicGuard::load(xdp) {
+            Some(xdp) => match NicGuard::load(xdp, Some(audit.clone())) {
                 Ok(guard) => NicStatus::Attached(Arc::new(guard)),
                 Err(e) if xdp.required => return Err(AppError::Xdp(e)),
                 Err(e) => {
@@ -143,8 +132,37 @@ impl App {
                 }
             },
         };
+        let nic_guard = match &nic {
+            NicStatus::Attached(guard) => Some(guard.clone()),
+            NicStatus::Off | NicStatus::Failed(_) => None,
+        };
+        let idp = match &config.identity_provider {
+            Some(idp) => Some(Arc::new(IdentityProvider::new(
+                idp,
+                records::provider_events(
+                    audit.clone(),
+                    idp.issuer.as_str().trim_end_matches('/'),
+                    nic_guard.clone(),
+                ),
+            )?)),
+            None => None,
+        };
+        let self_provided = idp
+            .as_ref()
+            .is_some_and(|idp| idp.issuer() == config.oidc.issuer.as_str().trim_end_matches('/'));
+        let timeouts = config.server.timeouts;
         let mut proxy = Proxy::new(config, audit, revoked, nic)?;
         let mut background = JoinSet::new();
+        if let Some(guard) = nic_guard {
+            // Bans end on time, each with its record.
+            background.spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+                loop {
+                    tick.tick().await;
+                    guard.sweep();
+                }
+            });
+        }
         if let Some(idp) = &idp {
             tracing::info!(issuer = idp.issuer(), kid = %idp.signing_kid(), "built-in OpenID provider enabled");
             proxy = proxy.with_identity_provider(idp.clone());

@@ -248,6 +248,11 @@ impl Sessions {
         self.events.bearer_used(source, expires_at);
     }
 
+    /// A sign-in failed, a credential was rejected or a callback refused, from `source`.
+    pub fn failure(&self, source: std::net::IpAddr) {
+        self.events.failure(source);
+    }
+
     /// Whether the provider session `identity` came from was signed out here (its bearer
     /// tokens are refused). No hashing while nothing is revoked.
     pub fn provider_session_revoked(&self, identity: &Identity) -> bool {

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sekisho_config::Xdp;
+use sekisho_config::{AutoBan, Xdp};
 
 use crate::session::unix_now;
 use crate::sessions::events::{SessionChange, SessionEvent, SessionSubscriber};
@@ -29,6 +29,9 @@ pub enum XdpError {
         "this sekisho was built without the XDP guard; build it with `cargo build --release -p sekisho --features xdp`"
     )]
     NotBuilt,
+    /// Trusted addresses are never banned.
+    #[error("{0} is in xdp.trusted: trusted addresses are never banned")]
+    Trusted(IpAddr),
     /// Loading, verifying or attaching failed on an interface.
     #[error("XDP guard on interface `{interface}`: {reason}")]
     Attach {
@@ -66,9 +69,16 @@ pub struct XdpCounters {
 pub struct NicGuard {
     inner: Mutex<Inner>,
     grace: Duration,
+    auto_ban: Option<AutoBan>,
+    trusted: Vec<ipnet::IpNet>,
+    /// Where ban records go.
+    audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
     /// Map write counters.
     pub counters: XdpCounters,
 }
+
+/// Sources whose failures are counted at once (the oldest counts are dropped beyond).
+const MAX_FAILING_SOURCES: usize = 65_536;
 
 #[derive(Debug)]
 struct Inner {
@@ -78,6 +88,10 @@ struct Inner {
     /// Addresses bearer tokens were used from: the latest token expiry seen and when the
     /// admission was last written (Unix seconds).
     bearers: HashMap<IpAddr, (u64, u64)>,
+    /// Recent failures per source (Unix seconds), within the auto-ban window.
+    failures: HashMap<IpAddr, std::collections::VecDeque<u64>>,
+    /// Banned sources and when their ban ends (Unix seconds).
+    bans: HashMap<IpAddr, u64>,
 }
 
 /// At most one map write per address per this many seconds for bearer-token use.
@@ -89,7 +103,10 @@ impl NicGuard {
     /// Loads the program and attaches it to every interface of `config`, protecting its ports
     /// and trusting its ranges. Nothing is replaced: an interface that already has an XDP
     /// program is an error.
-    pub fn load(config: &Xdp) -> Result<Self, XdpError> {
+    pub fn load(
+        config: &Xdp,
+        audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
+    ) -> Result<Self, XdpError> {
         let mut attached = Vec::new();
         for interface in &config.interfaces {
             attached.push(attach::Attached::load(interface, config)?);
@@ -99,10 +116,57 @@ impl NicGuard {
                 attached,
                 sessions: HashMap::new(),
                 bearers: HashMap::new(),
+                failures: HashMap::new(),
+                bans: HashMap::new(),
             }),
             grace: config.session_grace,
+            auto_ban: config.auto_ban,
+            trusted: config.trusted.clone(),
+            audit,
             counters: XdpCounters::default(),
         })
+    }
+
+    /// Ends the bans whose time is up (the kernel already lets such sources through) and
+    /// records each end. Called every few seconds.
+    pub fn sweep(&self) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let now = unix_now();
+        let ended: Vec<IpAddr> = inner
+            .bans
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(address, _)| *address)
+            .collect();
+        for address in ended {
+            inner.bans.remove(&address);
+            for attached in &mut inner.attached {
+                if let Err(e) = attached.unban(address) {
+                    tracing::error!(%address, error = %e, "XDP guard: lifting a ban failed");
+                }
+            }
+            tracing::info!(%address, "XDP guard: ban ended");
+            self.keep(
+                address,
+                crate::audit::AuthActivity::SourceUnbanned,
+                "ban ended".into(),
+            );
+        }
+    }
+
+    fn keep(&self, address: IpAddr, activity: crate::audit::AuthActivity, detail: String) {
+        if let Some(audit) = &self.audit {
+            let source = crate::sessions::events::EventSource {
+                request_id: None,
+                client_ip: address,
+                peer: None,
+                user_agent: None,
+                host: None,
+            };
+            audit.keep(source.auth(activity, true, Some(detail), None, None));
+        }
     }
 
     /// How many addresses hold at least one live session or unexpired bearer token.
@@ -219,6 +283,64 @@ impl SessionSubscriber for NicGuard {
         self.apply(&mut inner, address, now);
     }
 
+    /// Counts a failure from `source`; at `auto_ban.failures` within `auto_ban.window` the
+    /// source is banned for `auto_ban.ban` (never a trusted one), and the ban recorded.
+    fn failure(&self, source: IpAddr) {
+        let Some(rule) = self.auto_ban else {
+            return;
+        };
+        let address = source.to_canonical();
+        if self.trusted.iter().any(|net| net.contains(&address)) {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if inner.bans.contains_key(&address) {
+            return;
+        }
+        let now = unix_now();
+        let since = now.saturating_sub(rule.window.as_secs());
+        if !inner.failures.contains_key(&address) && inner.failures.len() >= MAX_FAILING_SOURCES {
+            inner
+                .failures
+                .retain(|_, times| times.back().is_some_and(|t| *t > since));
+            if inner.failures.len() >= MAX_FAILING_SOURCES {
+                return;
+            }
+        }
+        let times = inner.failures.entry(address).or_default();
+        times.push_back(now);
+        while times.front().is_some_and(|t| *t <= since) {
+            times.pop_front();
+        }
+        if times.len() < usize::try_from(rule.failures).unwrap_or(usize::MAX) {
+            return;
+        }
+        inner.failures.remove(&address);
+        inner
+            .bans
+            .insert(address, now.saturating_add(rule.ban.as_secs()));
+        for attached in &mut inner.attached {
+            if let Err(e) = attached.ban(address, rule.ban) {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%address, error = %e, "XDP guard: banning failed");
+            }
+        }
+        tracing::warn!(%address, failures = rule.failures, window_s = rule.window.as_secs(), ban_s = rule.ban.as_secs(), "XDP guard: source banned");
+        drop(inner);
+        self.keep(
+            address,
+            crate::audit::AuthActivity::SourceBanned,
+            format!(
+                "{} failures within {}s: banned for {}s at the NIC",
+                rule.failures,
+                rule.window.as_secs(),
+                rule.ban.as_secs()
+            ),
+        );
+    }
+
     /// Admits the address a bearer token was used from until the token's expiry, writing the
     /// map at most once per address per [`BEARER_WRITE_INTERVAL`] (a program's every request
     /// passes here) and for at most [`MAX_BEARER_SOURCES`] addresses.
@@ -312,6 +434,8 @@ pub struct InterfaceStatus {
     pub trusted: Vec<ipnet::IpNet>,
     /// The admitted sources and how long each stays admitted.
     pub admitted: Vec<(IpAddr, Duration)>,
+    /// The banned sources and how long each ban has left.
+    pub banned: Vec<(IpAddr, Duration)>,
     /// Frames passed, dropped, and malformed (counted in one of the others too).
     pub counters: [u64; 3],
 }
@@ -337,6 +461,27 @@ pub fn allow(config: &Xdp, address: IpAddr, ttl: Duration) -> Result<(), XdpErro
 pub fn revoke(config: &Xdp, address: IpAddr) -> Result<(), XdpError> {
     for interface in &config.interfaces {
         inspect::revoke(config, &interface.name, address.to_canonical())?;
+    }
+    Ok(())
+}
+
+/// Bans `address` for `ttl` on every interface of `config`: all its TCP dropped. A trusted
+/// address is refused.
+pub fn ban(config: &Xdp, address: IpAddr, ttl: Duration) -> Result<(), XdpError> {
+    let address = address.to_canonical();
+    if config.trusted.iter().any(|net| net.contains(&address)) {
+        return Err(XdpError::Trusted(address));
+    }
+    for interface in &config.interfaces {
+        inspect::ban(config, &interface.name, address, Some(ttl))?;
+    }
+    Ok(())
+}
+
+/// Lifts `address`'s ban on every interface of `config`.
+pub fn unban(config: &Xdp, address: IpAddr) -> Result<(), XdpError> {
+    for interface in &config.interfaces {
+        inspect::ban(config, &interface.name, address.to_canonical(), None)?;
     }
     Ok(())
 }
@@ -376,6 +521,7 @@ mod inspect {
             ports: guard.protected_ports().map_err(fail)?,
             trusted: guard.trusted().map_err(fail)?,
             admitted: guard.admitted().map_err(fail)?,
+            banned: guard.banned().map_err(fail)?,
             counters: [stats.passed, stats.dropped, stats.malformed],
             pins: dir,
         })
@@ -403,6 +549,24 @@ mod inspect {
             reason: explain(&e),
         })
     }
+
+    /// Bans `address` for `ttl`, or lifts its ban (`None`).
+    pub(super) fn ban(
+        config: &Xdp,
+        interface: &str,
+        address: IpAddr,
+        ttl: Option<Duration>,
+    ) -> Result<(), XdpError> {
+        let (mut guard, _) = open(config, interface)?;
+        match ttl {
+            Some(ttl) => guard.ban_source(address, ttl),
+            None => guard.unban_source(address),
+        }
+        .map_err(|e| XdpError::Attach {
+            interface: interface.to_owned(),
+            reason: explain(&e),
+        })
+    }
 }
 
 #[cfg(not(feature = "xdp"))]
@@ -425,6 +589,10 @@ mod inspect {
     }
 
     pub(super) fn revoke(_: &Xdp, _: &str, _: IpAddr) -> Result<(), XdpError> {
+        Err(XdpError::NotBuilt)
+    }
+
+    pub(super) fn ban(_: &Xdp, _: &str, _: IpAddr, _: Option<Duration>) -> Result<(), XdpError> {
         Err(XdpError::NotBuilt)
     }
 }
@@ -519,6 +687,18 @@ mod attach {
                 .revoke_source(address)
                 .map_err(|e| format!("{}: {}", self.interface, explain(&e)))
         }
+
+        pub(super) fn ban(&mut self, address: IpAddr, duration: Duration) -> Result<(), String> {
+            self.guard
+                .ban_source(address, duration)
+                .map_err(|e| format!("{}: {}", self.interface, explain(&e)))
+        }
+
+        pub(super) fn unban(&mut self, address: IpAddr) -> Result<(), String> {
+            self.guard
+                .unban_source(address)
+                .map_err(|e| format!("{}: {}", self.interface, explain(&e)))
+        }
     }
 
     /// The error's chain, with what to do about the causes operators meet.
@@ -581,6 +761,14 @@ mod attach {
         pub(super) fn revoke(&mut self, _: IpAddr) -> Result<(), String> {
             match *self {}
         }
+
+        pub(super) fn ban(&mut self, _: IpAddr, _: Duration) -> Result<(), String> {
+            match *self {}
+        }
+
+        pub(super) fn unban(&mut self, _: IpAddr) -> Result<(), String> {
+            match *self {}
+        }
     }
 }
 
@@ -599,8 +787,13 @@ mod tests {
                 attached: Vec::new(),
                 sessions: HashMap::new(),
                 bearers: HashMap::new(),
+                failures: HashMap::new(),
+                bans: HashMap::new(),
             }),
             grace: Duration::from_secs(60),
+            auto_ban: None,
+            trusted: Vec::new(),
+            audit: None,
             counters: XdpCounters::default(),
         }
     }

@@ -48,11 +48,16 @@ async fn expect_dropped(source: IpAddr, target: SocketAddr, case: &str) {
 
 /// sekisho's options for the guard on `topology`, protecting `port`, pinning in `pins`.
 fn options(o: &mut ProxyOptions, topology: &Topology, pins: &Bpffs, port: u16) {
+    options_with(o, topology, pins, port, "");
+}
+
+/// [`options`] with more lines for the `xdp` section.
+fn options_with(o: &mut ProxyOptions, topology: &Topology, pins: &Bpffs, port: u16, xdp: &str) {
     o.http_listen = format!("{SERVER}:0");
     o.routes_yaml = format!("  - id: app\n    from: http://{SERVER}\n    to: http://{{echo}}\n");
     o.extra_yaml = format!(
         "xdp:\n  interfaces: [{{name: {}, mode: generic}}]\n  protected_ports: [{port}]\n  \
-         trusted: [{CLIENT_TRUSTED}/32]\n  pin_path: {}\n",
+         trusted: [{CLIENT_TRUSTED}/32]\n  pin_path: {}\n{xdp}",
         topology.interface,
         pins.path().display()
     );
@@ -368,5 +373,85 @@ async fn the_xdp_command_reads_and_changes_a_running_guard() {
         "an address admitted by hand",
     )
     .await;
+    drop(service);
+}
+
+#[tokio::test]
+async fn repeated_failures_ban_a_source_even_from_sekishos_own_port_until_lifted() {
+    let topology = Topology::new();
+    let pins = Bpffs::mount();
+    topology.server.enter();
+    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
+    let protected = service.local_addr().unwrap();
+    let (_idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
+        options_with(
+            o,
+            &topology,
+            &pins,
+            protected.port(),
+            "  auto_ban: {failures: 3, window: 1m, ban: 1h}\n",
+        );
+    })
+    .await;
+    let base = proxy.base();
+
+    topology.client.enter();
+    // Three rejected credentials from one address: the third one bans it.
+    for attempt in 1..=3 {
+        let response = reqwest::Client::new()
+            .get(format!("{base}/hello"))
+            .bearer_auth(format!("forged.token.{attempt}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "attempt {attempt}");
+    }
+    expect_dropped(
+        CLIENT.into(),
+        proxy.http,
+        "the banned source, on sekisho's own port",
+    )
+    .await;
+    expect_dropped(
+        CLIENT.into(),
+        protected,
+        "the banned source, on the protected port",
+    )
+    .await;
+    expect_connects(CLIENT_OTHER.into(), proxy.http, "another source").await;
+    expect_connects(CLIENT_TRUSTED.into(), proxy.http, "a trusted source").await;
+
+    topology.server.enter();
+    let status = xdp_command(&proxy.config_path, &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("banned sources: 1"), "{text}");
+    assert!(text.contains(&format!("    {CLIENT}  ")), "{text}");
+    let audit = proxy.audit_dir();
+    sekisho_tests::eventually("the ban's record", || {
+        let audit = audit.clone();
+        async move {
+            sekisho_tests::audit_records(&audit).iter().any(|r| {
+                r["unmapped"]["event"] == "source_banned"
+                    && r["src_endpoint"]["ip"] == CLIENT.to_string()
+            })
+        }
+    })
+    .await;
+    let trusted = xdp_command(&proxy.config_path, &["ban", &CLIENT_TRUSTED.to_string()]);
+    assert_eq!(trusted.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&trusted.stderr).contains("trusted addresses are never banned"),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let unban = xdp_command(&proxy.config_path, &["unban", &CLIENT.to_string()]);
+    assert!(
+        unban.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unban.stderr)
+    );
+
+    topology.client.enter();
+    expect_connects(CLIENT.into(), proxy.http, "after the ban was lifted").await;
     drop(service);
 }

@@ -29,6 +29,9 @@ pub(crate) enum XdpProblem {
     /// A protocol other than tcp/udp.
     #[error("`{0}` is not a protocol: write tcp")]
     Protocol(String),
+    /// Not a positive count.
+    #[error("`{0}` is not a count of failures: write a whole number of at least 1")]
+    Failures(String),
     /// A relative pin path.
     #[error(
         "`{0}` is not an absolute path: write the directory on the BPF file system, like /sys/fs/bpf/sekisho"

@@ -25,6 +25,21 @@ pub struct Xdp {
     /// `/sys/fs/bpf/sekisho`), under `<network namespace>/<interface>/v1`: a restart or an
     /// upgrade of sekisho keeps the program attached and every admitted source admitted.
     pub pin_path: std::path::PathBuf,
+    /// Ban sources that fail too often (`auto_ban:`); absent: off.
+    pub auto_ban: Option<AutoBan>,
+}
+
+/// `xdp.auto_ban`: `failures` failed sign-ins, rejected credentials or refused callbacks from
+/// one source within `window` ban that source for `ban`: all its TCP is dropped at the NIC,
+/// sekisho's own port included. Trusted ranges are never banned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoBan {
+    /// How many failures (at least 1).
+    pub failures: u32,
+    /// Within how long.
+    pub window: Duration,
+    /// For how long the source is banned.
+    pub ban: Duration,
 }
 
 /// One interface the program guards.

@@ -8,7 +8,7 @@ use marked_yaml::Node;
 
 use super::Parser;
 use crate::error::XdpProblem;
-use crate::model::{Server, Xdp, XdpInterface, XdpMode};
+use crate::model::{AutoBan, Server, Xdp, XdpInterface, XdpMode};
 use crate::value;
 use crate::walk::Field;
 
@@ -20,7 +20,10 @@ const XDP: &[&str] = &[
     "required",
     "session_grace",
     "pin_path",
+    "auto_ban",
 ];
+/// Keys of `xdp.auto_ban`.
+const AUTO_BAN: &[&str] = &["failures", "window", "ban"];
 /// Keys of an `xdp.interfaces` entry written as a mapping.
 const INTERFACE: &[&str] = &["name", "mode"];
 /// Keys of an `xdp.protected_ports` entry written as a mapping.
@@ -88,13 +91,28 @@ impl Parser<'_> {
             |p, f| p.walk.value(f, pin_path),
             || PathBuf::from(DEFAULT_PIN_PATH),
         );
+        let auto_ban = self.optional(&map, "auto_ban", Self::auto_ban);
         Some(Xdp {
+            auto_ban: auto_ban?,
             pin_path: pin_path?,
             interfaces: interfaces?,
             protected_ports: protected_ports?,
             trusted: trusted?,
             required: required?,
             session_grace: session_grace?,
+        })
+    }
+
+    /// `auto_ban: {failures, window, ban}` (defaults 10, 1m, 15m).
+    fn auto_ban(&mut self, field: &Field<'_>) -> Option<AutoBan> {
+        let map = self.walk.mapping(field, AUTO_BAN)?;
+        let failures = self.or_default(&map, "failures", |p, f| p.walk.value(f, failures), || 10);
+        let window = self.or_default(&map, "window", Self::duration, || Duration::from_secs(60));
+        let ban = self.or_default(&map, "ban", Self::duration, || Duration::from_secs(900));
+        Some(AutoBan {
+            failures: failures?,
+            window: window?,
+            ban: ban?,
         })
     }
 
@@ -172,6 +190,15 @@ fn mode(input: &str) -> Result<XdpMode, XdpProblem> {
         "generic" => Ok(XdpMode::Generic),
         other => Err(XdpProblem::Mode(other.to_owned())),
     }
+}
+
+fn failures(input: &str) -> Result<u32, XdpProblem> {
+    input
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| XdpProblem::Failures(input.trim().to_owned()))
 }
 
 fn port(input: &str) -> Result<u16, XdpProblem> {

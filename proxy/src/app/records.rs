@@ -27,9 +27,14 @@ pub(super) fn started_message(addresses: Addresses) -> String {
 pub(super) fn provider_events(
     audit: Arc<AuditLog>,
     issuer: &str,
+    nic: Option<Arc<crate::xdp::NicGuard>>,
 ) -> Arc<dyn Fn(IdpEvent) + Send + Sync> {
     let issuer = issuer.to_owned();
     Arc::new(move |event: IdpEvent| {
+        if let (Some(nic), false) = (&nic, event.outcome == IdpOutcome::Success) {
+            // A failed sign-in counts towards the source's auto-ban.
+            crate::sessions::events::SessionSubscriber::failure(nic.as_ref(), event.source_ip);
+        }
         if let Err(e) = audit.record(provider_record(&event, &issuer)) {
             tracing::error!(error = %e, "audit record of a provider sign-in not kept");
         }

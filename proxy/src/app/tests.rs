@@ -164,7 +164,7 @@ fn provider_sign_ins_become_authentication_records_of_the_shared_log() {
     let tmp = tempdir();
     let audit_config = crate::audit::writer::tests::config(tmp.path());
     let audit = Arc::new(AuditLog::open(&audit_config, tmp.path()).unwrap());
-    let sink = records::provider_events(audit.clone(), "http://127.0.0.1:8080/idp");
+    let sink = records::provider_events(audit.clone(), "http://127.0.0.1:8080/idp", None);
     sink(IdpEvent {
         outcome: IdpOutcome::Failure(IdpFailure::WrongPassword),
         login: "alice".into(),

@@ -220,6 +220,10 @@ pub enum AuthActivity {
     Refresh,
     /// A bearer token or session cookie was rejected.
     CredentialRejected,
+    /// A source was banned at the NIC after repeated failures (`xdp.auto_ban`).
+    SourceBanned,
+    /// A source's ban ended.
+    SourceUnbanned,
 }
 
 impl AuthActivity {
@@ -229,6 +233,8 @@ impl AuthActivity {
             AuthActivity::Logout => (2, "Logoff"),
             AuthActivity::Refresh => (99, "Refresh"),
             AuthActivity::CredentialRejected => (99, "Credential Rejected"),
+            AuthActivity::SourceBanned => (99, "Source Banned"),
+            AuthActivity::SourceUnbanned => (99, "Source Unbanned"),
         }
     }
 
@@ -239,6 +245,8 @@ impl AuthActivity {
             AuthActivity::Logout => "logout",
             AuthActivity::Refresh => "refresh",
             AuthActivity::CredentialRejected => "credential_rejected",
+            AuthActivity::SourceBanned => "source_banned",
+            AuthActivity::SourceUnbanned => "source_unbanned",
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `sekisho xdp status | allow ADDR [--ttl] | revoke ADDR`: the NIC guard's pinned maps of a
+//! `sekisho xdp status | allow ADDR [--ttl] | revoke ADDR | ban ADDR [--ttl] | unban ADDR`: the NIC guard's pinned maps of a
 //! running sekisho (same configuration, same network namespace), read and changed by hand.
 
 use std::net::IpAddr;
@@ -27,6 +27,25 @@ pub(super) enum XdpCommand {
         /// How long, like `30m` or `12h`.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Configuration file (its `xdp` section).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Ban ADDRESS for `--ttl` (default 1h): all its TCP dropped, sekisho's own port included.
+    Ban {
+        /// The source address (never a trusted one).
+        address: IpAddr,
+        /// How long, like `30m` or `12h`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Configuration file (its `xdp` section).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Lift ADDRESS's ban.
+    Unban {
+        /// The source address.
+        address: IpAddr,
         /// Configuration file (its `xdp` section).
         #[arg(short, long)]
         config: PathBuf,
@@ -69,6 +88,12 @@ pub(super) fn run(command: XdpCommand) -> anyhow::Result<ExitCode> {
                 for (address, left) in admitted {
                     println!("    {address}  {}s left", left.as_secs());
                 }
+                println!("  banned sources: {}", interface.banned.len());
+                let mut banned = interface.banned;
+                banned.sort();
+                for (address, left) in banned {
+                    println!("    {address}  {}s left", left.as_secs());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -80,6 +105,21 @@ pub(super) fn run(command: XdpCommand) -> anyhow::Result<ExitCode> {
             let ttl = duration(&ttl)?;
             sekisho::xdp::allow(&section(&config)?, address, ttl)?;
             eprintln!("{address} admitted for {}s", ttl.as_secs());
+            Ok(ExitCode::SUCCESS)
+        }
+        XdpCommand::Ban {
+            address,
+            ttl,
+            config,
+        } => {
+            let ttl = duration(&ttl)?;
+            sekisho::xdp::ban(&section(&config)?, address, ttl)?;
+            eprintln!("{address} banned for {}s", ttl.as_secs());
+            Ok(ExitCode::SUCCESS)
+        }
+        XdpCommand::Unban { address, config } => {
+            sekisho::xdp::unban(&section(&config)?, address)?;
+            eprintln!("{address} unbanned");
             Ok(ExitCode::SUCCESS)
         }
         XdpCommand::Revoke { address, config } => {

@@ -57,6 +57,7 @@ impl Gate {
                     .invalid_cookies
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%rejection, "session cookie refused");
+                self.sessions.failure(facts.record.client_ip);
                 self.audit.keep(facts.source().auth(
                     AuthActivity::CredentialRejected,
                     false,
@@ -102,6 +103,7 @@ impl Gate {
                 self.counters
                     .rejected_tokens
                     .fetch_add(1, Ordering::Relaxed);
+                self.sessions.failure(facts.record.client_ip);
                 self.audit.keep(facts.source().auth(
                     AuthActivity::CredentialRejected,
                     false,

@@ -57,6 +57,10 @@ impl Proxy {
             CALLBACK_PATH => {
                 let outcome = self.callback(&request, target, facts).await;
                 if let Err(e) = &outcome {
+                    if matches!(e, ProxyError::Unauthenticated { .. }) {
+                        // A refused callback (bad state, replay, refused code), not an outage.
+                        self.gate.sessions().failure(facts.record.client_ip);
+                    }
                     self.record(facts.source().auth(
                         AuthActivity::Login,
                         false,

@@ -132,6 +132,11 @@ pub trait SessionSubscriber: Send + Sync + std::fmt::Debug {
     fn bearer_used(&self, source: IpAddr, expires_at: u64) {
         let _ = (source, expires_at);
     }
+
+    /// A sign-in failed, a credential was rejected or a callback refused, from `source`.
+    fn failure(&self, source: IpAddr) {
+        let _ = source;
+    }
 }
 
 /// The subscribers, fixed when the application is wired.
@@ -157,6 +162,13 @@ impl SessionEvents {
     pub fn session_used(&self, source: IpAddr, session: &str, expires_at: u64) {
         for subscriber in &self.subscribers {
             subscriber.session_used(source, session, expires_at);
+        }
+    }
+
+    /// Tells every subscriber of a failure from `source`.
+    pub fn failure(&self, source: IpAddr) {
+        for subscriber in &self.subscribers {
+            subscriber.failure(source);
         }
     }
 

@@ -49,6 +49,7 @@ fn every_key_is_parsed_and_defaults_are_safe() {
     );
     assert_eq!(xdp.session_grace, Duration::from_secs(60));
     assert_eq!(xdp.pin_path, std::path::Path::new("/sys/fs/bpf/sekisho"));
+    assert_eq!(xdp.auto_ban, None, "off unless configured");
 
     let relaxed = parse_ok(&with_xdp(
         "  interfaces: [eth0]\n  protected_ports: [22]\n  required: false\n  session_grace: 5m\n",
@@ -56,6 +57,17 @@ fn every_key_is_parsed_and_defaults_are_safe() {
     .xdp
     .expect("xdp");
     assert!(!relaxed.required);
+    let banning = parse_ok(&with_xdp(
+        "  interfaces: [eth0]\n  protected_ports: [22]\n  auto_ban: {failures: 3}\n",
+    ))
+    .xdp
+    .expect("xdp")
+    .auto_ban
+    .expect("auto_ban");
+    assert_eq!(
+        (banning.failures, banning.window, banning.ban),
+        (3, Duration::from_secs(60), Duration::from_secs(900))
+    );
     assert_eq!(relaxed.session_grace, Duration::from_secs(300));
 }
 
@@ -109,6 +121,12 @@ fn bad_values_are_refused_at_their_position() {
             "10.1.2.3/8",
             "xdp.trusted[0]",
             "has host bits set",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  auto_ban: {failures: 0}\n",
+            "0}",
+            "xdp.auto_ban.failures",
+            "`0` is not a count of failures",
         ),
         (
             "  interfaces: [eth0]\n  protected_ports: [22]\n  pin_path: bpf/sekisho\n",
