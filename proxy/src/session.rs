@@ -20,6 +20,21 @@ pub const MAX_COOKIE_VALUE: usize = 3800;
 /// Most chunks a session may take; more would push the Cookie header past common server limits.
 pub const MAX_CHUNKS: usize = 8;
 
+/// A minimal identity for unit tests: subject `sub`, nothing else.
+#[cfg(test)]
+pub(crate) fn test_identity(sub: &str) -> Identity {
+    Identity {
+        sub: sub.into(),
+        email: None,
+        name: None,
+        groups: Vec::new(),
+        issuer: "https://idp.example.com".into(),
+        email_verified: None,
+        claims: serde_json::Map::new(),
+        provider_sid: None,
+    }
+}
+
 /// A verified identity, from a session cookie or a bearer token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {

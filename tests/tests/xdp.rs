@@ -96,17 +96,53 @@ async fn sign_in(topology: &Topology, agent: &Agent, base: &str, idp: &Idp, user
     assert_eq!(done.status(), 302, "{user}: the callback did not sign in");
 }
 
-#[tokio::test]
-async fn sessions_open_and_close_the_protected_port_for_their_address() {
+/// sekisho with the guard on a fresh topology: its fields drop in order (sekisho first, the
+/// namespaces last).
+struct Guarded {
+    proxy: Proxy,
+    idp: Idp,
+    _echo: echo::Echo,
+    service: std::net::TcpListener,
+    protected: SocketAddr,
+    pins: Bpffs,
+    topology: Topology,
+}
+
+/// Starts sekisho guarding a TCP service in the server namespace, with `xdp` more lines in its
+/// `xdp` section; the thread is left in the server namespace.
+async fn guarded(xdp: &str) -> Guarded {
     let topology = Topology::new();
     let pins = Bpffs::mount();
     topology.server.enter();
     let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
     let protected = service.local_addr().unwrap();
-    let (idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
-        options(o, &topology, &pins, protected.port());
+    let (idp, echo, proxy) = stack(Default::default(), "ES256", |o| {
+        options_with(o, &topology, &pins, protected.port(), xdp);
     })
     .await;
+    Guarded {
+        proxy,
+        idp,
+        _echo: echo,
+        service,
+        protected,
+        pins,
+        topology,
+    }
+}
+
+#[tokio::test]
+async fn sessions_open_and_close_the_protected_port_for_their_address() {
+    // Bound in this order so that sekisho goes first and the namespaces last.
+    let Guarded {
+        topology,
+        pins: _pins,
+        service,
+        protected,
+        _echo,
+        idp,
+        proxy,
+    } = guarded("").await;
     let base = proxy.base();
 
     topology.client.enter();
@@ -154,15 +190,16 @@ async fn sessions_open_and_close_the_protected_port_for_their_address() {
 
 #[tokio::test]
 async fn a_second_sekisho_never_takes_over_a_guarded_interface() {
-    let topology = Topology::new();
-    let pins = Bpffs::mount();
-    topology.server.enter();
-    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
-    let protected = service.local_addr().unwrap();
-    let (idp, echo, _first) = stack(Default::default(), "ES256", |o| {
-        options(o, &topology, &pins, protected.port());
-    })
-    .await;
+    // Bound in this order so that sekisho goes first and the namespaces last.
+    let Guarded {
+        topology,
+        pins,
+        service,
+        protected,
+        _echo: echo,
+        idp,
+        proxy: _first,
+    } = guarded("").await;
 
     // A second sekisho on the same interface refuses to start, and says why.
     let mut second = ProxyOptions::new(&idp.issuer);
@@ -225,15 +262,16 @@ async fn a_missing_interface_stops_a_required_guard_and_is_reported_by_an_option
 
 #[tokio::test]
 async fn a_kill_and_a_restart_keep_the_program_attached_and_the_admitted_client_connected() {
-    let topology = Topology::new();
-    let pins = Bpffs::mount();
-    topology.server.enter();
-    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
-    let protected = service.local_addr().unwrap();
-    let (idp, _echo, mut proxy) = stack(Default::default(), "ES256", |o| {
-        options(o, &topology, &pins, protected.port());
-    })
-    .await;
+    // Bound in this order so that sekisho goes first and the namespaces last.
+    let Guarded {
+        topology,
+        pins: _pins,
+        service,
+        protected,
+        _echo,
+        idp,
+        mut proxy,
+    } = guarded("").await;
     let alice = Agent::new();
     sign_in(&topology, &alice, &proxy.base(), &idp, "alice").await;
     topology.client.enter();
@@ -299,15 +337,16 @@ fn xdp_command(config: &std::path::Path, args: &[&str]) -> std::process::Output 
 
 #[tokio::test]
 async fn the_xdp_command_reads_and_changes_a_running_guard() {
-    let topology = Topology::new();
-    let pins = Bpffs::mount();
-    topology.server.enter();
-    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
-    let protected = service.local_addr().unwrap();
-    let (idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
-        options(o, &topology, &pins, protected.port());
-    })
-    .await;
+    // Bound in this order so that sekisho goes first and the namespaces last.
+    let Guarded {
+        topology,
+        pins: _pins,
+        service,
+        protected,
+        _echo,
+        idp,
+        proxy,
+    } = guarded("").await;
     let alice = Agent::new();
     sign_in(&topology, &alice, &proxy.base(), &idp, "alice").await;
 
@@ -378,21 +417,16 @@ async fn the_xdp_command_reads_and_changes_a_running_guard() {
 
 #[tokio::test]
 async fn repeated_failures_ban_a_source_even_from_sekishos_own_port_until_lifted() {
-    let topology = Topology::new();
-    let pins = Bpffs::mount();
-    topology.server.enter();
-    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
-    let protected = service.local_addr().unwrap();
-    let (_idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
-        options_with(
-            o,
-            &topology,
-            &pins,
-            protected.port(),
-            "  auto_ban: {failures: 3, window: 1m, ban: 1h}\n",
-        );
-    })
-    .await;
+    // Bound in this order so that sekisho goes first and the namespaces last.
+    let Guarded {
+        topology,
+        pins: _pins,
+        service,
+        protected,
+        _echo,
+        idp: _idp,
+        proxy,
+    } = guarded("  auto_ban: {failures: 3, window: 1m, ban: 1h}\n").await;
     let base = proxy.base();
 
     topology.client.enter();

@@ -325,24 +325,7 @@ impl Guard {
     /// The admitted sources and how long each stays admitted (expired entries, which the
     /// program already ignores, are left out).
     pub fn admitted(&self) -> Result<Vec<(IpAddr, Duration)>, Error> {
-        let now = monotonic_ns()?;
-        let left = |entry: AllowEntry| {
-            (entry.expires_at_ns > now).then(|| Duration::from_nanos(entry.expires_at_ns - now))
-        };
-        let mut out = Vec::new();
-        for item in self.allowed_v4.iter() {
-            let (key, entry) = item.map_err(map_error("reading", ALLOWED_V4))?;
-            if let Some(left) = left(entry) {
-                out.push((IpAddr::V4(Ipv4Addr::from(key.octets)), left));
-            }
-        }
-        for item in self.allowed_v6.iter() {
-            let (key, entry) = item.map_err(map_error("reading", ALLOWED_V6))?;
-            if let Some(left) = left(entry) {
-                out.push((IpAddr::V6(Ipv6Addr::from(key.octets)), left));
-            }
-        }
-        Ok(out)
+        unexpired(&self.allowed_v4, &self.allowed_v6, [ALLOWED_V4, ALLOWED_V6])
     }
 
     /// The protected ports.
@@ -470,24 +453,7 @@ impl Guard {
 
     /// The banned sources and how long each ban has left (expired ones left out).
     pub fn banned(&self) -> Result<Vec<(IpAddr, Duration)>, Error> {
-        let now = monotonic_ns()?;
-        let left = |entry: AllowEntry| {
-            (entry.expires_at_ns > now).then(|| Duration::from_nanos(entry.expires_at_ns - now))
-        };
-        let mut out = Vec::new();
-        for item in self.banned_v4.iter() {
-            let (key, entry) = item.map_err(map_error("reading", BANNED_V4))?;
-            if let Some(left) = left(entry) {
-                out.push((IpAddr::V4(Ipv4Addr::from(key.octets)), left));
-            }
-        }
-        for item in self.banned_v6.iter() {
-            let (key, entry) = item.map_err(map_error("reading", BANNED_V6))?;
-            if let Some(left) = left(entry) {
-                out.push((IpAddr::V6(Ipv6Addr::from(key.octets)), left));
-            }
-        }
-        Ok(out)
+        unexpired(&self.banned_v4, &self.banned_v6, [BANNED_V4, BANNED_V6])
     }
 
     /// Withdraws `ip`'s admission. Revoking a source that is not admitted is not an error.
@@ -586,6 +552,33 @@ fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<XdpLinkId,
             source,
         },
     })
+}
+
+/// The unexpired entries of a v4 and a v6 map of expiries (named `names`), with the time each
+/// has left.
+fn unexpired(
+    v4: &HashMap<MapData, SourceV4, AllowEntry>,
+    v6: &HashMap<MapData, SourceV6, AllowEntry>,
+    [name_v4, name_v6]: [&'static str; 2],
+) -> Result<Vec<(IpAddr, Duration)>, Error> {
+    let now = monotonic_ns()?;
+    let left = |entry: AllowEntry| {
+        (entry.expires_at_ns > now).then(|| Duration::from_nanos(entry.expires_at_ns - now))
+    };
+    let mut out = Vec::new();
+    for item in v4.iter() {
+        let (key, entry) = item.map_err(map_error("reading", name_v4))?;
+        if let Some(left) = left(entry) {
+            out.push((IpAddr::V4(Ipv4Addr::from(key.octets)), left));
+        }
+    }
+    for item in v6.iter() {
+        let (key, entry) = item.map_err(map_error("reading", name_v6))?;
+        if let Some(left) = left(entry) {
+            out.push((IpAddr::V6(Ipv6Addr::from(key.octets)), left));
+        }
+    }
+    Ok(out)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock the program compares expiries with.

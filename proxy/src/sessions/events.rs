@@ -216,16 +216,7 @@ mod tests {
     fn event(change: SessionChange) -> SessionEvent {
         SessionEvent {
             change,
-            identity: Arc::new(Identity {
-                sub: "alice".into(),
-                email: None,
-                name: None,
-                groups: Vec::new(),
-                issuer: "https://idp.example.com".into(),
-                email_verified: None,
-                claims: serde_json::Map::new(),
-                provider_sid: None,
-            }),
+            identity: Arc::new(crate::session::test_identity("alice")),
             session: "sid-hash".into(),
             source: EventSource {
                 request_id: Some("r-1".into()),
