@@ -777,7 +777,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::session::Identity;
     use crate::sessions::events::{EndReason, EventSource};
 
     /// The bookkeeping alone: no interface attached.
