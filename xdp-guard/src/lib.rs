@@ -57,7 +57,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -67,8 +67,8 @@ use aya::{
 use ipnet::IpNet;
 pub use xdp_guard_common;
 use xdp_guard_common::{
-    ALLOWED_V4, ALLOWED_V6, AllowEntry, BANNED_V4, BANNED_V6, Counter, PROGRAM, PROTECTED,
-    PROTECTED_PORTS, STATS, SourceV4, SourceV6, TRUSTED, TRUSTED_V4, TRUSTED_V6,
+    ALLOWED_V4, ALLOWED_V6, AllowEntry, BANNED_V4, BANNED_V6, BANS_ACTIVE, Counter, PROGRAM,
+    PROTECTED, PROTECTED_PORTS, STATS, SourceV4, SourceV6, TRUSTED, TRUSTED_V4, TRUSTED_V6,
 };
 
 /// The loaded and attached guard. Dropping it detaches the program and frees its maps.
@@ -81,6 +81,7 @@ pub struct Guard {
     stats: PerCpuArray<MapData, u64>,
     banned_v4: HashMap<MapData, SourceV4, AllowEntry>,
     banned_v6: HashMap<MapData, SourceV6, AllowEntry>,
+    bans_active: Array<MapData, u32>,
     /// Owns the program and its link; declared last so the maps above are dropped first.
     /// `None` for [`Guard::open_pinned`]: the maps of a guard another process runs.
     _ebpf: Option<Ebpf>,
@@ -249,6 +250,7 @@ impl Guard {
             STATS,
             BANNED_V4,
             BANNED_V6,
+            BANS_ACTIVE,
         ]
         .into_iter()
         .map(|name| (name, dir.join(name)))
@@ -289,6 +291,7 @@ impl Guard {
             stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
             banned_v4: take_map(&mut ebpf, BANNED_V4, HashMap::try_from)?,
             banned_v6: take_map(&mut ebpf, BANNED_V6, HashMap::try_from)?,
+            bans_active: take_map(&mut ebpf, BANS_ACTIVE, Array::try_from)?,
             _ebpf: Some(ebpf),
         })
     }
@@ -318,6 +321,7 @@ impl Guard {
             stats: open(dir, STATS, PerCpuArray::try_from)?,
             banned_v4: open(dir, BANNED_V4, HashMap::try_from)?,
             banned_v6: open(dir, BANNED_V6, HashMap::try_from)?,
+            bans_active: open(dir, BANS_ACTIVE, Array::try_from)?,
             _ebpf: None,
         })
     }
@@ -433,7 +437,10 @@ impl Guard {
             IpAddr::V4(ip) => self.banned_v4.insert(source_v4(ip), entry, 0),
             IpAddr::V6(ip) => self.banned_v6.insert(source_v6(ip), entry, 0),
         }
-        .map_err(map_error("updating", banned_map(ip)))
+        .map_err(map_error("updating", banned_map(ip)))?;
+        self.bans_active
+            .set(0, 1, 0)
+            .map_err(map_error("updating", BANS_ACTIVE))
     }
 
     /// Lifts `ip`'s ban. Unbanning a source that is not banned is not an error.
@@ -448,7 +455,20 @@ impl Guard {
                 Ok(())
             }
             Err(source) => Err(map_error("deleting from", banned_map(ip))(source)),
+        }?;
+        // The last ban lifted: frames skip the ban lookup again. Cleared first and checked
+        // after, so a ban another process adds meanwhile sets the flag back.
+        if self.banned_v4.keys().next().is_none() && self.banned_v6.keys().next().is_none() {
+            self.bans_active
+                .set(0, 0, 0)
+                .map_err(map_error("updating", BANS_ACTIVE))?;
+            if self.banned_v4.keys().next().is_some() || self.banned_v6.keys().next().is_some() {
+                self.bans_active
+                    .set(0, 1, 0)
+                    .map_err(map_error("updating", BANS_ACTIVE))?;
+            }
         }
+        Ok(())
     }
 
     /// The banned sources and how long each ban has left (expired ones left out).

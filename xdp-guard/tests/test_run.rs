@@ -198,3 +198,20 @@ fn truncation_at_every_offset_never_lets_a_stranger_through() {
         }
     }
 }
+
+#[test]
+fn lifting_the_last_ban_lets_the_source_through_again() {
+    let mut guard = guard();
+    let frame = v4_frame(BANNED_V4, PROTECTED);
+    assert_eq!(guard.test_run(&frame, 1).unwrap().0, TestVerdict::Drop);
+    guard.unban_source(IpAddr::from(BANNED_V4)).unwrap();
+    assert_eq!(
+        guard.test_run(&frame, 1).unwrap().0,
+        TestVerdict::Pass,
+        "admitted, and no longer banned"
+    );
+    guard
+        .ban_source(IpAddr::from(BANNED_V4), Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(guard.test_run(&frame, 1).unwrap().0, TestVerdict::Drop);
+}

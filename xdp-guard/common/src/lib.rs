@@ -44,6 +44,9 @@ pub const BANNED_V6: &str = "BANNED_V6";
 
 /// Capacity of each `ALLOWED_*` map.
 pub const MAX_ALLOWED_SOURCES: u32 = 65_536;
+/// `Array<u32>` of one entry: nonzero while the `BANNED_*` maps may hold a ban, so that the
+/// common case (nobody banned) costs no hash lookup per frame.
+pub const BANS_ACTIVE: &str = "BANS_ACTIVE";
 /// Capacity of each `BANNED_*` map (least recently used entries make room).
 pub const MAX_BANNED_SOURCES: u32 = 16_384;
 /// Capacity of each `TRUSTED_*` trie.

@@ -14,7 +14,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdp_guard_common::{
@@ -37,6 +37,8 @@ static TRUSTED_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_TRUSTED
 static PROTECTED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PROTECTED_PORTS, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+#[map]
+static BANS_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static BANNED_V4: LruHashMap<SourceV4, AllowEntry> =
     LruHashMap::with_max_entries(MAX_BANNED_SOURCES, 0);
@@ -99,6 +101,10 @@ impl Policy for Maps {
 
     #[inline(always)]
     fn banned(&self, source: Source) -> bool {
+        // Nobody banned (the usual case): no hash lookup.
+        if BANS_ACTIVE.get(0).is_none_or(|active| *active == 0) {
+            return false;
+        }
         allowed(Maps::banned_entry(source))
     }
 
