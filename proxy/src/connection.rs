@@ -19,8 +19,6 @@ pub struct Connection {
     pub tls: bool,
     /// The negotiated TLS version (`1.2`, `1.3`), when it did.
     pub tls_version: Option<&'static str>,
-    /// The negotiated application protocol was HTTP/2 (ALPN `h2`).
-    pub alpn_h2: bool,
     /// The request came to the admin listener (metrics, audit review).
     pub admin: bool,
     /// The client certificate presented over mTLS, if any.

@@ -214,7 +214,6 @@ async fn accept_loop(
                 local,
                 tls: tls.is_some(),
                 tls_version: None,
-                alpn_h2: false,
                 client_certificate: None,
                 admin,
             };
@@ -253,7 +252,6 @@ async fn accept_loop(
                     let service = service(Connection {
                         client_certificate: client_certificate(&stream),
                         tls_version: tls_version(&stream),
-                        alpn_h2: stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()),
                         ..conn
                     });
                     let connection =

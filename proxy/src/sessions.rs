@@ -102,11 +102,6 @@ impl Sessions {
         &self.sealer
     }
 
-    /// The revocation list.
-    pub fn revocations(&self) -> &RevocationList {
-        &self.revoked
-    }
-
     /// The session `headers` present, checked (lifetimes, revocation), refreshed when due and
     /// touched for the idle lifetime. A refreshed or touched session is re-issued, and a
     /// rejected or ended one cleared, through `set_cookies`, which every response of the
