@@ -16,7 +16,7 @@ pub use strip::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
 mod upstream_tls;
 mod xdp;
 pub use upstream_tls::{CaBundle, TlsPrivateKey, UpstreamClientAuth, UpstreamTls, UpstreamVerify};
-pub use xdp::{AutoBan, Xdp, XdpInterface, XdpMode};
+pub use xdp::{AutoBan, PortProtocol, ProtectedPort, SynRateLimit, Xdp, XdpInterface, XdpMode};
 
 /// The whole, validated configuration file.
 #[derive(Debug, Clone)]

@@ -606,8 +606,9 @@ mod attach {
     use std::os::unix::net::{SocketAddr, UnixListener};
     use std::time::Duration;
 
-    use sekisho_config::{Xdp, XdpInterface, XdpMode};
-    use xdp_guard::{AttachMode, Guard, Pinned};
+    use sekisho_config::{PortProtocol, Xdp, XdpInterface, XdpMode};
+    use xdp_guard::xdp_guard_common::Transport;
+    use xdp_guard::{AttachMode, Guard, Pinned, PortRule};
 
     use super::XdpError;
 
@@ -653,20 +654,35 @@ mod attach {
             let (mut guard, pinned) =
                 Guard::load_pinned(name, mode, &dir).map_err(|e| fail(explain(&e)))?;
             guard
-                .retain_config(&config.protected_ports, &config.trusted)
+                .set_ports(&port_rules(config))
+                .map_err(|e| fail(explain(&e)))?;
+            guard
+                .retain_trusted(&config.trusted)
                 .map_err(|e| fail(explain(&e)))?;
             for range in &config.trusted {
                 guard.trust_range(*range).map_err(|e| fail(explain(&e)))?;
             }
-            for port in &config.protected_ports {
-                guard.protect_port(*port).map_err(|e| fail(explain(&e)))?;
+            match &config.syn_rate_limit {
+                Some(limit) => {
+                    let interval = Duration::from_nanos(
+                        1_000_000_000 / u64::from(limit.per_second.max(1)),
+                    );
+                    for port in &limit.ports {
+                        guard
+                            .limit_syn_rate(*port, interval, limit.burst)
+                            .map_err(|e| fail(explain(&e)))?;
+                    }
+                }
+                None => guard
+                    .limit_syn_rate(0, Duration::ZERO, 0)
+                    .map_err(|e| fail(explain(&e)))?,
             }
             match pinned {
                 Pinned::Fresh => {
-                    tracing::info!(interface = name, pins = %dir.display(), ports = ?config.protected_ports, trusted = config.trusted.len(), "XDP guard attached");
+                    tracing::info!(interface = name, pins = %dir.display(), ports = %ports_text(config), trusted = config.trusted.len(), "XDP guard attached");
                 }
                 Pinned::Resumed => {
-                    tracing::info!(interface = name, pins = %dir.display(), ports = ?config.protected_ports, trusted = config.trusted.len(), "XDP guard taken over from the previous run: program replaced on its link, admissions kept");
+                    tracing::info!(interface = name, pins = %dir.display(), ports = %ports_text(config), trusted = config.trusted.len(), "XDP guard taken over from the previous run: program replaced on its link, admissions kept");
                 }
             }
             Ok(Attached {
@@ -699,6 +715,42 @@ mod attach {
                 .unban_source(address)
                 .map_err(|e| format!("{}: {}", self.interface, explain(&e)))
         }
+    }
+
+    /// The ports of `config` as the guard judges them: the protected ones, and sekisho's own
+    /// listeners when connection attempts to them are rate-limited.
+    fn port_rules(config: &Xdp) -> Vec<PortRule> {
+        let mut rules: Vec<PortRule> = config
+            .protected_ports
+            .iter()
+            .map(|p| PortRule {
+                transport: match p.protocol {
+                    PortProtocol::Tcp => Transport::Tcp,
+                    PortProtocol::Udp => Transport::Udp,
+                },
+                port: p.port,
+                protected: true,
+                syn_limited: false,
+            })
+            .collect();
+        if let Some(limit) = &config.syn_rate_limit {
+            rules.extend(limit.ports.iter().map(|port| PortRule {
+                transport: Transport::Tcp,
+                port: *port,
+                protected: false,
+                syn_limited: true,
+            }));
+        }
+        rules
+    }
+
+    fn ports_text(config: &Xdp) -> String {
+        let ports: Vec<String> = config
+            .protected_ports
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        ports.join(",")
     }
 
     /// The error's chain, with what to do about the causes operators meet.

@@ -49,28 +49,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
+    let mut empty = Vec::new();
     for _ in 0..ROUNDS {
+        empty.push(guard.test_run_empty(&paths[1].1, REPEAT)?);
         for (i, (_, frame)) in paths.iter().enumerate() {
             let (_, mean) = guard.test_run(frame, REPEAT)?;
             samples[i].push(mean);
         }
     }
+    empty.sort();
+    let floor = empty[empty.len() / 2];
     println!(
         "xdp_guard program cost per packet (BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} rounds, {ADMITTED} admitted sources, {TRUSTED} trusted prefixes)"
     );
     println!(
-        "{:<42} {:>10} {:>10} {:>10}",
-        "path", "median ns", "min ns", "max ns"
+        "{:<42} {:>10} {:>10} {:>10} {:>14}",
+        "path", "median ns", "min ns", "max ns", "minus empty ns"
+    );
+    println!(
+        "{:<42} {:>10} {:>10} {:>10} {:>14}",
+        "(empty program: the harness's own cost)",
+        floor.as_nanos(),
+        empty[0].as_nanos(),
+        empty[empty.len() - 1].as_nanos(),
+        0
     );
     for (i, (name, _)) in paths.iter().enumerate() {
         let mut s = samples[i].clone();
         s.sort();
+        let median = s[s.len() / 2];
         println!(
-            "{:<42} {:>10} {:>10} {:>10}",
+            "{:<42} {:>10} {:>10} {:>10} {:>14}",
             name,
-            s[s.len() / 2].as_nanos(),
+            median.as_nanos(),
             s[0].as_nanos(),
-            s[s.len() - 1].as_nanos()
+            s[s.len() - 1].as_nanos(),
+            median.saturating_sub(floor).as_nanos()
         );
     }
     Ok(())

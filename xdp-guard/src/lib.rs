@@ -57,7 +57,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -67,8 +67,10 @@ use aya::{
 use ipnet::IpNet;
 pub use xdp_guard_common;
 use xdp_guard_common::{
-    ALLOWED_V4, ALLOWED_V6, AllowEntry, BANNED_V4, BANNED_V6, BANS_ACTIVE, Counter, PROGRAM,
-    PROTECTED, PROTECTED_PORTS, STATS, SourceV4, SourceV6, TRUSTED, TRUSTED_V4, TRUSTED_V6,
+    ALLOWED_V4, ALLOWED_V6, AllowEntry, BANNED_V4, BANNED_V6, Counter, DROPS, DropKey, DropReason,
+    EMPTY_PROGRAM, NS_PER_MINUTE, PORT_PROTECTED, PORT_SLOTS, PORT_SYN_LIMITED, PORTS, PROGRAM,
+    SETTINGS, STATS, SYN_RATE_V4, SYN_RATE_V6, Setting, SourceV4, SourceV6, TRUSTED, TRUSTED_V4,
+    TRUSTED_V6, Transport, port_slot,
 };
 
 /// The loaded and attached guard. Dropping it detaches the program and frees its maps.
@@ -77,11 +79,12 @@ pub struct Guard {
     allowed_v6: HashMap<MapData, SourceV6, AllowEntry>,
     trusted_v4: LpmTrie<MapData, [u8; 4], u8>,
     trusted_v6: LpmTrie<MapData, [u8; 16], u8>,
-    protected_ports: HashMap<MapData, u16, u8>,
+    ports: Array<MapData, u8>,
     stats: PerCpuArray<MapData, u64>,
     banned_v4: HashMap<MapData, SourceV4, AllowEntry>,
     banned_v6: HashMap<MapData, SourceV6, AllowEntry>,
-    bans_active: Array<MapData, u32>,
+    settings: Array<MapData, u64>,
+    drops: PerCpuHashMap<MapData, DropKey, u64>,
     /// Owns the program and its link; declared last so the maps above are dropped first.
     /// `None` for [`Guard::open_pinned`]: the maps of a guard another process runs.
     _ebpf: Option<Ebpf>,
@@ -129,6 +132,36 @@ pub struct Stats {
     pub dropped: u64,
     /// Frames with truncated or inconsistent headers (also counted in `passed` or `dropped`).
     pub malformed: u64,
+    /// Frames dropped, by [`DropReason`] (indexed by its number).
+    pub dropped_by: [u64; DropReason::ALL.len()],
+}
+
+/// A port the guard judges, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortRule {
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// The destination port.
+    pub port: u16,
+    /// Only admitted sources reach it.
+    pub protected: bool,
+    /// TCP connection attempts to it are rate-limited per source ([`Guard::limit_syn_rate`]).
+    pub syn_limited: bool,
+}
+
+/// Frames dropped from one source to one port for one reason within one minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropTally {
+    /// The source address.
+    pub source: IpAddr,
+    /// The destination port (0 for fragments, which carry none).
+    pub port: u16,
+    /// Why they were dropped.
+    pub reason: DropReason,
+    /// The `CLOCK_MONOTONIC` minute ([`current_minute`]).
+    pub minute: u32,
+    /// How many, summed over all CPUs.
+    pub packets: u64,
 }
 
 /// Why a [`Guard`] operation failed.
@@ -230,6 +263,25 @@ impl Guard {
         Ok((verdict, result.duration))
     }
 
+    /// Runs a program that does nothing but pass on `frame` `repeat` times: the kernel's mean
+    /// time per run is the `BPF_PROG_TEST_RUN` harness's own cost, to subtract from
+    /// [`Guard::test_run`]'s. Only for a guard this process loaded.
+    pub fn test_run_empty(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, Error> {
+        let ebpf = self._ebpf.as_mut().ok_or(Error::Missing(EMPTY_PROGRAM))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(EMPTY_PROGRAM)
+            .ok_or(Error::Missing(EMPTY_PROGRAM))?
+            .try_into()
+            .map_err(Error::Verify)?;
+        if program.fd().is_err() {
+            program.load().map_err(Error::Verify)?;
+        }
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        options.repeat = repeat;
+        Ok(program.test_run(options).map_err(Error::Verify)?.duration)
+    }
+
     /// Like [`Guard::load`], with the maps and the link pinned in `dir` (an existing directory
     /// on a BPF file system): the program stays attached and the admissions stay in force when
     /// this process ends, and the next guard loaded on the same `dir` takes them over — its
@@ -241,20 +293,10 @@ impl Guard {
             path: link_path.clone(),
             detail,
         };
-        let pins: Vec<(&str, PathBuf)> = [
-            ALLOWED_V4,
-            ALLOWED_V6,
-            TRUSTED_V4,
-            TRUSTED_V6,
-            PROTECTED_PORTS,
-            STATS,
-            BANNED_V4,
-            BANNED_V6,
-            BANS_ACTIVE,
-        ]
-        .into_iter()
-        .map(|name| (name, dir.join(name)))
-        .collect();
+        let pins: Vec<(&str, PathBuf)> = PINNED_MAPS
+            .into_iter()
+            .map(|name| (name, dir.join(name)))
+            .collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
@@ -287,11 +329,12 @@ impl Guard {
             allowed_v6: take_map(&mut ebpf, ALLOWED_V6, HashMap::try_from)?,
             trusted_v4: take_map(&mut ebpf, TRUSTED_V4, LpmTrie::try_from)?,
             trusted_v6: take_map(&mut ebpf, TRUSTED_V6, LpmTrie::try_from)?,
-            protected_ports: take_map(&mut ebpf, PROTECTED_PORTS, HashMap::try_from)?,
+            ports: take_map(&mut ebpf, PORTS, Array::try_from)?,
             stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
             banned_v4: take_map(&mut ebpf, BANNED_V4, HashMap::try_from)?,
             banned_v6: take_map(&mut ebpf, BANNED_V6, HashMap::try_from)?,
-            bans_active: take_map(&mut ebpf, BANS_ACTIVE, Array::try_from)?,
+            settings: take_map(&mut ebpf, SETTINGS, Array::try_from)?,
+            drops: take_map(&mut ebpf, DROPS, PerCpuHashMap::try_from)?,
             _ebpf: Some(ebpf),
         })
     }
@@ -317,11 +360,12 @@ impl Guard {
             allowed_v6: open(dir, ALLOWED_V6, HashMap::try_from)?,
             trusted_v4: open(dir, TRUSTED_V4, LpmTrie::try_from)?,
             trusted_v6: open(dir, TRUSTED_V6, LpmTrie::try_from)?,
-            protected_ports: open(dir, PROTECTED_PORTS, HashMap::try_from)?,
+            ports: open(dir, PORTS, Array::try_from)?,
             stats: open(dir, STATS, PerCpuArray::try_from)?,
             banned_v4: open(dir, BANNED_V4, HashMap::try_from)?,
             banned_v6: open(dir, BANNED_V6, HashMap::try_from)?,
-            bans_active: open(dir, BANS_ACTIVE, Array::try_from)?,
+            settings: open(dir, SETTINGS, Array::try_from)?,
+            drops: open(dir, DROPS, PerCpuHashMap::try_from)?,
             _ebpf: None,
         })
     }
@@ -332,15 +376,36 @@ impl Guard {
         unexpired(&self.allowed_v4, &self.allowed_v6, [ALLOWED_V4, ALLOWED_V6])
     }
 
-    /// The protected ports.
+    /// The ports the guard judges, TCP then UDP, each in port order.
+    pub fn ports(&self) -> Result<Vec<PortRule>, Error> {
+        let mut rules = Vec::new();
+        for slot in 0..PORT_SLOTS {
+            let flags = self
+                .ports
+                .get(&slot, 0)
+                .map_err(map_error("reading", PORTS))?;
+            if flags == 0 {
+                continue;
+            }
+            let (transport, port) = slot_port(slot);
+            rules.push(PortRule {
+                transport,
+                port,
+                protected: flags & PORT_PROTECTED != 0,
+                syn_limited: flags & PORT_SYN_LIMITED != 0,
+            });
+        }
+        Ok(rules)
+    }
+
+    /// The protected TCP ports, sorted.
     pub fn protected_ports(&self) -> Result<Vec<u16>, Error> {
-        let mut ports = self
-            .protected_ports
-            .keys()
-            .collect::<Result<Vec<u16>, _>>()
-            .map_err(map_error("reading", PROTECTED_PORTS))?;
-        ports.sort_unstable();
-        Ok(ports)
+        Ok(self
+            .ports()?
+            .into_iter()
+            .filter(|rule| rule.transport == Transport::Tcp && rule.protected)
+            .map(|rule| rule.port)
+            .collect())
     }
 
     /// The trusted ranges.
@@ -365,20 +430,92 @@ impl Guard {
         Ok(out)
     }
 
-    /// Stops guarding every port not in `ports` and distrusts every range not in `ranges`
-    /// (pinned maps keep what a previous configuration put there).
-    pub fn retain_config(&mut self, ports: &[u16], ranges: &[IpNet]) -> Result<(), Error> {
-        let stale_ports: Vec<u16> = self
-            .protected_ports
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|port| !ports.contains(port))
+    /// Makes `rules` the ports the guard judges: ports not in it (a previous configuration's,
+    /// in pinned maps) are forgotten. Later UDP fragments are judged when a UDP port is
+    /// protected.
+    pub fn set_ports(&mut self, rules: &[PortRule]) -> Result<(), Error> {
+        let wanted: Vec<(u32, u8)> = rules
+            .iter()
+            .map(|rule| {
+                let flags = if rule.protected { PORT_PROTECTED } else { 0 }
+                    | if rule.syn_limited && rule.transport == Transport::Tcp {
+                        PORT_SYN_LIMITED
+                    } else {
+                        0
+                    };
+                (port_slot(rule.transport, rule.port), flags)
+            })
             .collect();
-        for port in stale_ports {
-            self.protected_ports
-                .remove(&port)
-                .map_err(map_error("deleting from", PROTECTED_PORTS))?;
+        for rule in self.ports()? {
+            let slot = port_slot(rule.transport, rule.port);
+            if !wanted.iter().any(|(s, _)| *s == slot) {
+                self.ports
+                    .set(slot, 0, 0)
+                    .map_err(map_error("updating", PORTS))?;
+            }
         }
+        for (slot, flags) in &wanted {
+            self.ports
+                .set(*slot, flags, 0)
+                .map_err(map_error("updating", PORTS))?;
+        }
+        let udp = rules
+            .iter()
+            .any(|rule| rule.transport == Transport::Udp && rule.protected);
+        self.set(Setting::UdpGuarded, u64::from(udp))
+    }
+
+    /// Starts guarding TCP destination port `port` (beside the ports already judged).
+    pub fn protect_port(&mut self, port: u16) -> Result<(), Error> {
+        self.add_port_flag(Transport::Tcp, port, PORT_PROTECTED)
+    }
+
+    /// Starts guarding UDP destination port `port` (beside the ports already judged).
+    pub fn protect_udp_port(&mut self, port: u16) -> Result<(), Error> {
+        self.add_port_flag(Transport::Udp, port, PORT_PROTECTED)?;
+        self.set(Setting::UdpGuarded, 1)
+    }
+
+    /// Rate-limits TCP connection attempts (SYN without ACK) to `port` per source: one per
+    /// `interval` on average, `burst` at once; trusted sources are exempt. The rate and burst
+    /// are the guard's, shared by every limited port; a zero `interval` lifts the limit
+    /// everywhere.
+    pub fn limit_syn_rate(
+        &mut self,
+        port: u16,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<(), Error> {
+        let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        if interval == 0 {
+            return self.set(Setting::SynIntervalNs, 0);
+        }
+        let tolerance = interval.saturating_mul(u64::from(burst.max(1) - 1));
+        self.set(Setting::SynToleranceNs, tolerance)?;
+        self.set(Setting::SynIntervalNs, interval)?;
+        self.add_port_flag(Transport::Tcp, port, PORT_SYN_LIMITED)
+    }
+
+    fn add_port_flag(&mut self, transport: Transport, port: u16, flag: u8) -> Result<(), Error> {
+        let slot = port_slot(transport, port);
+        let flags = self
+            .ports
+            .get(&slot, 0)
+            .map_err(map_error("reading", PORTS))?;
+        self.ports
+            .set(slot, flags | flag, 0)
+            .map_err(map_error("updating", PORTS))
+    }
+
+    fn set(&mut self, setting: Setting, value: u64) -> Result<(), Error> {
+        self.settings
+            .set(setting as u32, value, 0)
+            .map_err(map_error("updating", SETTINGS))
+    }
+
+    /// Distrusts every range not in `ranges` (pinned maps keep what a previous configuration
+    /// put there).
+    pub fn retain_trusted(&mut self, ranges: &[IpNet]) -> Result<(), Error> {
         let wanted: Vec<IpNet> = ranges.iter().map(IpNet::trunc).collect();
         let stale_v4: Vec<Key<[u8; 4]>> = self
             .trusted_v4
@@ -438,9 +575,7 @@ impl Guard {
             IpAddr::V6(ip) => self.banned_v6.insert(source_v6(ip), entry, 0),
         }
         .map_err(map_error("updating", banned_map(ip)))?;
-        self.bans_active
-            .set(0, 1, 0)
-            .map_err(map_error("updating", BANS_ACTIVE))
+        self.set(Setting::BansActive, 1)
     }
 
     /// Lifts `ip`'s ban. Unbanning a source that is not banned is not an error.
@@ -459,13 +594,9 @@ impl Guard {
         // The last ban lifted: frames skip the ban lookup again. Cleared first and checked
         // after, so a ban another process adds meanwhile sets the flag back.
         if self.banned_v4.keys().next().is_none() && self.banned_v6.keys().next().is_none() {
-            self.bans_active
-                .set(0, 0, 0)
-                .map_err(map_error("updating", BANS_ACTIVE))?;
+            self.set(Setting::BansActive, 0)?;
             if self.banned_v4.keys().next().is_some() || self.banned_v6.keys().next().is_some() {
-                self.bans_active
-                    .set(0, 1, 0)
-                    .map_err(map_error("updating", BANS_ACTIVE))?;
+                self.set(Setting::BansActive, 1)?;
             }
         }
         Ok(())
@@ -492,13 +623,6 @@ impl Guard {
         }
     }
 
-    /// Starts guarding TCP destination port `port`.
-    pub fn protect_port(&mut self, port: u16) -> Result<(), Error> {
-        self.protected_ports
-            .insert(port, PROTECTED, 0)
-            .map_err(map_error("updating", PROTECTED_PORTS))
-    }
-
     /// Admits every source in `range` (host bits are ignored) to protected ports, with no expiry.
     pub fn trust_range(&mut self, range: IpNet) -> Result<(), Error> {
         match range.trunc() {
@@ -523,24 +647,108 @@ impl Guard {
 
     /// The program's counters, summed over all CPUs.
     pub fn stats(&self) -> Result<Stats, Error> {
-        let read = |counter: Counter| -> Result<u64, Error> {
+        let read = |counter: u32| -> Result<u64, Error> {
             let per_cpu = self
                 .stats
-                .get(&(counter as u32), 0)
+                .get(&counter, 0)
                 .map_err(map_error("reading", STATS))?;
             Ok(per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)))
         };
+        let mut dropped_by = [0; DropReason::ALL.len()];
+        for (slot, reason) in dropped_by.iter_mut().zip(DropReason::ALL) {
+            *slot = read(reason.counter())?;
+        }
         Ok(Stats {
-            passed: read(Counter::Passed)?,
-            dropped: read(Counter::Dropped)?,
-            malformed: read(Counter::Malformed)?,
+            passed: read(Counter::Passed as u32)?,
+            dropped: read(Counter::Dropped as u32)?,
+            malformed: read(Counter::Malformed as u32)?,
+            dropped_by,
         })
+    }
+
+    /// Takes the drop tallies of minutes before `before` ([`current_minute`]) out of the map:
+    /// the program only adds to the current minute's, so nothing counted is lost. Tallies the
+    /// map had no room for were evicted, least recently used first.
+    pub fn take_drop_tallies(&mut self, before: u32) -> Result<Vec<DropTally>, Error> {
+        let mut taken = Vec::new();
+        let keys: Vec<DropKey> = self
+            .drops
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.minute < before)
+            .collect();
+        for key in keys {
+            let per_cpu = match self.drops.get(&key, 0) {
+                Ok(values) => values,
+                Err(MapError::KeyNotFound) => continue,
+                Err(source) => return Err(map_error("reading", DROPS)(source)),
+            };
+            match self.drops.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(map_error("deleting from", DROPS)(source)),
+            }
+            let (Some(reason), Some(source)) = (DropReason::from_u8(key.reason), source_of(&key))
+            else {
+                continue;
+            };
+            taken.push(DropTally {
+                source,
+                port: key.dport,
+                reason,
+                minute: key.minute,
+                packets: per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)),
+            });
+        }
+        Ok(taken)
     }
 }
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+/// The maps pinned beside the link, by name.
+const PINNED_MAPS: [&str; 12] = [
+    ALLOWED_V4,
+    ALLOWED_V6,
+    TRUSTED_V4,
+    TRUSTED_V6,
+    PORTS,
+    STATS,
+    BANNED_V4,
+    BANNED_V6,
+    SETTINGS,
+    SYN_RATE_V4,
+    SYN_RATE_V6,
+    DROPS,
+];
+
+/// The `CLOCK_MONOTONIC` minute the program files drops under now.
+pub fn current_minute() -> Result<u32, Error> {
+    Ok(u32::try_from(monotonic_ns()? / NS_PER_MINUTE).unwrap_or(u32::MAX))
+}
+
+/// The transport and port of a [`PORTS`] slot.
+fn slot_port(slot: u32) -> (Transport, u16) {
+    let transport = if slot < 65_536 {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    (transport, u16::try_from(slot % 65_536).unwrap_or(0))
+}
+
+/// The address a drop key names.
+fn source_of(key: &DropKey) -> Option<IpAddr> {
+    match key.family {
+        4 => {
+            let [a, b, c, d, ..] = key.octets;
+            Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+        }
+        6 => Some(IpAddr::V6(Ipv6Addr::from(key.octets))),
+        _ => None,
     }
 }
 
@@ -601,9 +809,9 @@ fn unexpired(
     Ok(out)
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds, the clock the program compares expiries with.
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds, the clock the program compares expiries with.
 fn monotonic_ns() -> Result<u64, Error> {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     u64::try_from(now.tv_sec)
         .ok()
         .and_then(|s| s.checked_mul(1_000_000_000))

@@ -11,8 +11,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use xdp_guard::{Guard, TestVerdict};
-use xdp_guard_common::frames::{ethernet, ipv4, ipv6, tcp, v4_frame, v6_frame};
+use xdp_guard::{Guard, PortRule, TestVerdict, current_minute};
+use xdp_guard_common::frames::{ethernet, ipv4, ipv6, tcp, v4_frame, v4_udp_frame, v6_frame};
+use xdp_guard_common::{DropReason, Transport};
 
 const ADMITTED_V4: [u8; 4] = [192, 0, 2, 7];
 const EXPIRED_V4: [u8; 4] = [192, 0, 2, 9];
@@ -214,4 +215,163 @@ fn lifting_the_last_ban_lets_the_source_through_again() {
         .ban_source(IpAddr::from(BANNED_V4), Duration::from_secs(60))
         .unwrap();
     assert_eq!(guard.test_run(&frame, 1).unwrap().0, TestVerdict::Drop);
+}
+
+#[test]
+fn protected_udp_ports_admit_only_admitted_sources() {
+    let mut guard = guard();
+    let wireguard = 51820;
+    assert_eq!(
+        guard
+            .test_run(&v4_udp_frame(OTHER_V4, wireguard), 1)
+            .unwrap()
+            .0,
+        TestVerdict::Pass,
+        "not protected yet"
+    );
+    guard.protect_udp_port(wireguard).unwrap();
+    for (source, expected) in [
+        (OTHER_V4, TestVerdict::Drop),
+        (ADMITTED_V4, TestVerdict::Pass),
+        (TRUSTED_V4, TestVerdict::Pass),
+        (BANNED_V4, TestVerdict::Drop),
+    ] {
+        let verdict = guard
+            .test_run(&v4_udp_frame(source, wireguard), 1)
+            .unwrap()
+            .0;
+        assert_eq!(verdict, expected, "from {source:?}");
+    }
+    assert_eq!(
+        guard.test_run(&v4_udp_frame(OTHER_V4, 53), 1).unwrap().0,
+        TestVerdict::Pass,
+        "another UDP port"
+    );
+    assert_eq!(
+        guard.test_run(&v4_frame(OTHER_V4, wireguard), 1).unwrap().0,
+        TestVerdict::Pass,
+        "TCP to the same number is not protected"
+    );
+    let later = [ethernet(0x0800), ipv4(OTHER_V4, 17, 185, 0), vec![0; 8]].concat();
+    assert_eq!(guard.test_run(&later, 1).unwrap().0, TestVerdict::Drop);
+    // The configuration is replaced as a whole: UDP unprotected again, fragments pass.
+    guard
+        .set_ports(&[PortRule {
+            transport: Transport::Tcp,
+            port: PROTECTED,
+            protected: true,
+            syn_limited: false,
+        }])
+        .unwrap();
+    assert_eq!(
+        guard
+            .test_run(&v4_udp_frame(OTHER_V4, wireguard), 1)
+            .unwrap()
+            .0,
+        TestVerdict::Pass
+    );
+    assert_eq!(guard.test_run(&later, 1).unwrap().0, TestVerdict::Pass);
+    assert_eq!(guard.protected_ports().unwrap(), vec![PROTECTED]);
+}
+
+#[test]
+fn connection_attempts_beyond_the_rate_are_dropped_and_trusted_sources_exempt() {
+    let mut guard = guard();
+    // One attempt per 1000 s on average, bursts of 3: the fourth SYN in a row is dropped.
+    let interval = Duration::from_secs(1000);
+    guard.limit_syn_rate(OPEN, interval, 3).unwrap();
+    guard.limit_syn_rate(OPEN, Duration::ZERO, 0).unwrap();
+    let syn = v4_frame(OTHER_V4, OPEN);
+    for _ in 0..10 {
+        assert_eq!(
+            guard.test_run(&syn, 1).unwrap().0,
+            TestVerdict::Pass,
+            "a zero interval lifts the limit"
+        );
+    }
+    guard.limit_syn_rate(OPEN, interval, 3).unwrap();
+    let verdicts: Vec<TestVerdict> = (0..5).map(|_| guard.test_run(&syn, 1).unwrap().0).collect();
+    assert_eq!(
+        verdicts,
+        [
+            TestVerdict::Pass,
+            TestVerdict::Pass,
+            TestVerdict::Pass,
+            TestVerdict::Drop,
+            TestVerdict::Drop
+        ]
+    );
+    let mut ack = syn.clone();
+    ack[14 + 20 + 13] = 0x10;
+    assert_eq!(
+        guard.test_run(&ack, 1).unwrap().0,
+        TestVerdict::Pass,
+        "segments of established connections are not limited"
+    );
+    let v6 = v6_frame(OTHER_V6, OPEN);
+    assert_eq!(guard.test_run(&v6, 3).unwrap().0, TestVerdict::Pass);
+    assert_eq!(
+        guard.test_run(&v6, 1).unwrap().0,
+        TestVerdict::Drop,
+        "IPv6 sources have buckets too"
+    );
+    let trusted = v4_frame(TRUSTED_V4, OPEN);
+    assert_eq!(guard.test_run(&trusted, 10).unwrap().0, TestVerdict::Pass);
+    assert_eq!(
+        guard.test_run(&v4_frame(OTHER_V4, 8443), 1).unwrap().0,
+        TestVerdict::Pass,
+        "other ports are not limited"
+    );
+    let stats = guard.stats().unwrap();
+    assert_eq!(stats.dropped_by[DropReason::SynLimited as usize], 3);
+}
+
+#[test]
+fn drops_are_tallied_per_source_port_and_reason_and_taken_once() {
+    let mut guard = guard();
+    let minute = current_minute().unwrap();
+    guard.test_run(&v4_frame(OTHER_V4, PROTECTED), 5).unwrap();
+    guard.test_run(&v4_frame(BANNED_V4, OPEN), 2).unwrap();
+    guard
+        .test_run(&v4_frame(ADMITTED_V4, PROTECTED), 4)
+        .unwrap();
+    guard.test_run(&v6_frame(OTHER_V6, PROTECTED), 1).unwrap();
+    assert!(
+        guard.take_drop_tallies(minute).unwrap().is_empty(),
+        "the current minute is still being counted"
+    );
+    let mut tallies = guard.take_drop_tallies(u32::MAX).unwrap();
+    tallies.sort_by_key(|t| (t.source, t.port));
+    let seen: Vec<(IpAddr, u16, DropReason, u64)> = tallies
+        .iter()
+        .map(|t| (t.source, t.port, t.reason, t.packets))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                IpAddr::from(OTHER_V4),
+                PROTECTED,
+                DropReason::NotAdmitted,
+                5
+            ),
+            (IpAddr::from(BANNED_V4), OPEN, DropReason::Banned, 2),
+            (
+                IpAddr::from(OTHER_V6),
+                PROTECTED,
+                DropReason::NotAdmitted,
+                1
+            ),
+        ]
+    );
+    assert!(tallies.iter().all(|t| t.minute >= minute));
+    assert!(
+        guard.take_drop_tallies(u32::MAX).unwrap().is_empty(),
+        "taken once"
+    );
+    let stats = guard.stats().unwrap();
+    assert_eq!(stats.dropped, 8);
+    assert_eq!(stats.dropped_by[DropReason::NotAdmitted as usize], 6);
+    assert_eq!(stats.dropped_by[DropReason::Banned as usize], 2);
+    assert_eq!(stats.passed, 4);
 }

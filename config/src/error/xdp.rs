@@ -15,20 +15,20 @@ pub(crate) enum XdpProblem {
     /// Not `auto`, `native` or `generic`.
     #[error("`{0}` is not an XDP mode: write auto, native or generic")]
     Mode(String),
-    /// Not a TCP port number.
-    #[error("`{0}` is not a port: write a number from 1 to 65535")]
+    /// Not a port number.
+    #[error(
+        "`{0}` is not a port: write a number from 1 to 65535, optionally followed by /tcp or /udp"
+    )]
     Port(String),
     /// The same port twice.
     #[error("port {0} is listed twice")]
-    DuplicatePort(u16),
-    /// A UDP port: the program parses TCP only.
-    #[error(
-        "only TCP ports can be protected: the XDP program does not parse UDP (write the port number alone)"
-    )]
-    Udp,
+    DuplicatePort(String),
     /// A protocol other than tcp/udp.
-    #[error("`{0}` is not a protocol: write tcp")]
+    #[error("`{0}` is not a protocol: write tcp or udp")]
     Protocol(String),
+    /// Not a positive rate or burst.
+    #[error("`{0}` is not a rate: write a whole number of at least 1")]
+    Rate(String),
     /// Not a positive count.
     #[error("`{0}` is not a count of failures: write a whole number of at least 1")]
     Failures(String),

@@ -10,9 +10,9 @@ use ipnet::IpNet;
 pub struct Xdp {
     /// Where the program is attached (at least one, names distinct).
     pub interfaces: Vec<XdpInterface>,
-    /// TCP destination ports only admitted sources reach (at least one, distinct, never one of
-    /// sekisho's own listeners: the sign-in must stay reachable).
-    pub protected_ports: Vec<u16>,
+    /// TCP and UDP destination ports only admitted sources reach (at least one, distinct, never
+    /// one of sekisho's own TCP listeners: the sign-in must stay reachable).
+    pub protected_ports: Vec<ProtectedPort>,
     /// Sources always admitted (IPv4 and IPv6 prefixes).
     pub trusted: Vec<IpNet>,
     /// Refuse to start when the program cannot be attached (default `true`); with `false` the
@@ -27,6 +27,60 @@ pub struct Xdp {
     pub pin_path: std::path::PathBuf,
     /// Ban sources that fail too often (`auto_ban:`); absent: off.
     pub auto_ban: Option<AutoBan>,
+    /// Per-source limit on TCP connection attempts to sekisho's own listeners (`syn_rate_limit:`;
+    /// on by default, `off` to disable).
+    pub syn_rate_limit: Option<SynRateLimit>,
+}
+
+impl Xdp {
+    /// The protected TCP port numbers.
+    pub fn protected_tcp_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.protected_ports
+            .iter()
+            .filter(|p| p.protocol == PortProtocol::Tcp)
+            .map(|p| p.port)
+    }
+}
+
+/// One protected port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtectedPort {
+    /// The destination port.
+    pub port: u16,
+    /// TCP (the default) or UDP.
+    pub protocol: PortProtocol,
+}
+
+impl std::fmt::Display for ProtectedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.protocol {
+            PortProtocol::Tcp => write!(f, "{}/tcp", self.port),
+            PortProtocol::Udp => write!(f, "{}/udp", self.port),
+        }
+    }
+}
+
+/// The transport of a protected port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortProtocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// `xdp.syn_rate_limit`: each source may open `per_second` connections to sekisho's own
+/// listeners per second on average, `burst` at once; faster attempts (TCP SYN) are dropped at
+/// the NIC. Trusted ranges are exempt. Spoofed SYN floods are the kernel's syncookies' job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynRateLimit {
+    /// Average connection attempts per second per source (at least 1; default 100).
+    pub per_second: u32,
+    /// Attempts allowed at once (at least 1; default twice `per_second`).
+    pub burst: u32,
+    /// The listener ports it applies to: sekisho's HTTP and HTTPS listeners.
+    pub ports: Vec<u16>,
 }
 
 /// `xdp.auto_ban`: `failures` failed sign-ins, rejected credentials or refused callbacks from

@@ -8,7 +8,9 @@ use marked_yaml::Node;
 
 use super::Parser;
 use crate::error::XdpProblem;
-use crate::model::{AutoBan, Server, Xdp, XdpInterface, XdpMode};
+use crate::model::{
+    AutoBan, PortProtocol, ProtectedPort, Server, SynRateLimit, Xdp, XdpInterface, XdpMode,
+};
 use crate::value;
 use crate::walk::Field;
 
@@ -21,7 +23,12 @@ const XDP: &[&str] = &[
     "session_grace",
     "pin_path",
     "auto_ban",
+    "syn_rate_limit",
 ];
+/// Keys of `xdp.syn_rate_limit`.
+const SYN_RATE_LIMIT: &[&str] = &["per_second", "burst"];
+/// Connection attempts per second per source by default.
+const DEFAULT_SYN_PER_SECOND: u32 = 100;
 /// Keys of `xdp.auto_ban`.
 const AUTO_BAN: &[&str] = &["failures", "window", "ban"];
 /// Keys of an `xdp.interfaces` entry written as a mapping.
@@ -56,22 +63,23 @@ impl Parser<'_> {
             .walk
             .required(&map, "protected_ports")
             .and_then(|f| self.non_empty_list_of(&f, Self::xdp_port));
+        let own: Vec<u16> = server
+            .map(|s| {
+                [s.http_listen, s.https_listen]
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.port())
+                    .collect()
+            })
+            .unwrap_or_default();
         if let (Some(ports), Some(f)) = (&protected_ports, &ports_field) {
-            let own: Vec<u16> = server
-                .map(|s| {
-                    [s.http_listen, s.https_listen]
-                        .into_iter()
-                        .flatten()
-                        .map(|a| a.port())
-                        .collect()
-                })
-                .unwrap_or_default();
             for (i, port) in ports.iter().enumerate() {
                 if ports.get(..i).is_some_and(|before| before.contains(port)) {
-                    self.walk.report_at(f, XdpProblem::DuplicatePort(*port));
+                    self.walk
+                        .report_at(f, XdpProblem::DuplicatePort(port.to_string()));
                 }
-                if own.contains(port) {
-                    self.walk.report_at(f, XdpProblem::OwnListener(*port));
+                if port.protocol == PortProtocol::Tcp && own.contains(&port.port) {
+                    self.walk.report_at(f, XdpProblem::OwnListener(port.port));
                 }
             }
         }
@@ -92,7 +100,23 @@ impl Parser<'_> {
             || PathBuf::from(DEFAULT_PIN_PATH),
         );
         let auto_ban = self.optional(&map, "auto_ban", Self::auto_ban);
+        let syn_rate_limit = match map.get("syn_rate_limit") {
+            Some(f)
+                if f.node
+                    .as_scalar()
+                    .is_some_and(|s| s.as_str().trim() == "off") =>
+            {
+                Some(None)
+            }
+            Some(f) => self.syn_rate_limit(&f, own.clone()).map(Some),
+            None => Some(Some(SynRateLimit {
+                per_second: DEFAULT_SYN_PER_SECOND,
+                burst: 2 * DEFAULT_SYN_PER_SECOND,
+                ports: own,
+            })),
+        };
         Some(Xdp {
+            syn_rate_limit: syn_rate_limit?,
             auto_ban: auto_ban?,
             pin_path: pin_path?,
             interfaces: interfaces?,
@@ -113,6 +137,28 @@ impl Parser<'_> {
             failures: failures?,
             window: window?,
             ban: ban?,
+        })
+    }
+
+    /// `syn_rate_limit: {per_second, burst}` (defaults 100 and twice `per_second`).
+    fn syn_rate_limit(&mut self, field: &Field<'_>, ports: Vec<u16>) -> Option<SynRateLimit> {
+        let map = self.walk.mapping(field, SYN_RATE_LIMIT)?;
+        let per_second = self.or_default(
+            &map,
+            "per_second",
+            |p, f| p.walk.value(f, rate),
+            || DEFAULT_SYN_PER_SECOND,
+        )?;
+        let burst = self.or_default(
+            &map,
+            "burst",
+            |p, f| p.walk.value(f, rate),
+            || per_second.saturating_mul(2),
+        )?;
+        Some(SynRateLimit {
+            per_second,
+            burst,
+            ports,
         })
     }
 
@@ -138,21 +184,26 @@ impl Parser<'_> {
         })
     }
 
-    /// One protected port: `22`, or `{port: 22, protocol: tcp}`.
-    fn xdp_port(&mut self, field: &Field<'_>) -> Option<u16> {
+    /// One protected port: `22`, `51820/udp`, or `{port: 51820, protocol: udp}`.
+    fn xdp_port(&mut self, field: &Field<'_>) -> Option<ProtectedPort> {
         if let Node::Mapping(_) = field.node {
             let map = self.walk.mapping(field, PORT)?;
             let port = self
                 .walk
                 .required(&map, "port")
                 .and_then(|f| self.walk.value(&f, port));
-            let tcp = self.or_default(&map, "protocol", |p, f| p.walk.value(f, protocol), || true);
-            return match (port, tcp) {
-                (Some(port), Some(true)) => Some(port),
-                _ => None,
-            };
+            let protocol = self.or_default(
+                &map,
+                "protocol",
+                |p, f| p.walk.value(f, protocol),
+                PortProtocol::default,
+            );
+            return Some(ProtectedPort {
+                port: port?,
+                protocol: protocol?,
+            });
         }
-        self.walk.value(field, port)
+        self.walk.value(field, port_and_protocol)
     }
 }
 
@@ -210,13 +261,33 @@ fn port(input: &str) -> Result<u16, XdpProblem> {
         .ok_or_else(|| XdpProblem::Port(input.trim().to_owned()))
 }
 
-/// `true` for tcp; udp is refused (the program parses TCP only).
-fn protocol(input: &str) -> Result<bool, XdpProblem> {
+/// `22`, `22/tcp` or `51820/udp`.
+fn port_and_protocol(input: &str) -> Result<ProtectedPort, XdpProblem> {
+    let (number, protocol) = match input.trim().split_once('/') {
+        Some((number, name)) => (number, self::protocol(name)?),
+        None => (input, PortProtocol::Tcp),
+    };
+    Ok(ProtectedPort {
+        port: port(number).map_err(|_| XdpProblem::Port(input.trim().to_owned()))?,
+        protocol,
+    })
+}
+
+fn protocol(input: &str) -> Result<PortProtocol, XdpProblem> {
     match input.trim() {
-        "tcp" => Ok(true),
-        "udp" => Err(XdpProblem::Udp),
+        "tcp" => Ok(PortProtocol::Tcp),
+        "udp" => Ok(PortProtocol::Udp),
         other => Err(XdpProblem::Protocol(other.to_owned())),
     }
+}
+
+fn rate(input: &str) -> Result<u32, XdpProblem> {
+    input
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| XdpProblem::Rate(input.trim().to_owned()))
 }
 
 #[cfg(test)]

@@ -51,6 +51,24 @@ pub fn tcp(dport: u16) -> Vec<u8> {
     h
 }
 
+/// A UDP header to `dport` (length 8, no payload).
+pub fn udp(dport: u16) -> Vec<u8> {
+    let mut h = vec![0xc3, 0x50];
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[0, 8, 0, 0]);
+    h
+}
+
+/// A whole IPv4 UDP frame from `source` to `dport`.
+pub fn v4_udp_frame(source: [u8; 4], dport: u16) -> Vec<u8> {
+    [
+        ethernet(ETHERTYPE_IPV4),
+        ipv4(source, crate::IPPROTO_UDP, 0, 0),
+        udp(dport),
+    ]
+    .concat()
+}
+
 /// See the module.
 pub fn v4_frame(source: [u8; 4], dport: u16) -> Vec<u8> {
     [

@@ -12,7 +12,9 @@
 //! Addresses in map keys are octet arrays exactly as they appear on the wire, so `10.0.0.1` is
 //! `[10, 0, 0, 1]` on every architecture. Ports in [`PROTECTED_PORTS`] are `u16` in **host** byte
 //! order (the kernel converts the header's big-endian field before the lookup). Times are
-//! nanoseconds of `CLOCK_MONOTONIC`, the clock `bpf_ktime_get_ns` reads.
+//! nanoseconds of `CLOCK_MONOTONIC_COARSE`, the clock `bpf_ktime_get_coarse_ns` reads: it
+//! costs the program no clock-source read, and a tick's resolution is plenty for expiries of
+//! minutes and rate limits of tens per second.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
@@ -23,6 +25,9 @@ pub mod frames;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM: &str = "xdp_guard";
+/// Name of a program that passes every frame and does nothing else: the cost benchmark's
+/// baseline.
+pub const EMPTY_PROGRAM: &str = "xdp_empty";
 
 /// `HashMap<SourceV4, AllowEntry>`: IPv4 sources that hold an authenticated session.
 pub const ALLOWED_V4: &str = "ALLOWED_V4";
@@ -32,32 +37,48 @@ pub const ALLOWED_V6: &str = "ALLOWED_V6";
 pub const TRUSTED_V4: &str = "TRUSTED_V4";
 /// `LpmTrie<[u8; 16], u8>`: trusted IPv6 ranges (value [`TRUSTED`]).
 pub const TRUSTED_V6: &str = "TRUSTED_V6";
-/// `HashMap<u16, u8>`: TCP destination ports (host byte order) the guard protects (value [`PROTECTED`]).
-pub const PROTECTED_PORTS: &str = "PROTECTED_PORTS";
+/// `Array<u8>` of [`PORT_SLOTS`], indexed by [`port_slot`]: the [`PORT_PROTECTED`] /
+/// [`PORT_SYN_LIMITED`] flags of every TCP and UDP destination port (0: left alone). An array,
+/// not a hash, so that the lookup on every frame is a bounds check and a load.
+pub const PORTS: &str = "PORTS";
 /// `PerCpuArray<u64>` indexed by [`Counter`].
 pub const STATS: &str = "STATS";
 /// `LruHashMap<SourceV4, AllowEntry>`: IPv4 sources banned until the entry's expiry: all their
-/// TCP is dropped, to every port.
+/// TCP and UDP is dropped, to every port.
 pub const BANNED_V4: &str = "BANNED_V4";
 /// `LruHashMap<SourceV6, AllowEntry>`: IPv6 sources banned until the entry's expiry.
 pub const BANNED_V6: &str = "BANNED_V6";
+/// `Array<u64>` indexed by [`Setting`]: switches and parameters user space sets.
+pub const SETTINGS: &str = "SETTINGS";
+/// `LruHashMap<SourceV4, u64>`: per-source SYN rate limit state (the theoretical arrival time
+/// of the generic cell rate algorithm, `CLOCK_MONOTONIC` ns). Least recently used sources make
+/// room, so spoofed floods can only evict each other.
+pub const SYN_RATE_V4: &str = "SYN_RATE_V4";
+/// `LruHashMap<SourceV6, u64>`: as [`SYN_RATE_V4`].
+pub const SYN_RATE_V6: &str = "SYN_RATE_V6";
+/// `LruPerCpuHashMap<DropKey, u64>`: dropped frames per source, destination port, reason and
+/// minute, for the audit log's summaries. User space reads and deletes past minutes.
+pub const DROPS: &str = "DROPS";
 
 /// Capacity of each `ALLOWED_*` map.
 pub const MAX_ALLOWED_SOURCES: u32 = 65_536;
-/// `Array<u32>` of one entry: nonzero while the `BANNED_*` maps may hold a ban, so that the
-/// common case (nobody banned) costs no hash lookup per frame.
-pub const BANS_ACTIVE: &str = "BANS_ACTIVE";
 /// Capacity of each `BANNED_*` map (least recently used entries make room).
 pub const MAX_BANNED_SOURCES: u32 = 16_384;
 /// Capacity of each `TRUSTED_*` trie.
 pub const MAX_TRUSTED_RANGES: u32 = 1_024;
-/// Capacity of [`PROTECTED_PORTS`].
-pub const MAX_PROTECTED_PORTS: u32 = 1_024;
+/// Entries of [`PORTS`]: every TCP port, then every UDP port.
+pub const PORT_SLOTS: u32 = 2 * 65_536;
+/// Capacity of each `SYN_RATE_*` map.
+pub const MAX_RATE_LIMITED_SOURCES: u32 = 65_536;
+/// Capacity of [`DROPS`].
+pub const MAX_DROP_TALLIES: u32 = 16_384;
 
 /// The value stored in the `TRUSTED_*` tries.
 pub const TRUSTED: u8 = 1;
-/// The value stored in [`PROTECTED_PORTS`].
-pub const PROTECTED: u8 = 1;
+/// [`PORTS`] flag: only admitted sources reach the port.
+pub const PORT_PROTECTED: u8 = 1;
+/// [`PORTS`] flag: connection attempts (TCP SYN) to the port are rate-limited per source.
+pub const PORT_SYN_LIMITED: u8 = 2;
 
 /// Key of [`ALLOWED_V4`]: the source address, octets in wire order.
 #[repr(C)]
@@ -75,23 +96,147 @@ pub struct SourceV6 {
     pub octets: [u8; 16],
 }
 
-/// Value of the `ALLOWED_*` maps: until when the source is admitted.
+/// Value of the `ALLOWED_*` and `BANNED_*` maps: until when the entry holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllowEntry {
-    /// `CLOCK_MONOTONIC` nanoseconds after which the entry no longer admits the source.
+    /// `CLOCK_MONOTONIC_COARSE` nanoseconds after which the entry no longer holds.
     pub expires_at_ns: u64,
 }
 
 impl AllowEntry {
-    /// Whether the entry still admits its source at `now_ns` (`CLOCK_MONOTONIC`).
+    /// Whether the entry still holds at `now_ns` (`CLOCK_MONOTONIC`).
     #[inline(always)]
     pub const fn admits_at(&self, now_ns: u64) -> bool {
         now_ns < self.expires_at_ns
     }
 }
 
-/// Index of each counter in [`STATS`].
+/// The index of `port` for `transport` in [`PORTS`].
+#[inline(always)]
+pub const fn port_slot(transport: Transport, port: u16) -> u32 {
+    match transport {
+        Transport::Tcp => port as u32,
+        Transport::Udp => 65_536 + port as u32,
+    }
+}
+
+/// Key of [`DROPS`]: one tally per source, destination port, reason and minute.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    /// The source address: 16 octets for IPv6, the first 4 for IPv4 (the rest zero).
+    pub octets: [u8; 16],
+    /// `CLOCK_MONOTONIC` minute of the drop (nanoseconds / 60e9).
+    pub minute: u32,
+    /// Destination port, host order (0 for later fragments, which carry none).
+    pub dport: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// [`DropReason`] as its number.
+    pub reason: u8,
+}
+
+impl DropKey {
+    /// The key for a drop of `reason` from `source` to `dport` in `minute`.
+    #[inline(always)]
+    pub fn new(source: Source, dport: u16, reason: DropReason, minute: u32) -> Self {
+        let (octets, family) = match source {
+            Source::V4(SourceV4 {
+                octets: [a, b, c, d],
+            }) => ([a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 4),
+            Source::V6(SourceV6 { octets }) => (octets, 6),
+        };
+        DropKey {
+            octets,
+            minute,
+            dport,
+            family,
+            reason: reason as u8,
+        }
+    }
+}
+
+/// Nanoseconds per [`DropKey::minute`].
+pub const NS_PER_MINUTE: u64 = 60_000_000_000;
+
+/// Index of each entry in [`SETTINGS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// Nonzero while the `BANNED_*` maps may hold a ban, so that the common case (nobody
+    /// banned) costs no hash lookup per frame.
+    BansActive = 0,
+    /// Nonzero when some UDP port is protected: later UDP fragments are then judged by their
+    /// source like TCP ones.
+    UdpGuarded = 1,
+    /// The SYN rate limit's emission interval in ns (one connection attempt per interval;
+    /// 0: no limit).
+    SynIntervalNs = 2,
+    /// The SYN rate limit's tolerance in ns: `(burst - 1) * interval`.
+    SynToleranceNs = 3,
+}
+
+/// Number of entries in [`SETTINGS`].
+pub const SETTINGS_LEN: u32 = 4;
+
+/// Why a frame was dropped.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The source is banned.
+    Banned = 0,
+    /// A protected port, and the source is neither admitted nor trusted.
+    NotAdmitted = 1,
+    /// The source's connection attempts to a rate-limited port came too fast.
+    SynLimited = 2,
+    /// A later fragment (no ports in it) from a source that is not admitted.
+    Fragment = 3,
+    /// The destination port could not be read, or the segment to a protected port is truncated.
+    Unreadable = 4,
+}
+
+impl DropReason {
+    /// Every reason, in number order.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Banned,
+        DropReason::NotAdmitted,
+        DropReason::SynLimited,
+        DropReason::Fragment,
+        DropReason::Unreadable,
+    ];
+
+    /// The reason numbered `n`.
+    pub const fn from_u8(n: u8) -> Option<Self> {
+        match n {
+            0 => Some(DropReason::Banned),
+            1 => Some(DropReason::NotAdmitted),
+            2 => Some(DropReason::SynLimited),
+            3 => Some(DropReason::Fragment),
+            4 => Some(DropReason::Unreadable),
+            _ => None,
+        }
+    }
+
+    /// Its name in metrics and audit records.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Banned => "banned",
+            DropReason::NotAdmitted => "not_admitted",
+            DropReason::SynLimited => "syn_rate_limited",
+            DropReason::Fragment => "fragment",
+            DropReason::Unreadable => "unreadable",
+        }
+    }
+
+    /// Its counter in [`STATS`].
+    pub const fn counter(self) -> u32 {
+        FIRST_DROP_COUNTER + self as u32
+    }
+}
+
+/// Index of each counter in [`STATS`]; after these come the drops by reason
+/// ([`DropReason::counter`]).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -103,8 +248,10 @@ pub enum Counter {
     Malformed = 2,
 }
 
+const FIRST_DROP_COUNTER: u32 = 3;
+
 /// Number of entries in [`STATS`].
-pub const COUNTERS: u32 = 3;
+pub const COUNTERS: u32 = FIRST_DROP_COUNTER + DropReason::ALL.len() as u32;
 
 /// Where a frame came from, as far as the guard cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,32 +262,53 @@ pub enum Source {
     V6(SourceV6),
 }
 
+/// The transport protocols the guard judges.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP (IP protocol 6).
+    Tcp = 6,
+    /// UDP (IP protocol 17).
+    Udp = 17,
+}
+
 /// What [`classify`] found in a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Packet {
-    /// Nothing the guard looks at: not IPv4/IPv6, or not TCP (a non-first fragment of another
-    /// protocol included).
+    /// Nothing the guard looks at: not IPv4/IPv6, or neither TCP nor UDP (a non-first fragment
+    /// of another protocol included).
     Unguarded,
     /// Ethernet, VLAN or IP headers that end early or contradict themselves before the guard
-    /// could tell whether the frame is TCP. The kernel's IP stack discards these itself.
+    /// could tell the transport. The kernel's IP stack discards these itself.
     Malformed,
-    /// TCP, or possibly TCP, whose destination port the guard could not read: the TCP header
-    /// ends before the port, or the IPv6 extension header chain is longer than the guard walks.
-    Unidentified,
-    /// A non-first fragment of a TCP datagram: it carries no ports, so the guard cannot tell
-    /// whether it is for a protected one, and decides by the source alone.
-    LaterTcpFragment {
-        /// The IP source address.
-        source: Source,
+    /// TCP or UDP, or possibly so, whose destination port the guard could not read: the
+    /// transport header ends before the port (`Some`), or the IPv6 extension header chain is
+    /// longer than the guard walks (`None`: the transport is unknown).
+    Unidentified {
+        /// The transport, when known.
+        transport: Option<Transport>,
     },
-    /// A TCP segment.
-    Tcp {
+    /// A non-first fragment of a TCP or UDP datagram: it carries no ports, so the guard cannot
+    /// tell whether it is for a protected one, and decides by the source alone.
+    LaterFragment {
         /// The IP source address.
         source: Source,
+        /// The fragmented datagram's transport.
+        transport: Transport,
+    },
+    /// A TCP segment or UDP datagram.
+    Segment {
+        /// The IP source address.
+        source: Source,
+        /// TCP or UDP.
+        transport: Transport,
         /// The destination port, host byte order.
         dport: u16,
-        /// The TCP header is shorter than 20 bytes or than its own data offset says.
+        /// The header is shorter than its minimum (TCP 20, UDP 8 bytes) or than TCP's own data
+        /// offset says.
         truncated: bool,
+        /// A TCP connection attempt: SYN set, ACK clear.
+        syn: bool,
     },
 }
 
@@ -149,8 +317,8 @@ pub enum Packet {
 pub enum Verdict {
     /// Hand the frame to the kernel's stack (`XDP_PASS`).
     Pass,
-    /// Discard the frame (`XDP_DROP`).
-    Drop,
+    /// Discard the frame (`XDP_DROP`), for this reason.
+    Drop(DropReason),
 }
 
 /// A verdict plus whether the frame also counts as malformed.
@@ -168,14 +336,24 @@ pub trait FrameBytes {
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
 }
 
-/// The state the guard consults: which ports it protects and which sources it admits.
+/// The state the guard consults: which ports it judges and which sources it admits.
 pub trait Policy {
-    /// Whether TCP destination port `port` (host byte order) is protected.
-    fn is_protected(&self, port: u16) -> bool;
+    /// The [`PORT_PROTECTED`] / [`PORT_SYN_LIMITED`] flags of `port` (host byte order) for
+    /// `transport`; 0 for a port the guard leaves alone.
+    fn port(&self, transport: Transport, port: u16) -> u8;
+    /// Whether some UDP port is protected (later UDP fragments are judged only then).
+    fn guards_udp(&self) -> bool;
     /// Whether `source` holds an unexpired session or lies in a trusted range.
     fn admits(&self, source: Source) -> bool;
-    /// Whether `source` is banned (auto-ban after repeated failures): all its TCP is dropped.
+    /// Whether `source` is banned (auto-ban after repeated failures): all its TCP and UDP is
+    /// dropped.
     fn banned(&self, source: Source) -> bool;
+    /// Whether `source` may make one more connection attempt to a rate-limited port now (and
+    /// count it); trusted sources always may.
+    fn syn_allowed(&self, source: Source) -> bool;
+    /// Notes that a frame from `source` to `port` (0 for a fragment) was dropped for `reason`
+    /// (the kernel tallies it for the audit log's summaries).
+    fn dropped(&self, source: Source, port: u16, reason: DropReason);
 }
 
 /// How many IPv6 extension headers [`classify`] walks before giving up ([`Packet::Unidentified`]).
@@ -193,6 +371,10 @@ const IPV6_HEADER_LEN: usize = 40;
 const TCP_MIN_HEADER_LEN: usize = 20;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const UDP_HEADER_LEN: usize = 8;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_AH: u8 = 51;
@@ -225,51 +407,65 @@ pub fn classify(frame: &impl FrameBytes) -> Packet {
     }
 }
 
-/// The guard's rule: only TCP to a protected port is judged; it passes when the source is
-/// admitted, except that a truncated segment to a protected port never passes, and a segment
-/// whose port cannot be read is dropped (it might be aimed at a protected port).
+/// The guard's rule. A banned source's TCP and UDP is dropped. Only TCP and UDP to a port in
+/// the port map is judged further: to a protected port it passes when the source is admitted
+/// (a truncated header never passes); a TCP connection attempt to a rate-limited port passes
+/// while the source's rate allows. A later fragment, which carries no ports, passes only from
+/// an admitted source; a frame whose port cannot be read is dropped (it might be aimed at a
+/// protected port).
 #[inline(always)]
 pub fn decide(packet: Packet, policy: &impl Policy) -> Decision {
-    match packet {
-        Packet::Unguarded => Decision {
-            verdict: Verdict::Pass,
-            malformed: false,
-        },
-        Packet::Malformed => Decision {
-            verdict: Verdict::Pass,
-            malformed: true,
-        },
-        Packet::Unidentified => Decision {
-            verdict: Verdict::Drop,
-            malformed: true,
-        },
-        Packet::LaterTcpFragment { source } => Decision {
-            verdict: if !policy.banned(source) && policy.admits(source) {
+    let (verdict, malformed) = match packet {
+        Packet::Unguarded => (Verdict::Pass, false),
+        Packet::Malformed => (Verdict::Pass, true),
+        Packet::Unidentified {
+            transport: Some(Transport::Udp),
+        } if !policy.guards_udp() => (Verdict::Pass, true),
+        Packet::Unidentified { .. } => (Verdict::Drop(DropReason::Unreadable), true),
+        Packet::LaterFragment { source, transport } => {
+            let verdict = if policy.banned(source) {
+                Verdict::Drop(DropReason::Banned)
+            } else if (transport == Transport::Udp && !policy.guards_udp()) || policy.admits(source)
+            {
                 Verdict::Pass
             } else {
-                Verdict::Drop
-            },
-            malformed: false,
-        },
-        Packet::Tcp {
+                Verdict::Drop(DropReason::Fragment)
+            };
+            if let Verdict::Drop(reason) = verdict {
+                policy.dropped(source, 0, reason);
+            }
+            (verdict, false)
+        }
+        Packet::Segment {
             source,
+            transport,
             dport,
             truncated,
+            syn,
         } => {
-            let protected = policy.is_protected(dport);
+            let flags = policy.port(transport, dport);
             let verdict = if policy.banned(source) {
-                Verdict::Drop
-            } else if !protected || (!truncated && policy.admits(source)) {
-                Verdict::Pass
+                Verdict::Drop(DropReason::Banned)
+            } else if flags & PORT_PROTECTED != 0 {
+                if truncated {
+                    Verdict::Drop(DropReason::Unreadable)
+                } else if policy.admits(source) {
+                    Verdict::Pass
+                } else {
+                    Verdict::Drop(DropReason::NotAdmitted)
+                }
+            } else if syn && flags & PORT_SYN_LIMITED != 0 && !policy.syn_allowed(source) {
+                Verdict::Drop(DropReason::SynLimited)
             } else {
-                Verdict::Drop
+                Verdict::Pass
             };
-            Decision {
-                verdict,
-                malformed: truncated,
+            if let Verdict::Drop(reason) = verdict {
+                policy.dropped(source, dport, reason);
             }
+            (verdict, truncated)
         }
-    }
+    };
+    Decision { verdict, malformed }
 }
 
 #[inline(always)]
@@ -300,17 +496,17 @@ fn classify_ipv4(frame: &impl FrameBytes, l3: usize) -> Packet {
     if version_ihl >> 4 != 4 || header_len < IPV4_MIN_HEADER_LEN {
         return Packet::Malformed;
     }
-    if protocol != IPPROTO_TCP {
+    let Some(transport) = transport(protocol) else {
         return Packet::Unguarded;
-    }
+    };
     let source = Source::V4(SourceV4 {
         octets: [s0, s1, s2, s3],
     });
     let fragment_offset = u16::from_be_bytes([flags_frag_hi & 0x1f, frag_lo]);
     if fragment_offset != 0 {
-        return Packet::LaterTcpFragment { source };
+        return Packet::LaterFragment { source, transport };
     }
-    classify_tcp(frame, l3 + header_len, source)
+    classify_transport(frame, l3 + header_len, source, transport)
 }
 
 #[inline(always)]
@@ -330,7 +526,8 @@ fn classify_ipv6(frame: &impl FrameBytes, l3: usize) -> Packet {
     let mut offset = l3 + IPV6_HEADER_LEN;
     for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
         match next_header {
-            IPPROTO_TCP => return classify_tcp(frame, offset, source),
+            IPPROTO_TCP => return classify_transport(frame, offset, source, Transport::Tcp),
+            IPPROTO_UDP => return classify_transport(frame, offset, source, Transport::Udp),
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // Next header, then the length in 8-octet units not counting the first 8.
                 let Some([next, len]) = frame.load::<2>(offset) else {
@@ -352,10 +549,9 @@ fn classify_ipv6(frame: &impl FrameBytes, l3: usize) -> Packet {
                     return Packet::Malformed;
                 };
                 if u16::from_be_bytes([offset_hi, offset_lo]) >> 3 != 0 {
-                    return if next == IPPROTO_TCP {
-                        Packet::LaterTcpFragment { source }
-                    } else {
-                        Packet::Unguarded
+                    return match transport(next) {
+                        Some(transport) => Packet::LaterFragment { source, transport },
+                        None => Packet::Unguarded,
                     };
                 }
                 next_header = next;
@@ -364,31 +560,54 @@ fn classify_ipv6(frame: &impl FrameBytes, l3: usize) -> Packet {
             _ => return Packet::Unguarded,
         }
     }
-    if next_header == IPPROTO_TCP {
-        classify_tcp(frame, offset, source)
-    } else {
-        Packet::Unidentified
+    match transport(next_header) {
+        Some(transport) => classify_transport(frame, offset, source, transport),
+        None => Packet::Unidentified { transport: None },
     }
 }
 
 #[inline(always)]
-fn classify_tcp(frame: &impl FrameBytes, l4: usize, source: Source) -> Packet {
+const fn transport(protocol: u8) -> Option<Transport> {
+    match protocol {
+        IPPROTO_TCP => Some(Transport::Tcp),
+        IPPROTO_UDP => Some(Transport::Udp),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn classify_transport(
+    frame: &impl FrameBytes,
+    l4: usize,
+    source: Source,
+    transport: Transport,
+) -> Packet {
+    // Both headers start with the source port, then the destination port.
     let Some([_, _, d0, d1]) = frame.load::<4>(l4) else {
-        return Packet::Unidentified;
+        return Packet::Unidentified {
+            transport: Some(transport),
+        };
     };
     let dport = u16::from_be_bytes([d0, d1]);
-    let truncated = match frame.load::<TCP_MIN_HEADER_LEN>(l4) {
-        None => true,
-        Some(header) => {
-            let [.., data_offset, _, _, _, _, _, _, _] = header;
-            let header_len = usize::from(data_offset >> 4) * 4;
-            header_len < TCP_MIN_HEADER_LEN || frame.load::<1>(l4 + header_len - 1).is_none()
-        }
+    let (truncated, syn) = match transport {
+        Transport::Udp => (frame.load::<UDP_HEADER_LEN>(l4).is_none(), false),
+        Transport::Tcp => match frame.load::<TCP_MIN_HEADER_LEN>(l4) {
+            None => (true, false),
+            Some(header) => {
+                let [.., data_offset, flags, _, _, _, _, _, _] = header;
+                let header_len = usize::from(data_offset >> 4) * 4;
+                let truncated = header_len < TCP_MIN_HEADER_LEN
+                    || frame.load::<1>(l4 + header_len - 1).is_none();
+                (truncated, flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+            }
+        },
     };
-    Packet::Tcp {
+    Packet::Segment {
         source,
+        transport,
         dport,
         truncated,
+        syn,
     }
 }
 
@@ -404,6 +623,7 @@ mod pod {
     unsafe impl aya::Pod for super::SourceV4 {}
     unsafe impl aya::Pod for super::SourceV6 {}
     unsafe impl aya::Pod for super::AllowEntry {}
+    unsafe impl aya::Pod for super::DropKey {}
 }
 
 #[cfg(test)]

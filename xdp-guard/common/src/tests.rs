@@ -15,18 +15,34 @@ impl FrameBytes for Slice<'_> {
     }
 }
 
-/// Protects port 22 only; admits 192.0.2.7 and 2001:db8::7.
-struct Fixture;
+/// Protects TCP port 22 only; admits 192.0.2.7 and 2001:db8::7 (and treats 192.0.2.7 as
+/// trusted for the rate limit).
+#[derive(Default)]
+struct Fixture(core::cell::Cell<u32>);
 
 const ADMITTED_V4: [u8; 4] = [192, 0, 2, 7];
 const OTHER_V4: [u8; 4] = [192, 0, 2, 8];
 const ADMITTED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 const OTHER_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8];
 
+/// Port 443 (TCP) is rate-limited to two connection attempts; UDP 51820 is protected.
 impl Policy for Fixture {
-    fn is_protected(&self, port: u16) -> bool {
-        port == 22
+    fn port(&self, transport: Transport, port: u16) -> u8 {
+        match (transport, port) {
+            (Transport::Tcp, 22) | (Transport::Udp, 51820) => PORT_PROTECTED,
+            (Transport::Tcp, 443) => PORT_SYN_LIMITED,
+            _ => 0,
+        }
     }
+    fn guards_udp(&self) -> bool {
+        true
+    }
+    fn syn_allowed(&self, source: Source) -> bool {
+        let used = self.0.get();
+        self.0.set(used + 1);
+        used < 2 || matches!(source, Source::V4(s) if s.octets == ADMITTED_V4)
+    }
+    fn dropped(&self, _: Source, _: u16, _: DropReason) {}
     fn admits(&self, source: Source) -> bool {
         match source {
             Source::V4(s) => s.octets == ADMITTED_V4 || s.octets == BANNED,
@@ -43,21 +59,23 @@ const BANNED: [u8; 4] = [198, 51, 100, 66];
 
 #[test]
 fn a_banned_source_is_dropped_on_every_port_even_when_admitted() {
-    assert_eq!(verdict(&v4_frame(BANNED, 22)), DROP);
-    assert_eq!(verdict(&v4_frame(BANNED, 443)), DROP);
+    assert_eq!(verdict(&v4_frame(BANNED, 22)), BANNED_DROP);
+    assert_eq!(verdict(&v4_frame(BANNED, 443)), BANNED_DROP);
     let later = [
         ethernet(ETHERTYPE_IPV4),
         ipv4(BANNED, IPPROTO_TCP, 185, 0),
         tcp(80),
     ]
     .concat();
-    assert_eq!(verdict(&later), DROP);
-    let udp = [ethernet(ETHERTYPE_IPV4), ipv4(BANNED, 17, 0, 0), vec![0; 8]].concat();
-    assert_eq!(verdict(&udp), PASS, "the ban is on TCP");
+    assert_eq!(verdict(&later), BANNED_DROP);
+    let udp = [ethernet(ETHERTYPE_IPV4), ipv4(BANNED, 17, 0, 0), udp(443)].concat();
+    assert_eq!(verdict(&udp), BANNED_DROP, "the ban is on UDP too (QUIC)");
+    let icmp = [ethernet(ETHERTYPE_IPV4), ipv4(BANNED, 1, 0, 0), vec![0; 8]].concat();
+    assert_eq!(verdict(&icmp), PASS, "ICMP is never the guard's");
 }
 
 fn verdict(frame: &[u8]) -> Decision {
-    decide(classify(&Slice(frame)), &Fixture)
+    decide(classify(&Slice(frame)), &Fixture::default())
 }
 
 const PASS: Decision = Decision {
@@ -65,7 +83,15 @@ const PASS: Decision = Decision {
     malformed: false,
 };
 const DROP: Decision = Decision {
-    verdict: Verdict::Drop,
+    verdict: Verdict::Drop(DropReason::NotAdmitted),
+    malformed: false,
+};
+const BANNED_DROP: Decision = Decision {
+    verdict: Verdict::Drop(DropReason::Banned),
+    malformed: false,
+};
+const FRAGMENT_DROP: Decision = Decision {
+    verdict: Verdict::Drop(DropReason::Fragment),
     malformed: false,
 };
 const PASS_MALFORMED: Decision = Decision {
@@ -73,7 +99,7 @@ const PASS_MALFORMED: Decision = Decision {
     malformed: true,
 };
 const DROP_MALFORMED: Decision = Decision {
-    verdict: Verdict::Drop,
+    verdict: Verdict::Drop(DropReason::Unreadable),
     malformed: true,
 };
 
@@ -81,10 +107,12 @@ const DROP_MALFORMED: Decision = Decision {
 fn classifies_ipv4_tcp() {
     assert_eq!(
         classify(&Slice(&v4_frame(OTHER_V4, 22))),
-        Packet::Tcp {
+        Packet::Segment {
             source: Source::V4(SourceV4 { octets: OTHER_V4 }),
+            transport: Transport::Tcp,
             dport: 22,
-            truncated: false
+            truncated: false,
+            syn: true,
         }
     );
 }
@@ -93,10 +121,12 @@ fn classifies_ipv4_tcp() {
 fn classifies_ipv6_tcp() {
     assert_eq!(
         classify(&Slice(&v6_frame(OTHER_V6, 443))),
-        Packet::Tcp {
+        Packet::Segment {
             source: Source::V6(SourceV6 { octets: OTHER_V6 }),
+            transport: Transport::Tcp,
             dport: 443,
-            truncated: false
+            truncated: false,
+            syn: true,
         }
     );
 }
@@ -116,11 +146,11 @@ fn unprotected_port_passes_any_source() {
 }
 
 #[test]
-fn non_ip_and_non_tcp_pass() {
+fn non_ip_and_unjudged_ports_pass() {
     let arp = [ethernet(0x0806), vec![0; 28]].concat();
     assert_eq!(verdict(&arp), PASS);
-    let udp = [ethernet(ETHERTYPE_IPV4), ipv4(OTHER_V4, 17, 0, 0), tcp(22)].concat();
-    assert_eq!(verdict(&udp), PASS);
+    let udp = [ethernet(ETHERTYPE_IPV4), ipv4(OTHER_V4, 17, 0, 0), udp(22)].concat();
+    assert_eq!(verdict(&udp), PASS, "UDP 22 is not protected, TCP 22 is");
     let icmpv6 = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, 58), vec![0; 8]].concat();
     assert_eq!(verdict(&icmpv6), PASS);
 }
@@ -167,7 +197,7 @@ fn later_tcp_fragments_are_judged_by_their_source_first_fragments_by_port() {
         tcp(443),
     ]
     .concat();
-    assert_eq!(verdict(&later), DROP);
+    assert_eq!(verdict(&later), FRAGMENT_DROP);
     let admitted = [
         ethernet(ETHERTYPE_IPV4),
         ipv4(ADMITTED_V4, IPPROTO_TCP, 185, 0),
@@ -181,7 +211,31 @@ fn later_tcp_fragments_are_judged_by_their_source_first_fragments_by_port() {
         vec![0; 8],
     ]
     .concat();
-    assert_eq!(verdict(&udp), PASS);
+    assert_eq!(verdict(&udp), FRAGMENT_DROP, "a UDP port is protected");
+    struct TcpOnly;
+    impl Policy for TcpOnly {
+        fn port(&self, transport: Transport, port: u16) -> u8 {
+            Fixture::default().port(transport, port)
+        }
+        fn guards_udp(&self) -> bool {
+            false
+        }
+        fn admits(&self, _: Source) -> bool {
+            false
+        }
+        fn banned(&self, _: Source) -> bool {
+            false
+        }
+        fn syn_allowed(&self, _: Source) -> bool {
+            true
+        }
+        fn dropped(&self, _: Source, _: u16, _: DropReason) {}
+    }
+    let tcp_only = decide(classify(&Slice(&udp)), &TcpOnly);
+    assert_eq!(
+        tcp_only, PASS,
+        "no UDP port protected: UDP fragments are not the guard's"
+    );
     // More-fragments flag set, offset 0: this fragment carries the TCP header.
     let first = [
         ethernet(ETHERTYPE_IPV4),
@@ -213,12 +267,13 @@ fn ipv6_later_tcp_fragment_needs_an_admitted_source() {
         frame.extend_from_slice(&[0; 20]);
         frame
     };
-    assert_eq!(verdict(&later(OTHER_V6, IPPROTO_TCP)), DROP);
+    assert_eq!(verdict(&later(OTHER_V6, IPPROTO_TCP)), FRAGMENT_DROP);
     assert_eq!(verdict(&later(ADMITTED_V6, IPPROTO_TCP)), PASS);
+    assert_eq!(verdict(&later(OTHER_V6, 17)), FRAGMENT_DROP);
     assert_eq!(
-        verdict(&later(OTHER_V6, 17)),
+        verdict(&later(OTHER_V6, 58)),
         PASS,
-        "UDP fragments are not the guard's"
+        "ICMPv6 is not the guard's"
     );
 }
 
@@ -307,4 +362,89 @@ fn allow_entries_expire() {
     assert!(entry.admits_at(999));
     assert!(!entry.admits_at(1_000));
     assert!(!entry.admits_at(u64::MAX));
+}
+
+#[test]
+fn protected_udp_ports_pass_only_admitted_sources() {
+    let datagram = |source: [u8; 4], port: u16| {
+        [ethernet(ETHERTYPE_IPV4), ipv4(source, 17, 0, 0), udp(port)].concat()
+    };
+    assert_eq!(verdict(&datagram(OTHER_V4, 51820)), DROP);
+    assert_eq!(verdict(&datagram(ADMITTED_V4, 51820)), PASS);
+    assert_eq!(verdict(&datagram(OTHER_V4, 53)), PASS);
+    let mut short = datagram(ADMITTED_V4, 51820);
+    short.truncate(14 + 20 + 6);
+    assert_eq!(
+        verdict(&short),
+        DROP_MALFORMED,
+        "a truncated UDP header never passes"
+    );
+    short.truncate(14 + 20 + 3);
+    assert_eq!(
+        verdict(&short),
+        DROP_MALFORMED,
+        "no readable port, UDP guarded"
+    );
+    let v6 = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, 17), udp(51820)].concat();
+    assert_eq!(verdict(&v6), DROP);
+}
+
+#[test]
+fn connection_attempts_to_a_rate_limited_port_stop_at_the_limit() {
+    let policy = Fixture::default();
+    let syn = classify(&Slice(&v4_frame(OTHER_V4, 443)));
+    let limited = Decision {
+        verdict: Verdict::Drop(DropReason::SynLimited),
+        malformed: false,
+    };
+    assert_eq!(decide(syn, &policy), PASS);
+    assert_eq!(decide(syn, &policy), PASS);
+    assert_eq!(decide(syn, &policy), limited);
+    // Segments of established connections (ACK set) are never limited.
+    let mut ack = v4_frame(OTHER_V4, 443);
+    ack[14 + 20 + 13] = 0x10;
+    assert_eq!(decide(classify(&Slice(&ack)), &policy), PASS);
+    let mut syn_ack = v4_frame(OTHER_V4, 443);
+    syn_ack[14 + 20 + 13] = 0x12;
+    assert_eq!(decide(classify(&Slice(&syn_ack)), &policy), PASS);
+    // Other ports are not limited.
+    assert_eq!(
+        decide(classify(&Slice(&v4_frame(OTHER_V4, 80))), &policy),
+        PASS
+    );
+    // A trusted source is exempt.
+    assert_eq!(
+        decide(classify(&Slice(&v4_frame(ADMITTED_V4, 443))), &policy),
+        PASS
+    );
+}
+
+#[test]
+fn drop_keys_hold_the_source_port_and_reason() {
+    let v4 = DropKey::new(
+        Source::V4(SourceV4 { octets: OTHER_V4 }),
+        22,
+        DropReason::NotAdmitted,
+        7,
+    );
+    assert_eq!(&v4.octets[..4], &OTHER_V4);
+    assert!(v4.octets[4..].iter().all(|b| *b == 0));
+    assert_eq!((v4.family, v4.dport, v4.minute), (4, 22, 7));
+    assert_eq!(
+        DropReason::from_u8(v4.reason),
+        Some(DropReason::NotAdmitted)
+    );
+    assert_eq!(DropReason::from_u8(5), None);
+    for reason in DropReason::ALL {
+        assert_eq!(DropReason::from_u8(reason as u8), Some(reason));
+        assert!(reason.counter() < COUNTERS);
+    }
+    assert_eq!(
+        core::mem::size_of::<DropKey>(),
+        24,
+        "no padding in a map key"
+    );
+    assert_eq!(port_slot(Transport::Tcp, 65_535), 65_535);
+    assert_eq!(port_slot(Transport::Udp, 0), 65_536);
+    assert_eq!(port_slot(Transport::Udp, 65_535), PORT_SLOTS - 1);
 }

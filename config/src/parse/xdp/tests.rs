@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::model::{XdpInterface, XdpMode};
+use crate::model::{PortProtocol, ProtectedPort, XdpInterface, XdpMode};
 use crate::parse::tests::{BASE, assert_has, assert_only, parse_err, parse_ok, pos_of};
 
 fn with_xdp(section: &str) -> String {
@@ -18,7 +18,7 @@ fn absent_means_no_guard() {
 fn every_key_is_parsed_and_defaults_are_safe() {
     let config = parse_ok(&with_xdp(
         "  interfaces: [eth0, {name: veth-srv, mode: generic}, {name: ens3, mode: native}]
-  protected_ports: [22, {port: 5432, protocol: tcp}]
+  protected_ports: [22, {port: 5432, protocol: tcp}, 51820/udp, {port: 53, protocol: udp}, 8080/udp]
   trusted: [10.0.0.0/8, \"2001:db8::/32\"]
 ",
     ));
@@ -40,7 +40,29 @@ fn every_key_is_parsed_and_defaults_are_safe() {
             },
         ]
     );
-    assert_eq!(xdp.protected_ports, [22, 5432]);
+    let ports: Vec<String> = xdp
+        .protected_ports
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        ports,
+        ["22/tcp", "5432/tcp", "51820/udp", "53/udp", "8080/udp"],
+        "UDP 8080 is not sekisho's TCP listener"
+    );
+    assert_eq!(
+        xdp.protected_ports.first(),
+        Some(&ProtectedPort {
+            port: 22,
+            protocol: PortProtocol::Tcp
+        })
+    );
+    let limit = xdp.syn_rate_limit.expect("on by default");
+    assert_eq!(
+        (limit.per_second, limit.burst, limit.ports),
+        (100, 200, vec![8080]),
+        "sekisho's own listener is rate-limited"
+    );
     let trusted: Vec<String> = xdp.trusted.iter().map(ToString::to_string).collect();
     assert_eq!(trusted, ["10.0.0.0/8", "2001:db8::/32"]);
     assert!(
@@ -69,6 +91,20 @@ fn every_key_is_parsed_and_defaults_are_safe() {
         (3, Duration::from_secs(60), Duration::from_secs(900))
     );
     assert_eq!(relaxed.session_grace, Duration::from_secs(300));
+
+    let limited = |section: &str| {
+        parse_ok(&with_xdp(&format!(
+            "  interfaces: [eth0]\n  protected_ports: [22]\n{section}"
+        )))
+        .xdp
+        .expect("xdp")
+        .syn_rate_limit
+    };
+    assert_eq!(limited("  syn_rate_limit: off\n"), None);
+    let limit = limited("  syn_rate_limit: {per_second: 5}\n").expect("limit");
+    assert_eq!((limit.per_second, limit.burst), (5, 10));
+    let limit = limited("  syn_rate_limit: {per_second: 5, burst: 1}\n").expect("limit");
+    assert_eq!((limit.per_second, limit.burst), (5, 1));
 }
 
 #[test]
@@ -105,10 +141,40 @@ fn bad_values_are_refused_at_their_position() {
             "`70000` is not a port",
         ),
         (
-            "  interfaces: [eth0]\n  protected_ports: [{port: 53, protocol: udp}]\n",
-            "udp",
+            "  interfaces: [eth0]\n  protected_ports: [{port: 53, protocol: sctp}]\n",
+            "sctp",
             "xdp.protected_ports[0].protocol",
-            "only TCP ports can be protected",
+            "`sctp` is not a protocol: write tcp or udp",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [53/quic]\n",
+            "53/quic",
+            "xdp.protected_ports[0]",
+            "`quic` is not a protocol",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [x/udp]\n",
+            "x/udp",
+            "xdp.protected_ports[0]",
+            "`x/udp` is not a port",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  syn_rate_limit: {per_second: 0}\n",
+            "0}",
+            "xdp.syn_rate_limit.per_second",
+            "`0` is not a rate",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  syn_rate_limit: {burst: many}\n",
+            "many",
+            "xdp.syn_rate_limit.burst",
+            "`many` is not a rate",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  syn_rate_limit: {per_minute: 5}\n",
+            "per_minute",
+            "xdp.syn_rate_limit.per_minute",
+            "unknown field `per_minute`",
         ),
         (
             "  interfaces: [eth0]\n  protected_ports: [22]\n  trusted: [10.0.0.0/33]\n",
@@ -150,7 +216,8 @@ fn bad_values_are_refused_at_their_position() {
 
 #[test]
 fn duplicates_missing_keys_and_own_listeners_are_refused() {
-    let source = with_xdp("  interfaces: [eth0, eth0]\n  protected_ports: [22, 22, 8080]\n");
+    let source =
+        with_xdp("  interfaces: [eth0, eth0]\n  protected_ports: [22, 22, 8080, 22/udp]\n");
     let errors = parse_err(&source);
     let interfaces = pos_of(&source, "[eth0, eth0]");
     assert_has(
@@ -159,12 +226,12 @@ fn duplicates_missing_keys_and_own_listeners_are_refused() {
         "xdp.interfaces",
         "interface `eth0` is listed twice",
     );
-    let ports = pos_of(&source, "[22, 22, 8080]");
+    let ports = pos_of(&source, "[22, 22, 8080, 22/udp]");
     assert_has(
         &errors,
         ports,
         "xdp.protected_ports",
-        "port 22 is listed twice",
+        "port 22/tcp is listed twice",
     );
     assert_has(
         &errors,
