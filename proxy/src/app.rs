@@ -116,21 +116,37 @@ impl App {
         if malformed > 0 {
             tracing::warn!(malformed, file = %config.session.revocation_file.display(), "skipped malformed revocation entries");
         }
+        let listener_ports: Vec<u16> = {
+            let (http, https) = listeners.addresses();
+            [http, https]
+                .into_iter()
+                .flatten()
+                .map(|a| a.port())
+                .collect()
+        };
         let nic = match &config.xdp {
             None => NicStatus::Off,
-            Some(xdp) => match NicGuard::load(xdp, Some(audit.clone())) {
-                Ok(guard) => NicStatus::Attached(Arc::new(guard)),
-                Err(e) if xdp.required => return Err(AppError::Xdp(e)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "XDP guard not attached (xdp.required: false); protected ports are open to every source");
-                    audit.keep(Event::lifecycle(
-                        Lifecycle::Start,
-                        false,
-                        format!("XDP guard not attached (xdp.required: false): {e}"),
-                    ));
-                    NicStatus::Failed(e.to_string())
+            Some(xdp) => {
+                match NicGuard::load(
+                    xdp,
+                    &listener_ports,
+                    &config.state_dir,
+                    &revoked,
+                    Some(audit.clone()),
+                ) {
+                    Ok(guard) => NicStatus::Attached(Arc::new(guard)),
+                    Err(e) if xdp.required => return Err(AppError::Xdp(e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "XDP guard not attached (xdp.required: false); protected ports are open to every source");
+                        audit.keep(Event::lifecycle(
+                            Lifecycle::Start,
+                            false,
+                            format!("XDP guard not attached (xdp.required: false): {e}"),
+                        ));
+                        NicStatus::Failed(e.to_string())
+                    }
                 }
-            },
+            }
         };
         let nic_guard = match &nic {
             NicStatus::Attached(guard) => Some(guard.clone()),

@@ -11,6 +11,6 @@ pub mod writer;
 
 pub use record::{
     Actor, AuthActivity, AuthEvent, Container, Decision, Door, Event, HttpEvent, Lifecycle,
-    LifecycleEvent, Query,
+    LifecycleEvent, NetworkEvent, Query,
 };
 pub use writer::{AuditLog, Refused, Unrecorded};

@@ -156,11 +156,37 @@ pub fn render(audit: &AuditLog, counters: &Counters, nic: &NicStatus) -> Respons
                     "XDP guard map writes that failed.",
                     &c.failures,
                 ),
+                (
+                    "sekisho_xdp_drop_records_total",
+                    "Audit records summarising the XDP guard's drops (per source and minute).",
+                    &c.drop_records,
+                ),
             ] {
                 let _ = write!(
                     text,
                     "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
                     value.load(Ordering::Relaxed)
+                );
+            }
+            let k = guard.kernel_counters();
+            let _ = write!(
+                text,
+                "# HELP sekisho_xdp_frames_total Frames the XDP program judged, by verdict (all interfaces).\n# TYPE sekisho_xdp_frames_total counter\nsekisho_xdp_frames_total{{verdict=\"pass\"}} {}\nsekisho_xdp_frames_total{{verdict=\"drop\"}} {}\n",
+                k.passed, k.dropped
+            );
+            let _ = write!(
+                text,
+                "# HELP sekisho_xdp_malformed_frames_total Frames with truncated or inconsistent headers (also counted by verdict).\n# TYPE sekisho_xdp_malformed_frames_total counter\nsekisho_xdp_malformed_frames_total {}\n",
+                k.malformed
+            );
+            let _ = write!(
+                text,
+                "# HELP sekisho_xdp_dropped_frames_total Frames the XDP program dropped, by reason.\n# TYPE sekisho_xdp_dropped_frames_total counter\n"
+            );
+            for (reason, n) in &k.dropped_by {
+                let _ = writeln!(
+                    text,
+                    "sekisho_xdp_dropped_frames_total{{reason=\"{reason}\"}} {n}"
                 );
             }
         }

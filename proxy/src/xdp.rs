@@ -21,6 +21,11 @@ use sekisho_config::{AutoBan, Xdp};
 use crate::session::unix_now;
 use crate::sessions::events::{SessionChange, SessionEvent, SessionSubscriber};
 
+mod ledger;
+mod summary;
+
+use ledger::{Holders, Ledger};
+
 /// Why the guard could not be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
@@ -53,9 +58,45 @@ pub enum NicStatus {
     Failed(String),
 }
 
+/// The drop summary windows' length and the clock they count on (`CLOCK_MONOTONIC_COARSE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowClock {
+    /// A window's length, ns.
+    pub length_ns: u64,
+    /// The clock now, ns.
+    pub now_ns: u64,
+}
+
+impl WindowClock {
+    /// How long ago window `n` started and ended (zero for times not yet past).
+    pub fn ago(&self, n: u32) -> (Duration, Duration) {
+        let start = u64::from(n).saturating_mul(self.length_ns);
+        let end = start.saturating_add(self.length_ns);
+        (
+            Duration::from_nanos(self.now_ns.saturating_sub(start)),
+            Duration::from_nanos(self.now_ns.saturating_sub(end)),
+        )
+    }
+}
+
+/// The kernel program's own counters (frames), summed over CPUs and interfaces.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Frames passed.
+    pub passed: u64,
+    /// Frames dropped.
+    pub dropped: u64,
+    /// Frames with truncated or inconsistent headers (counted in one of the others too).
+    pub malformed: u64,
+    /// Frames dropped, by reason.
+    pub dropped_by: Vec<(&'static str, u64)>,
+}
+
 /// Counters of the guard's map writes.
 #[derive(Debug, Default)]
 pub struct XdpCounters {
+    /// Drop summary records filed in the audit log.
+    pub drop_records: AtomicU64,
     /// Sources admitted or extended.
     pub admissions: AtomicU64,
     /// Sources withdrawn.
@@ -68,6 +109,10 @@ pub struct XdpCounters {
 #[derive(Debug)]
 pub struct NicGuard {
     inner: Mutex<Inner>,
+    /// The journal of what holds each address (`None` in unit tests).
+    ledger: Option<Ledger>,
+    /// Drop summaries: the minute summarised last.
+    summarised: Mutex<Option<u32>>,
     grace: Duration,
     auto_ban: Option<AutoBan>,
     trusted: Vec<ipnet::IpNet>,
@@ -83,11 +128,10 @@ const MAX_FAILING_SOURCES: usize = 65_536;
 #[derive(Debug)]
 struct Inner {
     attached: Vec<attach::Attached>,
-    /// For each admitted address, its live sessions (hash → Unix expiry).
-    sessions: HashMap<IpAddr, HashMap<String, u64>>,
-    /// Addresses bearer tokens were used from: the latest token expiry seen and when the
-    /// admission was last written (Unix seconds).
-    bearers: HashMap<IpAddr, (u64, u64)>,
+    /// What holds each admitted address: live sessions, bearer tokens, hand-made admissions.
+    holders: Holders,
+    /// When the admission of each bearer-token address was last written (Unix seconds).
+    bearer_written: HashMap<IpAddr, u64>,
     /// Recent failures per source (Unix seconds), within the auto-ban window.
     failures: HashMap<IpAddr, std::collections::VecDeque<u64>>,
     /// Banned sources and when their ban ends (Unix seconds).
@@ -102,34 +146,115 @@ const MAX_BEARER_SOURCES: usize = 32_768;
 impl NicGuard {
     /// Loads the program and attaches it to every interface of `config`, protecting its ports
     /// and trusting its ranges. Nothing is replaced: an interface that already has an XDP
-    /// program is an error.
+    /// program is an error. The journal `{state_dir}/xdp-admissions` says what held each
+    /// admission before: what still holds (sessions not expired nor `revoked`, tokens and
+    /// hand-made admissions not expired) is admitted again, every other admission in the
+    /// pinned maps is pruned, and bans carried over are tracked so that their end is recorded.
     pub fn load(
         config: &Xdp,
+        listeners: &[u16],
+        state_dir: &std::path::Path,
+        revoked: &crate::revocation::RevocationList,
         audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
     ) -> Result<Self, XdpError> {
         let mut attached = Vec::new();
         for interface in &config.interfaces {
-            attached.push(attach::Attached::load(interface, config)?);
+            attached.push(attach::Attached::load(interface, config, listeners)?);
         }
-        Ok(NicGuard {
+        let now = unix_now();
+        let grace = config.session_grace.as_secs();
+        let journal = ledger_path(state_dir);
+        let (ledger, holders, malformed) = Ledger::open(&journal, |holders| {
+            holders.retain_live(now, grace, |session| revoked.is_revoked(session));
+        })
+        .map_err(|e| XdpError::Attach {
+            interface: config
+                .interfaces
+                .first()
+                .map(|i| i.name.clone())
+                .unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        if malformed > 0 {
+            tracing::warn!(malformed, file = %journal.display(), "XDP admission journal: skipped malformed lines");
+        }
+        let mut bans = HashMap::new();
+        if let Some(first) = attached.first() {
+            for (address, left) in first.banned() {
+                bans.insert(address, now.saturating_add(left.as_secs().max(1)));
+            }
+        }
+        let guard = NicGuard {
             inner: Mutex::new(Inner {
                 attached,
-                sessions: HashMap::new(),
-                bearers: HashMap::new(),
+                holders,
+                bearer_written: HashMap::new(),
                 failures: HashMap::new(),
-                bans: HashMap::new(),
+                bans,
             }),
+            ledger: Some(ledger),
+            summarised: Mutex::new(None),
             grace: config.session_grace,
             auto_ban: config.auto_ban,
             trusted: config.trusted.clone(),
             audit,
             counters: XdpCounters::default(),
-        })
+        };
+        guard.reconcile();
+        Ok(guard)
+    }
+
+    /// Makes the maps say what the holders say: every held address admitted until its
+    /// holders' latest expiry, every other admission (a previous run's, whose session has
+    /// ended or been revoked meanwhile) withdrawn.
+    fn reconcile(&self) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let now = unix_now();
+        let mut pruned = 0usize;
+        let mut stale = Vec::new();
+        for attached in &inner.attached {
+            for (address, _) in attached.admitted() {
+                if !inner.holders.holds(&address) && !stale.contains(&address) {
+                    stale.push(address);
+                }
+            }
+        }
+        for address in stale {
+            for attached in &mut inner.attached {
+                if let Err(e) = attached.revoke(address) {
+                    tracing::error!(%address, error = %e, "XDP guard: pruning failed");
+                }
+            }
+            pruned += 1;
+        }
+        let held: std::collections::BTreeSet<IpAddr> = inner
+            .holders
+            .sessions
+            .keys()
+            .chain(inner.holders.bearers.keys())
+            .chain(inner.holders.manual.keys())
+            .copied()
+            .collect();
+        let kept = held.len();
+        for address in held {
+            self.apply(&mut inner, address, now);
+        }
+        if kept + pruned > 0 {
+            tracing::info!(
+                kept,
+                pruned,
+                "XDP guard: admissions reconciled with the sessions that hold them"
+            );
+        }
     }
 
     /// Ends the bans whose time is up (the kernel already lets such sources through) and
-    /// records each end. Called every few seconds.
+    /// records each end; once a minute, files the past minute's drops as audit records.
+    /// Called every few seconds.
     pub fn sweep(&self) {
+        self.summarise();
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -156,6 +281,71 @@ impl NicGuard {
         }
     }
 
+    /// Turns the drop tallies of the summary windows that are over into audit records (at
+    /// most [`summary::MAX_ITEMISED`] sources each per interface and window, plus a roll-up).
+    fn summarise(&self) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let Some((window, clock)) = inner
+            .attached
+            .first()
+            .and_then(attach::Attached::current_window)
+        else {
+            return;
+        };
+        {
+            let Ok(mut last) = self.summarised.lock() else {
+                return;
+            };
+            if *last == Some(window) {
+                return;
+            }
+            *last = Some(window);
+        }
+        let wall_now = jiff::Timestamp::now();
+        let to_wall = |n: u32| {
+            let (start_ago, end_ago) = clock.ago(n);
+            let back = |ago: Duration| {
+                wall_now - jiff::SignedDuration::try_from(ago).unwrap_or(jiff::SignedDuration::ZERO)
+            };
+            (back(start_ago), back(end_ago))
+        };
+        let mut records = Vec::new();
+        for attached in &mut inner.attached {
+            let tallies = attached.take_drop_tallies(window);
+            records.extend(summary::records(attached.interface(), &tallies, to_wall));
+        }
+        drop(inner);
+        if let Some(audit) = &self.audit {
+            for record in records {
+                self.counters.drop_records.fetch_add(1, Ordering::Relaxed);
+                audit.keep(crate::audit::Event::Network(Box::new(record)));
+            }
+        }
+    }
+
+    /// The kernel program's counters, summed over the interfaces.
+    pub fn kernel_counters(&self) -> KernelCounters {
+        let mut total = KernelCounters::default();
+        let Ok(inner) = self.inner.lock() else {
+            return total;
+        };
+        for attached in &inner.attached {
+            let c = attached.counters();
+            total.passed += c.passed;
+            total.dropped += c.dropped;
+            total.malformed += c.malformed;
+            for (name, n) in c.dropped_by {
+                match total.dropped_by.iter_mut().find(|(k, _)| *k == name) {
+                    Some((_, sum)) => *sum += n,
+                    None => total.dropped_by.push((name, n)),
+                }
+            }
+        }
+        total
+    }
+
     fn keep(&self, address: IpAddr, activity: crate::audit::AuthActivity, detail: String) {
         if let Some(audit) = &self.audit {
             let source = crate::sessions::events::EventSource {
@@ -169,34 +359,54 @@ impl NicGuard {
         }
     }
 
-    /// How many addresses hold at least one live session or unexpired bearer token.
+    /// How many addresses hold at least one live session, unexpired bearer token or hand-made
+    /// admission.
     pub fn admitted_sources(&self) -> usize {
         let now = unix_now();
         self.inner.lock().map_or(0, |inner| {
-            let bearers_only = inner
+            let h = &inner.holders;
+            let others = h
                 .bearers
                 .iter()
-                .filter(|(address, (exp, _))| *exp > now && !inner.sessions.contains_key(address))
-                .count();
-            inner.sessions.len() + bearers_only
+                .filter(|(_, exp)| **exp > now)
+                .map(|(a, _)| a)
+                .chain(
+                    h.manual
+                        .iter()
+                        .filter(|(_, exp)| **exp > now)
+                        .map(|(a, _)| a),
+                )
+                .filter(|address| !h.sessions.contains_key(address))
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            h.sessions.len() + others
         })
     }
 
-    /// Admits `address` until the latest of its sessions' expiry (plus the grace) and its
-    /// bearer tokens' expiry, or withdraws it when nothing holds it any more.
+    /// Admits `address` until the latest of its sessions' expiry (plus the grace), its
+    /// bearer tokens' and its hand-made admission's expiry, or withdraws it when nothing holds
+    /// it any more.
     fn apply(&self, inner: &mut Inner, address: IpAddr, now: u64) {
         let grace = self.grace.as_secs();
         let sessions = inner
+            .holders
             .sessions
             .get(&address)
             .and_then(|sessions| sessions.values().max().copied())
             .map(|expires_at| expires_at.saturating_add(grace));
         let bearer = inner
+            .holders
             .bearers
             .get(&address)
-            .map(|(expires_at, _)| *expires_at)
+            .copied()
             .filter(|expires_at| *expires_at > now);
-        let outcome = match sessions.max(bearer) {
+        let manual = inner
+            .holders
+            .manual
+            .get(&address)
+            .copied()
+            .filter(|expires_at| *expires_at > now);
+        let outcome = match sessions.max(bearer).max(manual) {
             Some(until) => {
                 let valid_for = Duration::from_secs(until.saturating_sub(now));
                 self.counters.admissions.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +416,7 @@ impl NicGuard {
                     .try_for_each(|a| a.allow(address, valid_for))
             }
             None => {
-                inner.sessions.remove(&address);
+                inner.holders.sessions.remove(&address);
                 self.counters.withdrawals.fetch_add(1, Ordering::Relaxed);
                 inner
                     .attached
@@ -219,6 +429,18 @@ impl NicGuard {
             tracing::error!(%address, error = %e, "XDP guard map write failed");
         }
     }
+
+    /// Appends a change to the journal.
+    fn journal(&self, inner: &Inner, line: std::fmt::Arguments<'_>) {
+        if let Some(ledger) = &self.ledger {
+            ledger.append(line, &inner.holders);
+        }
+    }
+}
+
+/// The admission journal under `state_dir`.
+pub fn ledger_path(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("xdp-admissions")
 }
 
 impl SessionSubscriber for NicGuard {
@@ -231,26 +453,37 @@ impl SessionSubscriber for NicGuard {
         let grace = self.grace.as_secs();
         let address = event.source.client_ip.to_canonical();
         // Forget sessions that ended by expiry (no event says so), and spent bearer tokens.
-        inner.sessions.retain(|_, sessions| {
-            sessions.retain(|_, expires_at| expires_at.saturating_add(grace) > now);
-            !sessions.is_empty()
-        });
-        inner.bearers.retain(|_, (expires_at, _)| *expires_at > now);
+        inner.holders.retain_live(now, grace, |_| false);
+        let Inner {
+            holders,
+            bearer_written,
+            ..
+        } = &mut *inner;
+        bearer_written.retain(|address, _| holders.bearers.contains_key(address));
         match event.change {
             SessionChange::Started | SessionChange::Refreshed => {
                 inner
+                    .holders
                     .sessions
                     .entry(address)
                     .or_default()
                     .insert(event.session.clone(), event.expires_at);
+                self.journal(
+                    &inner,
+                    format_args!("s {address} {} {}", event.session, event.expires_at),
+                );
             }
             SessionChange::Ended(_) => {
-                let Some(sessions) = inner.sessions.get_mut(&address) else {
+                let Some(sessions) = inner.holders.sessions.get_mut(&address) else {
                     return;
                 };
                 if sessions.remove(&event.session).is_none() {
                     return;
                 }
+                if sessions.is_empty() {
+                    inner.holders.sessions.remove(&address);
+                }
+                self.journal(&inner, format_args!("e {address} {}", event.session));
             }
         }
         self.apply(&mut inner, address, now);
@@ -265,6 +498,7 @@ impl SessionSubscriber for NicGuard {
             return;
         };
         if inner
+            .holders
             .sessions
             .get(&address)
             .is_some_and(|sessions| sessions.contains_key(session))
@@ -276,10 +510,12 @@ impl SessionSubscriber for NicGuard {
             return;
         }
         inner
+            .holders
             .sessions
             .entry(address)
             .or_default()
             .insert(session.to_owned(), expires_at);
+        self.journal(&inner, format_args!("s {address} {session} {expires_at}"));
         self.apply(&mut inner, address, now);
     }
 
@@ -353,25 +589,29 @@ impl SessionSubscriber for NicGuard {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if let Some((admitted_until, written_at)) = inner.bearers.get(&address) {
+        if let Some(admitted_until) = inner.holders.bearers.get(&address) {
+            let written_at = inner.bearer_written.get(&address).copied().unwrap_or(0);
             let covered = *admitted_until >= expires_at;
             let recent =
                 *admitted_until > now && now < written_at.saturating_add(BEARER_WRITE_INTERVAL);
             if covered || recent {
                 return;
             }
-        } else if inner.bearers.len() >= MAX_BEARER_SOURCES {
-            inner.bearers.retain(|_, (until, _)| *until > now);
-            if inner.bearers.len() >= MAX_BEARER_SOURCES {
+        } else if inner.holders.bearers.len() >= MAX_BEARER_SOURCES {
+            inner.holders.bearers.retain(|_, until| *until > now);
+            if inner.holders.bearers.len() >= MAX_BEARER_SOURCES {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
         let until = inner
+            .holders
             .bearers
             .get(&address)
-            .map_or(expires_at, |(until, _)| (*until).max(expires_at));
-        inner.bearers.insert(address, (until, now));
+            .map_or(expires_at, |until| (*until).max(expires_at));
+        inner.holders.bearers.insert(address, until);
+        inner.bearer_written.insert(address, now);
+        self.journal(&inner, format_args!("b {address} {until}"));
         self.apply(&mut inner, address, now);
     }
 }
@@ -428,16 +668,19 @@ pub struct InterfaceStatus {
     pub pins: std::path::PathBuf,
     /// Whether the program's link is pinned (the program is attached).
     pub attached: bool,
-    /// The protected ports.
-    pub ports: Vec<u16>,
+    /// The judged ports, like `22/tcp` (protected) or `8443/tcp (connection attempts limited)`.
+    pub ports: Vec<String>,
     /// The trusted ranges.
     pub trusted: Vec<ipnet::IpNet>,
     /// The admitted sources and how long each stays admitted.
     pub admitted: Vec<(IpAddr, Duration)>,
     /// The banned sources and how long each ban has left.
     pub banned: Vec<(IpAddr, Duration)>,
-    /// Frames passed, dropped, and malformed (counted in one of the others too).
-    pub counters: [u64; 3],
+    /// The program's counters.
+    pub counters: KernelCounters,
+    /// Frames dropped in the minutes not yet filed in the audit log: source, port, reason,
+    /// frames; the most dropped first.
+    pub recent_drops: Vec<(IpAddr, u16, &'static str, u64)>,
 }
 
 /// The pinned guards of `config`'s interfaces, as they are now.
@@ -449,20 +692,42 @@ pub fn status(config: &Xdp) -> Result<Vec<InterfaceStatus>, XdpError> {
         .collect()
 }
 
-/// Admits `address` for `ttl` on every interface of `config` (by hand, beside the sessions).
-pub fn allow(config: &Xdp, address: IpAddr, ttl: Duration) -> Result<(), XdpError> {
+/// Admits `address` for `ttl` on every interface of `config` (by hand, beside the sessions),
+/// and notes it in the admission journal under `state_dir` so that a restart keeps it.
+pub fn allow(
+    config: &Xdp,
+    state_dir: &std::path::Path,
+    address: IpAddr,
+    ttl: Duration,
+) -> Result<(), XdpError> {
+    let address = address.to_canonical();
     for interface in &config.interfaces {
-        inspect::allow(config, &interface.name, address.to_canonical(), ttl)?;
+        inspect::allow(config, &interface.name, address, ttl)?;
     }
-    Ok(())
+    let until = unix_now().saturating_add(ttl.as_secs());
+    journal_by_hand(config, state_dir, &format!("m {address} {until}"))
 }
 
-/// Withdraws `address` on every interface of `config` (a session used again re-admits it).
-pub fn revoke(config: &Xdp, address: IpAddr) -> Result<(), XdpError> {
+/// Withdraws `address` on every interface of `config` now, and its hand-made admission for
+/// good. Sessions that hold it admit it again when they are next started or refreshed, and at
+/// sekisho's next start; `ban` keeps a source out.
+pub fn revoke(config: &Xdp, state_dir: &std::path::Path, address: IpAddr) -> Result<(), XdpError> {
+    let address = address.to_canonical();
     for interface in &config.interfaces {
-        inspect::revoke(config, &interface.name, address.to_canonical())?;
+        inspect::revoke(config, &interface.name, address)?;
     }
-    Ok(())
+    journal_by_hand(config, state_dir, &format!("r {address}"))
+}
+
+fn journal_by_hand(config: &Xdp, state_dir: &std::path::Path, line: &str) -> Result<(), XdpError> {
+    ledger::append_to(&ledger_path(state_dir), line).map_err(|e| XdpError::Attach {
+        interface: config
+            .interfaces
+            .first()
+            .map(|i| i.name.clone())
+            .unwrap_or_default(),
+        reason: e.to_string(),
+    })
 }
 
 /// Bans `address` for `ttl` on every interface of `config`: all its TCP dropped. A trusted
@@ -495,6 +760,7 @@ mod inspect {
 
     use sekisho_config::Xdp;
     use xdp_guard::Guard;
+    use xdp_guard::xdp_guard_common::Transport;
 
     use super::{InterfaceStatus, XdpError, attach::explain, pin_dir};
 
@@ -514,15 +780,42 @@ mod inspect {
             reason: explain(&e),
         };
         let (guard, dir) = open(config, interface)?;
-        let stats = guard.stats().map_err(fail)?;
+        let ports = guard
+            .ports()
+            .map_err(fail)?
+            .into_iter()
+            .map(|rule| {
+                let transport = match rule.transport {
+                    Transport::Tcp => "tcp",
+                    Transport::Udp => "udp",
+                };
+                match (rule.protected, rule.syn_limited) {
+                    (true, _) => format!("{}/{transport}", rule.port),
+                    (false, _) => format!(
+                        "{}/{transport} (open; connection attempts rate-limited)",
+                        rule.port
+                    ),
+                }
+            })
+            .collect();
+        let mut recent: Vec<(IpAddr, u16, &'static str, u64)> = Vec::new();
+        for tally in guard.drop_tallies().map_err(fail)? {
+            let key = (tally.source, tally.port, tally.reason.name());
+            match recent.iter_mut().find(|(s, p, r, _)| (*s, *p, *r) == key) {
+                Some(entry) => entry.3 += tally.packets,
+                None => recent.push((key.0, key.1, key.2, tally.packets)),
+            }
+        }
+        recent.sort_by_key(|entry| std::cmp::Reverse(entry.3));
         Ok(InterfaceStatus {
             interface: interface.to_owned(),
             attached: dir.join("link").exists(),
-            ports: guard.protected_ports().map_err(fail)?,
+            ports,
             trusted: guard.trusted().map_err(fail)?,
             admitted: guard.admitted().map_err(fail)?,
             banned: guard.banned().map_err(fail)?,
-            counters: [stats.passed, stats.dropped, stats.malformed],
+            counters: super::attach::kernel_counters(&guard),
+            recent_drops: recent,
             pins: dir,
         })
     }
@@ -607,7 +900,7 @@ mod attach {
     use std::time::Duration;
 
     use sekisho_config::{PortProtocol, Xdp, XdpInterface, XdpMode};
-    use xdp_guard::xdp_guard_common::Transport;
+    use xdp_guard::xdp_guard_common::{DropReason, Transport};
     use xdp_guard::{AttachMode, Guard, Pinned, PortRule};
 
     use super::XdpError;
@@ -630,7 +923,11 @@ mod attach {
     }
 
     impl Attached {
-        pub(super) fn load(interface: &XdpInterface, config: &Xdp) -> Result<Self, XdpError> {
+        pub(super) fn load(
+            interface: &XdpInterface,
+            config: &Xdp,
+            listeners: &[u16],
+        ) -> Result<Self, XdpError> {
             let name = interface.name.as_str();
             let fail = |reason: String| XdpError::Attach {
                 interface: name.to_owned(),
@@ -654,7 +951,7 @@ mod attach {
             let (mut guard, pinned) =
                 Guard::load_pinned(name, mode, &dir).map_err(|e| fail(explain(&e)))?;
             guard
-                .set_ports(&port_rules(config))
+                .set_ports(&port_rules(config, listeners))
                 .map_err(|e| fail(explain(&e)))?;
             guard
                 .retain_trusted(&config.trusted)
@@ -662,12 +959,14 @@ mod attach {
             for range in &config.trusted {
                 guard.trust_range(*range).map_err(|e| fail(explain(&e)))?;
             }
+            guard
+                .set_drop_window(config.drop_summary)
+                .map_err(|e| fail(explain(&e)))?;
             match &config.syn_rate_limit {
                 Some(limit) => {
-                    let interval = Duration::from_nanos(
-                        1_000_000_000 / u64::from(limit.per_second.max(1)),
-                    );
-                    for port in &limit.ports {
+                    let interval =
+                        Duration::from_nanos(1_000_000_000 / u64::from(limit.per_second.max(1)));
+                    for port in listeners {
                         guard
                             .limit_syn_rate(*port, interval, limit.burst)
                             .map_err(|e| fail(explain(&e)))?;
@@ -690,6 +989,68 @@ mod attach {
                 guard,
                 _lock: lock,
             })
+        }
+
+        pub(super) fn interface(&self) -> &str {
+            &self.interface
+        }
+
+        /// The admitted sources (errors logged: nothing then).
+        pub(super) fn admitted(&self) -> Vec<(IpAddr, Duration)> {
+            self.guard.admitted().unwrap_or_else(|e| {
+                tracing::error!(interface = %self.interface, error = %explain(&e), "XDP guard: reading the admissions failed");
+                Vec::new()
+            })
+        }
+
+        /// The banned sources (errors logged: nothing then).
+        pub(super) fn banned(&self) -> Vec<(IpAddr, Duration)> {
+            self.guard.banned().unwrap_or_else(|e| {
+                tracing::error!(interface = %self.interface, error = %explain(&e), "XDP guard: reading the bans failed");
+                Vec::new()
+            })
+        }
+
+        /// The drop summary window now and its clock (errors logged: `None` then).
+        pub(super) fn current_window(&self) -> Option<(u32, super::WindowClock)> {
+            match self.guard.current_window() {
+                Ok((window, clock)) => Some((
+                    window,
+                    super::WindowClock {
+                        length_ns: clock.length,
+                        now_ns: clock.now,
+                    },
+                )),
+                Err(e) => {
+                    tracing::error!(interface = %self.interface, error = %explain(&e), "XDP guard: reading the drop window failed");
+                    None
+                }
+            }
+        }
+
+        /// Takes the drop tallies of windows before `before` (errors logged: nothing then).
+        pub(super) fn take_drop_tallies(&mut self, before: u32) -> Vec<super::summary::Tally> {
+            match self.guard.take_drop_tallies(before) {
+                Ok(tallies) => tallies
+                    .into_iter()
+                    .map(|t| super::summary::Tally {
+                        source: t.source,
+                        port: t.port,
+                        reason: t.reason.name(),
+                        window: t.window,
+                        packets: t.packets,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::error!(interface = %self.interface, error = %explain(&e), "XDP guard: reading the drop tallies failed");
+                    Vec::new()
+                }
+            }
+        }
+
+        /// The program's counters on this interface (zero when they cannot be read).
+        pub(super) fn counters(&self) -> super::KernelCounters {
+            kernel_counters(&self.guard)
         }
 
         pub(super) fn allow(&mut self, address: IpAddr, valid_for: Duration) -> Result<(), String> {
@@ -717,9 +1078,26 @@ mod attach {
         }
     }
 
+    /// The program's counters as the proxy reports them (zero when they cannot be read).
+    pub(super) fn kernel_counters(guard: &Guard) -> super::KernelCounters {
+        let Ok(stats) = guard.stats() else {
+            return super::KernelCounters::default();
+        };
+        super::KernelCounters {
+            passed: stats.passed,
+            dropped: stats.dropped,
+            malformed: stats.malformed,
+            dropped_by: DropReason::ALL
+                .iter()
+                .zip(stats.dropped_by)
+                .map(|(reason, n)| (reason.name(), n))
+                .collect(),
+        }
+    }
+
     /// The ports of `config` as the guard judges them: the protected ones, and sekisho's own
     /// listeners when connection attempts to them are rate-limited.
-    fn port_rules(config: &Xdp) -> Vec<PortRule> {
+    fn port_rules(config: &Xdp, listeners: &[u16]) -> Vec<PortRule> {
         let mut rules: Vec<PortRule> = config
             .protected_ports
             .iter()
@@ -733,8 +1111,8 @@ mod attach {
                 syn_limited: false,
             })
             .collect();
-        if let Some(limit) = &config.syn_rate_limit {
-            rules.extend(limit.ports.iter().map(|port| PortRule {
+        if config.syn_rate_limit.is_some() {
+            rules.extend(listeners.iter().map(|port| PortRule {
                 transport: Transport::Tcp,
                 port: *port,
                 protected: false,
@@ -802,8 +1180,32 @@ mod attach {
     pub(super) enum Attached {}
 
     impl Attached {
-        pub(super) fn load(_: &XdpInterface, _: &Xdp) -> Result<Self, XdpError> {
+        pub(super) fn load(_: &XdpInterface, _: &Xdp, _: &[u16]) -> Result<Self, XdpError> {
             Err(XdpError::NotBuilt)
+        }
+
+        pub(super) fn interface(&self) -> &str {
+            match *self {}
+        }
+
+        pub(super) fn admitted(&self) -> Vec<(IpAddr, Duration)> {
+            match *self {}
+        }
+
+        pub(super) fn banned(&self) -> Vec<(IpAddr, Duration)> {
+            match *self {}
+        }
+
+        pub(super) fn take_drop_tallies(&mut self, _: u32) -> Vec<super::summary::Tally> {
+            match *self {}
+        }
+
+        pub(super) fn current_window(&self) -> Option<(u32, super::WindowClock)> {
+            match *self {}
+        }
+
+        pub(super) fn counters(&self) -> super::KernelCounters {
+            match *self {}
         }
 
         pub(super) fn allow(&mut self, _: IpAddr, _: Duration) -> Result<(), String> {
@@ -836,11 +1238,13 @@ mod tests {
         NicGuard {
             inner: Mutex::new(Inner {
                 attached: Vec::new(),
-                sessions: HashMap::new(),
-                bearers: HashMap::new(),
+                holders: Holders::default(),
+                bearer_written: HashMap::new(),
                 failures: HashMap::new(),
                 bans: HashMap::new(),
             }),
+            ledger: None,
+            summarised: Mutex::new(None),
             grace: Duration::from_secs(60),
             auto_ban: None,
             trusted: Vec::new(),

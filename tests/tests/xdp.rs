@@ -46,17 +46,49 @@ async fn expect_dropped(source: IpAddr, target: SocketAddr, case: &str) {
     }
 }
 
-/// sekisho's options for the guard on `topology`, protecting `port`, pinning in `pins`.
-fn options(o: &mut ProxyOptions, topology: &Topology, pins: &Bpffs, port: u16) {
-    options_with(o, topology, pins, port, "");
+/// Whether a datagram sent from `source` (the calling thread's namespace) reaches `server`
+/// within `within`.
+fn datagram_arrives(source: IpAddr, server: &std::net::UdpSocket, within: Duration) -> bool {
+    let client = std::net::UdpSocket::bind(SocketAddr::new(source, 0)).unwrap();
+    let payload = format!(
+        "from {} {:?}",
+        client.local_addr().unwrap(),
+        std::time::Instant::now()
+    );
+    client
+        .send_to(payload.as_bytes(), server.local_addr().unwrap())
+        .unwrap();
+    server.set_read_timeout(Some(within)).unwrap();
+    let mut buffer = [0u8; 128];
+    loop {
+        match server.recv_from(&mut buffer) {
+            Ok((n, _)) if buffer.get(..n) == Some(payload.as_bytes()) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(e) => panic!("receiving on the UDP service: {e}"),
+        }
+    }
 }
 
-/// [`options`] with more lines for the `xdp` section.
-fn options_with(o: &mut ProxyOptions, topology: &Topology, pins: &Bpffs, port: u16, xdp: &str) {
+/// sekisho's options for the guard on `topology`, protecting TCP `port`, pinning in `pins`.
+fn options(o: &mut ProxyOptions, topology: &Topology, pins: &Bpffs, port: u16) {
+    options_with(o, topology, pins, &port.to_string(), "");
+}
+
+/// [`options`] with the protected ports as the list's YAML items and more lines for the `xdp`
+/// section.
+fn options_with(o: &mut ProxyOptions, topology: &Topology, pins: &Bpffs, ports: &str, xdp: &str) {
     o.http_listen = format!("{SERVER}:0");
     o.routes_yaml = format!("  - id: app\n    from: http://{SERVER}\n    to: http://{{echo}}\n");
     o.extra_yaml = format!(
-        "xdp:\n  interfaces: [{{name: {}, mode: generic}}]\n  protected_ports: [{port}]\n  \
+        "xdp:\n  interfaces: [{{name: {}, mode: generic}}]\n  protected_ports: [{ports}]\n  \
          trusted: [{CLIENT_TRUSTED}/32]\n  pin_path: {}\n{xdp}",
         topology.interface,
         pins.path().display()
@@ -104,6 +136,8 @@ struct Guarded {
     _echo: echo::Echo,
     service: std::net::TcpListener,
     protected: SocketAddr,
+    /// A UDP socket on a protected UDP port.
+    udp: std::net::UdpSocket,
     pins: Bpffs,
     topology: Topology,
 }
@@ -116,8 +150,14 @@ async fn guarded(xdp: &str) -> Guarded {
     topology.server.enter();
     let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
     let protected = service.local_addr().unwrap();
+    let udp = std::net::UdpSocket::bind((SERVER, 0)).unwrap();
+    let ports = format!(
+        "{}, {}/udp",
+        protected.port(),
+        udp.local_addr().unwrap().port()
+    );
     let (idp, echo, proxy) = stack(Default::default(), "ES256", |o| {
-        options_with(o, &topology, &pins, protected.port(), xdp);
+        options_with(o, &topology, &pins, &ports, xdp);
     })
     .await;
     Guarded {
@@ -126,6 +166,7 @@ async fn guarded(xdp: &str) -> Guarded {
         _echo: echo,
         service,
         protected,
+        udp,
         pins,
         topology,
     }
@@ -139,6 +180,7 @@ async fn sessions_open_and_close_the_protected_port_for_their_address() {
         pins: _pins,
         service,
         protected,
+        udp,
         _echo,
         idp,
         proxy,
@@ -147,6 +189,14 @@ async fn sessions_open_and_close_the_protected_port_for_their_address() {
 
     topology.client.enter();
     expect_dropped(CLIENT.into(), protected, "before any sign-in").await;
+    assert!(
+        !datagram_arrives(CLIENT.into(), &udp, DROPPED_WITHIN),
+        "a datagram to the protected UDP port before any sign-in"
+    );
+    assert!(
+        datagram_arrives(CLIENT_TRUSTED.into(), &udp, CONNECTS_WITHIN),
+        "a trusted address's datagram"
+    );
     expect_connects(CLIENT_TRUSTED.into(), protected, "a trusted address").await;
     let unprotected = proxy.http;
     expect_connects(CLIENT.into(), unprotected, "sekisho's own port").await;
@@ -160,6 +210,10 @@ async fn sessions_open_and_close_the_protected_port_for_their_address() {
         "alice signed in from this address",
     )
     .await;
+    assert!(
+        datagram_arrives(CLIENT.into(), &udp, CONNECTS_WITHIN),
+        "alice's datagram to the protected UDP port"
+    );
 
     // bob signs in from the same address (one NAT): alice's sign-out must not lock him out.
     let bob = Agent::new();
@@ -171,6 +225,10 @@ async fn sessions_open_and_close_the_protected_port_for_their_address() {
     let out = bob.browse(&format!("{base}/.sekisho/logout")).await;
     assert_eq!(out.status(), 302);
     expect_dropped(CLIENT.into(), protected, "after the last sign-out").await;
+    assert!(
+        !datagram_arrives(CLIENT.into(), &udp, DROPPED_WITHIN),
+        "a datagram after the last sign-out"
+    );
     expect_connects(CLIENT_TRUSTED.into(), protected, "a trusted address, still").await;
 
     // A program with a bearer token admits its address until the token expires.
@@ -196,6 +254,7 @@ async fn a_second_sekisho_never_takes_over_a_guarded_interface() {
         pins,
         service,
         protected,
+        udp: _udp,
         _echo: echo,
         idp,
         proxy: _first,
@@ -268,6 +327,7 @@ async fn a_kill_and_a_restart_keep_the_program_attached_and_the_admitted_client_
         pins: _pins,
         service,
         protected,
+        udp: _udp,
         _echo,
         idp,
         mut proxy,
@@ -312,10 +372,65 @@ async fn a_kill_and_a_restart_keep_the_program_attached_and_the_admitted_client_
         "a stranger after the restart",
     )
     .await;
-    // Signing out after the restart still withdraws her address: the new process learns of
-    // her session at its first use.
     let again = alice.browse(&format!("{}/hello", proxy.base())).await;
     assert_eq!(again.status(), 200, "the session survives the restart");
+
+    // An admission nothing holds any more is pruned at the next start: one the journal knows
+    // nothing of (written to the pinned map while sekisho was down, as by a crash between the
+    // map write and the journal, or an older sekisho), while alice's is kept.
+    topology.server.enter();
+    proxy.kill().await;
+    let allowed = xdp_command(
+        &proxy.config_path,
+        &["allow", &CLIENT_OTHER.to_string(), "--ttl", "1h"],
+    );
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let journal = proxy.state_dir().join("xdp-admissions");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        text.contains(&format!("m {CLIENT_OTHER} ")),
+        "the hand-made admission is journaled: {text}"
+    );
+    let forgotten: String = text
+        .lines()
+        .filter(|line| !line.starts_with(&format!("m {CLIENT_OTHER} ")))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&journal, forgotten).unwrap();
+    topology.client.enter();
+    expect_connects(
+        CLIENT_OTHER.into(),
+        protected,
+        "admitted in the map while sekisho is down",
+    )
+    .await;
+    topology.server.enter();
+    proxy.start_again().await;
+    let logs = proxy.logs();
+    let reconciled = logs
+        .lines()
+        .find(|line| line.contains("admissions reconciled with the sessions that hold them"))
+        .unwrap_or_else(|| panic!("no reconciliation in {logs}"));
+    // The fields are coloured: look for the values after their names.
+    assert!(
+        reconciled.contains("kept") && reconciled.contains("pruned"),
+        "{reconciled}"
+    );
+    topology.client.enter();
+    expect_dropped(
+        CLIENT_OTHER.into(),
+        protected,
+        "an admission nothing holds, pruned at start",
+    )
+    .await;
+    expect_connects(CLIENT.into(), protected, "alice, kept").await;
+
+    // Signing out first thing after a restart withdraws her address: the journal told the new
+    // process which session holds it.
     let out = alice
         .browse(&format!("{}/.sekisho/logout", proxy.base()))
         .await;
@@ -343,6 +458,7 @@ async fn the_xdp_command_reads_and_changes_a_running_guard() {
         pins: _pins,
         service,
         protected,
+        udp: _udp,
         _echo,
         idp,
         proxy,
@@ -362,10 +478,24 @@ async fn the_xdp_command_reads_and_changes_a_running_guard() {
         text.contains(&format!("{}: attached", topology.interface)),
         "{text}"
     );
-    assert!(
-        text.contains(&format!("protected ports: [{}]", protected.port())),
-        "{text}"
+    let mut tcp = [
+        (protected.port(), format!("{}/tcp", protected.port())),
+        (
+            proxy.http.port(),
+            format!(
+                "{}/tcp (open; connection attempts rate-limited)",
+                proxy.http.port()
+            ),
+        ),
+    ];
+    tcp.sort();
+    let ports = format!(
+        "ports: {}, {}, {}/udp",
+        tcp[0].1,
+        tcp[1].1,
+        _udp.local_addr().unwrap().port()
     );
+    assert!(text.contains(&ports), "{ports} in {text}");
     assert!(
         text.contains(&format!("trusted: [{CLIENT_TRUSTED}/32]")),
         "{text}"
@@ -423,6 +553,7 @@ async fn repeated_failures_ban_a_source_even_from_sekishos_own_port_until_lifted
         pins: _pins,
         service,
         protected,
+        udp: _udp,
         _echo,
         idp: _idp,
         proxy,
@@ -487,5 +618,115 @@ async fn repeated_failures_ban_a_source_even_from_sekishos_own_port_until_lifted
 
     topology.client.enter();
     expect_connects(CLIENT.into(), proxy.http, "after the ban was lifted").await;
+    drop(service);
+}
+
+#[tokio::test]
+async fn connection_attempts_are_rate_limited_and_drops_are_summarised_in_the_audit_log() {
+    // Bound in this order so that sekisho goes first and the namespaces last.
+    let Guarded {
+        topology,
+        pins: _pins,
+        service,
+        protected,
+        udp,
+        _echo,
+        idp: _idp,
+        proxy,
+    } = guarded("  syn_rate_limit: {per_second: 1, burst: 5}\n  drop_summary: 2s\n").await;
+
+    topology.client.enter();
+    // Five connections at once are the burst; the sixth right after is dropped at the NIC.
+    for attempt in 1..=5 {
+        expect_connects(
+            CLIENT_OTHER.into(),
+            proxy.http,
+            &format!("attempt {attempt}"),
+        )
+        .await;
+    }
+    expect_dropped(CLIENT_OTHER.into(), proxy.http, "the sixth attempt at once").await;
+    expect_connects(
+        CLIENT_TRUSTED.into(),
+        proxy.http,
+        "a trusted source is not limited",
+    )
+    .await;
+    for _ in 0..6 {
+        expect_connects(CLIENT_TRUSTED.into(), proxy.http, "trusted, again").await;
+    }
+    expect_dropped(CLIENT.into(), protected, "a stranger on the protected port").await;
+    assert!(!datagram_arrives(CLIENT.into(), &udp, DROPPED_WITHIN));
+
+    // The drops become Network Activity records once their two-second window is over.
+    let audit = proxy.audit_dir();
+    let udp_port = udp.local_addr().unwrap().port();
+    let found = |records: &[serde_json::Value], source: std::net::Ipv4Addr, reason: &str| {
+        records.iter().any(|r| {
+            r["class_uid"] == 4001
+                && r["activity_name"] == "Refuse"
+                && r["src_endpoint"]["ip"] == source.to_string()
+                && r["unmapped"]["reasons"][reason]
+                    .as_u64()
+                    .is_some_and(|n| n >= 1)
+        })
+    };
+    sekisho_tests::eventually("the drop records", || {
+        let audit = audit.clone();
+        async move {
+            let records = sekisho_tests::audit_records(&audit);
+            found(&records, CLIENT_OTHER, "syn_rate_limited")
+                && found(&records, CLIENT, "not_admitted")
+        }
+    })
+    .await;
+    let records = sekisho_tests::audit_records(&audit);
+    let stranger: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["class_uid"] == 4001 && r["src_endpoint"]["ip"] == CLIENT.to_string())
+        .collect();
+    let ports: Vec<u64> = stranger
+        .iter()
+        .flat_map(|r| r["unmapped"]["ports"].as_array().unwrap().clone())
+        .filter_map(|p| p.as_u64())
+        .collect();
+    assert!(
+        ports.contains(&u64::from(protected.port())) && ports.contains(&u64::from(udp_port)),
+        "the TCP and UDP ports the stranger tried: {stranger:#?}"
+    );
+    assert!(
+        stranger
+            .iter()
+            .all(|r| r["dst_endpoint"]["interface_name"] == topology.interface.as_str()),
+        "{stranger:#?}"
+    );
+    assert!(
+        !records.iter().any(
+            |r| r["class_uid"] == 4001 && r["src_endpoint"]["ip"] == CLIENT_TRUSTED.to_string()
+        ),
+        "nothing from the trusted source was dropped"
+    );
+    let (_, report) = sekisho_tests::audit_verify(&audit);
+    assert!(report.contains("chain intact"), "{report}");
+
+    topology.server.enter();
+    let stats = xdp_command(&proxy.config_path, &["stats"]);
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let count = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(count("syn_rate_limited") >= 1, "{text}");
+    assert!(count("not_admitted") >= 2, "{text}");
+    assert_eq!(count("banned"), 0, "{text}");
     drop(service);
 }

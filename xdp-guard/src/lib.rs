@@ -67,10 +67,10 @@ use aya::{
 use ipnet::IpNet;
 pub use xdp_guard_common;
 use xdp_guard_common::{
-    ALLOWED_V4, ALLOWED_V6, AllowEntry, BANNED_V4, BANNED_V6, Counter, DROPS, DropKey, DropReason,
-    EMPTY_PROGRAM, NS_PER_MINUTE, PORT_PROTECTED, PORT_SLOTS, PORT_SYN_LIMITED, PORTS, PROGRAM,
-    SETTINGS, STATS, SYN_RATE_V4, SYN_RATE_V6, Setting, SourceV4, SourceV6, TRUSTED, TRUSTED_V4,
-    TRUSTED_V6, Transport, port_slot,
+    ALLOWED_V4, ALLOWED_V6, AllowEntry, BANNED_V4, BANNED_V6, Counter, DEFAULT_DROP_WINDOW_NS,
+    DROPS, DropKey, DropReason, EMPTY_PROGRAM, PORT_PROTECTED, PORT_SLOTS, PORT_SYN_LIMITED, PORTS,
+    PROGRAM, SETTINGS, STATS, SYN_RATE_V4, SYN_RATE_V6, Setting, SourceV4, SourceV6, TRUSTED,
+    TRUSTED_V4, TRUSTED_V6, Transport, port_slot,
 };
 
 /// The loaded and attached guard. Dropping it detaches the program and frees its maps.
@@ -149,7 +149,7 @@ pub struct PortRule {
     pub syn_limited: bool,
 }
 
-/// Frames dropped from one source to one port for one reason within one minute.
+/// Frames dropped from one source to one port for one reason within one summary window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropTally {
     /// The source address.
@@ -158,8 +158,8 @@ pub struct DropTally {
     pub port: u16,
     /// Why they were dropped.
     pub reason: DropReason,
-    /// The `CLOCK_MONOTONIC` minute ([`current_minute`]).
-    pub minute: u32,
+    /// The summary window ([`Guard::current_window`]).
+    pub window: u32,
     /// How many, summed over all CPUs.
     pub packets: u64,
 }
@@ -666,8 +666,54 @@ impl Guard {
         })
     }
 
-    /// Takes the drop tallies of minutes before `before` ([`current_minute`]) out of the map:
-    /// the program only adds to the current minute's, so nothing counted is lost. Tallies the
+    /// Sets the length of the drop summary windows (the program files each drop under
+    /// `CLOCK_MONOTONIC_COARSE / length`); zero: a minute.
+    pub fn set_drop_window(&mut self, length: Duration) -> Result<(), Error> {
+        self.set(
+            Setting::DropWindowNs,
+            u64::try_from(length.as_nanos()).unwrap_or(u64::MAX),
+        )
+    }
+
+    /// The drop summary window the program files drops under now, and where it starts and
+    /// ends in `CLOCK_MONOTONIC_COARSE` nanoseconds.
+    pub fn current_window(&self) -> Result<(u32, Window), Error> {
+        let length = match self
+            .settings
+            .get(&(Setting::DropWindowNs as u32), 0)
+            .map_err(map_error("reading", SETTINGS))?
+        {
+            0 => DEFAULT_DROP_WINDOW_NS,
+            n => n,
+        };
+        let now = monotonic_ns()?;
+        Ok((
+            u32::try_from(now / length).unwrap_or(u32::MAX),
+            Window { length, now },
+        ))
+    }
+
+    /// The drop tallies the map holds now (windows not yet taken), left in place.
+    pub fn drop_tallies(&self) -> Result<Vec<DropTally>, Error> {
+        let mut out = Vec::new();
+        for item in self.drops.iter() {
+            let (key, per_cpu) = item.map_err(map_error("reading", DROPS))?;
+            if let (Some(reason), Some(source)) = (DropReason::from_u8(key.reason), source_of(&key))
+            {
+                out.push(DropTally {
+                    source,
+                    port: key.dport,
+                    reason,
+                    window: key.window,
+                    packets: per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes the drop tallies of windows before `before` ([`Guard::current_window`]) out of the
+    /// map: the program only adds to the current window's, so nothing counted is lost. Tallies the
     /// map had no room for were evicted, least recently used first.
     pub fn take_drop_tallies(&mut self, before: u32) -> Result<Vec<DropTally>, Error> {
         let mut taken = Vec::new();
@@ -675,7 +721,7 @@ impl Guard {
             .drops
             .keys()
             .filter_map(Result::ok)
-            .filter(|key| key.minute < before)
+            .filter(|key| key.window < before)
             .collect();
         for key in keys {
             let per_cpu = match self.drops.get(&key, 0) {
@@ -695,7 +741,7 @@ impl Guard {
                 source,
                 port: key.dport,
                 reason,
-                minute: key.minute,
+                window: key.window,
                 packets: per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)),
             });
         }
@@ -725,9 +771,25 @@ const PINNED_MAPS: [&str; 12] = [
     DROPS,
 ];
 
-/// The `CLOCK_MONOTONIC` minute the program files drops under now.
-pub fn current_minute() -> Result<u32, Error> {
-    Ok(u32::try_from(monotonic_ns()? / NS_PER_MINUTE).unwrap_or(u32::MAX))
+/// The drop summary windows' length and the clock they are counted on, read together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// The length of a window in ns.
+    pub length: u64,
+    /// `CLOCK_MONOTONIC_COARSE` now, in ns.
+    pub now: u64,
+}
+
+impl Window {
+    /// How long ago window `n` started and ended (zero for times not yet past).
+    pub fn ago(&self, n: u32) -> (Duration, Duration) {
+        let start = u64::from(n).saturating_mul(self.length);
+        let end = start.saturating_add(self.length);
+        (
+            Duration::from_nanos(self.now.saturating_sub(start)),
+            Duration::from_nanos(self.now.saturating_sub(end)),
+        )
+    }
 }
 
 /// The transport and port of a [`PORTS`] slot.

@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use xdp_guard::{Guard, PortRule, TestVerdict, current_minute};
+use xdp_guard::{Guard, PortRule, TestVerdict};
 use xdp_guard_common::frames::{ethernet, ipv4, ipv6, tcp, v4_frame, v4_udp_frame, v6_frame};
 use xdp_guard_common::{DropReason, Transport};
 
@@ -329,7 +329,8 @@ fn connection_attempts_beyond_the_rate_are_dropped_and_trusted_sources_exempt() 
 #[test]
 fn drops_are_tallied_per_source_port_and_reason_and_taken_once() {
     let mut guard = guard();
-    let minute = current_minute().unwrap();
+    guard.set_drop_window(Duration::from_secs(3600)).unwrap();
+    let (window, _) = guard.current_window().unwrap();
     guard.test_run(&v4_frame(OTHER_V4, PROTECTED), 5).unwrap();
     guard.test_run(&v4_frame(BANNED_V4, OPEN), 2).unwrap();
     guard
@@ -337,8 +338,8 @@ fn drops_are_tallied_per_source_port_and_reason_and_taken_once() {
         .unwrap();
     guard.test_run(&v6_frame(OTHER_V6, PROTECTED), 1).unwrap();
     assert!(
-        guard.take_drop_tallies(minute).unwrap().is_empty(),
-        "the current minute is still being counted"
+        guard.take_drop_tallies(window).unwrap().is_empty(),
+        "the current window is still being counted"
     );
     let mut tallies = guard.take_drop_tallies(u32::MAX).unwrap();
     tallies.sort_by_key(|t| (t.source, t.port));
@@ -364,7 +365,7 @@ fn drops_are_tallied_per_source_port_and_reason_and_taken_once() {
             ),
         ]
     );
-    assert!(tallies.iter().all(|t| t.minute >= minute));
+    assert!(tallies.iter().all(|t| t.window == window));
     assert!(
         guard.take_drop_tallies(u32::MAX).unwrap().is_empty(),
         "taken once"

@@ -26,6 +26,9 @@ pub(crate) enum XdpProblem {
     /// A protocol other than tcp/udp.
     #[error("`{0}` is not a protocol: write tcp or udp")]
     Protocol(String),
+    /// A summary window outside 1s..1h.
+    #[error("the drop summary window must be from 1s to 1h")]
+    DropSummary,
     /// Not a positive rate or burst.
     #[error("`{0}` is not a rate: write a whole number of at least 1")]
     Rate(String),

@@ -27,6 +27,9 @@ pub struct Xdp {
     pub pin_path: std::path::PathBuf,
     /// Ban sources that fail too often (`auto_ban:`); absent: off.
     pub auto_ban: Option<AutoBan>,
+    /// How long each summary of the guard's drops covers (`drop_summary:`, default 1m, from 1s
+    /// to 1h): one audit record per source and interface per window.
+    pub drop_summary: Duration,
     /// Per-source limit on TCP connection attempts to sekisho's own listeners (`syn_rate_limit:`;
     /// on by default, `off` to disable).
     pub syn_rate_limit: Option<SynRateLimit>,
@@ -70,8 +73,8 @@ pub enum PortProtocol {
     Udp,
 }
 
-/// `xdp.syn_rate_limit`: each source may open `per_second` connections to sekisho's own
-/// listeners per second on average, `burst` at once; faster attempts (TCP SYN) are dropped at
+/// `xdp.syn_rate_limit`: each source may open `per_second` connections to sekisho's own HTTP
+/// and HTTPS listeners (the ports they are bound to) per second on average, `burst` at once; faster attempts (TCP SYN) are dropped at
 /// the NIC. Trusted ranges are exempt. Spoofed SYN floods are the kernel's syncookies' job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SynRateLimit {
@@ -79,8 +82,6 @@ pub struct SynRateLimit {
     pub per_second: u32,
     /// Attempts allowed at once (at least 1; default twice `per_second`).
     pub burst: u32,
-    /// The listener ports it applies to: sekisho's HTTP and HTTPS listeners.
-    pub ports: Vec<u16>,
 }
 
 /// `xdp.auto_ban`: `failures` failed sign-ins, rejected credentials or refused callbacks from

@@ -24,6 +24,7 @@ const XDP: &[&str] = &[
     "pin_path",
     "auto_ban",
     "syn_rate_limit",
+    "drop_summary",
 ];
 /// Keys of `xdp.syn_rate_limit`.
 const SYN_RATE_LIMIT: &[&str] = &["per_second", "burst"];
@@ -108,14 +109,28 @@ impl Parser<'_> {
             {
                 Some(None)
             }
-            Some(f) => self.syn_rate_limit(&f, own.clone()).map(Some),
+            Some(f) => self.syn_rate_limit(&f).map(Some),
             None => Some(Some(SynRateLimit {
                 per_second: DEFAULT_SYN_PER_SECOND,
                 burst: 2 * DEFAULT_SYN_PER_SECOND,
-                ports: own,
             })),
         };
+        let drop_summary = self.or_default(
+            &map,
+            "drop_summary",
+            |p, f| {
+                let length = p.duration(f)?;
+                if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&length) {
+                    Some(length)
+                } else {
+                    p.walk.report_at(f, XdpProblem::DropSummary);
+                    None
+                }
+            },
+            || Duration::from_secs(60),
+        );
         Some(Xdp {
+            drop_summary: drop_summary?,
             syn_rate_limit: syn_rate_limit?,
             auto_ban: auto_ban?,
             pin_path: pin_path?,
@@ -141,7 +156,7 @@ impl Parser<'_> {
     }
 
     /// `syn_rate_limit: {per_second, burst}` (defaults 100 and twice `per_second`).
-    fn syn_rate_limit(&mut self, field: &Field<'_>, ports: Vec<u16>) -> Option<SynRateLimit> {
+    fn syn_rate_limit(&mut self, field: &Field<'_>) -> Option<SynRateLimit> {
         let map = self.walk.mapping(field, SYN_RATE_LIMIT)?;
         let per_second = self.or_default(
             &map,
@@ -155,11 +170,7 @@ impl Parser<'_> {
             |p, f| p.walk.value(f, rate),
             || per_second.saturating_mul(2),
         )?;
-        Some(SynRateLimit {
-            per_second,
-            burst,
-            ports,
-        })
+        Some(SynRateLimit { per_second, burst })
     }
 
     /// One interface: `eth0`, or `{name: eth0, mode: native}`.

@@ -26,6 +26,8 @@ pub enum Event {
     Auth(Box<AuthEvent>),
     /// sekisho itself: start, stop, configuration reload, audit-log trouble.
     Lifecycle(Box<LifecycleEvent>),
+    /// Traffic refused below HTTP: the NIC guard's drops, summarised per source and minute.
+    Network(Box<NetworkEvent>),
 }
 
 /// Who made a request.
@@ -306,6 +308,29 @@ pub struct LifecycleEvent {
     pub message: String,
 }
 
+/// Frames the NIC guard dropped from one source on one interface within one minute (OCSF
+/// Network Activity, activity Refuse), or the rest of a busy minute's sources in one line.
+#[derive(Debug)]
+pub struct NetworkEvent {
+    /// The end of the summarised window.
+    pub time: jiff::Timestamp,
+    /// The start of the summarised window.
+    pub start: jiff::Timestamp,
+    /// The source, or `None` for the roll-up of the sources not itemised.
+    pub source: Option<IpAddr>,
+    /// How many sources the record covers (1 unless a roll-up).
+    pub sources: u64,
+    /// The interface the guard dropped them on.
+    pub interface: String,
+    /// Frames dropped.
+    pub packets: u64,
+    /// Frames by reason (`not_admitted`, `banned`, `syn_rate_limited`, `fragment`, `unreadable`).
+    pub reasons: Vec<(&'static str, u64)>,
+    /// The destination ports they were aimed at (at most a few, most dropped first; 0 for
+    /// fragments).
+    pub ports: Vec<u16>,
+}
+
 /// Everything about an event the index and the review page use, without serialising it.
 #[derive(Debug, Clone, Copy)]
 pub struct Facets<'a> {
@@ -361,6 +386,14 @@ impl Event {
                 source: None,
                 container: None,
             },
+            Event::Network(e) => Facets {
+                time_ms: millis(e.time),
+                user: None,
+                route: None,
+                decision: Some("nic_drop"),
+                source: e.source,
+                container: None,
+            },
         }
     }
 
@@ -370,6 +403,7 @@ impl Event {
             Event::Http(e) => serde_json::to_writer(out, &HttpRecord::new(e)),
             Event::Auth(e) => serde_json::to_writer(out, &AuthRecord::new(e)),
             Event::Lifecycle(e) => serde_json::to_writer(out, &LifecycleRecord::new(e)),
+            Event::Network(e) => serde_json::to_writer(out, &NetworkRecord::new(e)),
         }
     }
 }
@@ -646,6 +680,12 @@ const AUTHENTICATION: Class = Class {
     name: "Authentication",
     category_uid: 3,
     category_name: "Identity & Access Management",
+};
+const NETWORK_ACTIVITY: Class = Class {
+    uid: 4001,
+    name: "Network Activity",
+    category_uid: 4,
+    category_name: "Network Activity",
 };
 const APPLICATION_LIFECYCLE: Class = Class {
     uid: 6002,
@@ -994,6 +1034,100 @@ impl<'a> AuthRecord<'a> {
                 cgroup: None,
                 door: None,
                 upstream_local: None,
+            },
+        }
+    }
+}
+
+/// Network Activity (4001), activity Refuse: the NIC guard's drops.
+#[derive(Serialize)]
+struct NetworkRecord<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    action_id: u8,
+    action: &'static str,
+    disposition_id: u8,
+    disposition: &'static str,
+    count: u64,
+    start_time: i64,
+    end_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_endpoint: Option<Endpoint>,
+    dst_endpoint: NetworkDestination<'a>,
+    traffic: Traffic,
+    unmapped: NetworkUnmapped<'a>,
+}
+
+#[derive(Serialize)]
+struct NetworkDestination<'a> {
+    interface_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+}
+
+#[derive(Serialize)]
+struct Traffic {
+    packets: u64,
+}
+
+#[derive(Serialize)]
+struct NetworkUnmapped<'a> {
+    event: &'static str,
+    reasons: std::collections::BTreeMap<&'static str, u64>,
+    ports: &'a [u16],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<u64>,
+}
+
+impl<'a> NetworkRecord<'a> {
+    fn new(e: &'a NetworkEvent) -> Self {
+        let message = match e.source {
+            Some(source) => format!(
+                "XDP guard on {} dropped {} frame(s) from {source}",
+                e.interface, e.packets
+            ),
+            None => format!(
+                "XDP guard on {} dropped {} frame(s) from {} further source(s), not itemised",
+                e.interface, e.packets, e.sources
+            ),
+        };
+        NetworkRecord {
+            head: head(
+                &NETWORK_ACTIVITY,
+                (5, "Refuse"),
+                e.time,
+                2,
+                false,
+                None,
+                None,
+                Some(message),
+                None,
+            ),
+            action_id: 2,
+            action: "Denied",
+            disposition_id: 2,
+            disposition: "Blocked",
+            count: e.packets,
+            start_time: millis(e.start),
+            end_time: millis(e.time),
+            src_endpoint: e.source.map(|ip| Endpoint {
+                ip,
+                port: None,
+                intermediate_ips: None,
+            }),
+            dst_endpoint: NetworkDestination {
+                interface_name: &e.interface,
+                port: match e.ports.as_slice() {
+                    [one] => Some(*one),
+                    _ => None,
+                },
+            },
+            traffic: Traffic { packets: e.packets },
+            unmapped: NetworkUnmapped {
+                event: "nic_drop",
+                reasons: e.reasons.iter().copied().collect(),
+                ports: &e.ports,
+                sources: e.source.is_none().then_some(e.sources),
             },
         }
     }

@@ -1,5 +1,6 @@
-//! `sekisho xdp status | allow ADDR [--ttl] | revoke ADDR | ban ADDR [--ttl] | unban ADDR`: the NIC guard's pinned maps of a
-//! running sekisho (same configuration, same network namespace), read and changed by hand.
+//! `sekisho xdp status | stats | allow ADDR [--ttl] | revoke ADDR | ban ADDR [--ttl] | unban
+//! ADDR`: the NIC guard's pinned maps of a running sekisho (same configuration, same network
+//! namespace), read and changed by hand.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use sekisho_config::Xdp;
+use sekisho_config::{Config, Xdp};
 
 // The doc comments of the variants are the commands' help texts.
 #[derive(Subcommand)]
@@ -20,7 +21,15 @@ pub(super) enum XdpCommand {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Admit ADDRESS to the protected ports for `--ttl` (default 1h), beside the sessions.
+    /// For each guarded interface: the program's frame counters, drops by reason, and the
+    /// sources dropped most in the minutes not yet filed in the audit log.
+    Stats {
+        /// Configuration file (its `xdp` section).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Admit ADDRESS to the protected ports for `--ttl` (default 1h), beside the sessions; a
+    /// restart of sekisho keeps the admission.
     Allow {
         /// The source address.
         address: IpAddr,
@@ -31,7 +40,8 @@ pub(super) enum XdpCommand {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Ban ADDRESS for `--ttl` (default 1h): all its TCP dropped, sekisho's own port included.
+    /// Ban ADDRESS for `--ttl` (default 1h): all its TCP and UDP dropped, sekisho's own port
+    /// included.
     Ban {
         /// The source address (never a trusted one).
         address: IpAddr,
@@ -50,7 +60,8 @@ pub(super) enum XdpCommand {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Withdraw ADDRESS (a session used from it again admits it again).
+    /// Withdraw ADDRESS's admission now. Sessions that hold it admit it again when next started
+    /// or refreshed, and at sekisho's next start: to keep a source out, ban it.
     Revoke {
         /// The source address.
         address: IpAddr,
@@ -64,7 +75,7 @@ pub(super) enum XdpCommand {
 pub(super) fn run(command: XdpCommand) -> anyhow::Result<ExitCode> {
     match command {
         XdpCommand::Status { config } => {
-            let xdp = section(&config)?;
+            let xdp = section(&config)?.0;
             for interface in sekisho::xdp::status(&xdp)? {
                 println!(
                     "{}: {} (pins {})",
@@ -76,12 +87,15 @@ pub(super) fn run(command: XdpCommand) -> anyhow::Result<ExitCode> {
                     },
                     interface.pins.display()
                 );
-                println!("  protected ports: {:?}", interface.ports);
+                println!("  ports: {}", interface.ports.join(", "));
                 let trusted: Vec<String> =
                     interface.trusted.iter().map(ToString::to_string).collect();
                 println!("  trusted: [{}]", trusted.join(", "));
-                let [passed, dropped, malformed] = interface.counters;
-                println!("  frames: {passed} passed, {dropped} dropped, {malformed} malformed");
+                let c = &interface.counters;
+                println!(
+                    "  frames: {} passed, {} dropped, {} malformed",
+                    c.passed, c.dropped, c.malformed
+                );
                 println!("  admitted sources: {}", interface.admitted.len());
                 let mut admitted = interface.admitted;
                 admitted.sort();
@@ -97,13 +111,35 @@ pub(super) fn run(command: XdpCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        XdpCommand::Stats { config } => {
+            let xdp = section(&config)?.0;
+            for interface in sekisho::xdp::status(&xdp)? {
+                let c = &interface.counters;
+                println!("{}:", interface.interface);
+                println!("  {:<20} {:>14}", "passed", c.passed);
+                println!("  {:<20} {:>14}", "dropped", c.dropped);
+                for (reason, n) in &c.dropped_by {
+                    println!("    {reason:<18} {n:>14}");
+                }
+                println!("  {:<20} {:>14}", "malformed", c.malformed);
+                println!("  dropped most, minutes not yet in the audit log:");
+                if interface.recent_drops.is_empty() {
+                    println!("    (none)");
+                }
+                for (source, port, reason, n) in interface.recent_drops.iter().take(20) {
+                    println!("    {source:<40} port {port:<5} {reason:<18} {n:>10}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         XdpCommand::Allow {
             address,
             ttl,
             config,
         } => {
             let ttl = duration(&ttl)?;
-            sekisho::xdp::allow(&section(&config)?, address, ttl)?;
+            let (xdp, config) = section(&config)?;
+            sekisho::xdp::allow(&xdp, &config.state_dir, address, ttl)?;
             eprintln!("{address} admitted for {}s", ttl.as_secs());
             Ok(ExitCode::SUCCESS)
         }
@@ -113,30 +149,34 @@ pub(super) fn run(command: XdpCommand) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let ttl = duration(&ttl)?;
-            sekisho::xdp::ban(&section(&config)?, address, ttl)?;
+            sekisho::xdp::ban(&section(&config)?.0, address, ttl)?;
             eprintln!("{address} banned for {}s", ttl.as_secs());
             Ok(ExitCode::SUCCESS)
         }
         XdpCommand::Unban { address, config } => {
-            sekisho::xdp::unban(&section(&config)?, address)?;
+            sekisho::xdp::unban(&section(&config)?.0, address)?;
             eprintln!("{address} unbanned");
             Ok(ExitCode::SUCCESS)
         }
         XdpCommand::Revoke { address, config } => {
-            sekisho::xdp::revoke(&section(&config)?, address)?;
+            let (xdp, config) = section(&config)?;
+            sekisho::xdp::revoke(&xdp, &config.state_dir, address)?;
             eprintln!("{address} withdrawn");
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// The `xdp` section of the configuration at `path` (secrets are not needed).
-fn section(path: &Path) -> anyhow::Result<Xdp> {
+/// The `xdp` section of the configuration at `path`, and the configuration (secrets are not
+/// needed).
+fn section(path: &Path) -> anyhow::Result<(Xdp, Config)> {
     let config = sekisho_config::load_without_secrets(path)
         .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-    config
+    let xdp = config
         .xdp
-        .with_context(|| format!("{} has no xdp section", path.display()))
+        .clone()
+        .with_context(|| format!("{} has no xdp section", path.display()))?;
+    Ok((xdp, config))
 }
 
 /// `30m`, `12h`, … as the configuration writes durations.

@@ -57,7 +57,7 @@ pub const SYN_RATE_V4: &str = "SYN_RATE_V4";
 /// `LruHashMap<SourceV6, u64>`: as [`SYN_RATE_V4`].
 pub const SYN_RATE_V6: &str = "SYN_RATE_V6";
 /// `LruPerCpuHashMap<DropKey, u64>`: dropped frames per source, destination port, reason and
-/// minute, for the audit log's summaries. User space reads and deletes past minutes.
+/// summary window, for the audit log's summaries. User space reads and deletes past windows.
 pub const DROPS: &str = "DROPS";
 
 /// Capacity of each `ALLOWED_*` map.
@@ -121,14 +121,15 @@ pub const fn port_slot(transport: Transport, port: u16) -> u32 {
     }
 }
 
-/// Key of [`DROPS`]: one tally per source, destination port, reason and minute.
+/// Key of [`DROPS`]: one tally per source, destination port, reason and summary window.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DropKey {
     /// The source address: 16 octets for IPv6, the first 4 for IPv4 (the rest zero).
     pub octets: [u8; 16],
-    /// `CLOCK_MONOTONIC` minute of the drop (nanoseconds / 60e9).
-    pub minute: u32,
+    /// The summary window of the drop: `CLOCK_MONOTONIC_COARSE` nanoseconds divided by the
+    /// window's length ([`Setting::DropWindowNs`]).
+    pub window: u32,
     /// Destination port, host order (0 for later fragments, which carry none).
     pub dport: u16,
     /// 4 or 6.
@@ -138,9 +139,9 @@ pub struct DropKey {
 }
 
 impl DropKey {
-    /// The key for a drop of `reason` from `source` to `dport` in `minute`.
+    /// The key for a drop of `reason` from `source` to `dport` in `window`.
     #[inline(always)]
-    pub fn new(source: Source, dport: u16, reason: DropReason, minute: u32) -> Self {
+    pub fn new(source: Source, dport: u16, reason: DropReason, window: u32) -> Self {
         let (octets, family) = match source {
             Source::V4(SourceV4 {
                 octets: [a, b, c, d],
@@ -149,7 +150,7 @@ impl DropKey {
         };
         DropKey {
             octets,
-            minute,
+            window,
             dport,
             family,
             reason: reason as u8,
@@ -157,8 +158,9 @@ impl DropKey {
     }
 }
 
-/// Nanoseconds per [`DropKey::minute`].
-pub const NS_PER_MINUTE: u64 = 60_000_000_000;
+/// The length of a drop summary window unless [`Setting::DropWindowNs`] says otherwise: a
+/// minute.
+pub const DEFAULT_DROP_WINDOW_NS: u64 = 60_000_000_000;
 
 /// Index of each entry in [`SETTINGS`].
 #[repr(u32)]
@@ -175,10 +177,12 @@ pub enum Setting {
     SynIntervalNs = 2,
     /// The SYN rate limit's tolerance in ns: `(burst - 1) * interval`.
     SynToleranceNs = 3,
+    /// The length of a drop summary window in ns (0: [`DEFAULT_DROP_WINDOW_NS`]).
+    DropWindowNs = 4,
 }
 
 /// Number of entries in [`SETTINGS`].
-pub const SETTINGS_LEN: u32 = 4;
+pub const SETTINGS_LEN: u32 = 5;
 
 /// Why a frame was dropped.
 #[repr(u8)]

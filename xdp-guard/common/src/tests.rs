@@ -429,7 +429,7 @@ fn drop_keys_hold_the_source_port_and_reason() {
     );
     assert_eq!(&v4.octets[..4], &OTHER_V4);
     assert!(v4.octets[4..].iter().all(|b| *b == 0));
-    assert_eq!((v4.family, v4.dport, v4.minute), (4, 22, 7));
+    assert_eq!((v4.family, v4.dport, v4.window), (4, 22, 7));
     assert_eq!(
         DropReason::from_u8(v4.reason),
         Some(DropReason::NotAdmitted)

@@ -19,10 +19,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdp_guard_common::{
-    AllowEntry, COUNTERS, Counter, Decision, DropKey, DropReason, FrameBytes, MAX_ALLOWED_SOURCES,
-    MAX_BANNED_SOURCES, MAX_DROP_TALLIES, MAX_RATE_LIMITED_SOURCES, MAX_TRUSTED_RANGES,
-    NS_PER_MINUTE, PORT_SLOTS, Policy, SETTINGS_LEN, Setting, Source, SourceV4, SourceV6,
-    Transport, Verdict, classify, decide, port_slot,
+    AllowEntry, COUNTERS, Counter, DEFAULT_DROP_WINDOW_NS, Decision, DropKey, DropReason,
+    FrameBytes, MAX_ALLOWED_SOURCES, MAX_BANNED_SOURCES, MAX_DROP_TALLIES,
+    MAX_RATE_LIMITED_SOURCES, MAX_TRUSTED_RANGES, PORT_SLOTS, Policy, SETTINGS_LEN, Setting,
+    Source, SourceV4, SourceV6, Transport, Verdict, classify, decide, port_slot,
 };
 
 #[map]
@@ -92,16 +92,16 @@ fn count(counter: u32) {
     }
 }
 
-/// Counts a drop in this CPU's slot of its source's tally for this minute.
+/// Counts a drop in this CPU's slot of its source's tally for this window.
 #[inline(always)]
 fn tally(key: DropKey) {
-    match DROPS.get_ptr_mut(&key) {
+    match DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's value of a per-CPU map; nothing else writes it meanwhile.
         Some(slot) => unsafe { *slot = (*slot).wrapping_add(1) },
         None => {
             // A full map evicts its least recently used tally; a failed insert (another CPU
             // made the entry meanwhile) loses one count.
-            let _ = DROPS.insert(&key, &1, 0);
+            let _ = DROPS.insert(key, 1, 0);
         }
     }
 }
@@ -112,9 +112,14 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
+/// The drop summary window now.
 #[inline(always)]
-fn minute() -> u32 {
-    (now_ns() / NS_PER_MINUTE) as u32
+fn window() -> u32 {
+    let length = match setting(Setting::DropWindowNs) {
+        0 => DEFAULT_DROP_WINDOW_NS,
+        n => n,
+    };
+    (now_ns() / length) as u32
 }
 
 #[inline(always)]
@@ -148,7 +153,7 @@ impl Policy for Maps {
 
     #[inline(always)]
     fn dropped(&self, source: Source, port: u16, reason: DropReason) {
-        tally(DropKey::new(source, port, reason, minute()));
+        tally(DropKey::new(source, port, reason, window()));
     }
 
     #[inline(always)]
@@ -164,9 +169,9 @@ impl Policy for Maps {
         }
         let entry = match source {
             // SAFETY: the entry is copied out at once (see `admits`).
-            Source::V4(key) => unsafe { BANNED_V4.get(&key) }.copied(),
+            Source::V4(key) => unsafe { BANNED_V4.get(key) }.copied(),
             // SAFETY: as above.
-            Source::V6(key) => unsafe { BANNED_V6.get(&key) }.copied(),
+            Source::V6(key) => unsafe { BANNED_V6.get(key) }.copied(),
         };
         unexpired(entry)
     }
@@ -176,9 +181,9 @@ impl Policy for Maps {
         let entry = match source {
             // SAFETY: the entry is copied out at once; a concurrent update can only make us
             // read the old or the new expiry, both valid u64s.
-            Source::V4(key) => unsafe { ALLOWED_V4.get(&key) }.copied(),
+            Source::V4(key) => unsafe { ALLOWED_V4.get(key) }.copied(),
             // SAFETY: as above.
-            Source::V6(key) => unsafe { ALLOWED_V6.get(&key) }.copied(),
+            Source::V6(key) => unsafe { ALLOWED_V6.get(key) }.copied(),
         };
         unexpired(entry) || trusted(source)
     }
@@ -194,14 +199,14 @@ impl Policy for Maps {
         }
         let now = now_ns();
         let slot = match source {
-            Source::V4(key) => SYN_RATE_V4.get_ptr_mut(&key),
-            Source::V6(key) => SYN_RATE_V6.get_ptr_mut(&key),
+            Source::V4(key) => SYN_RATE_V4.get_ptr_mut(key),
+            Source::V6(key) => SYN_RATE_V6.get_ptr_mut(key),
         };
         let Some(slot) = slot else {
             let next = now.wrapping_add(interval);
             let _ = match source {
-                Source::V4(key) => SYN_RATE_V4.insert(&key, &next, 0),
-                Source::V6(key) => SYN_RATE_V6.insert(&key, &next, 0),
+                Source::V4(key) => SYN_RATE_V4.insert(key, next, 0),
+                Source::V6(key) => SYN_RATE_V6.insert(key, next, 0),
             };
             return true;
         };
@@ -220,8 +225,8 @@ impl Policy for Maps {
 #[inline(always)]
 fn trusted(source: Source) -> bool {
     match source {
-        Source::V4(key) => TRUSTED_V4.get(&Key::new(32, key.octets)).is_some(),
-        Source::V6(key) => TRUSTED_V6.get(&Key::new(128, key.octets)).is_some(),
+        Source::V4(key) => TRUSTED_V4.get(Key::new(32, key.octets)).is_some(),
+        Source::V6(key) => TRUSTED_V6.get(Key::new(128, key.octets)).is_some(),
     }
 }
 

@@ -58,11 +58,7 @@ fn every_key_is_parsed_and_defaults_are_safe() {
         })
     );
     let limit = xdp.syn_rate_limit.expect("on by default");
-    assert_eq!(
-        (limit.per_second, limit.burst, limit.ports),
-        (100, 200, vec![8080]),
-        "sekisho's own listener is rate-limited"
-    );
+    assert_eq!((limit.per_second, limit.burst), (100, 200));
     let trusted: Vec<String> = xdp.trusted.iter().map(ToString::to_string).collect();
     assert_eq!(trusted, ["10.0.0.0/8", "2001:db8::/32"]);
     assert!(
@@ -72,6 +68,7 @@ fn every_key_is_parsed_and_defaults_are_safe() {
     assert_eq!(xdp.session_grace, Duration::from_secs(60));
     assert_eq!(xdp.pin_path, std::path::Path::new("/sys/fs/bpf/sekisho"));
     assert_eq!(xdp.auto_ban, None, "off unless configured");
+    assert_eq!(xdp.drop_summary, Duration::from_secs(60));
 
     let relaxed = parse_ok(&with_xdp(
         "  interfaces: [eth0]\n  protected_ports: [22]\n  required: false\n  session_grace: 5m\n",
@@ -157,6 +154,12 @@ fn bad_values_are_refused_at_their_position() {
             "x/udp",
             "xdp.protected_ports[0]",
             "`x/udp` is not a port",
+        ),
+        (
+            "  interfaces: [eth0]\n  protected_ports: [22]\n  drop_summary: 2h\n",
+            "2h",
+            "xdp.drop_summary",
+            "from 1s to 1h",
         ),
         (
             "  interfaces: [eth0]\n  protected_ports: [22]\n  syn_rate_limit: {per_second: 0}\n",
