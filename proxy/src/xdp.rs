@@ -4,7 +4,9 @@
 //! `session_grace`), `Refreshed` extends it, and `Ended` withdraws it once no other live session
 //! holds the same address (people behind one NAT must not lock each other out). The kernel
 //! already treats an expired admission as absent; the bookkeeping here forgets expired sessions
-//! whenever an event arrives.
+//! whenever an event arrives. What holds each address is journaled ([`ledger`]) so that the next
+//! start re-admits what still holds and prunes the rest; the kernel's drop tallies become
+//! audit records once their window is over ([`summary`]).
 //!
 //! Built only with the `xdp` cargo feature (the kernel object needs the nightly toolchain and
 //! `bpf-linker`); without it, a configured `xdp:` section is refused at start (or, with
@@ -618,12 +620,12 @@ impl SessionSubscriber for NicGuard {
 
 /// The layout of the pinned maps: a new layout gets a new directory, never a mismatch.
 #[cfg(feature = "xdp")]
-const LAYOUT: &str = "v1";
+const LAYOUT: &str = "v2";
 /// `statfs` type of a BPF file system.
 #[cfg(feature = "xdp")]
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// `pin_path/<network namespace inode>/<interface>/v1` (made when `create`); `pin_path` must be
+/// `pin_path/<network namespace inode>/<interface>/v2` (made when `create`); `pin_path` must be
 /// on a BPF file system.
 #[cfg(feature = "xdp")]
 fn pin_dir(
@@ -892,7 +894,7 @@ mod inspect {
 
 #[cfg(feature = "xdp")]
 mod attach {
-    //! The program on one interface, pinned under `pin_path/<netns>/<interface>/v1`.
+    //! The program on one interface, pinned under `pin_path/<netns>/<interface>/v2`.
 
     use std::net::IpAddr;
     use std::os::linux::net::SocketAddrExt as _;

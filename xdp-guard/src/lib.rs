@@ -1,53 +1,56 @@
-//! The NIC guard: an XDP program that drops TCP segments to protected ports unless their source
-//! holds an authenticated session or lies in a trusted range, and the [`Guard`] that loads it and
-//! manages its maps.
+//! The NIC guard: an XDP program that drops TCP and UDP to protected ports unless their source
+//! holds an authenticated session or lies in a trusted range, drops banned sources, and
+//! rate-limits connection attempts to the proxy's own ports — and the [`Guard`] that loads it
+//! and manages its maps.
 //!
 //! # What the program does
 //!
 //! For every frame received on the interface the program parses Ethernet (up to two VLAN tags),
-//! IPv4 or IPv6 and TCP, and decides:
+//! IPv4 or IPv6 and TCP or UDP, and decides:
 //!
 //! | frame | verdict |
 //! | --- | --- |
-//! | not IPv4/IPv6, or not TCP (non-first fragments of other protocols included) | pass |
-//! | a non-first fragment of a TCP datagram (no ports in it) from an admitted source | pass |
-//! | a non-first fragment of a TCP datagram from any other source | **drop** |
-//! | TCP to a port that is not protected | pass |
-//! | TCP to a protected port from an admitted source | pass |
-//! | TCP to a protected port from any other source | **drop** |
-//! | TCP to a protected port with a truncated TCP header (shorter than 20 bytes or than its data offset), whatever the source | **drop**, counted malformed |
-//! | TCP whose destination port cannot be read (fewer than 4 bytes of TCP header, or an IPv6 extension header chain longer than six headers) | **drop**, counted malformed |
-//! | truncated or inconsistent Ethernet/VLAN/IP header, truncated TCP to an unprotected port | pass, counted malformed (the kernel's stack discards them itself) |
+//! | not IPv4/IPv6, or neither TCP nor UDP (ICMP, ICMPv6 neighbour discovery, ARP, …) | pass |
+//! | TCP or UDP (or a later fragment of either) from a banned source, to any port | **drop** (banned) |
+//! | a later fragment of a TCP datagram (no ports in it) from an admitted source | pass |
+//! | a later fragment of a TCP datagram, or of a UDP one while a UDP port is protected, from any other source | **drop** (fragment) |
+//! | TCP or UDP to a port that is not in the port map | pass |
+//! | TCP or UDP to a protected port from an admitted source | pass |
+//! | TCP or UDP to a protected port from any other source | **drop** (not admitted) |
+//! | a header to a protected port truncated (TCP shorter than 20 bytes or its data offset, UDP shorter than 8), whatever the source | **drop** (unreadable), counted malformed |
+//! | a TCP SYN (without ACK) to a rate-limited port beyond the source's rate, unless trusted | **drop** (SYN rate limited) |
+//! | TCP or UDP whose destination port cannot be read (fewer than 4 bytes of header, or an IPv6 extension header chain longer than six headers) | **drop** (unreadable), counted malformed — UDP only while a UDP port is protected |
+//! | truncated or inconsistent Ethernet/VLAN/IP header, truncated header to an unjudged port | pass, counted malformed (the kernel's stack discards them itself) |
 //!
 //! A source is admitted when `ALLOWED_V4`/`ALLOWED_V6` holds it with an expiry later than
-//! `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`), or when `TRUSTED_V4`/`TRUSTED_V6` has a prefix that
-//! covers it. The parsing and the table above are plain Rust in [`xdp_guard_common`]
-//! (`classify`, `decide`), unit-tested on the host.
+//! `bpf_ktime_get_coarse_ns()` (`CLOCK_MONOTONIC_COARSE`), or when `TRUSTED_V4`/`TRUSTED_V6`
+//! has a prefix that covers it. The rate limit is the generic cell rate algorithm: one attempt
+//! per interval on average, `burst` at once. The parsing and the table above are plain Rust in
+//! [`xdp_guard_common`] (`classify`, `decide`), unit-tested and fuzzed on the host.
 //!
-//! IPv6 is guarded like IPv4: the fixed header, then up to six hop-by-hop, routing, destination
-//! options, fragment or AH extension headers. IPv4 options are skipped using the header length.
+//! Every drop is counted by reason (`STATS`) and tallied per source, destination port, reason
+//! and summary window (`DROPS`); [`Guard::take_drop_tallies`] takes the windows that are over.
 //!
 //! # Maps
 //!
 //! | name | type | key | value |
 //! | --- | --- | --- | --- |
-//! | `ALLOWED_V4` | hash, 65 536 | [`SourceV4`]: 4 address octets, wire order | [`AllowEntry`]: `expires_at_ns: u64`, `CLOCK_MONOTONIC` ns |
+//! | `ALLOWED_V4` | hash, 65 536 | [`SourceV4`]: 4 address octets, wire order | [`AllowEntry`]: `expires_at_ns: u64`, `CLOCK_MONOTONIC_COARSE` ns |
 //! | `ALLOWED_V6` | hash, 65 536 | [`SourceV6`]: 16 address octets, wire order | [`AllowEntry`] |
 //! | `TRUSTED_V4` | LPM trie, 1 024 | `{prefix_len: u32 (host order), [u8; 4] wire order}` | `u8` = 1 |
 //! | `TRUSTED_V6` | LPM trie, 1 024 | `{prefix_len: u32 (host order), [u8; 16] wire order}` | `u8` = 1 |
-//! | `PROTECTED_PORTS` | hash, 1 024 | `u16` TCP destination port, **host** order | `u8` = 1 |
-//! | `STATS` | per-CPU array, 3 | index: 0 passed, 1 dropped, 2 malformed | `u64` count per CPU |
+//! | `PORTS` | array, 131 072 | TCP port (host order), or 65 536 + UDP port | `u8` flags: 1 protected, 2 SYN rate-limited |
+//! | `SETTINGS` | array, 5 | [`Setting`]: bans active, UDP guarded, SYN interval ns, SYN tolerance ns, drop window ns | `u64` |
+//! | `BANNED_V4` / `BANNED_V6` | LRU hash, 16 384 | source | [`AllowEntry`] (the ban's end) |
+//! | `SYN_RATE_V4` / `SYN_RATE_V6` | LRU hash, 65 536 | source | `u64`: the GCRA's theoretical arrival time, ns |
+//! | `STATS` | per-CPU array, 8 | [`Counter`] 0 passed, 1 dropped, 2 malformed, then drops by [`DropReason`] | `u64` count per CPU |
+//! | `DROPS` | LRU per-CPU hash, 16 384 | [`DropKey`]: source, window, port, family, reason | `u64` frames per CPU |
 //!
-//! # Not done yet
-//!
-//! - The maps are not pinned: they live as long as the [`Guard`] (dropping it detaches the
-//!   program and frees them). Pinning under `/sys/fs/bpf/sekisho`, so that admitted sources
-//!   survive a proxy restart, comes later.
-//! - No per-source rate limit on the proxy's own public port yet.
-//! - Expired `ALLOWED_*` entries are ignored by the program but not removed; the caller revokes
-//!   them (the map holds 65 536 sources per family).
-//! - The kernel object is licensed `Apache-2.0` like the workspace, which the kernel accepts as
-//!   long as the program calls no GPL-only helper.
+//! The maps and the program's link can be pinned ([`Guard::load_pinned`]) so that the guard
+//! outlives the process that loaded it and the next one takes it over. Expired `ALLOWED_*`
+//! entries are ignored by the program; the caller revokes them. The kernel object is licensed
+//! `Apache-2.0` like the workspace, which the kernel accepts as long as the program calls no
+//! GPL-only helper.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},

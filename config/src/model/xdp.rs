@@ -22,7 +22,7 @@ pub struct Xdp {
     /// a clock step or a late refresh does not cut a working user off.
     pub session_grace: Duration,
     /// Where the program's maps and link are pinned (a directory on a BPF file system; default
-    /// `/sys/fs/bpf/sekisho`), under `<network namespace>/<interface>/v1`: a restart or an
+    /// `/sys/fs/bpf/sekisho`), under `<network namespace>/<interface>/v2`: a restart or an
     /// upgrade of sekisho keeps the program attached and every admitted source admitted.
     pub pin_path: std::path::PathBuf,
     /// Ban sources that fail too often (`auto_ban:`); absent: off.
