@@ -564,9 +564,14 @@ fn classify_ipv6(frame: &impl FrameBytes, l3: usize) -> Packet {
             _ => return Packet::Unguarded,
         }
     }
-    match transport(next_header) {
-        Some(transport) => classify_transport(frame, offset, source, transport),
-        None => Packet::Unidentified { transport: None },
+    match (transport(next_header), next_header) {
+        (Some(transport), _) => classify_transport(frame, offset, source, transport),
+        // Still an extension header: the chain is longer than the walk.
+        (
+            None,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT,
+        ) => Packet::Unidentified { transport: None },
+        (None, _) => Packet::Unguarded,
     }
 }
 

@@ -288,6 +288,21 @@ fn ipv6_chain_longer_than_the_walk_is_dropped() {
 }
 
 #[test]
+fn ipv6_chain_of_exactly_the_walk_then_icmpv6_passes() {
+    let mut frame = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, IPPROTO_DSTOPTS)].concat();
+    for i in 0..MAX_IPV6_EXTENSION_HEADERS {
+        let next = if i + 1 == MAX_IPV6_EXTENSION_HEADERS {
+            58
+        } else {
+            IPPROTO_DSTOPTS
+        };
+        frame.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    frame.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(verdict(&frame), PASS, "neither TCP nor UDP: not the guard's");
+}
+
+#[test]
 fn ipv6_chain_of_exactly_the_walk_reaches_tcp() {
     let mut frame = [ethernet(ETHERTYPE_IPV6), ipv6(OTHER_V6, IPPROTO_DSTOPTS)].concat();
     for i in 0..MAX_IPV6_EXTENSION_HEADERS {
