@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod app;
 pub mod assertion;
+pub mod attribution;
 pub mod audit;
 pub mod connection;
 pub mod error;
