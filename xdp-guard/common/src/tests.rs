@@ -299,7 +299,11 @@ fn ipv6_chain_of_exactly_the_walk_then_icmpv6_passes() {
         frame.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
     }
     frame.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(verdict(&frame), PASS, "neither TCP nor UDP: not the guard's");
+    assert_eq!(
+        verdict(&frame),
+        PASS,
+        "neither TCP nor UDP: not the guard's"
+    );
 }
 
 #[test]
