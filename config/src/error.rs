@@ -7,10 +7,12 @@ use std::path::PathBuf;
 
 use crate::value::ValueError;
 
+mod attribution;
 mod idp;
 mod route;
 mod upstream_tls;
 mod xdp;
+pub(crate) use attribution::AttributionProblem;
 pub(crate) use idp::IdpProblem;
 pub(crate) use route::RouteProblem;
 pub(crate) use upstream_tls::UpstreamTlsProblem;
@@ -324,6 +326,9 @@ pub(crate) enum Problem {
     /// A problem in the `xdp` section.
     #[error(transparent)]
     Xdp(#[from] XdpProblem),
+    /// A problem in the `attribution` section.
+    #[error(transparent)]
+    Attribution(#[from] AttributionProblem),
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {

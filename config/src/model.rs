@@ -13,8 +13,10 @@ mod audit;
 pub use audit::{Admin, Audit, Durability, OnFailure, Otlp};
 mod strip;
 pub use strip::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
+mod attribution;
 mod upstream_tls;
 mod xdp;
+pub use attribution::{Attribution, BypassMode};
 pub use upstream_tls::{CaBundle, TlsPrivateKey, UpstreamClientAuth, UpstreamTls, UpstreamVerify};
 pub use xdp::{AutoBan, PortProtocol, ProtectedPort, SynRateLimit, Xdp, XdpInterface, XdpMode};
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub strip_request_headers: Vec<HeaderPattern>,
     /// The NIC guard (`xdp:`), when configured.
     pub xdp: Option<Xdp>,
+    /// The socket hooks (`attribution:`), when configured.
+    pub attribution: Option<Attribution>,
 }
 
 /// The built-in OpenID provider, served on sekisho's own listeners for requests to the issuer's

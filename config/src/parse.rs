@@ -2,6 +2,7 @@
 //! defaults are filled in, secrets resolved and cross-field rules checked, and every problem
 //! is collected rather than stopping at the first.
 
+mod attribution;
 mod audit;
 pub(crate) mod idp;
 mod policy;
@@ -44,6 +45,7 @@ const TOP_LEVEL: &[&str] = &[
     "strip_request_headers",
     "upstream_tls",
     "xdp",
+    "attribution",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -250,6 +252,7 @@ impl Parser<'_> {
         };
         let admin = self.optional(&map, "admin", |p, f| p.admin(f, &policies));
         let xdp = self.optional(&map, "xdp", |p, f| p.xdp(f, server.as_ref()));
+        let attribution = self.optional(&map, "attribution", Self::attribution);
         let identity_provider = self.optional(&map, "identity_provider", |p, f| {
             p.identity_provider(f, state_dir.as_deref())
         });
@@ -281,6 +284,7 @@ impl Parser<'_> {
             identity_provider: identity_provider?,
             strip_request_headers: strip_request_headers?,
             xdp: xdp?,
+            attribution: attribution?,
         })
     }
 
