@@ -92,6 +92,9 @@ pub struct SocketHooks {
     _ebpf: Ebpf,
 }
 
+/// The ring the bypass guard's events arrive on ([`SocketHooks::take_bypasses`]).
+pub type BypassRing = RingBuf<MapData>;
+
 /// Who owns one end of a connection, as the hooks recorded it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attributed {
@@ -330,7 +333,7 @@ impl SocketHooks {
 
     /// The ring of [`BypassEvent`]s ([`Bypass::from_bytes`] decodes them), for one reader; `None`
     /// once taken.
-    pub fn take_bypasses(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_bypasses(&mut self) -> Option<BypassRing> {
         self.bypasses.take()
     }
 

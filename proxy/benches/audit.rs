@@ -111,6 +111,8 @@ fn event(i: u64, time: jiff::Timestamp) -> Event {
         bytes_out: Some(1234),
         latency: Duration::from_micros(900),
         container: None,
+        upstream_container: None,
+        attribution_unavailable: false,
     }))
 }
 

@@ -91,6 +91,9 @@ pub enum AppError {
     /// The XDP guard could not be attached and `xdp.required` is true.
     #[error("{0} (xdp.required is true, so sekisho does not start without it)")]
     Xdp(XdpError),
+    /// The socket hooks could not be attached and `attribution.required` is true.
+    #[error("{0} (attribution.required is true, so sekisho does not start without it)")]
+    Attribution(crate::attribution::AttributionError),
     /// A shutdown signal could not be listened for.
     #[error("listening for {signal}")]
     Signal {
@@ -167,7 +170,36 @@ impl App {
             .as_ref()
             .is_some_and(|idp| idp.issuer() == config.oidc.issuer.as_str().trim_end_matches('/'));
         let timeouts = config.server.timeouts;
-        let mut proxy = Proxy::new(config, audit, revoked, nic)?;
+        let attribution = match &config.attribution {
+            None => crate::attribution::AttributionStatus::Off,
+            Some(settings) => match crate::attribution::Attribution::load(settings) {
+                Ok(attribution) => {
+                    let attribution = Arc::new(attribution);
+                    let (reader, audit) = (attribution.clone(), audit.clone());
+                    std::thread::Builder::new()
+                        .name("sekisho-bypass-events".into())
+                        .spawn(move || reader.report_bypasses(&audit))
+                        .map_err(|e| {
+                            AppError::Attribution(crate::attribution::AttributionError::Attach {
+                                root: attribution.root.display().to_string(),
+                                reason: format!("starting the bypass event reader: {e}"),
+                            })
+                        })?;
+                    crate::attribution::AttributionStatus::Active(attribution)
+                }
+                Err(e) if settings.required => return Err(AppError::Attribution(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "socket hooks not attached (attribution.required: false); records say attribution: unavailable");
+                    audit.keep(Event::lifecycle(
+                        Lifecycle::Start,
+                        false,
+                        format!("socket hooks not attached (attribution.required: false): {e}"),
+                    ));
+                    crate::attribution::AttributionStatus::Unavailable(e.to_string())
+                }
+            },
+        };
+        let mut proxy = Proxy::new(config, audit, revoked, nic)?.with_attribution(attribution);
         let mut background = JoinSet::new();
         if let Some(guard) = nic_guard {
             // Bans end on time, each with its record.

@@ -10,7 +10,7 @@ pub mod record;
 pub mod writer;
 
 pub use record::{
-    Actor, AuthActivity, AuthEvent, Container, Decision, Door, Event, HttpEvent, Lifecycle,
-    LifecycleEvent, NetworkEvent, Query,
+    Actor, AuthActivity, AuthEvent, BypassAttempt, Container, Decision, Door, Event, HttpEvent,
+    Lifecycle, LifecycleEvent, NetworkEvent, Query,
 };
 pub use writer::{AuditLog, Refused, Unrecorded};

@@ -82,6 +82,8 @@ impl Facts {
                 bytes_out: None,
                 latency: Duration::ZERO,
                 container: None,
+                upstream_container: None,
+                attribution_unavailable: false,
             },
         }
     }

@@ -25,7 +25,12 @@ pub struct Counters {
 }
 
 /// `/metrics`, in the Prometheus text format.
-pub fn render(audit: &AuditLog, counters: &Counters, nic: &NicStatus) -> Response<ProxyBody> {
+pub fn render(
+    audit: &AuditLog,
+    counters: &Counters,
+    nic: &NicStatus,
+    attribution: &crate::attribution::AttributionStatus,
+) -> Response<ProxyBody> {
     let m = audit.metrics();
     let mut text = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {
@@ -189,6 +194,42 @@ pub fn render(audit: &AuditLog, counters: &Counters, nic: &NicStatus) -> Respons
                     "sekisho_xdp_dropped_frames_total{{reason=\"{reason}\"}} {n}"
                 );
             }
+        }
+    }
+    match attribution {
+        crate::attribution::AttributionStatus::Off => {}
+        crate::attribution::AttributionStatus::Unavailable(_) => gauge(
+            &mut text,
+            "sekisho_attribution_available",
+            "1 while the socket hooks attribute connections to their containers.",
+            0,
+        ),
+        crate::attribution::AttributionStatus::Active(a) => {
+            gauge(
+                &mut text,
+                "sekisho_attribution_available",
+                "1 while the socket hooks attribute connections to their containers.",
+                1,
+            );
+            let c = &a.counters;
+            let cache = a.cache();
+            let _ = write!(
+                text,
+                "# HELP sekisho_attribution_lookups_total Connection lookups, by result.\n# TYPE sekisho_attribution_lookups_total counter\nsekisho_attribution_lookups_total{{result=\"hit\"}} {}\nsekisho_attribution_lookups_total{{result=\"miss\"}} {}\nsekisho_attribution_lookups_total{{result=\"error\"}} {}\n",
+                c.hits.load(Ordering::Relaxed),
+                c.misses.load(Ordering::Relaxed),
+                c.failures.load(Ordering::Relaxed)
+            );
+            let _ = write!(
+                text,
+                "# HELP sekisho_attribution_cgroup_cache_total cgroup id to path resolutions, by result, and walks of the cgroup tree.\n# TYPE sekisho_attribution_cgroup_cache_total counter\nsekisho_attribution_cgroup_cache_total{{result=\"hit\"}} {}\nsekisho_attribution_cgroup_cache_total{{result=\"miss\"}} {}\nsekisho_attribution_cgroup_cache_total{{result=\"rescan\"}} {}\n",
+                cache.hits, cache.misses, cache.rescans
+            );
+            let _ = write!(
+                text,
+                "# HELP sekisho_attribution_bypass_attempts_total Connections to protected upstreams from outside sekisho.\n# TYPE sekisho_attribution_bypass_attempts_total counter\nsekisho_attribution_bypass_attempts_total {}\n",
+                c.bypasses.load(Ordering::Relaxed)
+            );
         }
     }
     let mut response = Response::new(full(text));

@@ -115,6 +115,8 @@ pub struct Proxy {
     pub counters: Arc<Counters>,
     /// The NIC guard, when configured.
     nic: NicStatus,
+    /// Container attribution, when configured.
+    attribution: crate::attribution::AttributionStatus,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -219,6 +221,7 @@ impl Proxy {
             idp: None,
             counters,
             nic,
+            attribution: crate::attribution::AttributionStatus::Off,
             config,
         })
     }
@@ -227,6 +230,12 @@ impl Proxy {
     /// host under its path). The proxy itself still reaches it only over HTTP, as `oidc.issuer`.
     pub fn with_identity_provider(mut self, idp: Arc<crate::idp::IdentityProvider>) -> Self {
         self.idp = Some(idp);
+        self
+    }
+
+    /// Attributes each request's connections to their containers with `attribution`.
+    pub fn with_attribution(mut self, attribution: crate::attribution::AttributionStatus) -> Self {
+        self.attribution = attribution;
         self
     }
 
@@ -331,6 +340,7 @@ impl Proxy {
             facts.refused(&e);
             e.into_response(&request_id, browser)
         };
+        self.attribution.annotate(&mut facts.record, &conn);
         let event = facts.event(started.elapsed(), &response);
         if let Err(unrecorded) = self.audit.commit(event).await {
             response = self.unrecorded(unrecorded, response, &request_id, browser);

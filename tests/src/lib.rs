@@ -138,7 +138,7 @@ pub fn sekisho_binary() -> PathBuf {
                     "--bin",
                     "sekisho",
                     "--features",
-                    "xdp",
+                    "xdp,attribution",
                 ])
                 .current_dir(workspace())
                 .status()
@@ -722,13 +722,15 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("renaming it into place");
 }
 
-/// Every line of the audit log files in `dir`, oldest file first, parsed.
+/// Every complete line of the audit log files in `dir`, oldest file first, parsed. A last line
+/// without its newline is one the writer is still writing: it is left for the next read.
 pub fn audit_records(dir: &Path) -> Vec<Value> {
     audit_files(dir)
         .iter()
         .flat_map(|file| {
-            std::fs::read_to_string(file)
-                .expect("reading an audit file")
+            let text = std::fs::read_to_string(file).expect("reading an audit file");
+            let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+            complete
                 .lines()
                 .map(|line| serde_json::from_str::<Value>(line).expect("audit line is JSON"))
                 .collect::<Vec<_>>()

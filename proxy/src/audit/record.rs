@@ -28,6 +28,23 @@ pub enum Event {
     Lifecycle(Box<LifecycleEvent>),
     /// Traffic refused below HTTP: the NIC guard's drops, summarised per source and minute.
     Network(Box<NetworkEvent>),
+    /// A connection to a protected upstream from a cgroup other than sekisho's (the bypass
+    /// guard).
+    Bypass(Box<BypassAttempt>),
+}
+
+/// A `connect()` to a protected upstream from a cgroup not allowed to (OCSF Network Activity:
+/// Refuse when refused, Open when only recorded).
+#[derive(Debug)]
+pub struct BypassAttempt {
+    /// When user space read it.
+    pub time: jiff::Timestamp,
+    /// Who tried: the cgroup, what it names, the process.
+    pub source: Container,
+    /// The upstream.
+    pub upstream: SocketAddr,
+    /// Refused by the kernel (`mode: enforce`), or let through (`mode: audit`).
+    pub refused: bool,
 }
 
 /// Who made a request.
@@ -128,13 +145,55 @@ impl Decision {
     }
 }
 
-/// The container a connection came from (eBPF attribution).
-#[derive(Debug, Clone)]
+/// Who owns one end of a connection on this host (eBPF attribution): its cgroup, and what the
+/// cgroup's path says (container, pod, unit), and the process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Container {
-    /// Container id (from the cgroup path).
-    pub id: String,
-    /// The cgroup path.
-    pub cgroup: String,
+    /// The cgroup v2 id (the inode number of its directory): kept even when the cgroup is gone
+    /// before its path could be looked up.
+    pub cgroup_id: u64,
+    /// The cgroup path from the cgroup root, when resolved.
+    pub cgroup: Option<String>,
+    /// The container id (64 hex digits), when the path names one.
+    pub id: Option<String>,
+    /// The runtime that named it (`docker`, `containerd`, `cri-o`, `podman`).
+    pub runtime: Option<&'static str>,
+    /// The Kubernetes pod UID.
+    pub pod_uid: Option<String>,
+    /// The pod's QoS class.
+    pub qos: Option<&'static str>,
+    /// The systemd unit (a host service, or the scope around a container).
+    pub unit: Option<String>,
+    /// The process id that made the socket.
+    pub pid: Option<u32>,
+    /// Its name (`comm`).
+    pub process: Option<String>,
+}
+
+impl Container {
+    /// The container id, else the pod UID, else the unit, else the cgroup path: what the audit
+    /// index files the record under (`None` when only the cgroup id is known).
+    pub fn named(&self) -> Option<&str> {
+        self.id
+            .as_deref()
+            .or(self.pod_uid.as_deref())
+            .or(self.unit.as_deref())
+            .or(self.cgroup.as_deref())
+    }
+
+    /// What the audit index and `--container` match on: the container id, else the pod UID,
+    /// else the unit, else the cgroup path, else `cgroup:<id>`.
+    pub fn key(&self) -> std::borrow::Cow<'_, str> {
+        self.id
+            .as_deref()
+            .or(self.pod_uid.as_deref())
+            .or(self.unit.as_deref())
+            .or(self.cgroup.as_deref())
+            .map_or_else(
+                || std::borrow::Cow::Owned(format!("cgroup:{}", self.cgroup_id)),
+                std::borrow::Cow::Borrowed,
+            )
+    }
 }
 
 /// The query string of a request, as recorded.
@@ -209,6 +268,10 @@ pub struct HttpEvent {
     pub latency: Duration,
     /// The container the connection came from, when attributed.
     pub container: Option<Container>,
+    /// The container that accepted the upstream connection sekisho used, when attributed.
+    pub upstream_container: Option<Container>,
+    /// Attribution was configured but is not running (`unmapped.attribution: unavailable`).
+    pub attribution_unavailable: bool,
 }
 
 /// Which authentication event.
@@ -368,7 +431,7 @@ impl Event {
                 route: e.route.as_deref(),
                 decision: Some(e.decision.as_str()),
                 source: Some(e.client_ip),
-                container: e.container.as_ref().map(|c| c.id.as_str()),
+                container: e.container.as_ref().and_then(Container::named),
             },
             Event::Auth(e) => Facets {
                 time_ms: millis(e.time),
@@ -385,6 +448,14 @@ impl Event {
                 decision: None,
                 source: None,
                 container: None,
+            },
+            Event::Bypass(e) => Facets {
+                time_ms: millis(e.time),
+                user: None,
+                route: None,
+                decision: Some("bypass"),
+                source: None,
+                container: e.source.named(),
             },
             Event::Network(e) => Facets {
                 time_ms: millis(e.time),
@@ -404,6 +475,7 @@ impl Event {
             Event::Auth(e) => serde_json::to_writer(out, &AuthRecord::new(e)),
             Event::Lifecycle(e) => serde_json::to_writer(out, &LifecycleRecord::new(e)),
             Event::Network(e) => serde_json::to_writer(out, &NetworkRecord::new(e)),
+            Event::Bypass(e) => serde_json::to_writer(out, &BypassRecord::new(e)),
         }
     }
 }
@@ -601,9 +673,48 @@ struct Fingerprint<'a> {
 
 #[derive(Serialize)]
 struct ContainerRecord<'a> {
-    uid: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    name: &'a str,
+    uid: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orchestrator: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qos: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+    cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<ProcessRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProcessRecord<'a> {
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+impl<'a> ContainerRecord<'a> {
+    fn new(c: &'a Container) -> Self {
+        ContainerRecord {
+            uid: c.key(),
+            runtime: c.runtime,
+            pod_uuid: c.pod_uid.as_deref(),
+            orchestrator: c.pod_uid.is_some().then_some("kubernetes"),
+            qos: c.qos,
+            unit: c.unit.as_deref(),
+            cgroup_id: c.cgroup_id,
+            cgroup: c.cgroup.as_deref(),
+            process: c.pid.map(|pid| ProcessRecord {
+                pid,
+                name: c.process.as_deref(),
+            }),
+        }
+    }
 }
 
 /// sekisho's own fields, under OCSF's `unmapped`.
@@ -633,6 +744,12 @@ struct Unmapped<'a> {
     /// sekisho's end of the upstream connection (`ip:port`), to look the connection up by.
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream_local: Option<SocketAddr>,
+    /// Who accepted the upstream connection, when on this host and attributed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_container: Option<ContainerRecord<'a>>,
+    /// `unavailable` when attribution is configured but not running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attribution: Option<&'static str>,
 }
 
 /// The common head of every class.
@@ -908,10 +1025,7 @@ impl<'a> HttpRecord<'a> {
                     }],
                 }),
             }),
-            container: e.container.as_ref().map(|c| ContainerRecord {
-                uid: &c.id,
-                name: "",
-            }),
+            container: e.container.as_ref().map(ContainerRecord::new),
             unmapped: Unmapped {
                 decision: Some(e.decision.as_str()),
                 event: None,
@@ -923,9 +1037,11 @@ impl<'a> HttpRecord<'a> {
                     .actor
                     .as_ref()
                     .and_then(|a| a.identity().unverified_email()),
-                cgroup: e.container.as_ref().map(|c| c.cgroup.as_str()),
+                cgroup: e.container.as_ref().and_then(|c| c.cgroup.as_deref()),
                 door: (e.door != Door::Proxy).then_some(e.door.as_str()),
                 upstream_local: e.upstream_connection.map(|c| c.local),
+                upstream_container: e.upstream_container.as_ref().map(ContainerRecord::new),
+                attribution: e.attribution_unavailable.then_some("unavailable"),
             },
         }
     }
@@ -1034,6 +1150,88 @@ impl<'a> AuthRecord<'a> {
                 cgroup: None,
                 door: None,
                 upstream_local: None,
+                upstream_container: None,
+                attribution: None,
+            },
+        }
+    }
+}
+
+/// Network Activity (4001): a bypass attempt, refused (activity Refuse) or recorded (Open).
+#[derive(Serialize)]
+struct BypassRecord<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    action_id: u8,
+    action: &'static str,
+    disposition_id: u8,
+    disposition: &'static str,
+    container: ContainerRecord<'a>,
+    dst_endpoint: Endpoint,
+    connection_info: ConnectionInfo,
+    unmapped: BypassUnmapped,
+}
+
+#[derive(Serialize)]
+struct ConnectionInfo {
+    protocol_name: &'static str,
+    direction_id: u8,
+    direction: &'static str,
+}
+
+#[derive(Serialize)]
+struct BypassUnmapped {
+    event: &'static str,
+}
+
+impl<'a> BypassRecord<'a> {
+    fn new(e: &'a BypassAttempt) -> Self {
+        let who = e.source.key();
+        let message = if e.refused {
+            format!(
+                "connection to protected upstream {} from {who} refused: only sekisho may connect",
+                e.upstream
+            )
+        } else {
+            format!(
+                "connection to protected upstream {} from {who} bypasses sekisho (mode: audit, let through)",
+                e.upstream
+            )
+        };
+        let (activity, action_id, action, disposition_id, disposition) = if e.refused {
+            ((5, "Refuse"), 2, "Denied", 2, "Blocked")
+        } else {
+            ((1, "Open"), 1, "Allowed", 1, "Allowed")
+        };
+        BypassRecord {
+            head: head(
+                &NETWORK_ACTIVITY,
+                activity,
+                e.time,
+                if e.refused { 4 } else { 3 },
+                false,
+                None,
+                None,
+                Some(message),
+                None,
+            ),
+            action_id,
+            action,
+            disposition_id,
+            disposition,
+            container: ContainerRecord::new(&e.source),
+            dst_endpoint: Endpoint {
+                ip: e.upstream.ip(),
+                port: Some(e.upstream.port()),
+                intermediate_ips: None,
+            },
+            connection_info: ConnectionInfo {
+                protocol_name: "tcp",
+                direction_id: 3,
+                direction: "Lateral",
+            },
+            unmapped: BypassUnmapped {
+                event: "upstream_bypass",
             },
         }
     }
@@ -1179,6 +1377,8 @@ impl<'a> LifecycleRecord<'a> {
                 cgroup: None,
                 door: None,
                 upstream_local: None,
+                upstream_container: None,
+                attribution: None,
             },
         }
     }
@@ -1243,6 +1443,8 @@ mod tests {
             bytes_out: None,
             latency: Duration::from_millis(3),
             container: None,
+            upstream_container: None,
+            attribution_unavailable: false,
         }
     }
 

@@ -710,7 +710,7 @@ fn exported(event: &Event, line: &[u8]) -> Exported {
         ),
         Event::Auth(e) => (3002, e.success),
         Event::Lifecycle(e) => (6002, e.success),
-        Event::Network(_) => (4001, false),
+        Event::Network(_) | Event::Bypass(_) => (4001, false),
     };
     Exported {
         line: String::from_utf8_lossy(line).into_owned(),

@@ -41,6 +41,7 @@ impl Proxy {
                 &self.audit,
                 &self.counters,
                 &self.nic,
+                &self.attribution,
             ));
         }
         let request_id = facts.request_id().to_owned();

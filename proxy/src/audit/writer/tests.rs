@@ -60,6 +60,8 @@ pub(crate) fn event(i: u64, user_path: &str) -> Event {
         bytes_out: None,
         latency: Duration::from_millis(1),
         container: None,
+        upstream_container: None,
+        attribution_unavailable: false,
     }))
 }
 
