@@ -117,15 +117,27 @@ fn tamper(mode: u8, input: &[u8]) {
         let byte = bytes.get(i).copied().unwrap_or(0);
         lines.push(chain.append(record(i, byte)).expect("a record"));
         if byte & 3 == 0 {
-            lines.push(chain.checkpoint(signer, "2026-01-01T00:00:00Z").expect("a checkpoint"));
+            lines.push(
+                chain
+                    .checkpoint(signer, "2026-01-01T00:00:00Z")
+                    .expect("a checkpoint"),
+            );
         }
         if rotate && i == count / 2 {
             let new = public(&key_b);
-            lines.push(chain.introduce_key(signer, &new, "2026-01-01T00:00:01Z").expect("a key"));
+            lines.push(
+                chain
+                    .introduce_key(signer, &new, "2026-01-01T00:00:01Z")
+                    .expect("a key"),
+            );
             signer = &key_b;
         }
     }
-    lines.push(chain.checkpoint(signer, "2026-01-01T00:00:02Z").expect("the head"));
+    lines.push(
+        chain
+            .checkpoint(signer, "2026-01-01T00:00:02Z")
+            .expect("the head"),
+    );
     let head = Head::parse(lines.last().expect("lines")).expect("a head");
     let original = lines.clone();
 
@@ -157,7 +169,9 @@ fn tamper(mode: u8, input: &[u8]) {
     }
 
     let mut verifier = Verifier::with_keys(public_keys(), true);
-    verifier.set_head(head).expect("the head is signed by a listed key");
+    verifier
+        .set_head(head)
+        .expect("the head is signed by a listed key");
     for line in &lines {
         if !verifier.feed(line) {
             break;

@@ -72,7 +72,11 @@ fuzz_target!(|data: &[u8]| {
     let client = forwarded.client_ip;
     assert_eq!(client, client.to_canonical(), "client written v4-mapped");
     if !peer_trusted {
-        assert_eq!(client, peer.to_canonical(), "an untrusted peer is the client");
+        assert_eq!(
+            client,
+            peer.to_canonical(),
+            "an untrusted peer is the client"
+        );
         assert_eq!(forwarded.for_chain, client.to_string());
         return;
     }
@@ -84,11 +88,22 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or_else(|e| panic!("chain entry {hop:?}: {e}"))
         })
         .collect();
-    assert_eq!(chain.first(), Some(&client), "the chain starts at the client");
-    assert_eq!(chain.last(), Some(&peer.to_canonical()), "the chain ends at the peer");
+    assert_eq!(
+        chain.first(),
+        Some(&client),
+        "the chain starts at the client"
+    );
+    assert_eq!(
+        chain.last(),
+        Some(&peer.to_canonical()),
+        "the chain ends at the peer"
+    );
     // Everything after the client was a trusted proxy.
     for hop in chain.iter().skip(1) {
-        assert!(trusted(&nets, *hop), "untrusted hop {hop} right of the client");
+        assert!(
+            trusted(&nets, *hop),
+            "untrusted hop {hop} right of the client"
+        );
     }
     if trusted(&nets, client) {
         // Only when every element was a trusted proxy: all of them are in the chain.

@@ -14,14 +14,20 @@ fuzz_target!(|data: &[u8]| {
     let Ok(once) = normalize_path(raw) else {
         return;
     };
-    assert!(is_normal(&once), "{raw:?} normalised to {once:?}, not normal");
+    assert!(
+        is_normal(&once),
+        "{raw:?} normalised to {once:?}, not normal"
+    );
     assert_eq!(
         normalize_path(&once).as_deref(),
         Ok(once.as_str()),
         "not idempotent on {raw:?}"
     );
     let folded = fold_case(&once);
-    assert!(is_normal(&folded), "{once:?} folded to {folded:?}, not normal");
+    assert!(
+        is_normal(&folded),
+        "{once:?} folded to {folded:?}, not normal"
+    );
     assert_eq!(fold_case(&folded), folded, "folding {once:?} twice");
     for view in upstream_views(&once, UpstreamPaths::default(), true) {
         if let Ok(reading) = &view.path {
