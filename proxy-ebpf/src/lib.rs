@@ -59,10 +59,10 @@ use aya::{
 };
 pub use proxy_ebpf_common;
 use proxy_ebpf_common::{
-    ALLOWED, ALLOWED_CGROUPS, BINDS, BYPASSES, Bound, BypassEvent, BypassMode, CONNECT4_PROGRAM,
-    CONNECT6_PROGRAM, Endpoint, FLOWS, FlowKey, LISTENERS, Owner, POST_BIND4_PROGRAM,
-    POST_BIND6_PROGRAM, PROTECTED, PROTECTED_UPSTREAMS, SETTINGS, SOCK_OPS_PROGRAM,
-    SOCK_RELEASE_PROGRAM, SOCKETS, Setting, Side, mapped,
+    ALLOWED, ALLOWED_CGROUPS, BINDS, BYPASSES, Bound, BypassEvent, BypassMode, COMM_LEN,
+    CONNECT4_PROGRAM, CONNECT6_PROGRAM, Endpoint, FLOWS, FlowKey, LISTENERS, Owner,
+    POST_BIND4_PROGRAM, POST_BIND6_PROGRAM, PROTECTED, PROTECTED_UPSTREAMS, SETTINGS,
+    SOCK_OPS_PROGRAM, SOCK_RELEASE_PROGRAM, SOCKETS, Setting, Side, mapped,
 };
 
 /// The maps, by name, as pinned by [`SocketHooks::attach_pinned`].
@@ -240,7 +240,7 @@ impl SocketHooks {
         for name in PROGRAMS {
             let link = load_and_attach(&mut ebpf, name, &cgroup, cgroup_path)?;
             let current = dir.join(format!("link-{name}"));
-            let fresh = dir.join(format!("link-{name}.new"));
+            let fresh = dir.join(format!("link-{name}-new"));
             let pin_error = |path: &Path, detail: String| Error::Pin {
                 path: path.to_owned(),
                 detail,
@@ -349,13 +349,30 @@ impl SocketHooks {
 
     /// Who accepted the connection from `initiator` to `acceptor` (the owner of the listening
     /// socket), when that socket is on this host under the cgroup: call it with a client
-    /// socket's local and peer addresses.
+    /// socket's local and peer addresses. The connection's own entry when it is still open,
+    /// else the listener bound to `acceptor` (or its port's wildcard): an upstream that
+    /// answers and closes at once (HTTP/1.0) is gone from `FLOWS` before the record is made.
     pub fn acceptor(
         &self,
         initiator: SocketAddr,
         acceptor: SocketAddr,
     ) -> Result<Option<Attributed>, Error> {
-        self.lookup(initiator, acceptor, Side::Accepted)
+        if let Some(found) = self.lookup(initiator, acceptor, Side::Accepted)?
+            && found.cgroup_id.is_some()
+        {
+            return Ok(Some(found));
+        }
+        let exact = endpoint(&acceptor);
+        for key in [exact, exact.any(), exact.any_v4()] {
+            if let Some(bound) = lookup(&self.listeners, &key, LISTENERS)? {
+                return Ok(Some(Attributed {
+                    cookie: bound.cookie,
+                    cgroup_id: (bound.owner.cgroup_id != 0).then_some(bound.owner.cgroup_id),
+                    process: Some(process(&bound.owner)),
+                }));
+            }
+        }
+        Ok(None)
     }
 
     fn lookup(
@@ -392,6 +409,39 @@ impl SocketHooks {
                 process: Some(process(&bound.owner)),
             }),
         )
+    }
+
+    /// Records `address` as bound by process `pid` (`comm`) in cgroup `cgroup_id`, for a
+    /// listener bound before the programs were attached; an entry the kernel wrote is never
+    /// replaced. Whether it was recorded.
+    pub fn seed_listener(
+        &mut self,
+        address: SocketAddr,
+        cgroup_id: u64,
+        pid: u32,
+        comm: &str,
+    ) -> Result<bool, Error> {
+        let mut name = [0u8; COMM_LEN];
+        for (slot, byte) in name.iter_mut().zip(comm.bytes().take(COMM_LEN - 1)) {
+            *slot = byte;
+        }
+        let bound = Bound {
+            cookie: 0,
+            owner: Owner {
+                cgroup_id,
+                pid,
+                comm: name,
+                _pad: [0; 4],
+            },
+        };
+        // BPF_NOEXIST: only where nothing is recorded.
+        match self.listeners.insert(endpoint(&address), bound, 1) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::AlreadyExists => {
+                Ok(false)
+            }
+            Err(source) => Err(map_error("updating", LISTENERS)(source)),
+        }
     }
 
     /// How many connections `FLOWS` holds now (both sides of a local connection count).

@@ -15,6 +15,7 @@
 //! with `required: false`, reported and skipped).
 
 pub mod identity;
+pub mod procnet;
 pub mod resolve;
 
 use std::path::{Path, PathBuf};
@@ -113,7 +114,14 @@ impl Attribution {
                 }
             }
         }
-        let hooks = hooks::Hooks::attach(&root, config, &allowed).map_err(fail)?;
+        let mut hooks = hooks::Hooks::attach(&root, config, &allowed).map_err(fail)?;
+        let seeded = seed_listeners(&mut hooks, &mount, &root);
+        if seeded > 0 {
+            tracing::info!(
+                seeded,
+                "socket hooks: listeners bound before sekisho started found in /proc"
+            );
+        }
         tracing::info!(root = %root.display(), protected = config.protected_upstreams.len(), mode = ?config.mode, "socket hooks attached: connections attributed to their cgroups");
         Ok(Attribution {
             hooks,
@@ -198,6 +206,44 @@ impl Attribution {
                 )));
             });
     }
+}
+
+/// Seeds the hooks with the TCP listeners already bound under `root` (their binders were never
+/// seen by the kernel programs); how many.
+fn seed_listeners(hooks: &mut hooks::Hooks, mount: &Path, root: &Path) -> usize {
+    let mut listening = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            listening.extend(procnet::listening(&text));
+        }
+    }
+    let inodes: Vec<u64> = listening.iter().map(|l| l.inode).collect();
+    let holders = procnet::holders(&inodes);
+    let mut seeded = 0;
+    for socket in listening {
+        let Some(pid) = holders.get(&socket.inode).copied() else {
+            continue;
+        };
+        let Some(path) = procnet::cgroup_of(pid) else {
+            continue;
+        };
+        let dir = mount.join(path.trim_start_matches('/'));
+        if !dir.starts_with(root) {
+            continue;
+        }
+        let Ok(cgroup_id) = cgroup_id(&dir) else {
+            continue;
+        };
+        let comm = procnet::comm_of(pid).unwrap_or_default();
+        match hooks.seed_listener(socket.address, cgroup_id, pid, &comm) {
+            Ok(true) => seeded += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(address = %socket.address, error = %e, "socket hooks: seeding a listener failed")
+            }
+        }
+    }
+    seeded
 }
 
 /// Who owns one end of a connection, as the hooks say.
@@ -287,6 +333,20 @@ mod hooks {
                 hooks,
                 ring: Mutex::new(ring),
             })
+        }
+
+        /// Records `address` as bound by `pid` in `cgroup_id`, unless the kernel recorded it;
+        /// whether it did.
+        pub(super) fn seed_listener(
+            &mut self,
+            address: SocketAddr,
+            cgroup_id: u64,
+            pid: u32,
+            comm: &str,
+        ) -> Result<bool, String> {
+            self.hooks
+                .seed_listener(address, cgroup_id, pid, comm)
+                .map_err(|e| explain(&e))
         }
 
         pub(super) fn initiator(
@@ -397,6 +457,16 @@ mod hooks {
             _: &[u64],
         ) -> Result<Self, String> {
             Err(super::AttributionError::NotBuilt.to_string())
+        }
+
+        pub(super) fn seed_listener(
+            &mut self,
+            _: SocketAddr,
+            _: u64,
+            _: u32,
+            _: &str,
+        ) -> Result<bool, String> {
+            match *self {}
         }
 
         pub(super) fn initiator(
