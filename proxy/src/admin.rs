@@ -253,6 +253,8 @@ fn search_page(audit: &AuditLog, param: &Param<'_>) -> Result<(String, String), 
         "logout",
         "refresh",
         "credential_rejected",
+        "upstream_bypass",
+        "nic_drop",
     ]
     .iter()
     .map(|d| {
@@ -288,7 +290,7 @@ fn search_page(audit: &AuditLog, param: &Param<'_>) -> Result<(String, String), 
 
 fn records_table<'a>(records: impl Iterator<Item = &'a Value>) -> String {
     let mut table = String::from(
-        "<table id=\"records\"><thead><tr><th>Time (UTC)</th><th>Decision</th><th>Status</th><th>User</th><th>Request</th><th>Route</th><th>Source</th></tr></thead><tbody>",
+        "<table id=\"records\"><thead><tr><th>Time (UTC)</th><th>Decision</th><th>Status</th><th>User</th><th>Request</th><th>Route</th><th>Source</th><th>Container</th></tr></thead><tbody>",
     );
     for record in records {
         let text = |p: &str| record.pointer(p).and_then(Value::as_str).unwrap_or("");
@@ -323,10 +325,22 @@ fn records_table<'a>(records: impl Iterator<Item = &'a Value>) -> String {
                 html_escape(user)
             )
         };
+        let container = text("/container/uid");
+        // The container's own view: every record it is the client (or bypasser) of.
+        let container_cell = if container.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<a class=\"container\" href=\"/audit?container={}\" title=\"{}\">{}</a>",
+                urlencode(container),
+                html_escape(text("/container/cgroup")),
+                html_escape(container.get(..12).unwrap_or(container))
+            )
+        };
         let time = text("/time_dt");
         let _ = write!(
             table,
-            "<tr class=\"{cls}\"><td><a href=\"/audit/record?seq={seq}\">{time}</a></td><td class=\"decision\">{decision}</td><td>{status}</td><td>{user_cell}</td><td>{request}</td><td>{route}</td><td>{source}</td></tr>",
+            "<tr class=\"{cls}\"><td><a href=\"/audit/record?seq={seq}\">{time}</a></td><td class=\"decision\">{decision}</td><td>{status}</td><td>{user_cell}</td><td>{request}</td><td>{route}</td><td>{source}</td><td>{container_cell}</td></tr>",
             cls = html_escape(decision),
             time = html_escape(time.get(..23).unwrap_or(time)),
             decision = html_escape(decision),

@@ -320,6 +320,46 @@ async fn records_name_the_containers_on_both_ends_and_the_bypass_guard_holds() {
         "{record:#}"
     );
 
+    // The container's records on the command line: its requests (and nothing else's).
+    let query = Command::new(sekisho_tests::sekisho_binary())
+        .args([
+            "audit",
+            "query",
+            "--format",
+            "json",
+            "--container",
+            CLIENT_ID,
+            "--dir",
+        ])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&query.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "the IPv4 and the IPv6 request: {lines:#?}");
+    assert!(lines.iter().all(|r| r["container"]["uid"] == CLIENT_ID));
+    let query = Command::new(sekisho_tests::sekisho_binary())
+        .args([
+            "audit",
+            "query",
+            "--format",
+            "json",
+            "--decision",
+            "upstream_bypass",
+            "--dir",
+        ])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&query.stdout).lines().count(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&query.stdout)
+    );
+
     // Enforce mode, after a restart (the pinned hooks are taken over, make before break).
     proxy.kill().await;
     let config = std::fs::read_to_string(&proxy.config_path).unwrap();
@@ -348,4 +388,51 @@ async fn records_name_the_containers_on_both_ends_and_the_bypass_guard_holds() {
         "through sekisho: {said}"
     );
     drop(proxy);
+}
+
+#[tokio::test]
+async fn hooks_that_cannot_attach_stop_a_required_start_and_mark_records_otherwise() {
+    let pins = Bpffs::mount();
+    let echo = sekisho_tests::echo::Echo::start().await;
+    let idp = sekisho_tests::Idp::start(Default::default()).await;
+    let mut options = sekisho_tests::ProxyOptions::new(&idp.issuer);
+    options.routes_yaml =
+        "  - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n    public: true\n".into();
+    options.extra_yaml = format!(
+        "attribution:\n  cgroup_root: /sys/fs/cgroup/no-such-cgroup-{}\n  pin_path: {}\n",
+        std::process::id(),
+        pins.path().display()
+    );
+    let (code, output) = sekisho_tests::Proxy::start_refused(&options, echo.addr).await;
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("there is no such cgroup directory")
+            && output.contains("attribution.required is true"),
+        "{output}"
+    );
+
+    options.extra_yaml.push_str("  required: false\n");
+    let proxy = sekisho_tests::Proxy::start(&options, echo.addr).await;
+    let response = reqwest::get(format!("{}/hello", proxy.base()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let audit = proxy.audit_dir();
+    eventually("the request's record", || {
+        let audit = audit.clone();
+        async move {
+            audit_records(&audit)
+                .iter()
+                .any(|r| r["class_uid"] == 4002 && r["unmapped"]["attribution"] == "unavailable")
+        }
+    })
+    .await;
+    assert!(
+        audit_records(&audit).iter().any(|r| r["class_uid"] == 6002
+            && r["status"] == "Failure"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("socket hooks not attached"))),
+        "a failed start record"
+    );
 }

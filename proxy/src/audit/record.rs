@@ -453,7 +453,7 @@ impl Event {
                 time_ms: millis(e.time),
                 user: None,
                 route: None,
-                decision: Some("bypass"),
+                decision: Some("upstream_bypass"),
                 source: None,
                 container: e.source.named(),
             },

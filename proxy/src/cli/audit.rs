@@ -54,7 +54,8 @@ pub(super) struct AuditQuery {
     /// The user: email (or subject).
     #[arg(long)]
     user: Option<String>,
-    /// allow, deny, login, unauthenticated, error; or logout, refresh, credential_rejected.
+    /// allow, deny, login, unauthenticated, error; or logout, refresh, credential_rejected,
+    /// source_banned, source_unbanned, nic_drop, upstream_bypass.
     #[arg(long)]
     decision: Option<String>,
     /// Route id.
