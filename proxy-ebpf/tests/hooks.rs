@@ -146,6 +146,34 @@ fn attributes_an_accepted_connection_to_the_listeners_owner() {
 }
 
 #[test]
+fn programs_beside_ours_on_the_same_cgroup_keep_working() {
+    // Two independent loads on one cgroup, as another agent's programs would be: both run.
+    let cgroup = Cgroup::create();
+    let other = attach(&cgroup);
+    let ours = attach(&cgroup);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let target = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let mut child = Connector::spawn(target);
+    cgroup.adopt(child.pid());
+    child.go();
+    let (stream, peer) = accept_within(listener, ACCEPT_WITHIN);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    for (name, hooks) in [("the other", &other), ("ours", &ours)] {
+        let found = hooks
+            .initiator(peer, local)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .unwrap_or_else(|| panic!("{name} recorded nothing"));
+        assert_eq!(found.cgroup_id, Some(cgroup.id()), "{name}");
+    }
+    drop(stream);
+    child.wait_for_exit();
+}
+
+#[test]
 fn connections_from_outside_the_cgroup_are_not_recorded() {
     let cgroup = Cgroup::create();
     let hooks = attach(&cgroup);
