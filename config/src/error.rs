@@ -329,6 +329,9 @@ pub(crate) enum Problem {
     /// A problem in the `attribution` section.
     #[error(transparent)]
     Attribution(#[from] AttributionProblem),
+    /// `tunnel:` on a route that is not a tunnel.
+    #[error("`tunnel` applies to tunnel routes only (from: tcp+https://HOST:PORT)")]
+    TunnelOnHttpRoute,
     /// Two identity headers share a name.
     #[error("header `{name}` is already used by identity_headers.{first}")]
     DuplicateHeader {

@@ -347,6 +347,22 @@ pub struct Route {
     /// reaches the upstream as `/x`. In path normal form; only on a route whose path test is a
     /// prefix ([`Route::path_prefix`]).
     pub prefix_rewrite: Option<String>,
+    /// A TCP tunnel route (`from: tcp+https://HOST:PORT`, `to: tcp://HOST:PORT`): clients open
+    /// tunnels to it with HTTP CONNECT; `to` is empty then.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// A TCP tunnel route's upstream and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// `host:port` the tunnel connects to.
+    pub upstream: String,
+    /// A tunnel with no byte either way for this long is closed (`tunnel.idle_timeout`,
+    /// default 1h).
+    pub idle_timeout: std::time::Duration,
+    /// A tunnel is closed this long after it opened, whatever it does (`tunnel.max_duration`,
+    /// default 12h).
+    pub max_duration: std::time::Duration,
 }
 
 /// One `set_request_headers` entry: a header name (lowercase) and its value (visible ASCII,

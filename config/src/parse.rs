@@ -21,7 +21,7 @@ use crate::error::{ConfigError, Problem};
 use crate::model::{
     Config, IdentityHeaders, Oidc, Origin, Route, RouteMatch, RouteTimeouts, Scheme, SecretBytes,
     SecretString, Server, ServerTimeouts, Session, Signing, SigningAlgorithm, TlsCertificate,
-    UpstreamPaths,
+    Tunnel, UpstreamPaths,
 };
 use crate::policy::{PathMatch, Policy, PolicyMode};
 use crate::value;
@@ -113,7 +113,10 @@ const ROUTE: &[&str] = &[
     "set_request_headers",
     "remove_request_headers",
     "prefix_rewrite",
+    "tunnel",
 ];
+/// Keys of a route's `tunnel`.
+const TUNNEL: &[&str] = &["idle_timeout", "max_duration"];
 /// Keys of a route's `upstream_paths`.
 const UPSTREAM_PATHS: &[&str] = &["case", "parameters", "decoding"];
 /// Keys of a route's `timeouts`.
@@ -682,9 +685,19 @@ impl Parser<'_> {
             seen.ids.push((id.clone(), index));
         }
         let from_field = self.walk.required(&map, "from");
-        let from = from_field
-            .as_ref()
-            .and_then(|f| self.walk.value(f, value::route_match));
+        let is_tunnel = from_field.as_ref().is_some_and(|f| {
+            f.node
+                .as_scalar()
+                .and_then(|s| s.as_str().trim().get(..4))
+                .is_some_and(|p| p.eq_ignore_ascii_case("tcp+"))
+        });
+        let from = from_field.as_ref().and_then(|f| {
+            if is_tunnel {
+                self.walk.value(f, value::tunnel_from)
+            } else {
+                self.walk.value(f, value::route_match)
+            }
+        });
         let path_field = map.get("path");
         let path = self.optional(&map, "path", Self::path_match);
         if let (Some(from), Some(path_field)) = (&from, &path_field)
@@ -720,8 +733,35 @@ impl Parser<'_> {
             }
             seen.matches.push((key, index));
         }
+        // A tunnel's `to` is one tcp://HOST:PORT (required).
+        let tunnel = if is_tunnel {
+            let upstream = self
+                .walk
+                .required(&map, "to")
+                .and_then(|f| self.walk.value(&f, value::tunnel_to));
+            let limits = self.optional(&map, "tunnel", Self::tunnel_limits);
+            match (upstream, limits) {
+                (Some(upstream), Some(limits)) => {
+                    let (idle_timeout, max_duration) = limits
+                        .unwrap_or((Duration::from_secs(3600), Duration::from_secs(12 * 3600)));
+                    Some(Some(Tunnel {
+                        upstream,
+                        idle_timeout,
+                        max_duration,
+                    }))
+                }
+                _ => None,
+            }
+        } else {
+            if let Some(f) = map.get("tunnel") {
+                self.walk.report_at(&f, Problem::TunnelOnHttpRoute);
+            }
+            Some(None)
+        };
         // Without `to`, a forward-auth-only route; `to:` written without a value is a mistake.
-        let to = if map.has("to") {
+        let to = if is_tunnel {
+            Some(Vec::new())
+        } else if map.has("to") {
             self.walk
                 .required(&map, "to")
                 .and_then(|f| self.upstreams(&f))
@@ -791,7 +831,20 @@ impl Parser<'_> {
             remove_request_headers: options.remove_request_headers,
             set_request_headers: options.set_request_headers,
             prefix_rewrite: options.prefix_rewrite,
+            tunnel: tunnel?,
         })
+    }
+
+    /// A tunnel route's `tunnel: {idle_timeout, max_duration}` (defaults 1h and 12h).
+    fn tunnel_limits(&mut self, field: &Field<'_>) -> Option<(Duration, Duration)> {
+        let map = self.walk.mapping(field, TUNNEL)?;
+        let idle = self.or_default(&map, "idle_timeout", Self::duration, || {
+            Duration::from_secs(3600)
+        });
+        let max = self.or_default(&map, "max_duration", Self::duration, || {
+            Duration::from_secs(12 * 3600)
+        });
+        Some((idle?, max?))
     }
 
     /// A route's `upstream_paths`: `{case: sensitive|insensitive, parameters: literal|stripped,

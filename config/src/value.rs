@@ -23,6 +23,14 @@ use crate::policy::{EmailAddress, PolicyMode};
 /// What is wrong with one scalar value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ValueError {
+    /// A tunnel route's `from` that is not `tcp+https://host:port` (or `tcp+http`).
+    #[error(
+        "`{0}` is not a tunnel address: write tcp+https://HOST:PORT (or tcp+http://HOST:PORT, served to loopback clients only), with the port and no path"
+    )]
+    TunnelFrom(String),
+    /// A tunnel route's `to` that is not `tcp://host:port`.
+    #[error("`{0}` is not a TCP upstream: write tcp://HOST:PORT")]
+    TunnelTo(String),
     /// A duration written as a bare number.
     #[error(
         "`{0}` has no unit; write a duration as numbers with units (ms, s, m, h, d), like `500ms`, `30s`, `5m`, `12h` or `1h30m`"
@@ -497,6 +505,62 @@ pub(crate) fn route_match(input: &str) -> Result<RouteMatch, ValueError> {
         port,
         path_prefix,
     })
+}
+
+/// A tunnel route's `from`: `tcp+https://host:port` or `tcp+http://host:port` (explicit port, no
+/// path, no wildcard host), as the route match the tunnel's CONNECT is looked up by.
+pub(crate) fn tunnel_from(input: &str) -> Result<RouteMatch, ValueError> {
+    let text = input.trim();
+    let bad = || ValueError::TunnelFrom(text.to_owned());
+    let rest = text
+        .get(..4)
+        .filter(|prefix| prefix.eq_ignore_ascii_case("tcp+"))
+        .and_then(|_| text.get(4..))
+        .ok_or_else(bad)?;
+    let url = any_http_url(rest).map_err(|_| bad())?;
+    let (scheme, host, port) = url_parts(&url, rest).map_err(|_| bad())?;
+    // `url` drops a port that is the scheme's default: read it from the text in that case.
+    let port = port.or_else(|| {
+        let authority = rest.split_once("://")?.1.split('/').next()?;
+        authority.rsplit_once(':')?.1.parse().ok()
+    });
+    let written_path = rest
+        .split_once("://")
+        .and_then(|(_, after)| after.find('/').map(|i| &after[i..]))
+        .unwrap_or("");
+    if host.contains('*') || port.is_none() || !(written_path.is_empty() || written_path == "/") {
+        return Err(bad());
+    }
+    Ok(RouteMatch {
+        scheme,
+        host,
+        port,
+        path_prefix: "/".to_owned(),
+    })
+}
+
+/// A tunnel route's `to`: `tcp://host:port`, as `host:port` (the host a name or an address,
+/// IPv6 in brackets).
+pub(crate) fn tunnel_to(input: &str) -> Result<String, ValueError> {
+    let text = input.trim();
+    let bad = || ValueError::TunnelTo(text.to_owned());
+    let rest = text
+        .get(..6)
+        .filter(|prefix| prefix.eq_ignore_ascii_case("tcp://"))
+        .and_then(|_| text.get(6..))
+        .ok_or_else(bad)?;
+    let url = Url::parse(&format!("tcp://{rest}")).map_err(|_| bad())?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+    let port = url.port().filter(|p| *p != 0).ok_or_else(bad)?;
+    if !(url.path().is_empty() || url.path() == "/")
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || host.contains('*')
+    {
+        return Err(bad());
+    }
+    Ok(format!("{host}:{port}"))
 }
 
 /// Parses a JWS algorithm name, rejecting HMAC and `none` with the reason.
@@ -1579,5 +1643,64 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn tunnel_addresses() {
+        let from = tunnel_from("tcp+https://DB.internal.example.com:5432")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (
+                from.scheme,
+                from.host.as_str(),
+                from.port,
+                from.path_prefix.as_str()
+            ),
+            (Scheme::Https, "db.internal.example.com", Some(5432), "/")
+        );
+        let default_port =
+            tunnel_from("tcp+https://db.example.com:443/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            default_port.port,
+            Some(443),
+            "the written default port is kept"
+        );
+        let plain = tunnel_from("tcp+http://localhost:6379").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain.scheme, Scheme::Http);
+        for bad in [
+            "tcp+https://db.example.com",
+            "tcp+https://db.example.com:5432/path",
+            "tcp+https://*.example.com:5432",
+            "tcp+ftp://db.example.com:21",
+            "https://db.example.com:5432",
+            "tcp+",
+        ] {
+            assert!(
+                matches!(tunnel_from(bad), Err(ValueError::TunnelFrom(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            tunnel_to("tcp://10.0.0.5:5432").ok().as_deref(),
+            Some("10.0.0.5:5432")
+        );
+        assert_eq!(
+            tunnel_to("tcp://[::1]:22").ok().as_deref(),
+            Some("[::1]:22")
+        );
+        assert_eq!(tunnel_to("TCP://db:5432").ok().as_deref(), Some("db:5432"));
+        for bad in [
+            "tcp://db",
+            "tcp://db:0",
+            "tcp://db:22/x",
+            "http://db:22",
+            "tcp://u@db:22",
+            "tcp://db:22?x",
+        ] {
+            assert!(
+                matches!(tunnel_to(bad), Err(ValueError::TunnelTo(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -129,6 +129,7 @@ fn route(id: &str, host: &str, path: PathMatch) -> Route {
         remove_request_headers: Vec::new(),
         set_request_headers: Vec::new(),
         prefix_rewrite: None,
+        tunnel: None,
     }
 }
 

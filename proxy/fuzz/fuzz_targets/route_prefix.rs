@@ -117,5 +117,6 @@ fn route(index: usize, prefix: &str) -> Route {
         remove_request_headers: Vec::new(),
         set_request_headers: Vec::new(),
         prefix_rewrite: None,
+        tunnel: None,
     }
 }

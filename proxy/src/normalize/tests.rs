@@ -61,6 +61,7 @@ fn route(id: &str, prefix: &str, policy: Policy) -> Route {
         remove_request_headers: Vec::new(),
         set_request_headers: Vec::new(),
         prefix_rewrite: None,
+        tunnel: None,
     }
 }
 

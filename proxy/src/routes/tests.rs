@@ -44,6 +44,7 @@ fn route(id: &str, from: &str) -> Route {
         remove_request_headers: Vec::new(),
         set_request_headers: Vec::new(),
         prefix_rewrite: None,
+        tunnel: None,
     }
 }
 
