@@ -217,6 +217,17 @@ impl App {
             background.spawn(idp.clone().maintain());
         }
         let proxy = Arc::new(proxy);
+        {
+            // Tunnels close when their session or token stops being live.
+            let proxy = proxy.clone();
+            background.spawn(async move {
+                let mut tick = tokio::time::interval(crate::tunnel::SWEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    proxy.sweep_tunnels();
+                }
+            });
+        }
         let discovery = {
             let proxy = proxy.clone();
             async move {

@@ -11,6 +11,6 @@ pub mod writer;
 
 pub use record::{
     Actor, AuthActivity, AuthEvent, BypassAttempt, Container, Decision, Door, Event, HttpEvent,
-    Lifecycle, LifecycleEvent, NetworkEvent, Query,
+    Lifecycle, LifecycleEvent, NetworkEvent, Query, TunnelClosed,
 };
 pub use writer::{AuditLog, Refused, Unrecorded};

@@ -28,5 +28,6 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod target;
+pub mod tunnel;
 pub mod upstream;
 pub mod xdp;

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
 use sekisho_config::{Config, OnFailure};
 
@@ -42,6 +42,7 @@ mod forward_auth;
 mod login;
 mod logout;
 mod route;
+mod tunnel_door;
 mod used_states;
 
 pub use crate::gate::login::CALLBACK_PATH;
@@ -117,6 +118,8 @@ pub struct Proxy {
     nic: NicStatus,
     /// Container attribution, when configured.
     attribution: crate::attribution::AttributionStatus,
+    /// The open TCP tunnels.
+    pub tunnels: Arc<crate::tunnel::Tunnels>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -200,6 +203,8 @@ impl Proxy {
         if let NicStatus::Attached(guard) = &nic {
             events.subscribe(guard.clone());
         }
+        let tunnels = Arc::new(crate::tunnel::Tunnels::default());
+        events.subscribe(tunnels.clone());
         let sessions = Sessions::new(
             &config.session,
             sealer,
@@ -222,6 +227,7 @@ impl Proxy {
             counters,
             nic,
             attribution: crate::attribution::AttributionStatus::Off,
+            tunnels,
             config,
         })
     }
@@ -231,6 +237,15 @@ impl Proxy {
     pub fn with_identity_provider(mut self, idp: Arc<crate::idp::IdentityProvider>) -> Self {
         self.idp = Some(idp);
         self
+    }
+
+    /// Closes the tunnels whose session stopped being live or whose token expired; the app
+    /// calls it every [`crate::tunnel::SWEEP_INTERVAL`].
+    pub fn sweep_tunnels(&self) {
+        let sessions = self.gate.sessions();
+        self.tunnels.sweep(crate::session::unix_now(), |open| {
+            sessions.is_live(&open.state)
+        });
     }
 
     /// Attributes each request's connections to their containers with `attribution`.
@@ -415,6 +430,13 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        // A CONNECT is a tunnel (proxy/tunnel_door.rs), on the proxy listeners only.
+        if request.method() == Method::CONNECT && !conn.admin {
+            let routing = self.routing();
+            return self
+                .tunnel(request, conn, &routing, browser, facts, cookies)
+                .await;
+        }
         // Phase: normalise (target.rs).
         let target = Target::read(&request, &conn, &self.config.server.trusted_proxies)?;
         facts.target(&target);

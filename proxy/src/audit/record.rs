@@ -31,6 +31,33 @@ pub enum Event {
     /// A connection to a protected upstream from a cgroup other than sekisho's (the bypass
     /// guard).
     Bypass(Box<BypassAttempt>),
+    /// A TCP tunnel closed (its opening is the CONNECT request's HTTP record).
+    Tunnel(Box<TunnelClosed>),
+}
+
+/// A TCP tunnel's end (OCSF Network Activity, activity Close).
+#[derive(Debug, Clone)]
+pub struct TunnelClosed {
+    /// When it closed.
+    pub time: jiff::Timestamp,
+    /// When it opened.
+    pub opened: jiff::Timestamp,
+    /// The CONNECT request's id (its HTTP record has the decision and the rule).
+    pub request_id: String,
+    /// The tunnel route.
+    pub route: String,
+    /// Who opened it (email, else subject), when not a public route.
+    pub user: Option<String>,
+    /// The client connection's peer.
+    pub client: SocketAddr,
+    /// The upstream, `host:port`.
+    pub upstream: String,
+    /// Bytes from the client to the upstream.
+    pub bytes_up: u64,
+    /// Bytes from the upstream to the client.
+    pub bytes_down: u64,
+    /// Why it closed.
+    pub reason: crate::tunnel::CloseReason,
 }
 
 /// A `connect()` to a protected upstream from a cgroup not allowed to (OCSF Network Activity:
@@ -449,6 +476,14 @@ impl Event {
                 source: None,
                 container: None,
             },
+            Event::Tunnel(e) => Facets {
+                time_ms: millis(e.time),
+                user: e.user.as_deref(),
+                route: Some(&e.route),
+                decision: Some("tunnel_closed"),
+                source: Some(e.client.ip()),
+                container: None,
+            },
             Event::Bypass(e) => Facets {
                 time_ms: millis(e.time),
                 user: None,
@@ -476,6 +511,7 @@ impl Event {
             Event::Lifecycle(e) => serde_json::to_writer(out, &LifecycleRecord::new(e)),
             Event::Network(e) => serde_json::to_writer(out, &NetworkRecord::new(e)),
             Event::Bypass(e) => serde_json::to_writer(out, &BypassRecord::new(e)),
+            Event::Tunnel(e) => serde_json::to_writer(out, &TunnelRecord::new(e)),
         }
     }
 }
@@ -1152,6 +1188,102 @@ impl<'a> AuthRecord<'a> {
                 upstream_local: None,
                 upstream_container: None,
                 attribution: None,
+            },
+        }
+    }
+}
+
+/// Network Activity (4001), activity Close: a TCP tunnel's end.
+#[derive(Serialize)]
+struct TunnelRecord<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    start_time: i64,
+    end_time: i64,
+    duration: i64,
+    src_endpoint: Endpoint,
+    dst_endpoint: TunnelDestination<'a>,
+    traffic: TunnelTraffic,
+    connection_info: ConnectionInfo,
+    unmapped: TunnelUnmapped<'a>,
+}
+
+#[derive(Serialize)]
+struct TunnelDestination<'a> {
+    hostname: &'a str,
+    svc_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct TunnelTraffic {
+    bytes_out: u64,
+    bytes_in: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct TunnelUnmapped<'a> {
+    event: &'static str,
+    route: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    request_id: &'a str,
+    closed_by: &'static str,
+    reason: &'static str,
+}
+
+impl<'a> TunnelRecord<'a> {
+    fn new(e: &'a TunnelClosed) -> Self {
+        let duration = millis(e.time).saturating_sub(millis(e.opened));
+        TunnelRecord {
+            head: head(
+                &NETWORK_ACTIVITY,
+                (2, "Close"),
+                e.time,
+                1,
+                true,
+                None,
+                Some(e.reason.as_str()),
+                Some(format!(
+                    "tunnel {} to {} closed by {} ({}): {} bytes up, {} down",
+                    e.route,
+                    e.upstream,
+                    e.reason.closed_by(),
+                    e.reason.as_str(),
+                    e.bytes_up,
+                    e.bytes_down
+                )),
+                Some(&e.request_id),
+            ),
+            start_time: millis(e.opened),
+            end_time: millis(e.time),
+            duration,
+            src_endpoint: Endpoint {
+                ip: e.client.ip(),
+                port: Some(e.client.port()),
+                intermediate_ips: None,
+            },
+            dst_endpoint: TunnelDestination {
+                hostname: &e.upstream,
+                svc_name: &e.route,
+            },
+            traffic: TunnelTraffic {
+                bytes_out: e.bytes_up,
+                bytes_in: e.bytes_down,
+                bytes: e.bytes_up.saturating_add(e.bytes_down),
+            },
+            connection_info: ConnectionInfo {
+                protocol_name: "tcp",
+                direction_id: 2,
+                direction: "Outbound",
+            },
+            unmapped: TunnelUnmapped {
+                event: "tunnel_closed",
+                route: &e.route,
+                user: e.user.as_deref(),
+                request_id: &e.request_id,
+                closed_by: e.reason.closed_by(),
+                reason: e.reason.as_str(),
             },
         }
     }

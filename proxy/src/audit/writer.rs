@@ -711,6 +711,7 @@ fn exported(event: &Event, line: &[u8]) -> Exported {
         Event::Auth(e) => (3002, e.success),
         Event::Lifecycle(e) => (6002, e.success),
         Event::Network(_) | Event::Bypass(_) => (4001, false),
+        Event::Tunnel(_) => (4001, true),
     };
     Exported {
         line: String::from_utf8_lossy(line).into_owned(),
