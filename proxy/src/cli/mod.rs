@@ -3,6 +3,7 @@
 //! is the library's [`sekisho::app::App`].
 
 mod audit;
+mod client;
 mod config;
 mod idp;
 mod policy;
@@ -70,6 +71,13 @@ enum Command {
     /// Built-in OpenID provider tools.
     #[command(subcommand)]
     Idp(idp::IdpCommand),
+    /// Sign this command line in to a proxy through the browser, for `sekisho tcp`.
+    Login(client::login::LoginArgs),
+    /// Sign out of a proxy: end the session there and remove its stored credential.
+    Logout(client::login::LogoutArgs),
+    /// Reach a TCP service behind a proxy through an identity-aware tunnel: on standard
+    /// input and output (`--stdio`, for ssh's ProxyCommand) or on a local port (`--listen`).
+    Tcp(client::tcp::TcpArgs),
     /// The NIC guard of a running sekisho: its pinned maps, read and changed by hand.
     #[command(subcommand)]
     Xdp(xdp::XdpCommand),
@@ -100,6 +108,9 @@ pub fn main() -> ExitCode {
         Command::Idp(command) => idp::run(command),
         Command::Quickstart { dir } => quickstart::run(dir),
         Command::Xdp(command) => xdp::run(command),
+        Command::Login(args) => client::login::login(args),
+        Command::Logout(args) => client::login::logout(args),
+        Command::Tcp(args) => client::tcp::run(args),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
