@@ -36,6 +36,7 @@ use crate::upstream::Upstream;
 use crate::xdp::NicStatus;
 
 mod admin_listener;
+pub(crate) mod cli_login;
 mod endpoints;
 mod forward;
 mod forward_auth;
@@ -120,6 +121,8 @@ pub struct Proxy {
     attribution: crate::attribution::AttributionStatus,
     /// The open TCP tunnels.
     pub tunnels: Arc<crate::tunnel::Tunnels>,
+    /// Command-line sign-in codes waiting for their exchange.
+    cli_codes: cli_login::PendingCodes,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -228,6 +231,7 @@ impl Proxy {
             nic,
             attribution: crate::attribution::AttributionStatus::Off,
             tunnels,
+            cli_codes: cli_login::PendingCodes::default(),
             config,
         })
     }

@@ -74,6 +74,11 @@ impl Proxy {
             LOGIN_PATH => self.explicit_login(&request, target, facts, cookies).await,
             LOGOUT_PATH => self.logout(request, target, request_id, facts).await,
             SIGNED_OUT_PATH => Ok(signed_out_page(request_id)),
+            super::cli_login::CLI_LOGIN_PATH => {
+                self.cli_login(&request, target, facts, cookies).await
+            }
+            super::cli_login::CLI_TOKEN_PATH => self.cli_token(request, target, facts).await,
+            super::cli_login::CLI_LOGOUT_PATH => self.cli_logout(request, target, facts).await,
             _ => Err(ProxyError::NoRoute),
         }
     }

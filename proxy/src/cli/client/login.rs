@@ -99,18 +99,20 @@ pub(in crate::cli) fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
         .credential(origin.as_str())?
         .with_context(|| format!("not signed in to {origin}"))?;
     let client = http_client(tls_config(args.ca.as_deref())?)?;
-    let url = origin.endpoint("/.sekisho/logout")?;
+    let url = origin.endpoint("/.sekisho/cli/logout")?;
     let runtime = crate::cli::runtime()?;
     let answer = runtime.block_on(async {
         client
-            .get(url)
+            .post(url)
             .header(reqwest::header::COOKIE, credential.cookie_header())
+            // A header no form on another site can send: the proxy's CSRF check.
+            .header("x-sekisho-cli", "1")
             .send()
             .await
     });
     runtime.shutdown_background();
     match answer {
-        Ok(response) if response.status().is_success() || response.status().is_redirection() => {
+        Ok(response) if response.status().is_success() => {
             eprintln!("{origin} ended the session (HTTP {})", response.status());
         }
         Ok(response) => eprintln!(
