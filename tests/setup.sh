@@ -12,7 +12,7 @@ npm_setup() {
   fi
 }
 need_apt=()
-for pair in chromium:/usr/bin/chromium nginx:/usr/sbin/nginx wrk:/usr/bin/wrk redis-server:/usr/bin/redis-server caddy:/usr/bin/caddy openssl:/usr/bin/openssl iproute2:/usr/sbin/ip; do
+for pair in chromium:/usr/bin/chromium nginx:/usr/sbin/nginx wrk:/usr/bin/wrk redis-server:/usr/bin/redis-server redis-tools:/usr/bin/redis-cli openssh-server:/usr/sbin/sshd openssh-client:/usr/bin/ssh caddy:/usr/bin/caddy openssl:/usr/bin/openssl iproute2:/usr/sbin/ip; do
   pkg=${pair%%:*}; bin=${pair#*:}
   [ -x "$bin" ] || need_apt+=("$pkg")
 done
