@@ -67,6 +67,30 @@ impl Config {
             .unwrap_or(0);
         for route in &self.routes {
             let upstreams: Vec<String> = route.to.iter().map(ToString::to_string).collect();
+            if let Some(tunnel) = &route.tunnel {
+                let scheme = match route.from.scheme {
+                    crate::model::Scheme::Https => "tcp+https",
+                    crate::model::Scheme::Http => "tcp+http",
+                };
+                let _ = write!(
+                    out,
+                    "  {:id_width$}  {scheme}://{}:{} -> tcp://{}  (tunnel, idle {}, max {})",
+                    route.id,
+                    route.from.host,
+                    route.from.port.unwrap_or_default(),
+                    tunnel.upstream,
+                    crate::value::format_duration(tunnel.idle_timeout),
+                    crate::value::format_duration(tunnel.max_duration),
+                );
+                let _ = writeln!(
+                    out,
+                    "\n  {:id_width$}  policy {} ({})",
+                    "",
+                    policy_name(route),
+                    route.mode
+                );
+                continue;
+            }
             let _ = write!(out, "  {:id_width$}  {}", route.id, route.from);
             if let Some(path) = &route.path {
                 let _ = write!(out, " path {path}");

@@ -279,7 +279,8 @@ fn full_example_stays_valid() {
             "billing",
             "docs",
             "legacy",
-            "grafana-auth"
+            "grafana-auth",
+            "orders-db"
         ]
     );
     let app = config.routes.first();
@@ -1149,6 +1150,8 @@ routes:
                  policy staff (enforce)
   grafana-auth   https://grafana.example.com/ -> (forward-auth only)
                  policy staff (enforce)
+  orders-db      tcp+https://db.internal.example.com:5432 -> tcp://10.0.0.5:5432  (tunnel, idle 1h, max 12h)
+                 policy inline (enforce)
 "
     );
 }
