@@ -100,11 +100,15 @@ pub fn clean_cargo_env(command: &mut std::process::Command) {
     }
 }
 
-/// Builds the `sekisho` binary once per test process and returns its path.
+/// Builds the `sekisho` binary once per test process and returns its path. When `SEKISHO_BIN`
+/// is set, that binary is used as it is, unbuilt (the tunnel benchmark runs a release build so).
 pub fn sekisho_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("SEKISHO_BIN") {
+                return PathBuf::from(bin);
+            }
             let mut cargo = std::process::Command::new(
                 std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
             );
@@ -626,14 +630,17 @@ impl Proxy {
         (tmp, key)
     }
 
+    /// Starts `sekisho run` on the configuration in `dir`, logging at `sekisho=debug,info`, or
+    /// at the `SEKISHO_LOG` of the environment when set (the tunnel benchmark's `warn`).
     async fn spawn_process(dir: &Path) -> (Process, Value) {
+        let log = std::env::var("SEKISHO_LOG").unwrap_or_else(|_| "sekisho=debug,info".into());
         let mut command = Command::new(sekisho_binary());
         command
             .arg("run")
             .arg("-c")
             .arg(dir.join("sekisho.yaml"))
             .env("SEKISHO_TEST_CLIENT_SECRET", CLIENT_SECRET)
-            .env("SEKISHO_LOG", "sekisho=debug,info");
+            .env("SEKISHO_LOG", log);
         Process::spawn(
             "sekisho",
             command,
@@ -685,6 +692,11 @@ impl Proxy {
     /// The proxy's log so far.
     pub fn logs(&self) -> String {
         self.process.logs()
+    }
+
+    /// The sekisho process's id, while it runs (to read its memory and CPU time in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// The `state_dir` of this instance.
