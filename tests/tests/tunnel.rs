@@ -73,6 +73,7 @@ async fn tunnels_are_admitted_relayed_refused_and_closed_with_their_session() {
              - id: bobs\n    from: tcp+http://bob.internal:22\n    to: tcp://{echo}\n    \
              policy: {{allow: {{and: [{{email: {{is: bob@example.com}}}}]}}}}\n  \
              - id: gone\n    from: tcp+http://gone.internal:1\n    to: tcp://127.0.0.1:1\n  \
+             - id: literal\n    from: tcp+http://[::1]:7000\n    to: tcp://{echo}\n  \
              - id: web\n    from: http://127.0.0.1\n    to: http://{{echo}}\n"
         );
     })
@@ -100,6 +101,15 @@ async fn tunnels_are_admitted_relayed_refused_and_closed_with_their_session() {
         head.to_ascii_lowercase().contains("x-sekisho-error: "),
         "{head}"
     );
+
+    // A route named by an IPv6 literal matches the CONNECT that names it.
+    let (status, head, mut literal) = connect(at, "[::1]:7000", &bearer).await;
+    assert_eq!(status, 200, "{head}");
+    literal.write_all(b"v6").await.unwrap();
+    let mut echoed = [0u8; 2];
+    literal.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"v6");
+    drop(literal);
 
     // A bearer tunnel: 8 MiB each way, byte-exact, with half-close.
     let (status, head, stream) = connect(at, "db.internal:5432", &bearer).await;

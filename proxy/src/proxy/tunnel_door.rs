@@ -51,12 +51,8 @@ impl Proxy {
                 reason: "CONNECT needs HOST:PORT",
             })?
             .clone();
-        let host = authority
-            .host()
-            .trim_end_matches('.')
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        // As the route's `from` has it: lower case, no trailing dot, IPv6 in brackets.
+        let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
         let port = authority.port_u16().ok_or(ProxyError::BadRequest {
             reason: "CONNECT needs HOST:PORT",
         })?;
