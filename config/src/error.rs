@@ -329,6 +329,9 @@ pub(crate) enum Problem {
     /// A problem in the `attribution` section.
     #[error(transparent)]
     Attribution(#[from] AttributionProblem),
+    /// A tunnel session check interval above the bound.
+    #[error("at most 10s: a tunnel must not outlive its session by more than that")]
+    TunnelSessionCheck,
     /// `tunnel:` on a route that is not a tunnel.
     #[error("`tunnel` applies to tunnel routes only (from: tcp+https://HOST:PORT)")]
     TunnelOnHttpRoute,

@@ -193,6 +193,10 @@ pub struct ServerTimeouts {
     pub idle: Duration,
     /// TLS handshake limit (default 10s).
     pub tls_handshake: Duration,
+    /// How often open TCP tunnels are checked against their credential: a tunnel whose session
+    /// expired or was revoked elsewhere, or whose token expired, closes within this (default 2s,
+    /// at most 10s; a sign-out closes its tunnels at once).
+    pub tunnel_session_check: Duration,
 }
 
 /// The OpenID provider.
@@ -512,12 +516,13 @@ impl std::fmt::Debug for SecretBytes {
 }
 
 impl Default for ServerTimeouts {
-    /// The documented defaults: 10s, 60s, 10s.
+    /// The documented defaults: 10s, 60s, 10s, 2s.
     fn default() -> Self {
         Self {
             read_header: Duration::from_secs(10),
             idle: Duration::from_secs(60),
             tls_handshake: Duration::from_secs(10),
+            tunnel_session_check: Duration::from_secs(2),
         }
     }
 }

@@ -60,7 +60,12 @@ const SERVER: &[&str] = &[
 /// Keys of each `server.tls` entry.
 const TLS_CERTIFICATE: &[&str] = &["cert_file", "key_file"];
 /// Keys of `server.timeouts`.
-const SERVER_TIMEOUTS: &[&str] = &["read_header", "idle", "tls_handshake"];
+const SERVER_TIMEOUTS: &[&str] = &[
+    "read_header",
+    "idle",
+    "tls_handshake",
+    "tunnel_session_check",
+];
 /// Keys of `oidc`.
 const OIDC: &[&str] = &[
     "issuer",
@@ -399,10 +404,25 @@ impl Parser<'_> {
         let tls_handshake = self.or_default(&map, "tls_handshake", Self::duration, || {
             defaults.tls_handshake
         });
+        let tunnel_session_check = self.or_default(
+            &map,
+            "tunnel_session_check",
+            |p, f| {
+                let every = p.duration(f)?;
+                if every <= Duration::from_secs(10) {
+                    Some(every)
+                } else {
+                    p.walk.report_at(f, Problem::TunnelSessionCheck);
+                    None
+                }
+            },
+            || defaults.tunnel_session_check,
+        );
         Some(ServerTimeouts {
             read_header: read_header?,
             idle: idle?,
             tls_handshake: tls_handshake?,
+            tunnel_session_check: tunnel_session_check?,
         })
     }
 

@@ -221,7 +221,7 @@ impl App {
             // Tunnels close when their session or token stops being live.
             let proxy = proxy.clone();
             background.spawn(async move {
-                let mut tick = tokio::time::interval(crate::tunnel::SWEEP_INTERVAL);
+                let mut tick = tokio::time::interval(timeouts.tunnel_session_check);
                 loop {
                     tick.tick().await;
                     proxy.sweep_tunnels();

@@ -244,7 +244,7 @@ impl Proxy {
     }
 
     /// Closes the tunnels whose session stopped being live or whose token expired; the app
-    /// calls it every [`crate::tunnel::SWEEP_INTERVAL`].
+    /// calls it every `server.timeouts.tunnel_session_check`.
     pub fn sweep_tunnels(&self) {
         let sessions = self.gate.sessions();
         self.tunnels.sweep(crate::session::unix_now(), |open| {

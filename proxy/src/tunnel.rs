@@ -4,10 +4,10 @@
 //! (logout, revocation, expiry, refused refresh) or the bearer token (its `exp`) — and relays
 //! the bytes with the idle and absolute limits. The door itself is `proxy/tunnel_door.rs`.
 //!
-//! A session's `Ended` event closes its tunnels at once; a sweep every [`SWEEP_INTERVAL`]
-//! closes those whose session stopped being live without an event (expiry, a revocation made
-//! elsewhere) or whose token expired, so a tunnel never outlives its credential by more than
-//! that.
+//! A session's `Ended` event closes its tunnels at once; a sweep every
+//! `server.timeouts.tunnel_session_check` (default 2 s, at most 10 s) closes those whose session
+//! stopped being live without an event (expiry, a revocation made elsewhere) or whose token
+//! expired, so a tunnel never outlives its credential by more than that.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +22,6 @@ use tokio::sync::watch;
 use crate::session::OpenSession;
 use crate::sessions::events::{SessionChange, SessionEvent, SessionSubscriber};
 
-/// How often open tunnels are checked against their credential.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// Relay buffer per direction.
 const BUFFER: usize = 64 * 1024;
 
@@ -166,7 +164,7 @@ impl Tunnels {
     }
 
     /// Closes the tunnels whose session is no longer live (`live` says) or whose token expired
-    /// by `now` (Unix seconds). Called every [`SWEEP_INTERVAL`].
+    /// by `now` (Unix seconds). Called every `server.timeouts.tunnel_session_check`.
     pub fn sweep(&self, now: u64, live: impl Fn(&OpenSession) -> bool) {
         self.close_where(CloseReason::CredentialExpired, |holder| match holder {
             Holder::Session(session) => !live(session),

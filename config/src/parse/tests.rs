@@ -131,6 +131,10 @@ fn base_parses_with_defaults() {
         config.server.timeouts.tls_handshake,
         Duration::from_secs(10)
     );
+    assert_eq!(
+        config.server.timeouts.tunnel_session_check,
+        Duration::from_secs(2)
+    );
     assert_eq!(config.oidc.issuer.as_str(), "https://idp.example.com/");
     assert_eq!(config.oidc.client_secret.expose(), "s3cret");
     assert_eq!(config.oidc.scopes, ["openid", "email", "profile"]);
@@ -1267,5 +1271,30 @@ fn audit_heartbeat_multiple_defaults_to_12_and_must_be_a_small_whole_number() {
         },
         "audit.heartbeat_multiple",
         "not a heartbeat multiple",
+    );
+}
+
+#[test]
+fn tunnel_session_checks_are_at_most_ten_seconds_apart() {
+    let with = |every: &str| {
+        BASE.replace(
+            "  http_listen: 127.0.0.1:8080\n",
+            &format!(
+                "  http_listen: 127.0.0.1:8080\n  timeouts: {{tunnel_session_check: {every}}}\n"
+            ),
+        )
+    };
+    let config = parse_ok(&with("500ms"));
+    assert_eq!(
+        config.server.timeouts.tunnel_session_check,
+        Duration::from_millis(500)
+    );
+    let source = with("11s");
+    let errors = parse_err(&source);
+    assert_only(
+        &errors,
+        pos_of(&source, "11s"),
+        "server.timeouts.tunnel_session_check",
+        "at most 10s",
     );
 }
