@@ -416,17 +416,7 @@ mod hooks {
 
     /// The error's chain, with what to do about the causes operators meet.
     fn explain(error: &proxy_ebpf::Error) -> String {
-        let mut text = error.to_string();
-        let mut errno = None;
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                errno = errno.or(io.raw_os_error());
-            }
-            source = cause.source();
-        }
+        let (text, errno) = crate::error::chain(error);
         match errno {
             Some(1 | 13) => format!(
                 "loading cgroup programs needs CAP_BPF and CAP_NET_ADMIN (run as root or grant them) ({text})"

@@ -262,6 +262,23 @@ pub fn html_escape(text: &str) -> String {
     out
 }
 
+/// `error` and its causes as one line (`a: b: c`), and the first OS error number among them:
+/// what the kernel said, for the hints that name what to do about it.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> (String, Option<i32>) {
+    let mut text = error.to_string();
+    let mut errno = None;
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            errno = errno.or(io.raw_os_error());
+        }
+        source = cause.source();
+    }
+    (text, errno)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

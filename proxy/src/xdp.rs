@@ -1135,17 +1135,7 @@ mod attach {
 
     /// The error's chain, with what to do about the causes operators meet.
     pub(super) fn explain(error: &xdp_guard::Error) -> String {
-        let mut text = error.to_string();
-        let mut errno = None;
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                errno = errno.or(io.raw_os_error());
-            }
-            source = cause.source();
-        }
+        let (text, errno) = crate::error::chain(error);
         if let xdp_guard::Error::NoSuchInterface(_) = error {
             return format!("there is no such interface in sekisho's network namespace ({text})");
         }
