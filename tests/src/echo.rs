@@ -194,3 +194,25 @@ impl Echoed {
         self.0["path"].as_str().unwrap_or_default().to_owned()
     }
 }
+
+/// A TCP echo server on 127.0.0.1 (port 0): every connection gets its bytes back, and its end
+/// when the client ends its sending side. Runs until the test's runtime stops.
+pub async fn tcp() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding the TCP echo server");
+    let address = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.into_split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
+            });
+        }
+    });
+    address
+}

@@ -20,25 +20,6 @@ use tokio::net::TcpStream;
 /// How long a signed-out session's tunnel may stay open (the issue's bound is 10 s).
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
 
-/// An echo server: every connection gets its bytes back, and its end when the client ends.
-async fn echo_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let (mut read, mut write) = stream.into_split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-                let _ = write.shutdown().await;
-            });
-        }
-    });
-    address
-}
-
 /// Sends `CONNECT authority` with `headers` to the proxy; the status, the response head, and
 /// the stream (positioned after the head).
 async fn connect(proxy: SocketAddr, authority: &str, headers: &str) -> (u16, String, TcpStream) {
@@ -66,7 +47,7 @@ async fn connect(proxy: SocketAddr, authority: &str, headers: &str) -> (u16, Str
 
 #[tokio::test]
 async fn tunnels_are_admitted_relayed_refused_and_closed_with_their_session() {
-    let echo = echo_server().await;
+    let echo = sekisho_tests::echo::tcp().await;
     let (idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
         o.routes_yaml = format!(
             "  - id: db\n    from: tcp+http://db.internal:5432\n    to: tcp://{echo}\n  \

@@ -133,7 +133,7 @@ async fn redis_cli_goes_through_sekisho_tcp_listen() {
 
 #[tokio::test]
 async fn a_hundred_mebibytes_cross_sekisho_tcp_listen_byte_exact() {
-    let echo = echo_server().await;
+    let echo = sekisho_tests::echo::tcp().await;
     let (idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
         o.routes_yaml = format!(
             "  - id: db\n    from: tcp+http://db.internal:5432\n    to: tcp://{echo}\n  \
@@ -188,7 +188,7 @@ async fn a_hundred_mebibytes_cross_sekisho_tcp_listen_byte_exact() {
 
 #[tokio::test]
 async fn logout_closes_the_open_tunnel_and_later_ones_fail() {
-    let echo = echo_server().await;
+    let echo = sekisho_tests::echo::tcp().await;
     let (idp, _echo, proxy) = stack(Default::default(), "ES256", |o| {
         o.routes_yaml = format!(
             "  - id: db\n    from: tcp+http://db.internal:5432\n    to: tcp://{echo}\n  \
@@ -652,25 +652,6 @@ async fn redis_cli(at: SocketAddr, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// An echo server: every connection gets its bytes back, and its end when the client ends.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let (mut read, mut write) = stream.into_split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-                let _ = write.shutdown().await;
-            });
-        }
-    });
-    address
 }
 
 /// `len` bytes of xorshift output: no two windows alike, so a lost, doubled or reordered chunk
