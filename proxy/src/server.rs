@@ -220,7 +220,13 @@ async fn accept_loop(
             let service = move |conn: Connection| {
                 service_fn(move |request| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, conn).await) }
+                    // Boxed: hyper keeps the slot for a request's future (its in-flight box) for
+                    // the connection's whole life, so an unboxed ~9.5 KB state machine would stay
+                    // allocated on every idle keep-alive connection. Boxed, the slot holds a
+                    // pointer and the state is freed when the request is done.
+                    Box::pin(async move {
+                        Ok::<_, std::convert::Infallible>(proxy.handle(request, conn).await)
+                    })
                 })
             };
             match tls {

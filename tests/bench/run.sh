@@ -3,8 +3,11 @@
 # nginx reverse proxy and direct, interleaved, with the proxies' CPU time per request.
 # See tests/bench/README.md. Environment knobs (defaults in brackets):
 #   DURATION [10s]  CONNECTIONS [32]  THREADS [1]  ROUNDS [3]  WARMUP [2s, 0 to skip]
+#   IDLE_CONNECTIONS [10000; 0 skips the idle-memory phase]  HANDSHAKES [2000; 0 skips]
 #   KEEP_TMP [unset; 1 keeps the temp dir with configs and logs]
 #   SEKISHO_BIN [unset; a prebuilt sekisho binary to measure instead of building the workspace]
+#   BASE_BIN [unset; a second sekisho binary (e.g. the previous commit's) measured in the same
+#             run, interleaved, as "base": before/after on the same machine state]
 # Exit status: 0 whether or not the CPU target is met (this is a benchmark, not a test);
 # 1 on a setup failure; 3 when a measured run saw errors or non-2xx answers (numbers invalid).
 set -euo pipefail
@@ -14,6 +17,11 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-2s}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+HANDSHAKES=${HANDSHAKES:-2000}
+# 10,000 idle connections need more descriptors than the usual 1024 (sekisho and the client
+# inherit this limit).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -80,14 +88,15 @@ start_nginx() {
     local name=$1 body=$2 dir=$TMP/$1 attempt port pid i
     mkdir -p "$dir/tmp"
     for attempt in 1 2 3 4 5; do
-        port=$("${PY[@]}" free-port)
+        port=$("${PY[@]}" free-port) port2=$("${PY[@]}" free-port) port3=$("${PY[@]}" free-port)
         cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
 master_process on;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 65536;
+events { worker_connections 30000; }
 http {
     access_log off;
     client_body_temp_path $dir/tmp/body;
@@ -100,7 +109,7 @@ http {
     # Raise the limit so that neither side of the comparison pays for reconnects.
     keepalive_requests 1000000;
     keepalive_timeout 75s;
-${body//@PORT@/$port}
+$(b=${body//@PORT@/$port}; b=${b//@PORT2@/$port2}; echo "${b//@PORT3@/$port3}")
 }
 EOF
         nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
@@ -115,6 +124,8 @@ EOF
             PIDS+=("$pid")
             printf -v "${name}_PID" '%s' "$pid"
             printf -v "${name}_PORT" '%s' "$port"
+            printf -v "${name}_PORT2" '%s' "$port2"
+            printf -v "${name}_PORT3" '%s' "$port3"
             return 0
         fi
         if grep -q "Address already in use" "$dir/error.log" "$dir/stdout.log" 2>/dev/null; then
@@ -137,14 +148,29 @@ start_nginx UP '    server {
     }'
 UPSTREAM=http://127.0.0.1:$UP_PORT
 
-# The plain nginx reverse proxy, with an HTTP/1.1 keep-alive pool to the upstream.
+# One certificate for both TLS proxies (ECDSA P-256, for localhost and 127.0.0.1).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$TMP/tls.key" -out "$TMP/tls.crt" \
+    >/dev/null 2>&1 || die "openssl could not make the test certificate"
+chmod 644 "$TMP/tls.key"   # nginx workers run as nobody under root
+
+# The plain nginx reverse proxy, with an HTTP/1.1 keep-alive pool to the upstream: HTTP/1.1 on
+# @PORT@, HTTP/2 with prior knowledge (h2c) on @PORT2@, TLS (HTTP/1.1 and h2 by ALPN, session
+# cache and tickets on) on @PORT3@.
 start_nginx NGX "    upstream backend {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;
         keepalive_requests 1000000;
     }
+    ssl_certificate $TMP/tls.crt;
+    ssl_certificate_key $TMP/tls.key;
+    ssl_protocols TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
     server {
         listen 127.0.0.1:@PORT@;
+        listen 127.0.0.1:@PORT2@ http2;
+        listen 127.0.0.1:@PORT3@ ssl http2;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -152,9 +178,13 @@ start_nginx NGX "    upstream backend {
         }
     }"
 NGINX=http://127.0.0.1:$NGX_PORT
+NGINX_H2=http://127.0.0.1:$NGX_PORT2
+NGINX_TLS=https://localhost:$NGX_PORT3
 
 [[ $(curl -sS --max-time 5 "$UPSTREAM/") == ok ]] || die "the upstream nginx on $UPSTREAM does not answer ok"
 [[ $(curl -sS --max-time 5 "$NGINX/") == ok ]] || die "the nginx proxy on $NGINX does not answer the upstream's ok"
+[[ $(curl -sS --max-time 5 --http2-prior-knowledge "$NGINX_H2/") == ok ]] || die "the nginx proxy's h2c port does not answer ok"
+[[ $(curl -sS --max-time 5 --cacert "$TMP/tls.crt" "$NGINX_TLS/") == ok ]] || die "the nginx proxy's TLS port does not answer ok"
 log "upstream nginx $UPSTREAM (pid $UP_PID), nginx proxy $NGINX (pid $NGX_PID)"
 
 # ---------------------------------------------------------------- the test IdP
@@ -176,6 +206,10 @@ cat >"$SEKDIR/sekisho.yaml" <<EOF
 state_dir: state
 server:
   http_listen: 127.0.0.1:0
+  https_listen: 127.0.0.1:0
+  tls:
+    - cert_file: $TMP/tls.crt
+      key_file: $TMP/tls.key
 oidc:
   issuer: $ISSUER
   client_id: sekisho
@@ -189,32 +223,46 @@ routes:
   - id: app
     from: http://127.0.0.1
     to: $UPSTREAM
+  - id: app-tls
+    from: https://localhost
+    to: $UPSTREAM
 EOF
-# Tokio's default runtime: one worker thread per core (2 on the reference machine).
-SEKISHO_LOG=warn SEKISHO_BENCH_CLIENT_SECRET=$CLIENT_SECRET \
-    "$SEKISHO_BIN" run -c "$SEKDIR/sekisho.yaml" >"$TMP/sekisho.out" 2>"$TMP/sekisho.log" &
-SEK_PID=$!
-PIDS+=("$SEK_PID")
-wait_line "$TMP/sekisho.out" "$SEK_PID" sekisho
-SEKISHO=http://$("${PY[@]}" json-get "$TMP/sekisho.out" http)
-log "sekisho $SEKISHO (pid $SEK_PID)"
+# start_sekisho NAME BINARY CONFIG: runs `sekisho run` (tokio's default runtime shape, whatever
+# the binary has), waits for its readiness line; sets NAME_PID, NAME_URL (http) and NAME_TLS.
+start_sekisho() {
+    local name=$1 bin=$2 config=$3 pid
+    SEKISHO_LOG=warn SEKISHO_BENCH_CLIENT_SECRET=$CLIENT_SECRET \
+        "$bin" run -c "$config" >"$TMP/$name.out" 2>"$TMP/$name.log" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_line "$TMP/$name.out" "$pid" "$name"
+    printf -v "${name}_PID" '%s' "$pid"
+    printf -v "${name}_URL" '%s' "http://$("${PY[@]}" json-get "$TMP/$name.out" http)"
+    printf -v "${name}_TLS" '%s' "https://localhost:$("${PY[@]}" json-get "$TMP/$name.out" https | sed 's/.*://')"
+    log "$name: $bin (pid $pid) on $(eval echo "\$${name}_URL") and $(eval echo "\$${name}_TLS")"
+}
+start_sekisho sekisho "$SEKISHO_BIN" "$SEKDIR/sekisho.yaml"
+SEK_PID=$sekisho_PID SEKISHO=$sekisho_URL SEKISHO_TLS=$sekisho_TLS
 
 # A second sekisho, the same but with `audit.durability: strict` (every response waits for its
 # audit record's fdatasync); the same keys, so the same session cookie gets through.
 sed -e 's/^state_dir: state$/state_dir: state-strict/' "$SEKDIR/sekisho.yaml" >"$SEKDIR/strict.yaml"
 printf 'audit:\n  durability: strict\n' >>"$SEKDIR/strict.yaml"
-SEKISHO_LOG=warn SEKISHO_BENCH_CLIENT_SECRET=$CLIENT_SECRET \
-    "$SEKISHO_BIN" run -c "$SEKDIR/strict.yaml" >"$TMP/strict.out" 2>"$TMP/strict.log" &
-STRICT_PID=$!
-PIDS+=("$STRICT_PID")
-wait_line "$TMP/strict.out" "$STRICT_PID" strict
-STRICT=http://$("${PY[@]}" json-get "$TMP/strict.out" http)
-log "sekisho (strict audit) $STRICT (pid $STRICT_PID)"
+start_sekisho strict "$SEKISHO_BIN" "$SEKDIR/strict.yaml"
+STRICT_PID=$strict_PID STRICT=$strict_URL
+
+# The baseline binary, when given: the same configuration and keys.
+if [[ -n ${BASE_BIN:-} ]]; then
+    [[ -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is not an executable"
+    sed -e 's/^state_dir: state$/state_dir: state-base/' "$SEKDIR/sekisho.yaml" >"$SEKDIR/base.yaml"
+    start_sekisho base "$BASE_BIN" "$SEKDIR/base.yaml"
+    BASE_PID=$base_PID BASE=$base_URL BASE_TLS=$base_TLS
+fi
 
 # Register sekisho at the IdP now that its port is known.
 curl -sS --fail-with-body --max-time 10 -H 'Content-Type: application/json' -o "$TMP/register.out" \
     -d "{\"client_id\":\"sekisho\",\"client_secret\":\"$CLIENT_SECRET\",
-         \"redirect_uris\":[\"$SEKISHO/.sekisho/callback\"],
+         \"redirect_uris\":[\"$SEKISHO/.sekisho/callback\",\"$SEKISHO_TLS/.sekisho/callback\"],
          \"post_logout_redirect_uris\":[\"$SEKISHO/.sekisho/signed-out\"],
          \"id_token_signed_response_alg\":\"ES256\",
          \"token_endpoint_auth_method\":\"client_secret_basic\"}" \
@@ -229,21 +277,28 @@ HOP_CODE='' HOP_URL=''
 hop() { # EXPECTED_STATUS DESCRIPTION CURL_ARGS...
     local want=$1 what=$2 out
     shift 2
-    out=$(curl -sS --max-time 10 -c "$JAR" -b "$JAR" -H 'Accept: text/html' -o "$TMP/hop.body" \
+    out=$(curl -sS --max-time 10 --cacert "$TMP/tls.crt" -c "$JAR" -b "$JAR" -H 'Accept: text/html' -o "$TMP/hop.body" \
         -w '%{http_code} %{redirect_url}' "$@") || die "login hop '$what': curl failed"
     HOP_CODE=${out%% *} HOP_URL=${out#* }
     [[ $HOP_CODE == "$want" && -n $HOP_URL ]] ||
         die "login hop '$what' answered $HOP_CODE (expected $want) → '$HOP_URL'; body: $(head -c 500 "$TMP/hop.body")"
 }
-hop 302 "proxy → IdP" "$SEKISHO/"
-[[ $HOP_URL == "$ISSUER"/auth* ]] || die "sekisho redirected to $HOP_URL, not the IdP's /auth"
-hop 303 "IdP /auth → login form" "$HOP_URL"
-[[ $HOP_URL == "$ISSUER"/interaction/* ]] || die "IdP /auth sent us to $HOP_URL, not its login form"
-hop 303 "login form POST" -d login=alice -d password=alice-pw "${HOP_URL%/}/login"
-hop 303 "IdP resume → callback" "$HOP_URL"
-[[ $HOP_URL == "$SEKISHO"/.sekisho/callback* ]] || die "IdP sent us to $HOP_URL, not sekisho's callback"
-hop 302 "sekisho callback" "$HOP_URL"
-COOKIE=$("${PY[@]}" cookie "$JAR" _sekisho) || die "no sekisho session cookie after the login"
+# login BASE_URL: the session cookie for BASE_URL's scheme (http and https cookies differ).
+login() {
+    local base=$1
+    : >"$JAR"
+    hop 302 "proxy → IdP" "$base/"
+    [[ $HOP_URL == "$ISSUER"/auth* ]] || die "sekisho redirected to $HOP_URL, not the IdP's /auth"
+    hop 303 "IdP /auth → login form" "$HOP_URL"
+    [[ $HOP_URL == "$ISSUER"/interaction/* ]] || die "IdP /auth sent us to $HOP_URL, not its login form"
+    hop 303 "login form POST" -d login=alice -d password=alice-pw "${HOP_URL%/}/login"
+    hop 303 "IdP resume → callback" "$HOP_URL"
+    [[ $HOP_URL == "$base"/.sekisho/callback* ]] || die "IdP sent us to $HOP_URL, not sekisho's callback"
+    hop 302 "sekisho callback" "$HOP_URL"
+    "${PY[@]}" cookie "$JAR" _sekisho __Host-_sekisho || die "no sekisho session cookie after the login"
+}
+COOKIE=$(login "$SEKISHO")
+COOKIE_TLS=$(login "$SEKISHO_TLS")
 log "logged in as alice; session cookie ${#COOKIE} bytes"
 
 # ---------------------------------------------------------------- checks before measuring
@@ -266,24 +321,29 @@ RESULTS=$TMP/results.jsonl
 # run_wrk ROUND TARGET DURATION: one wrk run; CPU of the process(es) under test and of the upstream
 # read from /proc before and after it (ROUND 0 = warm-up, not recorded).
 run_wrk() {
-    local round=$1 target=$2 duration=$3 url pids c0 c1 u0 u1 out=$TMP/wrk-$1-$2.out
+    local round=$1 target=$2 duration=$3 url pids c0 c1 u0 u1 out=$TMP/wrk-$1-$2.out cookie=''
     local extra=()
     case $target in
         direct) url=$UPSTREAM/ pids=$UP_PID ;;
         nginx) url=$NGINX/ pids=$NGX_PID ;;
-        sekisho) url=$SEKISHO/ pids=$SEK_PID ;;
-        strict) url=$STRICT/ pids=$STRICT_PID ;;
+        nginx-tls) url=$NGINX_TLS/ pids=$NGX_PID ;;
+        sekisho) url=$SEKISHO/ pids=$SEK_PID cookie=COOKIE ;;
+        sekisho-tls) url=$SEKISHO_TLS/ pids=$SEK_PID cookie=COOKIE_TLS ;;
+        strict) url=$STRICT/ pids=$STRICT_PID cookie=COOKIE ;;
+        base) url=$BASE/ pids=$BASE_PID cookie=COOKIE ;;
+        base-tls) url=$BASE_TLS/ pids=$BASE_PID cookie=COOKIE_TLS ;;
     esac
-    if [[ $target == sekisho || $target == strict ]]; then
+    if [[ -n $cookie ]]; then
         # sekisho re-issues the session cookie when its activity stamp is over a minute old
         # (`seen_at`, a tenth of the idle lifetime, at most 60 s). A browser takes the new cookie;
         # wrk keeps sending the one it started with. Take it here, as a browser would, so that
         # each run (if shorter than that minute) measures plain authenticated requests rather
         # than a re-seal and nine Set-Cookie headers on every answer.
-        curl -sS --max-time 5 -D "$TMP/refresh.headers" -o /dev/null -H "Cookie: $COOKIE" "$url" ||
-            die "refreshing the session cookie failed"
-        COOKIE=$("${PY[@]}" refresh-cookie "$TMP/refresh.headers" "$COOKIE") || die "the session cookie was deleted"
-        extra=(-H "Cookie: $COOKIE")
+        curl -sS --max-time 5 --cacert "$TMP/tls.crt" -D "$TMP/refresh.headers" -o /dev/null \
+            -H "Cookie: ${!cookie}" "$url" || die "refreshing the session cookie failed"
+        printf -v "$cookie" '%s' "$("${PY[@]}" refresh-cookie "$TMP/refresh.headers" "${!cookie}")" ||
+            die "the session cookie was deleted"
+        extra=(-H "Cookie: ${!cookie}")
     fi
     c0=$("${PY[@]}" cpu "$pids") u0=$("${PY[@]}" cpu "$UP_PID")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 5s -s "$HERE/report.lua" "${extra[@]}" "$url" >"$out" 2>&1 ||
@@ -296,22 +356,85 @@ run_wrk() {
     fi
 }
 
-log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, interleaved direct → nginx → sekisho → sekisho strict"
+TARGETS=(direct nginx sekisho strict)
+[[ -n ${BASE_BIN:-} ]] && TARGETS+=(base)
+TARGETS+=(nginx-tls sekisho-tls)
+[[ -n ${BASE_BIN:-} ]] && TARGETS+=(base-tls)
+log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, interleaved ${TARGETS[*]}"
 if [[ $WARMUP != 0 ]]; then
-    for target in direct nginx sekisho strict; do run_wrk 0 "$target" "$WARMUP"; done
+    for target in "${TARGETS[@]}"; do run_wrk 0 "$target" "$WARMUP"; done
 fi
 for round in $(seq "$ROUNDS"); do
-    for target in direct nginx sekisho strict; do run_wrk "$round" "$target" "$DURATION"; done
+    for target in "${TARGETS[@]}"; do run_wrk "$round" "$target" "$DURATION"; done
 done
 
 # The session must still be good at the end (else the sekisho numbers measured rejections).
 [[ $(curl -sS --max-time 5 -H "Cookie: $COOKIE" "$SEKISHO/") == ok ]] ||
     die "the session cookie no longer gets through sekisho after the runs"
+
+# ---------------------------------------------------------------- idle connections
+# RSS growth per idle keep-alive client connection (one request made on each, then left open),
+# HTTP/1.1 and HTTP/2 (h2c with prior knowledge), each server measured on its own.
+IDLE=$TMP/idle.jsonl
+: >"$IDLE"
+if [[ $IDLE_CONNECTIONS != 0 ]]; then
+    idle_targets=(nginx sekisho)
+    [[ -n ${BASE_BIN:-} ]] && idle_targets+=(base)
+    for target in "${idle_targets[@]}"; do
+        for proto in h1 h2; do
+            # sekisho: a fresh process per protocol, so that neither measurement lands in memory
+            # the allocator kept from the other (or from the load runs). nginx: the running one
+            # (its workers free a connection's buffers when it goes idle).
+            fresh=''
+            case $target in
+                nginx) pids=$NGX_PID url=$NGINX/ cookie='' ; [[ $proto == h2 ]] && url=$NGINX_H2/ ;;
+                sekisho|base)
+                    bin=$SEKISHO_BIN; [[ $target == base ]] && bin=$BASE_BIN
+                    fresh=idle_${target}_$proto
+                    sed -e "s/^state_dir: state\$/state_dir: state-$fresh/" "$SEKDIR/sekisho.yaml" >"$SEKDIR/$fresh.yaml"
+                    start_sekisho "$fresh" "$bin" "$SEKDIR/$fresh.yaml"
+                    pids=$(eval echo "\$${fresh}_PID") url=$(eval echo "\$${fresh}_URL")/ cookie=$COOKIE ;;
+            esac
+            out=$("${PY[@]}" idle "$pids" "$url" "$IDLE_CONNECTIONS" "$proto" "$cookie") ||
+                die "idle connections to $target ($proto) failed"
+            echo "{\"target\": \"$target\", ${out#\{}" >>"$IDLE"
+            log "idle $target $proto: $out"
+            if [[ -n $fresh ]]; then
+                kill -TERM "$pids" 2>/dev/null || true
+                wait "$pids" 2>/dev/null || true
+            fi
+        done
+    done
+fi
+
+# ---------------------------------------------------------------- TLS handshakes
+HS=$TMP/handshakes.jsonl
+: >"$HS"
+if [[ $HANDSHAKES != 0 ]]; then
+    hs_targets=(nginx-tls sekisho-tls)
+    [[ -n ${BASE_BIN:-} ]] && hs_targets+=(base-tls)
+    for round in 1 2; do
+        for target in "${hs_targets[@]}"; do
+            for mode in full resumed; do
+                case $target in
+                    nginx-tls) pids=$NGX_PID port=$NGX_PORT3 ;;
+                    sekisho-tls) pids=$SEK_PID port=${SEKISHO_TLS##*:} ;;
+                    base-tls) pids=$BASE_PID port=${BASE_TLS##*:} ;;
+                esac
+                out=$("${PY[@]}" handshakes "$pids" 127.0.0.1 "$port" "$HANDSHAKES" "$mode" "$CLK_TCK") ||
+                    die "TLS handshakes with $target failed"
+                echo "{\"target\": \"$target\", \"round\": $round, ${out#\{}" >>"$HS"
+                log "handshakes $target $mode: $out"
+            done
+        done
+    done
+fi
+
 if [[ -s $TMP/sekisho.log ]]; then
     log "sekisho logged $(wc -l <"$TMP/sekisho.log") warning/error line(s); last ones:"
     tail -n 5 "$TMP/sekisho.log" >&2
 fi
 
 echo "sekisho load benchmark — $(nproc) cores, $(uname -r), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, CLK_TCK=$CLK_TCK"
-echo "upstream: nginx (1 worker) return 200 \"ok\\n\"; nginx proxy: 1 worker, keepalive 64 pool; sekisho: release, SEKISHO_LOG=warn, tokio default ($(nproc) workers)"
-"${PY[@]}" report "$RESULTS" "$CLK_TCK"
+echo "upstream: nginx (1 worker) return 200 \"ok\\n\"; nginx proxy: 1 worker, keepalive 64 pool; sekisho: release, SEKISHO_LOG=warn${BASE_BIN:+; base: $BASE_BIN}"
+"${PY[@]}" report "$RESULTS" "$CLK_TCK" "$IDLE" "$HS"
