@@ -22,6 +22,10 @@ pub struct Counters {
     pub rejected_callbacks: AtomicU64,
     /// Requests forwarded upstream.
     pub forwarded: AtomicU64,
+    /// Client connections open now (gauge).
+    pub connections_open: AtomicU64,
+    /// HTTP/1.1 connections idle and parked, holding no buffers (gauge; see `server/conn.rs`).
+    pub connections_parked: AtomicU64,
 }
 
 /// `/metrics`, in the Prometheus text format.
@@ -123,6 +127,18 @@ pub fn render(
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
         );
     };
+    gauge(
+        &mut text,
+        "sekisho_connections_open",
+        "Client connections open (all listeners).",
+        load(&counters.connections_open),
+    );
+    gauge(
+        &mut text,
+        "sekisho_connections_parked",
+        "Idle HTTP/1.1 keep-alive connections parked without buffers.",
+        load(&counters.connections_parked),
+    );
     match nic {
         NicStatus::Off => {}
         NicStatus::Failed(_) => gauge(

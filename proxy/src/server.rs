@@ -7,19 +7,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sekisho_config::{Config, TlsCertificate};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::Connection;
 use crate::policy::ClientCertificate;
 use crate::proxy::Proxy;
+
+mod conn;
+
+pub use conn::set_memory_release;
+use conn::{Protocol, Protocols};
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,45 +118,35 @@ impl Listeners {
         timeouts: sekisho_config::ServerTimeouts,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let graceful = Arc::new(GracefulShutdown::new());
+        // Every connection holds a receiver; a send asks them to finish, and the sender's
+        // `closed` says when the last one has.
+        let (stop, stopped) = watch::channel(());
+        let protocols = Arc::new(Protocols::new(&timeouts));
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(listener) = self.http {
+        let listeners = [
+            self.http.map(|l| (l, None, false)),
+            self.https.map(|(l, acceptor)| (l, Some(acceptor), false)),
+            self.admin.map(|l| (l, None, true)),
+        ];
+        for (listener, tls, admin) in listeners.into_iter().flatten() {
             tasks.spawn(accept_loop(
                 listener,
-                None,
-                false,
+                tls,
+                admin,
                 proxy.clone(),
-                timeouts,
-                graceful.clone(),
+                timeouts.tls_handshake,
+                protocols.clone(),
+                stopped.clone(),
             ));
         }
-        if let Some((listener, acceptor)) = self.https {
-            tasks.spawn(accept_loop(
-                listener,
-                Some(acceptor),
-                false,
-                proxy.clone(),
-                timeouts,
-                graceful.clone(),
-            ));
-        }
-        if let Some(listener) = self.admin {
-            tasks.spawn(accept_loop(
-                listener,
-                None,
-                true,
-                proxy.clone(),
-                timeouts,
-                graceful.clone(),
-            ));
-        }
+        drop(stopped);
         shutdown.await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        if let Ok(graceful) = Arc::try_unwrap(graceful)
-            && tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-                .await
-                .is_err()
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(10), stop.closed())
+            .await
+            .is_err()
         {
             tracing::warn!("connections still open after 10 s; closing them");
         }
@@ -166,22 +158,10 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     admin: bool,
     proxy: Arc<Proxy>,
-    timeouts: sekisho_config::ServerTimeouts,
-    graceful: Arc<GracefulShutdown>,
+    handshake_timeout: Duration,
+    protocols: Arc<Protocols>,
+    stopped: watch::Receiver<()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.read_header)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(timeouts.idle / 2))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(250);
-    let builder = Arc::new(builder);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
@@ -204,41 +184,32 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
-        let builder = builder.clone();
         let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let handshake_timeout = timeouts.tls_handshake;
-        tokio::spawn(async move {
-            let conn = Connection {
-                peer,
-                local,
-                tls: tls.is_some(),
-                tls_version: None,
-                client_certificate: None,
-                admin,
-            };
-            let service = move |conn: Connection| {
-                service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    // Boxed: hyper keeps the slot for a request's future (its in-flight box) for
-                    // the connection's whole life, so an unboxed ~9.5 KB state machine would stay
-                    // allocated on every idle keep-alive connection. Boxed, the slot holds a
-                    // pointer and the state is freed when the request is done.
-                    Box::pin(async move {
-                        Ok::<_, std::convert::Infallible>(proxy.handle(request, conn).await)
-                    })
-                })
-            };
-            match tls {
-                None => {
-                    let service = service(conn);
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(connection.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                Some(acceptor) => {
+        let protocols = protocols.clone();
+        let stopped = stopped.clone();
+        let conn = Connection {
+            peer,
+            local,
+            tls: tls.is_some(),
+            tls_version: None,
+            client_certificate: None,
+            admin,
+        };
+        // Two kinds of task, each sized for its own state: a plain connection's task must not
+        // carry room for a TLS session it does not have (an idle connection keeps its task).
+        match tls {
+            None => {
+                tokio::spawn(conn::serve(
+                    stream,
+                    Protocol::Sniff,
+                    proxy,
+                    conn,
+                    protocols,
+                    stopped,
+                ));
+            }
+            Some(acceptor) => {
+                tokio::spawn(Box::pin(async move {
                     let stream = match tokio::time::timeout(
                         handshake_timeout,
                         acceptor.accept(stream),
@@ -255,19 +226,19 @@ async fn accept_loop(
                             return;
                         }
                     };
-                    let service = service(Connection {
+                    let protocol = match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Protocol::Http2,
+                        _ => Protocol::Http1,
+                    };
+                    let conn = Connection {
                         client_certificate: client_certificate(&stream),
                         tls_version: tls_version(&stream),
                         ..conn
-                    });
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(connection.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
+                    };
+                    conn::serve(stream, protocol, proxy, conn, protocols, stopped).await;
+                }));
             }
-        });
+        }
     }
 }
 

@@ -11,8 +11,10 @@ Subcommands:
   record OUT ROUND TARGET WRK_OUT CPU0 CPU1 UP0 UP1
                                  turn one wrk run (+ CPU readings) into one JSON line appended to OUT
   report RESULTS CLK_TCK         print the per-round numbers, the median table and the ratio
-  idle PIDS URL N h1|h2 [COOKIE] open N keep-alive connections with one request each; print the
-                                 RSS growth of PIDS (comma-separated) per connection as JSON
+  idle PIDS URL N h1|h2 [COOKIE [METRICS_URL]]
+                                 open N keep-alive connections with one request each; print the
+                                 RSS growth of PIDS (comma-separated) per connection as JSON, with
+                                 sekisho's connection gauges when METRICS_URL is given
   handshakes PIDS HOST PORT N full|resumed CLK_TCK
                                  N TLS handshakes; print the server's CPU per handshake as JSON
 """
@@ -388,7 +390,19 @@ def _recv_h2_response(sock):
             return status
 
 
-def idle(pid_text, url, count, proto, cookie=""):
+def _gauges(metrics_url):
+    """sekisho's connection gauges from its admin /metrics."""
+    import urllib.request
+    out = {}
+    with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            for name in ("sekisho_connections_open", "sekisho_connections_parked"):
+                if line.startswith(name + " "):
+                    out[name[len("sekisho_"):]] = int(line.split()[1])
+    return out
+
+
+def idle(pid_text, url, count, proto, cookie="", metrics_url=""):
     """Opens COUNT connections to URL (http://host:port/path), makes one request on each (HTTP/1.1
     keep-alive, or HTTP/2 with prior knowledge), keeps them all open, and prints one JSON line with
     the server's RSS growth per connection. PID may be a comma-separated list (e.g. nginx master)."""
@@ -427,13 +441,23 @@ def idle(pid_text, url, count, proto, cookie=""):
     t0 = time.monotonic()
     for _ in range(count):
         conns.append(one())
-    time.sleep(1.0)  # idle: the requests are over; let timers and buffers settle
-    after = _rss_kib(pids)
+    # Idle: the requests are over. Let the server settle (sekisho parks an idle HTTP/1.1
+    # connection after a quiet second and hands the freed pages back to the system): sample the
+    # RSS every half second until it stops falling, at most 15 s.
+    after, samples = _rss_kib(pids), 0
+    while samples < 30:
+        time.sleep(0.5)
+        samples += 1
+        now = _rss_kib(pids)
+        if now >= after and samples >= 6:
+            break
+        after = min(after, now)
     elapsed = time.monotonic() - t0
+    gauges = _gauges(metrics_url) if metrics_url else {}
     for s in conns:
         s.close()
     print(json.dumps({"proto": proto, "connections": count, "rss_before_kib": before, "rss_after_kib": after,
-                      "kib_per_connection": (after - before) / count, "seconds": round(elapsed, 1)}))
+                      "kib_per_connection": (after - before) / count, "seconds": round(elapsed, 1), **gauges}))
 
 
 def handshakes(pid_text, host, port, count, mode, clk_tck):

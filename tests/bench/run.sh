@@ -219,6 +219,10 @@ session:
   keys: [{file: cookie.key}]
 signing:
   key: {file: signing.pem}
+admin:
+  listen: 127.0.0.1:0
+  policy:
+    allow: {and: [{groups: {has: admins}}]}
 routes:
   - id: app
     from: http://127.0.0.1
@@ -239,6 +243,7 @@ start_sekisho() {
     printf -v "${name}_PID" '%s' "$pid"
     printf -v "${name}_URL" '%s' "http://$("${PY[@]}" json-get "$TMP/$name.out" http)"
     printf -v "${name}_TLS" '%s' "https://localhost:$("${PY[@]}" json-get "$TMP/$name.out" https | sed 's/.*://')"
+    printf -v "${name}_ADMIN" '%s' "http://$("${PY[@]}" json-get "$TMP/$name.out" admin)"
     log "$name: $bin (pid $pid) on $(eval echo "\$${name}_URL") and $(eval echo "\$${name}_TLS")"
 }
 start_sekisho sekisho "$SEKISHO_BIN" "$SEKDIR/sekisho.yaml"
@@ -387,15 +392,16 @@ if [[ $IDLE_CONNECTIONS != 0 ]]; then
             # (its workers free a connection's buffers when it goes idle).
             fresh=''
             case $target in
-                nginx) pids=$NGX_PID url=$NGINX/ cookie='' ; [[ $proto == h2 ]] && url=$NGINX_H2/ ;;
+                nginx) pids=$NGX_PID url=$NGINX/ cookie='' metrics='' ; [[ $proto == h2 ]] && url=$NGINX_H2/ ;;
                 sekisho|base)
                     bin=$SEKISHO_BIN; [[ $target == base ]] && bin=$BASE_BIN
                     fresh=idle_${target}_$proto
                     sed -e "s/^state_dir: state\$/state_dir: state-$fresh/" "$SEKDIR/sekisho.yaml" >"$SEKDIR/$fresh.yaml"
                     start_sekisho "$fresh" "$bin" "$SEKDIR/$fresh.yaml"
-                    pids=$(eval echo "\$${fresh}_PID") url=$(eval echo "\$${fresh}_URL")/ cookie=$COOKIE ;;
+                    pids=$(eval echo "\$${fresh}_PID") url=$(eval echo "\$${fresh}_URL")/ cookie=$COOKIE
+                    metrics=$(eval echo "\$${fresh}_ADMIN")/metrics ;;
             esac
-            out=$("${PY[@]}" idle "$pids" "$url" "$IDLE_CONNECTIONS" "$proto" "$cookie") ||
+            out=$("${PY[@]}" idle "$pids" "$url" "$IDLE_CONNECTIONS" "$proto" "$cookie" "$metrics") ||
                 die "idle connections to $target ($proto) failed"
             echo "{\"target\": \"$target\", ${out#\{}" >>"$IDLE"
             log "idle $target $proto: $out"

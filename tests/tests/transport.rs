@@ -953,3 +953,124 @@ async fn concurrent_requests_with_the_same_due_cookie_refresh_once() {
         "{N} concurrent requests with one due cookie refresh once"
     );
 }
+
+/// The value of gauge `name` in sekisho's `/metrics` (admin listener).
+async fn gauge(admin: SocketAddr, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// Waits until gauge `name` reads `want`.
+async fn wait_gauge(admin: SocketAddr, name: &str, want: u64) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let value = gauge(admin, name).await;
+        if value == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed at {value}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads until `count` complete responses (each framed by `Content-Length`) have arrived.
+async fn read_responses(
+    stream: &mut TcpStream,
+    count: usize,
+) -> Vec<sekisho_tests::raw::RawResponse> {
+    let mut bytes = Vec::new();
+    let complete = |bytes: &[u8]| -> bool {
+        let mut rest = bytes;
+        for _ in 0..count {
+            let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return false;
+            };
+            let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if rest.len() < end + 4 + length {
+                return false;
+            }
+            rest = &rest[end + 4 + length..];
+        }
+        true
+    };
+    let read = async {
+        let mut buf = [0u8; 16 * 1024];
+        while !complete(&bytes) {
+            let n = stream.read(&mut buf).await.expect("reading responses");
+            assert_ne!(n, 0, "sekisho closed the connection: {bytes:?}");
+            bytes.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("responses within the deadline");
+    sekisho_tests::raw::parse_responses(&bytes)
+}
+
+/// An idle HTTP/1.1 keep-alive connection lets go of hyper's buffers (it is parked, and counted
+/// as such) and goes on serving on the same socket: a request whose first bytes wake it, and two
+/// pipelined requests in one write. None of the answers asks the client to close.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_parked_and_serves_on() {
+    let (_idp, _echo, proxy) = stack(IdpOptions::default(), "ES256", |o| {
+        o.routes_yaml = "  - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n".into();
+        o.extra_yaml =
+            "admin:\n  listen: 127.0.0.1:0\n  policy: {allow: {and: [{groups: {has: admins}}]}}\n"
+                .into();
+    })
+    .await;
+    let admin = proxy.admin.expect("the admin listener");
+    let request = format!(
+        "GET /.well-known/sekisho/jwks.json HTTP/1.1\r\nHost: {}\r\n\r\n",
+        proxy.http
+    );
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let first = read_responses(&mut stream, 1).await;
+    assert_eq!(first[0].status, 200, "{first:?}");
+    assert_eq!(first[0].header("connection"), None, "{first:?}");
+    wait_gauge(admin, "sekisho_connections_parked", 1).await;
+
+    // The first bytes of a request wake the connection; the rest follows in another segment.
+    let (head, tail) = request.split_at(20);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    wait_gauge(admin, "sekisho_connections_parked", 0).await;
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    let second = read_responses(&mut stream, 1).await;
+    assert_eq!(second[0].status, 200, "{second:?}");
+    assert_eq!(second[0].header("connection"), None, "{second:?}");
+    assert_eq!(second[0].body, first[0].body);
+
+    // Parked again; two pipelined requests wake it and both are answered, in order.
+    wait_gauge(admin, "sekisho_connections_parked", 1).await;
+    stream
+        .write_all(format!("{request}{request}").as_bytes())
+        .await
+        .unwrap();
+    let pipelined = read_responses(&mut stream, 2).await;
+    assert_eq!(pipelined.len(), 2, "{pipelined:?}");
+    for response in &pipelined {
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.header("connection"), None, "{response:?}");
+    }
+    assert!(gauge(admin, "sekisho_connections_open").await >= 1);
+
+    // A client that closes a parked connection is gone from the gauges.
+    wait_gauge(admin, "sekisho_connections_parked", 1).await;
+    drop(stream);
+    wait_gauge(admin, "sekisho_connections_parked", 0).await;
+}
