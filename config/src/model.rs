@@ -110,6 +110,14 @@ pub struct IdpClient {
     pub redirect_uris: Vec<Url>,
     /// Where the provider may send the browser after logout, compared exactly.
     pub post_logout_redirect_uris: Vec<Url>,
+    /// Where the provider POSTs a logout token (OpenID Connect Back-Channel Logout 1.0) when a
+    /// sign-in during which this client received tokens ends: https, or http on a loopback
+    /// host; no fragment.
+    pub backchannel_logout_uri: Option<Url>,
+    /// Whether the client needs the sign-in's `sid` in its logout tokens (default true); when
+    /// false the token names the user (`sub`) only, and the client ends all of that user's
+    /// sessions that started before it.
+    pub backchannel_logout_session_required: bool,
 }
 
 /// A client's credential at the token endpoint (`client_secret_basic` or `client_secret_post`).

@@ -345,6 +345,7 @@ fn identity_provider_errors_are_reported_with_their_positions() {
          \x20   - username: Alice\n      email: not-an-email\n      password_hash: hunter2\n      totp_secret: abc!\n\
          \x20   - username: bob\n      email: bob@example.com\n      password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Gk5y1C1zQK3qvu8t3cYkq6n1C2Kk1v3bJ2hQmE0a8c\"\n\
          \x20 clients:\n    - client_id: sekisho\n      client_secret: short\n      redirect_uris: [http://app.example.com/cb]\n\
+         \x20     backchannel_logout_uri: http://app.example.com/bcl#frag\n      backchannel_logout_session_required: maybe\n\
          oidc:\n  issuer: http://127.0.0.1:8080/idp\n  client_id: x\n  client_secret: s\n\
          session:\n  keys: [MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=]\n\
          signing:\n  key: {env: SEKISHO_SIGNING_KEY}\n\
@@ -363,6 +364,14 @@ fn identity_provider_errors_are_reported_with_their_positions() {
         ("identity_provider.users[0].totp_secret", ":10:"),
         ("identity_provider.clients[0].client_secret", ":16:"),
         ("identity_provider.clients[0].redirect_uris[0]", ":17:"),
+        (
+            "identity_provider.clients[0].backchannel_logout_uri",
+            ":18:",
+        ),
+        (
+            "identity_provider.clients[0].backchannel_logout_session_required",
+            ":19:",
+        ),
     ] {
         assert!(
             stderr

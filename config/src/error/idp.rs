@@ -57,6 +57,12 @@ pub(crate) enum IdpProblem {
         "`{0}` must be https (http only on 127.0.0.0/8, ::1 or localhost) and have no fragment"
     )]
     RedirectUri(String),
+    /// A back-channel logout URI that is not https (or http on a loopback host), or has user
+    /// info, a query or a fragment.
+    #[error(
+        "`{0}` is not a usable backchannel_logout_uri: it must be an absolute https URL (http only on 127.0.0.0/8, ::1 or localhost) without user info, query or fragment"
+    )]
+    BackchannelLogoutUri(String),
     /// A whole number out of range.
     #[error("`{0}` is not a whole number from 1 to 1000000")]
     Count(String),

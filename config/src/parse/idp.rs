@@ -41,6 +41,8 @@ const CLIENT: &[&str] = &[
     "client_secret_hash",
     "redirect_uris",
     "post_logout_redirect_uris",
+    "backchannel_logout_uri",
+    "backchannel_logout_session_required",
 ];
 /// Keys of `login_limits`.
 const LOGIN_LIMITS: &[&str] = &[
@@ -307,11 +309,18 @@ impl Parser<'_> {
             |p, f| p.distinct_items(f, |p, item| p.walk.value(item, redirect_uri)),
             Vec::new,
         );
+        let backchannel_logout_uri = self.optional(&map, "backchannel_logout_uri", |p, f| {
+            p.walk.value(f, backchannel_logout_uri)
+        });
+        let backchannel_logout_session_required =
+            self.flag(&map, "backchannel_logout_session_required", true);
         Some(IdpClient {
             client_id: client_id?,
             secret: secret?,
             redirect_uris: redirect_uris?,
             post_logout_redirect_uris: post_logout_redirect_uris?,
+            backchannel_logout_uri: backchannel_logout_uri?,
+            backchannel_logout_session_required: backchannel_logout_session_required?,
         })
     }
 
@@ -439,6 +448,19 @@ fn redirect_uri(input: &str) -> Result<Url, IdpProblem> {
     Ok(url)
 }
 
+/// Checks a back-channel logout URI (Back-Channel Logout 1.0 §2.2): an absolute http(s) URL
+/// without user info, query or fragment; http only on a loopback host, as for redirect URIs
+/// (the logout token it receives ends sessions and must not cross a network in the clear).
+fn backchannel_logout_uri(input: &str) -> Result<Url, IdpProblem> {
+    let text = input.trim();
+    let invalid = || IdpProblem::BackchannelLogoutUri(text.to_owned());
+    let url = value::http_url(text).map_err(|_| invalid())?;
+    if url.scheme() == "http" && !value::has_loopback_host(&url) {
+        return Err(invalid());
+    }
+    Ok(url)
+}
+
 /// Checks a whole number from 1 to 1,000,000.
 fn count(input: &str) -> Result<u32, IdpProblem> {
     let text = input.trim();
@@ -494,6 +516,23 @@ mod tests {
         assert!(redirect_uri("http://app.example.com/cb").is_err());
         assert!(redirect_uri("https://app.example.com/cb#x").is_err());
         assert!(redirect_uri("https://app.example.com/cb?x=1").is_err());
+        assert!(
+            backchannel_logout_uri("https://app.example.com/.sekisho/backchannel-logout").is_ok()
+        );
+        assert!(
+            backchannel_logout_uri("http://127.0.0.1:8080/.sekisho/backchannel-logout").is_ok()
+        );
+        assert!(backchannel_logout_uri("http://[::1]:8080/bcl").is_ok());
+        assert_eq!(
+            backchannel_logout_uri("http://app.example.com/bcl"),
+            Err(IdpProblem::BackchannelLogoutUri(
+                "http://app.example.com/bcl".into()
+            ))
+        );
+        assert!(backchannel_logout_uri("https://app.example.com/bcl#x").is_err());
+        assert!(backchannel_logout_uri("https://user@app.example.com/bcl").is_err());
+        assert!(backchannel_logout_uri("ftp://app.example.com/bcl").is_err());
+        assert!(backchannel_logout_uri("/relative").is_err());
         assert_eq!(count("5"), Ok(5));
         assert!(count("0").is_err());
         assert!(count("-1").is_err());
