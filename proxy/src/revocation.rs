@@ -1,6 +1,12 @@
-//! The revocation list: session ids ended by logout (or by a provider refusing a refresh), kept
-//! in memory for the hot-path check and appended to a local file so a restart does not bring a
-//! copied cookie back to life. Entries are dropped once the session would have expired anyway.
+//! The revocation list: session ids ended by logout (or by a provider refusing a refresh),
+//! provider sessions signed out here or at the provider (back-channel logout), and subjects whose
+//! sessions started before a time ("every session of this user before T": a back-channel logout
+//! naming only the user), kept in memory for the hot-path check and appended to a local file so a
+//! restart does not bring a copied cookie back to life. Entries are dropped once the sessions
+//! they end would have expired anyway.
+//!
+//! A line is `HASH UNTIL` (a session or provider session) or `HASH UNTIL BEFORE` (a subject's
+//! sessions that started at or before `BEFORE`), times in Unix seconds.
 //!
 //! Revoking what is already revoked (a replayed logout) or already expired writes nothing; the
 //! file is rewritten without expired entries at start and whenever appends have doubled it, so
@@ -36,10 +42,19 @@ pub enum RevocationError {
 /// Appends before the file is compacted, at the least.
 const COMPACT_AFTER_APPENDS: usize = 1024;
 
-/// Revoked session ids (hashed) with the time after which they no longer matter.
+/// A subject whose sessions that started at or before `before` are revoked, until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SubjectRevocation {
+    before: u64,
+    until: u64,
+}
+
+/// Revoked session ids (hashed) with the time after which they no longer matter, and revoked
+/// subjects (hashed) with the time their revocation reaches back to.
 #[derive(Debug)]
 pub struct RevocationList {
     entries: RwLock<HashMap<String, u64>>,
+    subjects: RwLock<HashMap<String, SubjectRevocation>>,
     file: PathBuf,
     /// Serialises appends and compactions; counts the lines appended since the last compaction.
     writer: Mutex<usize>,
@@ -54,17 +69,20 @@ impl RevocationList {
             source,
         };
         let mut entries = HashMap::new();
+        let mut subjects: HashMap<String, SubjectRevocation> = HashMap::new();
         let mut malformed = 0;
         match std::fs::read_to_string(file) {
             Ok(text) => {
                 for line in text.lines() {
-                    let parsed = line
-                        .split_once(' ')
-                        .and_then(|(hash, until)| Some((hash, until.parse::<u64>().ok()?)))
-                        .filter(|(hash, _)| !hash.is_empty() && hash.len() <= 64);
-                    match parsed {
-                        Some((hash, until)) if until > now => {
-                            entries.insert(hash.to_owned(), until);
+                    match parse_line(line) {
+                        Some(Line::Session { hash, until }) if until > now => {
+                            let known = entries.entry(hash.to_owned()).or_insert(until);
+                            *known = (*known).max(until);
+                        }
+                        Some(Line::Subject { hash, entry }) if entry.until > now => {
+                            let known = subjects.entry(hash.to_owned()).or_insert(entry);
+                            known.before = known.before.max(entry.before);
+                            known.until = known.until.max(entry.until);
                         }
                         Some(_) => {}
                         None => malformed += 1,
@@ -79,6 +97,7 @@ impl RevocationList {
         }
         let list = RevocationList {
             entries: RwLock::new(entries),
+            subjects: RwLock::new(subjects),
             file: file.to_owned(),
             writer: Mutex::new(0),
         };
@@ -92,6 +111,73 @@ impl RevocationList {
             .read()
             .map(|e| e.contains_key(sid_hash))
             .unwrap_or(true)
+    }
+
+    /// True when the sessions of the subject hashing to `subject_hash` that started at
+    /// `started_at` (Unix seconds) were revoked: a revocation of that subject reaches back to
+    /// or past it.
+    pub fn subject_revoked(&self, subject_hash: &str, started_at: u64) -> bool {
+        self.subjects.read().map_or(true, |s| {
+            s.get(subject_hash)
+                .is_some_and(|entry| started_at <= entry.before)
+        })
+    }
+
+    /// True when some subject is revoked (so that callers skip hashing while none is).
+    pub fn has_subjects(&self) -> bool {
+        self.subjects.read().map_or(true, |s| !s.is_empty())
+    }
+
+    /// Revokes every session of the subject hashing to `subject_hash` that started at or
+    /// before `before`, until `until` (both Unix seconds), durably like [`Self::revoke`].
+    /// `Ok(false)`, and nothing written, when an entry reaching back as far and lasting as
+    /// long exists, or `until` is past at `now`.
+    pub async fn revoke_subject(
+        self: &Arc<Self>,
+        subject_hash: &str,
+        before: u64,
+        until: u64,
+        now: u64,
+    ) -> Result<bool, RevocationError> {
+        let Some(entry) = self.insert_subject(subject_hash, before, until, now) else {
+            return Ok(false);
+        };
+        let list = self.clone();
+        let line = format!("{subject_hash} {} {}\n", entry.until, entry.before);
+        tokio::task::spawn_blocking(move || list.append(&line, now))
+            .await
+            .map_err(|_| RevocationError::Writer {
+                path: self.file.clone(),
+            })??;
+        Ok(true)
+    }
+
+    /// Records the subject entry in memory (merged with one already there): the merged entry,
+    /// or `None` when it changes nothing.
+    fn insert_subject(
+        &self,
+        subject_hash: &str,
+        before: u64,
+        until: u64,
+        now: u64,
+    ) -> Option<SubjectRevocation> {
+        if until <= now {
+            return None;
+        }
+        let mut subjects = self.subjects.write().ok()?;
+        let fresh = SubjectRevocation { before, until };
+        match subjects.get_mut(subject_hash) {
+            Some(known) if known.before >= before && known.until >= until => None,
+            Some(known) => {
+                known.before = known.before.max(before);
+                known.until = known.until.max(until);
+                Some(*known)
+            }
+            None => {
+                subjects.insert(subject_hash.to_owned(), fresh);
+                Some(fresh)
+            }
+        }
     }
 
     /// Revokes a session until `until` (unix seconds), durably: the entry is in memory at once
@@ -172,6 +258,9 @@ impl RevocationList {
         if let Ok(mut entries) = self.entries.write() {
             entries.retain(|_, until| *until > now);
         }
+        if let Ok(mut subjects) = self.subjects.write() {
+            subjects.retain(|_, entry| entry.until > now);
+        }
         self.compact()
     }
 
@@ -181,10 +270,18 @@ impl RevocationList {
             path: self.file.clone(),
             source,
         };
-        let text: String = match self.entries.read() {
+        let mut text: String = match self.entries.read() {
             Ok(entries) => entries.iter().map(|(h, u)| format!("{h} {u}\n")).collect(),
             Err(_) => return Ok(()),
         };
+        match self.subjects.read() {
+            Ok(subjects) => {
+                for (hash, entry) in subjects.iter() {
+                    text.push_str(&format!("{hash} {} {}\n", entry.until, entry.before));
+                }
+            }
+            Err(_) => return Ok(()),
+        }
         let tmp = self.file.with_extension("tmp");
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(text.as_bytes()).map_err(io)?;
@@ -194,13 +291,44 @@ impl RevocationList {
 
     /// Number of live entries.
     pub fn len(&self) -> usize {
-        self.entries.read().map(|e| e.len()).unwrap_or(0)
+        let sessions = self.entries.read().map(|e| e.len()).unwrap_or(0);
+        let subjects = self.subjects.read().map(|s| s.len()).unwrap_or(0);
+        sessions.saturating_add(subjects)
     }
 
     /// True when nothing is revoked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// One line of the file.
+enum Line<'a> {
+    /// `HASH UNTIL`: a session or a provider session.
+    Session { hash: &'a str, until: u64 },
+    /// `HASH UNTIL BEFORE`: a subject's sessions that started at or before `BEFORE`.
+    Subject {
+        hash: &'a str,
+        entry: SubjectRevocation,
+    },
+}
+
+/// Reads one line; `None` when it is malformed.
+fn parse_line(line: &str) -> Option<Line<'_>> {
+    let mut words = line.split(' ');
+    let hash = words.next().filter(|h| !h.is_empty() && h.len() <= 64)?;
+    let until = words.next()?.parse::<u64>().ok()?;
+    let parsed = match words.next() {
+        None => Line::Session { hash, until },
+        Some(before) => Line::Subject {
+            hash,
+            entry: SubjectRevocation {
+                before: before.parse::<u64>().ok()?,
+                until,
+            },
+        },
+    };
+    words.next().is_none().then_some(parsed)
 }
 
 #[cfg(test)]
@@ -290,6 +418,75 @@ mod tests {
         list.prune(2000).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lines(&file), 1, "only the live entry is kept");
         assert!(list.is_revoked("sid"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn subject_revocations_reach_back_in_time_merge_and_survive_a_reload() {
+        let dir =
+            std::env::temp_dir().join(format!("sekisho-revocation-subject-{}", std::process::id()));
+        let file = dir.join("revoked");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (list, _) = RevocationList::load(&file, 1000).unwrap_or_else(|e| panic!("{e}"));
+        let list = Arc::new(list);
+        assert!(!list.has_subjects());
+        assert!(
+            list.revoke_subject("alice", 1500, 5000, 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(list.has_subjects());
+        assert!(list.subject_revoked("alice", 1400), "started before");
+        assert!(
+            list.subject_revoked("alice", 1500),
+            "started in that second"
+        );
+        assert!(!list.subject_revoked("alice", 1501), "started after");
+        assert!(!list.subject_revoked("bob", 1400));
+        assert!(!list.is_revoked("alice"), "a subject is no session id");
+        // The same or an older revocation writes nothing; a later one moves the time forward.
+        assert!(
+            !list
+                .revoke_subject("alice", 1200, 4000, 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            list.revoke_subject("alice", 1600, 4000, 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(list.subject_revoked("alice", 1600));
+        assert_eq!(lines(&file), 2);
+        // A reload merges the lines; an expired subject is dropped.
+        assert!(
+            list.revoke_subject("carol", 1000, 1100, 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            list.revoke("sid", 3000, 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| f.write_all(b"bad 12 x\nbad 1 2 3\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (reloaded, malformed) =
+            RevocationList::load(&file, 2000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(malformed, 2);
+        assert!(reloaded.subject_revoked("alice", 1600));
+        assert!(!reloaded.subject_revoked("alice", 1601));
+        assert!(!reloaded.subject_revoked("carol", 900), "expired");
+        assert!(reloaded.is_revoked("sid"));
+        assert_eq!(reloaded.len(), 2);
+        assert_eq!(
+            lines(&file),
+            2,
+            "compacted at load: one line per live entry"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
