@@ -26,6 +26,12 @@ pub struct Counters {
     pub connections_open: AtomicU64,
     /// HTTP/1.1 connections idle and parked, holding no buffers (gauge; see `server/conn.rs`).
     pub connections_parked: AtomicU64,
+    /// Back-channel logout tokens accepted (the sessions they name ended).
+    pub backchannel_accepted: AtomicU64,
+    /// Back-channel logout requests refused (a bad token or request: 400, 405).
+    pub backchannel_refused: AtomicU64,
+    /// Back-channel logout tokens that could not be checked or carried out (503, 500).
+    pub backchannel_failed: AtomicU64,
 }
 
 /// `/metrics`, in the Prometheus text format.
@@ -116,6 +122,13 @@ pub fn render(
             load(&export.failures),
         );
     }
+    let _ = write!(
+        text,
+        "# HELP sekisho_backchannel_logouts_total Back-channel logout requests from the provider, by outcome.\n# TYPE sekisho_backchannel_logouts_total counter\nsekisho_backchannel_logouts_total{{outcome=\"accepted\"}} {}\nsekisho_backchannel_logouts_total{{outcome=\"refused\"}} {}\nsekisho_backchannel_logouts_total{{outcome=\"failed\"}} {}\n",
+        load(&counters.backchannel_accepted),
+        load(&counters.backchannel_refused),
+        load(&counters.backchannel_failed),
+    );
     let _ = write!(
         text,
         "# HELP sekisho_audit_failing 1 while audit records cannot be written.\n# TYPE sekisho_audit_failing gauge\nsekisho_audit_failing {}\n",

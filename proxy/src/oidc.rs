@@ -1,7 +1,8 @@
 //! The OpenID Connect relying party: discovery, the JWKS cache (refreshed on an unknown `kid`,
 //! rate-limited), the authorization-code flow with PKCE, ID-token and bearer-JWT validation with
-//! one rule set, refresh, userinfo and RP-initiated logout. Everything that talks to the
-//! provider lives here; the request path only sees [`Identity`] values and typed errors.
+//! one rule set, refresh, userinfo, RP-initiated logout, and back-channel logout tokens
+//! (`logout_token.rs`: checked with the same keys, each accepted once). Everything that talks
+//! to the provider lives here; the request path only sees [`Identity`] values and typed errors.
 
 use std::collections::HashMap;
 use std::str::FromStr as _;
@@ -25,6 +26,10 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::session::{Identity, unix_now};
+
+mod logout_token;
+
+pub use logout_token::{BACKCHANNEL_EVENT, LogoutToken, LogoutTokenError};
 
 /// Claims beyond the standard ones (groups, `nbf`, anything a policy may read).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -94,6 +99,18 @@ pub struct Tokens {
     pub expires_at: Option<u64>,
 }
 
+/// A verified JWT: who, and its `exp` and `iat` (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Who.
+    pub identity: Identity,
+    /// `exp`.
+    pub expires_at: u64,
+    /// `iat`: when the provider issued it (a back-channel logout of the user reaches tokens
+    /// issued before it).
+    pub issued_at: u64,
+}
+
 /// Parameters of a login started by [`OidcProvider::authorization_url`].
 #[derive(Debug, Clone)]
 pub struct LoginStart {
@@ -119,8 +136,10 @@ pub struct OidcProvider {
     jwks: RwLock<Arc<CoreJsonWebKeySet>>,
     last_discovery_attempt: Mutex<Option<Instant>>,
     last_jwks_refresh: Mutex<Option<Instant>>,
-    bearer_cache: RwLock<HashMap<String, (Identity, u64)>>,
+    bearer_cache: RwLock<HashMap<String, Verified>>,
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    /// Logout tokens accepted, until they expire.
+    seen_logout_tokens: logout_token::SeenTokens,
 }
 
 impl std::fmt::Debug for OidcProvider {
@@ -165,6 +184,7 @@ impl OidcProvider {
             last_jwks_refresh: Mutex::new(None),
             bearer_cache: RwLock::new(HashMap::new()),
             allowed_algs,
+            seen_logout_tokens: logout_token::SeenTokens::default(),
         })
     }
 
@@ -294,7 +314,11 @@ impl OidcProvider {
             .id_token()
             .map(ToString::to_string)
             .ok_or_else(|| OidcError::Rejected("token response has no id_token".into()))?;
-        let (mut identity, id_exp) = self
+        let Verified {
+            mut identity,
+            expires_at: id_exp,
+            ..
+        } = self
             .verify_jwt(&raw_id_token, TokenKind::IdToken { nonce: Some(nonce) })
             .await?;
         if identity.email.is_none() || identity.groups.is_empty() {
@@ -332,7 +356,11 @@ impl OidcProvider {
         let mut id_token = None;
         let mut id_exp = None;
         if let Some(raw) = response.id_token().map(ToString::to_string) {
-            let (fresh, exp) = self.verify_jwt(&raw, TokenKind::RefreshedIdToken).await?;
+            let Verified {
+                identity: fresh,
+                expires_at: exp,
+                ..
+            } = self.verify_jwt(&raw, TokenKind::RefreshedIdToken).await?;
             if fresh.sub != current.sub {
                 return Err(OidcError::Rejected(
                     "refreshed ID token names another subject".into(),
@@ -361,30 +389,70 @@ impl OidcProvider {
         })
     }
 
-    /// Validates an `Authorization: Bearer` JWT: its identity and expiry (`exp`, Unix seconds).
-    /// Verified tokens are remembered until they expire, so a program's repeated requests cost
-    /// one signature check.
-    pub async fn verify_bearer(&self, token: &str) -> Result<(Identity, u64), OidcError> {
+    /// Validates an `Authorization: Bearer` JWT: its identity, expiry and issue time. Verified
+    /// tokens are remembered until they expire, so a program's repeated requests cost one
+    /// signature check.
+    pub async fn verify_bearer(&self, token: &str) -> Result<Verified, OidcError> {
         let now = unix_now();
-        if let Some((identity, exp)) = self
+        if let Some(verified) = self
             .bearer_cache
             .read()
             .ok()
             .and_then(|c| c.get(token).cloned())
-            && now < exp
+            && now < verified.expires_at
         {
-            return Ok((identity, exp));
+            return Ok(verified);
         }
-        let (identity, exp) = self.verify_jwt(token, TokenKind::Bearer).await?;
+        let verified = self.verify_jwt(token, TokenKind::Bearer).await?;
         if let Ok(mut cache) = self.bearer_cache.write() {
             if cache.len() >= BEARER_CACHE_MAX {
-                cache.retain(|_, (_, e)| now < *e);
+                cache.retain(|_, v| now < v.expires_at);
             }
             if cache.len() < BEARER_CACHE_MAX {
-                cache.insert(token.to_owned(), (identity.clone(), exp));
+                cache.insert(token.to_owned(), verified.clone());
             }
         }
-        Ok((identity, exp))
+        Ok(verified)
+    }
+
+    /// Verifies a back-channel logout token (Back-Channel Logout 1.0 §2.6) with the provider's
+    /// keys (refetched once, rate-limited, when no key matches) and accepts it once: a token
+    /// presented again before it expires is [`LogoutTokenError::Replayed`]. A logout that then
+    /// cannot be carried out gives the token back with [`Self::release_logout_token`].
+    pub async fn accept_logout_token(&self, raw: &str) -> Result<LogoutToken, LogoutTokenError> {
+        let d = self
+            .discovered()
+            .await
+            .map_err(|e| LogoutTokenError::ProviderUnavailable(e.to_string()))?;
+        let now = unix_now();
+        let skew = self.config.clock_skew.as_secs();
+        let expected = logout_token::Expected {
+            issuer: d.issuer.as_str(),
+            client_id: &self.config.client_id,
+            algorithms: &self.allowed_algs,
+            now,
+            skew,
+        };
+        let keys = || {
+            self.jwks
+                .read()
+                .map(|k| k.clone())
+                .unwrap_or_else(|_| Arc::new(CoreJsonWebKeySet::new(Vec::new())))
+        };
+        let token = match logout_token::verify(raw, &keys(), &expected) {
+            Err(LogoutTokenError::NoMatchingKey) if self.refresh_jwks(&d).await => {
+                logout_token::verify(raw, &keys(), &expected)?
+            }
+            other => other?,
+        };
+        self.seen_logout_tokens.claim(&token, skew, now)?;
+        Ok(token)
+    }
+
+    /// Forgets an accepted logout token whose logout could not be carried out, so that the
+    /// provider may send it again.
+    pub fn release_logout_token(&self, token: &LogoutToken) {
+        self.seen_logout_tokens.release(token);
     }
 
     /// The RP-initiated logout URL, when the provider has an `end_session_endpoint`.
@@ -407,12 +475,8 @@ impl OidcProvider {
     }
 
     /// Verifies a JWT, refreshing the JWKS once (rate-limited) when its key id is unknown.
-    /// Returns the identity and the token's `exp`.
-    async fn verify_jwt(
-        &self,
-        raw: &str,
-        kind: TokenKind<'_>,
-    ) -> Result<(Identity, u64), OidcError> {
+    /// Returns the identity and the token's `exp` and `iat`.
+    async fn verify_jwt(&self, raw: &str, kind: TokenKind<'_>) -> Result<Verified, OidcError> {
         let d = self.discovered().await?;
         let token = IdToken::from_str(raw).map_err(|e| OidcError::Malformed(e.to_string()))?;
         match self.check(&d, &token, kind) {
@@ -501,7 +565,12 @@ impl OidcProvider {
         };
         self.settle_email_verified(&mut identity);
         let exp = u64::try_from(claims.expiration().timestamp()).unwrap_or(0);
-        Ok((identity, exp))
+        let iat = u64::try_from(claims.issue_time().timestamp()).unwrap_or(0);
+        Ok(Verified {
+            identity,
+            expires_at: exp,
+            issued_at: iat,
+        })
     }
 
     fn check(

@@ -36,6 +36,7 @@ use crate::upstream::Upstream;
 use crate::xdp::NicStatus;
 
 mod admin_listener;
+mod backchannel;
 pub(crate) mod cli_login;
 mod endpoints;
 mod forward;
@@ -47,6 +48,7 @@ mod tunnel_door;
 mod used_states;
 
 pub use crate::gate::login::CALLBACK_PATH;
+pub use backchannel::BACKCHANNEL_LOGOUT_PATH;
 use used_states::UsedStates;
 
 /// Path that starts a login explicitly (`?rd=` names where to return).

@@ -179,6 +179,21 @@ pub fn provider_sid_hash(issuer: &str, sid: &str) -> String {
     sid_hash(&format!("provider-sid\0{issuer}\0{sid}"))
 }
 
+/// The revocation-list key of a provider session that the provider itself ended (back-channel
+/// logout): unlike [`provider_sid_hash`] (signed out at sekisho, which ends that provider
+/// session's bearer tokens only, since the provider may keep it and sign the user in again with
+/// it), every session and token of it is refused.
+pub fn provider_logout_hash(issuer: &str, sid: &str) -> String {
+    sid_hash(&format!("provider-logout\0{issuer}\0{sid}"))
+}
+
+/// The revocation-list key of a subject (`sub` at `issuer`), for "every session of this user
+/// that started before T" (a back-channel logout naming only the user); distinct from every
+/// [`sid_hash`] and [`provider_sid_hash`].
+pub fn subject_hash(issuer: &str, sub: &str) -> String {
+    sid_hash(&format!("subject\0{issuer}\0{sub}"))
+}
+
 /// SHA-256 of a session id, base64url, first 16 characters.
 pub fn sid_hash(sid: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, sid.as_bytes());
@@ -385,6 +400,33 @@ pub struct OpenSession {
     pub sid_hash: String,
     /// The identity as header values.
     pub values: IdentityValues,
+    /// The revocation-list keys of the provider session and the subject it came from.
+    pub provider: ProviderKeys,
+    /// Whether the session layer's provider index has been told of this session.
+    indexed: std::sync::atomic::AtomicBool,
+}
+
+/// The revocation-list keys of what a session or token came from at its provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderKeys {
+    /// [`provider_sid_hash`] of the provider session, when the ID token named one.
+    pub signed_out: Option<String>,
+    /// [`provider_logout_hash`] of the provider session, when the ID token named one.
+    pub ended: Option<String>,
+    /// [`subject_hash`] of the user.
+    pub subject: String,
+}
+
+impl ProviderKeys {
+    /// The keys of `identity`.
+    pub fn of(identity: &Identity) -> Self {
+        let sid = identity.provider_sid.as_deref();
+        ProviderKeys {
+            signed_out: sid.map(|sid| provider_sid_hash(&identity.issuer, sid)),
+            ended: sid.map(|sid| provider_logout_hash(&identity.issuer, sid)),
+            subject: subject_hash(&identity.issuer, &identity.sub),
+        }
+    }
 }
 
 impl OpenSession {
@@ -393,8 +435,17 @@ impl OpenSession {
         OpenSession {
             sid_hash: state.sid_hash(),
             values: IdentityValues::new(&state.identity),
+            provider: ProviderKeys::of(&state.identity),
+            indexed: std::sync::atomic::AtomicBool::new(false),
             state,
         }
+    }
+
+    /// Marks the session as known to the provider index; true the first time.
+    pub(crate) fn mark_indexed(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        // A load first: the hot path of a known session only reads the shared cache line.
+        !self.indexed.load(Relaxed) && !self.indexed.swap(true, Relaxed)
     }
 }
 

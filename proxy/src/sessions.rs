@@ -1,8 +1,11 @@
-//! The session layer: opens the session a request presents (lifetimes, revocation, a refresh
-//! when due, a touch for the idle lifetime), starts sessions at login and ends them at logout,
-//! and publishes each start, refresh and end as a [`SessionEvent`]. Whatever must follow a
-//! session's life (the audit record, the assertion cache, the kernel guard) subscribes; nothing
-//! on the request path calls it directly.
+//! The session layer: opens the session a request presents (lifetimes, revocation — of the
+//! session, of the provider session it came from, of its user before a time — a refresh when
+//! due, a touch for the idle lifetime), starts sessions at login and ends them at logout or at
+//! the provider's word (back-channel logout), and publishes each start, refresh and end as a
+//! [`SessionEvent`]. Whatever must follow a session's life (the audit record, the assertion
+//! cache, the kernel guard, the tunnels) subscribes; nothing on the request path calls it
+//! directly. `index.rs` remembers which live sessions came from which provider session, so
+//! that a provider's logout can announce their end.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,12 +21,14 @@ use crate::oidc::{OidcError, OidcProvider, Tokens};
 use crate::revocation::{RevocationError, RevocationList};
 use crate::seal::Sealer;
 use crate::session::{
-    CookieCodec, Identity, OpenSession, SessionCache, SessionRejection, SessionState,
-    provider_sid_hash, unix_now,
+    CookieCodec, Identity, OpenSession, ProviderKeys, SessionCache, SessionRejection, SessionState,
+    provider_logout_hash, provider_sid_hash, subject_hash, unix_now,
 };
 use events::{EndReason, EventSource, SessionChange, SessionEvent, SessionEvents};
+use index::ProviderIndex;
 
 pub mod events;
+mod index;
 
 /// Where concurrent requests carrying the same due cookie wait for its one refresh; holds the
 /// outcome and when it was reached.
@@ -50,8 +55,31 @@ pub enum Presented {
     Live(Arc<OpenSession>),
 }
 
+/// What a provider said has ended (a verified back-channel logout token).
+#[derive(Debug, Clone)]
+pub struct ProviderLogout {
+    /// The provider's issuer.
+    pub issuer: String,
+    /// The provider session that ended (`sid`), when named: its sessions end.
+    pub sid: Option<String>,
+    /// The user (`sub`): without `sid`, every session of the user that started by `issued_at`
+    /// ends.
+    pub sub: Option<String>,
+    /// When the provider issued the logout (`iat`, Unix seconds).
+    pub issued_at: u64,
+}
+
+/// What a provider's logout did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderLogoutOutcome {
+    /// Whether a revocation entry was written (false: the same logout was applied before).
+    pub revoked: bool,
+    /// Sessions announced as ended (those the index knew; others are refused all the same).
+    pub ended: usize,
+}
+
 /// Sessions: the cookie codecs, the sealer, the decoded-session cache, the revocation list and
-/// the single-flight refreshes, and the events they publish.
+/// the single-flight refreshes, the provider index, and the events they publish.
 #[derive(Debug)]
 pub struct Sessions {
     sealer: Sealer,
@@ -64,6 +92,7 @@ pub struct Sessions {
     absolute_lifetime: Duration,
     idle_lifetime: Duration,
     events: SessionEvents,
+    index: ProviderIndex,
 }
 
 impl Sessions {
@@ -86,6 +115,7 @@ impl Sessions {
             absolute_lifetime: config.absolute_lifetime,
             idle_lifetime: config.idle_lifetime,
             events,
+            index: ProviderIndex::default(),
         }
     }
 
@@ -137,6 +167,11 @@ impl Sessions {
             set_cookies.extend(codec.clear());
             return Ok(Presented::Over);
         }
+        if let Some(why) = self.provider_revoked(&session.provider, session.state.login_at, false) {
+            tracing::debug!(sid = %session.sid_hash, why, "session of a signed-out provider session presented");
+            set_cookies.extend(codec.clear());
+            return Ok(Presented::Over);
+        }
         let mut fresh: Option<SessionState> = None;
         if session.state.refresh_due(now) {
             let key = presented_session_key(headers, codec, &session.state);
@@ -164,13 +199,22 @@ impl Sessions {
             }
             None => session,
         };
+        if session.mark_indexed() {
+            // First seen by this process (or re-issued): a provider's logout can announce it.
+            let state = &session.state;
+            self.index.insert(
+                &session.sid_hash,
+                &session.provider,
+                state.login_at,
+                self.latest_end(state),
+                now,
+                || Arc::new(state.identity.clone()),
+            );
+        }
         self.events.session_used(
             client_ip,
             &session.sid_hash,
-            session
-                .state
-                .login_at
-                .saturating_add(self.absolute_lifetime.as_secs()),
+            self.latest_end(&session.state),
         );
         Ok(Presented::Live(session))
     }
@@ -205,12 +249,17 @@ impl Sessions {
         Ok((state, cookies))
     }
 
-    /// Whether `state` is a session still in force (not expired, not revoked).
+    /// Whether `state` is a session still in force (not expired, not revoked, nor its provider
+    /// session or its user signed out by the provider).
     pub fn is_live(&self, state: &SessionState) -> bool {
         state
             .check_lifetimes(unix_now(), self.absolute_lifetime, self.idle_lifetime)
             .is_ok()
             && !self.revoked.is_revoked(&state.sid_hash())
+            && (self.revoked.is_empty()
+                || self
+                    .provider_revoked(&ProviderKeys::of(&state.identity), state.login_at, false)
+                    .is_none())
     }
 
     /// Ends a live session at the user's request: revokes it durably (and the provider
@@ -248,15 +297,114 @@ impl Sessions {
         self.events.failure(source);
     }
 
-    /// Whether the provider session `identity` came from was signed out here (its bearer
-    /// tokens are refused). No hashing while nothing is revoked.
-    pub fn provider_session_revoked(&self, identity: &Identity) -> bool {
-        match &identity.provider_sid {
-            Some(sid) if !self.revoked.is_empty() => self
-                .revoked
-                .is_revoked(&provider_sid_hash(&identity.issuer, sid)),
-            _ => false,
+    /// Why a credential of `identity` issued at `issued_at` (Unix seconds) is refused: its
+    /// provider session was signed out (here, or by the provider), or the provider signed its
+    /// user out after it was issued. `None` when neither; no hashing while nothing is revoked.
+    pub fn provider_session_revoked(
+        &self,
+        identity: &Identity,
+        issued_at: u64,
+    ) -> Option<&'static str> {
+        if self.revoked.is_empty() {
+            return None;
         }
+        self.provider_revoked(&ProviderKeys::of(identity), issued_at, true)
+    }
+
+    /// Ends, at the provider's word, every session that came from the provider session
+    /// `logout.sid`, or (no `sid`) every session of `logout.sub` that started at or before the
+    /// logout was issued. The revocation is durable (it survives a restart and, through the
+    /// shared revocation list, reaches other instances) before the sessions the index knows
+    /// are announced as `Ended` — their tunnels close, their NIC admissions are withdrawn.
+    pub async fn end_provider_session(
+        &self,
+        logout: &ProviderLogout,
+        source: EventSource,
+    ) -> Result<ProviderLogoutOutcome, ProxyError> {
+        let now = unix_now();
+        let internal = |e: RevocationError| ProxyError::Internal {
+            detail: e.to_string(),
+        };
+        let lifetime = self.absolute_lifetime.as_secs().saturating_add(60);
+        let (revoked, ended) = match (&logout.sid, &logout.sub) {
+            (Some(sid), _) => {
+                // A session (or bearer token) of that provider session may have started just
+                // now: the entry lasts as long as the longest session started now.
+                let key = provider_logout_hash(&logout.issuer, sid);
+                let revoked = self
+                    .revoked
+                    .revoke(&key, now.saturating_add(lifetime), now)
+                    .await
+                    .map_err(internal)?;
+                (revoked, self.index.take_provider_session(&key, now))
+            }
+            (None, Some(sub)) => {
+                // Sessions started by the logout's issue time, or by now if the provider's
+                // clock is ahead: later sessions are new sign-ins.
+                let before = logout.issued_at.min(now);
+                let key = subject_hash(&logout.issuer, sub);
+                let revoked = self
+                    .revoked
+                    .revoke_subject(&key, before, before.saturating_add(lifetime), now)
+                    .await
+                    .map_err(internal)?;
+                (revoked, self.index.take_subject(&key, before, now))
+            }
+            (None, None) => {
+                return Err(ProxyError::Internal {
+                    detail: "a provider logout names neither a session nor a user".into(),
+                });
+            }
+        };
+        let count = ended.len();
+        for (session, indexed) in ended {
+            tracing::info!(sub = ?indexed.identity.sub, sid = %session, "session ended by the provider (back-channel logout)");
+            self.events.publish(&SessionEvent {
+                change: SessionChange::Ended(EndReason::ProviderLogout),
+                identity: indexed.identity,
+                session,
+                source: source.clone(),
+                expires_at: indexed.expires_at,
+            });
+        }
+        Ok(ProviderLogoutOutcome {
+            revoked,
+            ended: count,
+        })
+    }
+
+    /// Why sessions (`bearer` false) or bearer tokens with these provider keys that started at
+    /// `started_at` are refused, if they are. A provider session signed out at sekisho ends
+    /// its bearer tokens only: the provider may keep that session and sign the user in again
+    /// with it, and a new session of it must not be refused into a login loop. One the
+    /// provider ended (back-channel logout) ends everything of it.
+    fn provider_revoked(
+        &self,
+        keys: &ProviderKeys,
+        started_at: u64,
+        bearer: bool,
+    ) -> Option<&'static str> {
+        let revoked = |key: &Option<String>| {
+            key.as_deref()
+                .is_some_and(|key| self.revoked.is_revoked(key))
+        };
+        if bearer && revoked(&keys.signed_out) {
+            return Some("the provider session (sid) of this token was signed out at sekisho");
+        }
+        if revoked(&keys.ended) {
+            return Some("the provider ended the provider session (sid) (back-channel logout)");
+        }
+        if self.revoked.subject_revoked(&keys.subject, started_at) {
+            return Some("the provider signed the user out after this began (back-channel logout)");
+        }
+        None
+    }
+
+    /// When a session ends at the latest (its absolute lifetime).
+    fn latest_end(&self, state: &SessionState) -> u64 {
+        state
+            .login_at
+            .saturating_add(self.absolute_lifetime.as_secs())
     }
 
     fn cookies(
@@ -272,14 +420,26 @@ impl Sessions {
     }
 
     fn publish(&self, change: SessionChange, state: &SessionState, source: EventSource) {
+        let identity = Arc::new(state.identity.clone());
+        let session = state.sid_hash();
+        let expires_at = self.latest_end(state);
+        match change {
+            SessionChange::Started | SessionChange::Refreshed => self.index.insert(
+                &session,
+                &ProviderKeys::of(&state.identity),
+                state.login_at,
+                expires_at,
+                unix_now(),
+                || identity.clone(),
+            ),
+            SessionChange::Ended(_) => self.index.remove(&session),
+        }
         self.events.publish(&SessionEvent {
             change,
-            identity: Arc::new(state.identity.clone()),
-            session: state.sid_hash(),
+            identity,
+            session,
             source,
-            expires_at: state
-                .login_at
-                .saturating_add(self.absolute_lifetime.as_secs()),
+            expires_at,
         });
     }
 

@@ -476,16 +476,27 @@ impl SessionSubscriber for NicGuard {
                 );
             }
             SessionChange::Ended(_) => {
-                let Some(sessions) = inner.holders.sessions.get_mut(&address) else {
-                    return;
-                };
-                if sessions.remove(&event.session).is_none() {
-                    return;
+                // Withdrawn wherever it is held: the session may have been used from several
+                // addresses, and the event may come from elsewhere (a provider's back-channel
+                // logout comes from the provider). Logouts are rare; the scan is cheap.
+                let held: Vec<IpAddr> = inner
+                    .holders
+                    .sessions
+                    .iter()
+                    .filter(|(_, sessions)| sessions.contains_key(&event.session))
+                    .map(|(address, _)| *address)
+                    .collect();
+                for address in held {
+                    if let Some(sessions) = inner.holders.sessions.get_mut(&address) {
+                        sessions.remove(&event.session);
+                        if sessions.is_empty() {
+                            inner.holders.sessions.remove(&address);
+                        }
+                    }
+                    self.journal(&inner, format_args!("e {address} {}", event.session));
+                    self.apply(&mut inner, address, now);
                 }
-                if sessions.is_empty() {
-                    inner.holders.sessions.remove(&address);
-                }
-                self.journal(&inner, format_args!("e {address} {}", event.session));
+                return;
             }
         }
         self.apply(&mut inner, address, now);
@@ -1282,7 +1293,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_ends_change_nothing_and_expired_sessions_are_forgotten() {
+    fn unknown_ends_change_nothing_ends_withdraw_everywhere_and_expired_sessions_are_forgotten() {
         let guard = guard();
         let now = unix_now();
         guard.session_event(&event(
@@ -1299,7 +1310,6 @@ mod tests {
         ));
         let logout = SessionChange::Ended(EndReason::Logout);
         guard.session_event(&event(logout, "never-started", "192.0.2.2", now + 3600));
-        guard.session_event(&event(logout, "new", "192.0.2.3", now + 3600));
         assert_eq!(
             guard.admitted_sources(),
             1,
@@ -1307,11 +1317,18 @@ mod tests {
         );
         // A v4-mapped client is the same address as its IPv4 form.
         guard.session_event(&event(
-            SessionChange::Ended(EndReason::Logout),
-            "new",
-            "::ffff:192.0.2.2",
+            SessionChange::Started,
+            "mapped",
+            "::ffff:192.0.2.4",
             now + 3600,
         ));
+        assert_eq!(guard.admitted_sources(), 2);
+        guard.session_event(&event(logout, "mapped", "192.0.2.4", now + 3600));
+        assert_eq!(guard.admitted_sources(), 1);
+        // An end reported from another address (a provider's back-channel logout comes from
+        // the provider) withdraws the session wherever it is held.
+        let ended_by_provider = SessionChange::Ended(EndReason::ProviderLogout);
+        guard.session_event(&event(ended_by_provider, "new", "203.0.113.9", now + 3600));
         assert_eq!(guard.admitted_sources(), 0);
     }
 

@@ -316,6 +316,11 @@ pub enum AuthActivity {
     SourceBanned,
     /// A source's ban ended.
     SourceUnbanned,
+    /// A provider's back-channel logout token received (accepted, or refused with the check
+    /// that failed).
+    BackchannelLogout,
+    /// The built-in provider's back-channel logout to a client (delivered or given up).
+    BackchannelLogoutSent,
 }
 
 impl AuthActivity {
@@ -327,6 +332,7 @@ impl AuthActivity {
             AuthActivity::CredentialRejected => (99, "Credential Rejected"),
             AuthActivity::SourceBanned => (99, "Source Banned"),
             AuthActivity::SourceUnbanned => (99, "Source Unbanned"),
+            AuthActivity::BackchannelLogout | AuthActivity::BackchannelLogoutSent => (2, "Logoff"),
         }
     }
 
@@ -339,6 +345,8 @@ impl AuthActivity {
             AuthActivity::CredentialRejected => "credential_rejected",
             AuthActivity::SourceBanned => "source_banned",
             AuthActivity::SourceUnbanned => "source_unbanned",
+            AuthActivity::BackchannelLogout => "backchannel_logout",
+            AuthActivity::BackchannelLogoutSent => "backchannel_logout_sent",
         }
     }
 }

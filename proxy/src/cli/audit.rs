@@ -55,7 +55,8 @@ pub(super) struct AuditQuery {
     #[arg(long)]
     user: Option<String>,
     /// allow, deny, login, unauthenticated, error; or logout, refresh, credential_rejected,
-    /// source_banned, source_unbanned, nic_drop, upstream_bypass.
+    /// source_banned, source_unbanned, backchannel_logout, backchannel_logout_sent, nic_drop,
+    /// upstream_bypass.
     #[arg(long)]
     decision: Option<String>,
     /// Route id.

@@ -1,6 +1,7 @@
 //! The credential a request presents: `Authorization: Bearer` (a JWT access token of the
-//! provider, never an ID token; its provider session not signed out here) or the session
-//! cookie (through the session layer). A rejected credential is counted and recorded.
+//! provider, never an ID token; its provider session not signed out, here or by the provider's
+//! back-channel logout, nor its user signed out by the provider since it was issued) or the
+//! session cookie (through the session layer). A rejected credential is counted and recorded.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -71,21 +72,18 @@ impl Gate {
     }
 
     /// A bearer token: verified as an access token of the provider, refused when its provider
-    /// session was signed out here.
+    /// session was signed out (here, or at the provider: back-channel logout) or its user was
+    /// signed out by the provider after it was issued.
     async fn bearer(&self, token: &str, facts: &Facts) -> Result<Authenticated, ProxyError> {
-        let verified = self
-            .oidc
-            .verify_bearer(token)
-            .await
-            .and_then(|(identity, expires_at)| {
-                if self.sessions.provider_session_revoked(&identity) {
-                    Err(OidcError::Rejected(
-                        "the provider session (sid) of this token was signed out at sekisho".into(),
-                    ))
-                } else {
-                    Ok((identity, expires_at))
-                }
-            });
+        let verified = self.oidc.verify_bearer(token).await.and_then(|verified| {
+            match self
+                .sessions
+                .provider_session_revoked(&verified.identity, verified.issued_at)
+            {
+                Some(why) => Err(OidcError::Rejected(why.to_owned())),
+                None => Ok((verified.identity, verified.expires_at)),
+            }
+        });
         match verified {
             Ok((identity, expires_at)) => {
                 self.sessions

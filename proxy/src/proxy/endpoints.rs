@@ -1,5 +1,7 @@
 //! sekisho's own endpoints on every route host, `/.sekisho/…`: the login callback
-//! (`login.rs`), the explicit login, the logout (`logout.rs`) and the signed-out page. (The
+//! (`login.rs`), the explicit login, the logout (`logout.rs`), the signed-out page, the
+//! command-line sign-in (`cli_login.rs`) and the provider's back-channel logout
+//! (`backchannel.rs`). (The
 //! assertion keys at `/.well-known/sekisho/jwks.json` and forward-auth at `/.sekisho/auth` are
 //! dispatched by `process` itself.)
 
@@ -38,8 +40,9 @@ impl Proxy {
             .await
     }
 
-    /// `/.sekisho/…`: login callback, explicit login, logout, the signed-out page (on route
-    /// hosts and on the admin listener).
+    /// `/.sekisho/…`: login callback, explicit login, logout, the signed-out page, the
+    /// command-line sign-in, the back-channel logout (on route hosts and on the admin
+    /// listener).
     pub(super) async fn own_endpoint<B>(
         &self,
         request: Request<B>,
@@ -79,6 +82,9 @@ impl Proxy {
             }
             super::cli_login::CLI_TOKEN_PATH => self.cli_token(request, target, facts).await,
             super::cli_login::CLI_LOGOUT_PATH => self.cli_logout(request, target, facts).await,
+            super::backchannel::BACKCHANNEL_LOGOUT_PATH => {
+                self.backchannel_logout(request, facts).await
+            }
             _ => Err(ProxyError::NoRoute),
         }
     }

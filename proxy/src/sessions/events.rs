@@ -63,6 +63,9 @@ pub enum EndReason {
     Logout,
     /// The provider refused to refresh it.
     RefreshRefused,
+    /// The provider ended the provider session it came from, or signed its user out
+    /// (back-channel logout).
+    ProviderLogout,
 }
 
 /// What happened to the session.
@@ -102,6 +105,11 @@ impl SessionEvent {
                 AuthActivity::Refresh,
                 false,
                 Some("the provider refused the refresh; session ended".to_owned()),
+            ),
+            SessionChange::Ended(EndReason::ProviderLogout) => (
+                AuthActivity::Logout,
+                true,
+                Some("ended by the provider's back-channel logout".to_owned()),
             ),
         };
         self.source.auth(
@@ -263,6 +271,11 @@ mod tests {
                 SessionChange::Ended(EndReason::RefreshRefused),
                 AuthActivity::Refresh,
                 false,
+            ),
+            (
+                SessionChange::Ended(EndReason::ProviderLogout),
+                AuthActivity::Logout,
+                true,
             ),
         ];
         for (change, activity, success) in cases {
