@@ -156,14 +156,16 @@ impl App {
             NicStatus::Off | NicStatus::Failed(_) => None,
         };
         let idp = match &config.identity_provider {
-            Some(idp) => Some(Arc::new(IdentityProvider::new(
-                idp,
-                records::provider_events(
-                    audit.clone(),
-                    idp.issuer.as_str().trim_end_matches('/'),
-                    nic_guard.clone(),
-                ),
-            )?)),
+            Some(idp) => {
+                let issuer = idp.issuer.as_str().trim_end_matches('/');
+                Some(Arc::new(
+                    IdentityProvider::new(
+                        idp,
+                        records::provider_events(audit.clone(), issuer, nic_guard.clone()),
+                    )?
+                    .with_delivery_events(records::provider_deliveries(audit.clone(), issuer)),
+                ))
+            }
             None => None,
         };
         let self_provided = idp

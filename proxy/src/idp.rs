@@ -6,8 +6,10 @@
 //!
 //! Request handling is split by endpoint: [`oauth`] (authorize, token, userinfo, end-session,
 //! discovery) and [`login`] (the sign-in form and its second step). Keys, grants and failure
-//! counts live in [`keys`], [`store`] and [`limits`].
+//! counts live in [`keys`], [`store`] and [`limits`]; [`backchannel`] tells clients that a
+//! sign-in ended (Back-Channel Logout 1.0).
 
+mod backchannel;
 mod keys;
 mod limits;
 mod login;
@@ -37,6 +39,7 @@ use crate::seal::constant_time_eq;
 use crate::seal::{Purpose, Sealer};
 use crate::session::{request_cookies, unix_now};
 
+pub use backchannel::{Delivery, DeliveryOutcome, log_delivery};
 pub use keys::{
     KeyError, add_key, create_dir as create_private_dir, write_private as write_private_file,
 };
@@ -60,6 +63,9 @@ pub enum IdpError {
     /// The dummy password hash could not be made.
     #[error("identity provider: {0}")]
     Password(#[from] PasswordError),
+    /// The HTTP client for back-channel logouts could not be built.
+    #[error("identity provider: HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
     /// The cookie key could not be read, made or used.
     #[error("identity provider cookie key {path}: {reason}")]
     CookieKey {
@@ -200,6 +206,10 @@ pub struct IdentityProvider {
     passwords: password::Passwords,
     sealer: Sealer,
     on_event: Arc<dyn Fn(IdpEvent) + Send + Sync>,
+    /// Where back-channel logout outcomes go.
+    on_delivery: Arc<dyn Fn(Delivery) + Send + Sync>,
+    /// Posts back-channel logouts (no redirects followed).
+    http: reqwest::Client,
     session_cookie: String,
     browser_cookie: String,
 }
@@ -323,6 +333,12 @@ impl IdentityProvider {
             Scheme::Http
         };
         let prefix = config.issuer.path().trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            // A client's back-channel URI is registered exactly; never follow it elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(backchannel::ATTEMPT_TIMEOUT)
+            .build()
+            .map_err(IdpError::Http)?;
         let secure = scheme == Scheme::Https;
         let base = match (secure, prefix.is_empty()) {
             (true, true) => "__Host-sekisho_idp",
@@ -351,9 +367,21 @@ impl IdentityProvider {
             passwords: password::Passwords::new()?,
             sealer,
             on_event,
+            on_delivery: backchannel::default_sink(),
+            http,
             session_cookie: base.to_owned(),
             browser_cookie: format!("{base}_browser"),
         })
+    }
+
+    /// Reports each back-channel logout delivery (delivered or given up) to `on_delivery`
+    /// instead of only logging it.
+    pub fn with_delivery_events(
+        mut self,
+        on_delivery: Arc<dyn Fn(Delivery) + Send + Sync>,
+    ) -> Self {
+        self.on_delivery = on_delivery;
+        self
     }
 
     /// The issuer URL (no trailing `/`).

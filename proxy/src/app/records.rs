@@ -1,11 +1,11 @@
-//! The service's own audit records: the start record's message and the built-in provider's
-//! sign-in attempts as Authentication records.
+//! The service's own audit records: the start record's message, and the built-in provider's
+//! sign-in attempts and back-channel logout deliveries as Authentication records.
 
 use std::sync::Arc;
 
 use super::Addresses;
 use crate::audit::{AuditLog, AuthActivity, AuthEvent, Event};
-use crate::idp::{IdpEvent, IdpOutcome, log_event};
+use crate::idp::{Delivery, IdpEvent, IdpOutcome, log_delivery, log_event};
 use crate::session::Identity;
 
 /// The start record's message: the addresses sekisho listens on, as URLs.
@@ -40,6 +40,55 @@ pub(super) fn provider_events(
         }
         log_event(event);
     })
+}
+
+/// The built-in provider's back-channel logout outcomes: each delivery (or delivery given up)
+/// becomes an Authentication record of `audit` (`backchannel_logout_sent`) and a log line.
+pub(super) fn provider_deliveries(
+    audit: Arc<AuditLog>,
+    issuer: &str,
+) -> Arc<dyn Fn(Delivery) + Send + Sync> {
+    let issuer = issuer.to_owned();
+    Arc::new(move |delivery: Delivery| {
+        if let Err(e) = audit.record(delivery_record(&delivery, &issuer)) {
+            tracing::error!(error = %e, "audit record of a back-channel logout not kept");
+        }
+        log_delivery(&delivery);
+    })
+}
+
+/// The Authentication record of one back-channel logout delivery.
+fn delivery_record(delivery: &Delivery, issuer: &str) -> Event {
+    let identity = delivery.username.clone().map(|sub| {
+        Arc::new(Identity {
+            sub,
+            email: None,
+            name: None,
+            groups: Vec::new(),
+            issuer: issuer.to_owned(),
+            email_verified: None,
+            claims: serde_json::Map::new(),
+            provider_sid: None,
+        })
+    });
+    let time = i64::try_from(delivery.time)
+        .ok()
+        .and_then(|t| jiff::Timestamp::from_second(t).ok())
+        .unwrap_or_else(jiff::Timestamp::now);
+    Event::Auth(Box::new(AuthEvent {
+        time,
+        activity: AuthActivity::BackchannelLogoutSent,
+        success: delivery.delivered(),
+        detail: Some(delivery.describe()),
+        request_id: None,
+        identity,
+        session: None,
+        provider: Some(issuer.to_owned()),
+        client_ip: None,
+        peer: None,
+        user_agent: None,
+        host: None,
+    }))
 }
 
 /// The Authentication record of one of the built-in provider's events.

@@ -1,6 +1,7 @@
 //! The protocol endpoints: discovery, JWKS, authorization (code flow, PKCE S256 required, exact
 //! redirect URIs), token (authorization_code and refresh_token, client_secret_basic or
-//! client_secret_post), userinfo and RP-initiated logout. Every refusal is an RFC 6749 / OpenID
+//! client_secret_post), userinfo and RP-initiated logout (which starts the back-channel logout
+//! of the ended sign-in, `backchannel.rs`). Every refusal is an RFC 6749 / OpenID
 //! Connect error: a page when the client or redirect URI cannot be trusted, a redirect with
 //! `error` once they can, JSON at the token endpoint.
 
@@ -75,6 +76,8 @@ impl IdentityProvider {
             "userinfo_endpoint": self.url("/userinfo"),
             "jwks_uri": self.url("/jwks"),
             "end_session_endpoint": self.url("/end-session"),
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
             "scopes_supported": SCOPES,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
@@ -783,7 +786,8 @@ impl IdentityProvider {
                 .saturating_add(directory.session_lifetime.as_secs());
             if let Some(sid) = &hint.sid {
                 // The hinted sign-in's refresh tokens end even if this browser lost its cookie.
-                self.store.revoke_sid(sid, until, call.now);
+                let ended = self.store.revoke_sid(sid, until, call.now);
+                self.notify_logout(ended, call.now);
             }
             if current.as_ref().is_none_or(|c| c.username == hint.sub) {
                 return self.signed_out(
@@ -862,8 +866,10 @@ impl IdentityProvider {
     ) -> Response<ProxyBody> {
         let mut cookies = Vec::new();
         if let Some(sign_in) = current {
-            self.store.revoke_sid(&sign_in.sid, sign_in.expires_at, now);
+            let ended = self.store.revoke_sid(&sign_in.sid, sign_in.expires_at, now);
             tracing::info!(username = ?sign_in.username, "identity provider: signed out");
+            // The clients that received tokens of this sign-in are told in the background.
+            self.notify_logout(ended, now);
         }
         cookies.extend(self.set_cookie(&self.session_cookie, "", Some(0)));
         match post_logout.and_then(|uri| url::Url::parse(uri).ok()) {

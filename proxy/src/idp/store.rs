@@ -89,6 +89,17 @@ pub struct RefreshGrant {
     pub sign_in: SignIn,
 }
 
+/// A sign-in that [`Store::revoke_sid`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSignIn {
+    /// Its `sid`.
+    pub sid: String,
+    /// Its user, when a live refresh token named it.
+    pub username: Option<String>,
+    /// The clients that held live refresh tokens of it, each once.
+    pub clients: Vec<String>,
+}
+
 /// Why a code or refresh token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -353,27 +364,42 @@ impl Store {
 
     /// Ends a sign-in until `until`, raised to the end of its live refresh tokens: its cookie
     /// and refresh tokens are refused from now on. A sign-in already ended, or over by `now`,
-    /// writes nothing.
-    pub fn revoke_sid(&self, sid: &str, until: u64, now: u64) {
+    /// writes nothing and returns `None`; otherwise the sign-in's user and the clients that
+    /// held its live refresh tokens (every token response issues one, so these are the clients
+    /// that received tokens during it and whose grant was not revoked before), for the
+    /// back-channel logout.
+    pub fn revoke_sid(&self, sid: &str, until: u64, now: u64) -> Option<EndedSignIn> {
         let mut refresh = lock(&self.refresh);
         if refresh.revoked_sids.contains_key(sid) {
-            return;
+            return None;
         }
-        let until = refresh
+        let grants: Vec<&RefreshGrant> = refresh
             .live
             .values()
             .filter(|g| g.sign_in.sid == sid)
+            .collect();
+        let until = grants
+            .iter()
             .map(|g| g.sign_in.expires_at)
             .fold(until, u64::max);
         if until <= now {
-            return;
+            return None;
         }
+        let mut clients: Vec<String> = grants.iter().map(|g| g.client_id.clone()).collect();
+        clients.sort_unstable();
+        clients.dedup();
+        let ended = EndedSignIn {
+            sid: sid.to_owned(),
+            username: grants.first().map(|g| g.sign_in.username.clone()),
+            clients,
+        };
         let line = Line::RevokeSid {
             sid: sid.to_owned(),
             until,
         };
         self.persist(&refresh, &line);
         refresh.apply(line);
+        Some(ended)
     }
 
     /// Whether a sign-in was ended.
@@ -706,7 +732,24 @@ mod tests {
         let now = 1_000_000;
         let store = Store::open(&path, now).unwrap_or_else(|e| panic!("{e}"));
         store.issue_refresh("rt", grant(now));
-        store.revoke_sid("sid-1", now + 60, now);
+        store.issue_refresh("rt-b", grant(now));
+        store.issue_refresh(
+            "rt-other",
+            RefreshGrant {
+                client_id: "d".into(),
+                ..grant(now)
+            },
+        );
+        assert_eq!(
+            store.revoke_sid("sid-1", now + 60, now),
+            Some(EndedSignIn {
+                sid: "sid-1".into(),
+                username: Some("alice".into()),
+                clients: vec!["c".into(), "d".into()],
+            }),
+            "the clients that hold its tokens, each once, for the back-channel logout"
+        );
+        assert_eq!(store.revoke_sid("sid-1", now + 60, now), None, "once");
         assert!(store.sid_revoked("sid-1"));
         assert_eq!(store.use_refresh("rt", "c", now), Err(Refusal::Invalid));
         flush(&store).await;
@@ -726,13 +769,20 @@ mod tests {
         let path = temp_path();
         let now = 1_000_000;
         let store = Store::open(&path, now).unwrap_or_else(|e| panic!("{e}"));
-        store.revoke_sid("sid-1", now + 3600, now);
+        assert_eq!(
+            store.revoke_sid("sid-1", now + 3600, now),
+            Some(EndedSignIn {
+                sid: "sid-1".into(),
+                username: None,
+                clients: Vec::new(),
+            })
+        );
         flush(&store).await;
         let once = lines(&path);
         assert_eq!(once.len(), 1);
         for i in 0..200 {
-            store.revoke_sid("sid-1", now + 3600 + i, now + i);
-            store.revoke_sid("sid-old", now - 1, now);
+            assert_eq!(store.revoke_sid("sid-1", now + 3600 + i, now + i), None);
+            assert_eq!(store.revoke_sid("sid-old", now - 1, now), None);
             store.revoke_family("no-such-family");
         }
         flush(&store).await;
@@ -751,9 +801,9 @@ mod tests {
             Store::open_compacting_after(&path, now, 50, later).unwrap_or_else(|e| panic!("{e}"));
         // Sign-ins ended long ago (they expire within the second) and one still running.
         for i in 0..400u64 {
-            store.revoke_sid(&format!("old-{i}"), now + 1, now);
+            let _ = store.revoke_sid(&format!("old-{i}"), now + 1, now);
         }
-        store.revoke_sid("current", now + 3600, now);
+        let _ = store.revoke_sid("current", now + 3600, now);
         // A token rotated many times: one live, the rest remembered as used.
         for i in 0..30 {
             store.issue_refresh(&format!("rt{i}"), grant(now));
