@@ -6,9 +6,9 @@
 //! The checks, in order: three base64url parts (a JWE is refused), an allowed asymmetric
 //! algorithm (never `none`, never HMAC: the allowed list has none), no `crit` header, a key of
 //! the provider's JWKS matching `kid` and the algorithm, the signature, `typ` (when present)
-//! `logout+jwt`; then the claims: `iss`, `aud`, `iat` (not in the future beyond the clock
-//! skew), `exp` (required, not passed), `nbf` (when present), `jti`, no `nonce` (an ID token
-//! is not a logout token), the back-channel logout event, and `sid` and/or `sub`.
+//! `logout+jwt`; then the claims: `iss`, `aud`, no `nonce` (an ID token is not a logout
+//! token), `iat` (not in the future beyond the clock skew), `exp` (required, not passed), `nbf`
+//! (when present), `jti`, the back-channel logout event, and `sid` and/or `sub`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -234,6 +234,10 @@ fn check_claims(
     if !audience_ok {
         return Err(E::WrongAudience);
     }
+    // Before the other claims, so that an ID token posted here is named as such.
+    if claims.contains_key("nonce") {
+        return Err(E::Nonce);
+    }
     let latest = expected.now.saturating_add(expected.skew);
     let issued_at = claims
         .get("iat")
@@ -264,9 +268,6 @@ fn check_claims(
         Some(Value::String(jti)) if !jti.is_empty() => jti.clone(),
         _ => return Err(E::MissingJti),
     };
-    if claims.contains_key("nonce") {
-        return Err(E::Nonce);
-    }
     match claims.get("events") {
         Some(Value::Object(events)) => match events.get(BACKCHANNEL_EVENT) {
             Some(Value::Object(_)) => {}
