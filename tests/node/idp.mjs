@@ -500,6 +500,19 @@ async function mintToken(instance, query) {
   return { token: await jwt.sign(signer.key), kid: signer.kid, exp };
 }
 
+// Signs arbitrary claims with the current key of `alg` (back-channel logout tokens made by
+// hand): `header` is merged over {alg, kid, typ: 'logout+jwt'}; the claims are taken as given
+// (nothing added: no iat, no exp unless the test sets them).
+async function signClaims(body) {
+  const { alg = 'ES256', header = {}, claims = {} } = body;
+  const signer = signingKeys[alg];
+  if (!signer) throw Object.assign(new Error(`unsupported alg ${alg} (use one of ${ALGS.join(', ')})`), { status: 400 });
+  const token = await new SignJWT(claims)
+    .setProtectedHeader({ typ: 'logout+jwt', kid: signer.kid, ...header, alg })
+    .sign(signer.key);
+  return { token, kid: signer.kid };
+}
+
 async function handleTest(req, res, instance, path, query) {
   const body = await readBody(req);
   if (path === '/test/clients' && req.method === 'POST') {
@@ -551,6 +564,13 @@ async function handleTest(req, res, instance, path, query) {
   }
   if (path === '/test/stats' && (req.method === 'POST' || req.method === 'GET')) {
     return sendJson(res, 200, { token_requests: tokenRequests });
+  }
+  if (path === '/test/sign' && req.method === 'POST') {
+    try {
+      return sendJson(res, 200, await signClaims(JSON.parse(body || '{}')));
+    } catch (err) {
+      return sendJson(res, err.status || 400, { error: err.message });
+    }
   }
   if (path === '/test/token' && (req.method === 'POST' || req.method === 'GET')) {
     try {

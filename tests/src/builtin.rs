@@ -48,6 +48,11 @@ pub struct Options {
     pub login_limits: String,
     /// `server.trusted_proxies` (to let tests choose the source address with X-Forwarded-For).
     pub trusted_proxies: Vec<String>,
+    /// More YAML lines for the `sekisho` client (indented by six spaces; `{origin}` is
+    /// replaced by the proxy's origin), e.g. a `backchannel_logout_uri`.
+    pub sekisho_client_yaml: String,
+    /// More YAML lines for the test relying party's client, like `sekisho_client_yaml`.
+    pub rp_client_yaml: String,
 }
 
 impl Default for Options {
@@ -56,6 +61,8 @@ impl Default for Options {
             token_lifetime: "10m".into(),
             login_limits: "{}".into(),
             trusted_proxies: Vec::new(),
+            sekisho_client_yaml: String::new(),
+            rp_client_yaml: String::new(),
         }
     }
 }
@@ -269,11 +276,11 @@ server:
       client_secret: {{file: client-secret}}
       redirect_uris: [{origin}/.sekisho/callback]
       post_logout_redirect_uris: [{origin}/.sekisho/signed-out]
-    - client_id: {RP_ID}
+{sekisho_client}    - client_id: {RP_ID}
       client_secret: {RP_SECRET}
       redirect_uris: [{RP_REDIRECT}]
       post_logout_redirect_uris: [{RP_LOGOUT}]
-    - client_id: {HASHED_RP_ID}
+{rp_client}    - client_id: {HASHED_RP_ID}
       client_secret_hash: {{file: rp.hash}}
       redirect_uris: [{RP_REDIRECT}]
 oidc:
@@ -292,6 +299,8 @@ routes:
 ",
         token_lifetime = options.token_lifetime,
         limits = options.login_limits,
+        sekisho_client = options.sekisho_client_yaml.replace("{origin}", &origin),
+        rp_client = options.rp_client_yaml.replace("{origin}", &origin),
     )
 }
 
@@ -420,6 +429,42 @@ impl Agent {
             body,
             retry_after,
         }
+    }
+
+    /// Signs in to the proxy (`{origin}/hello`) through the built-in provider's form, following
+    /// every hop by hand: the agent then holds the proxy's session cookie and the provider's
+    /// sign-in cookie.
+    pub async fn proxy_login(&self, stack: &Stack, user: &str, password: &str) {
+        let start = format!("{}/hello", stack.origin);
+        let first = self.browse(&start).await;
+        assert_eq!(first.status(), 302);
+        let authorize = location(&first, &start);
+        assert!(
+            authorize.starts_with(&format!("{}/authorize", stack.issuer)),
+            "{authorize}"
+        );
+        let (action, interaction) = self.open_sign_in(&authorize).await;
+        let posted = self
+            .post_form(
+                &action,
+                &[
+                    ("interaction", &interaction),
+                    ("username", user),
+                    ("password", password),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(posted.status, 303, "{}", posted.body);
+        let callback = posted.location.expect("a redirect to the callback");
+        let done = self.browse(&callback).await;
+        assert_eq!(
+            done.status(),
+            302,
+            "callback: {}",
+            done.text().await.unwrap_or_default()
+        );
+        assert_eq!(location(&done, &callback), start);
     }
 
     /// Signs in at the provider for the test relying party and returns the code it was

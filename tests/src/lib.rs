@@ -342,6 +342,20 @@ impl Idp {
         proxy_origins: &[String],
         alg: &str,
     ) {
+        self.register_client_with(client_id, secret, proxy_origins, alg, json!({}))
+            .await;
+    }
+
+    /// Like [`Idp::register_client`], with more client metadata (`extra`, a JSON object, e.g.
+    /// `backchannel_logout_uri`) merged in.
+    pub async fn register_client_with(
+        &self,
+        client_id: &str,
+        secret: &str,
+        proxy_origins: &[String],
+        alg: &str,
+        extra: Value,
+    ) {
         let redirect_uris: Vec<String> = proxy_origins
             .iter()
             .map(|o| format!("{o}/.sekisho/callback"))
@@ -350,7 +364,7 @@ impl Idp {
             .iter()
             .map(|o| format!("{o}/.sekisho/signed-out"))
             .collect();
-        let body = json!({
+        let mut body = json!({
             "client_id": client_id,
             "client_secret": secret,
             "redirect_uris": redirect_uris,
@@ -358,6 +372,9 @@ impl Idp {
             "id_token_signed_response_alg": alg,
             "token_endpoint_auth_method": "client_secret_basic",
         });
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
         let response = self
             .http
             .post(format!("{}/test/clients", self.issuer))
@@ -383,6 +400,23 @@ impl Idp {
             .await
             .expect("minting token");
         let body: Value = response.json().await.expect("token JSON");
+        body["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {body}"))
+            .to_owned()
+    }
+
+    /// A JWT of exactly `claims`, signed with the IdP's current `alg` key, with the header
+    /// `{typ: "logout+jwt", kid}` and `header` merged over it (`/test/sign`).
+    pub async fn sign(&self, alg: &str, header: Value, claims: Value) -> String {
+        let response = self
+            .http
+            .post(format!("{}/test/sign", self.issuer))
+            .json(&json!({ "alg": alg, "header": header, "claims": claims }))
+            .send()
+            .await
+            .expect("signing claims");
+        let body: Value = response.json().await.expect("sign JSON");
         body["token"]
             .as_str()
             .unwrap_or_else(|| panic!("no token in {body}"))
@@ -709,6 +743,19 @@ impl Proxy {
         self.state_dir().join("audit")
     }
 
+    /// The session in `agent`'s plain-HTTP cookie (`_sekisho`), opened with this instance's key.
+    pub fn session_of(&self, agent: &Agent) -> sekisho::session::SessionState {
+        let sealer = sekisho::seal::Sealer::new([self.cookie_key.as_slice()]).expect("sealer");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_str(&agent.cookie_header()).expect("cookie header"),
+        );
+        sekisho::session::CookieCodec::new("_sekisho", false)
+            .read(&sealer, &headers)
+            .expect("a session cookie")
+    }
+
     /// Kills the proxy with SIGKILL (a crash), leaving its files as they are.
     pub async fn kill(&mut self) {
         self.process.stop().await;
@@ -1008,6 +1055,17 @@ pub fn location(response: &reqwest::Response, base: &str) -> String {
         .join(raw)
         .expect("Location URL")
         .to_string()
+}
+
+/// The claims of a JWT, unverified (tests that need its signature verify it themselves).
+pub fn jwt_claims(jwt: &str) -> Value {
+    let body = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .expect("base64url"),
+    )
+    .expect("JSON")
 }
 
 /// Waits for `condition` to hold, polling, up to [`DEADLINE`].

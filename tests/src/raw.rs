@@ -187,3 +187,37 @@ fn dechunk(mut bytes: &[u8]) -> (Vec<u8>, &[u8]) {
         bytes = &bytes[size + 2..];
     }
 }
+
+/// Sends `CONNECT authority` (HTTP/1.1) with `headers` (each line ending in CRLF) to the
+/// proxy: the status, the response head, and the stream (positioned after the head).
+pub async fn connect_tunnel(
+    proxy: SocketAddr,
+    authority: &str,
+    headers: &str,
+) -> (u16, String, TcpStream) {
+    let mut stream = TcpStream::connect(proxy)
+        .await
+        .expect("connecting to the proxy");
+    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{headers}\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("sending the CONNECT");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.expect("reading the answer");
+        assert_eq!(
+            n, 1,
+            "the proxy closed before the end of the head: {head:?}"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).expect("a text head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, head, stream)
+}

@@ -74,51 +74,12 @@ async fn verify_id_token(stack: &Stack, token: &str) -> Value {
         .claims
 }
 
-fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
-
 fn query_param(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url)
         .unwrap()
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
-}
-
-/// Signs a browser-like agent in to the proxy through the built-in provider's form.
-async fn proxy_login(agent: &Agent, stack: &Stack, user: &str, password: &str) {
-    let start = format!("{}/hello", stack.origin);
-    let first = agent.browse(&start).await;
-    assert_eq!(first.status(), 302);
-    let authorize = location(&first, &start);
-    assert!(
-        authorize.starts_with(&format!("{}/authorize", stack.issuer)),
-        "{authorize}"
-    );
-    let (action, interaction) = agent.open_sign_in(&authorize).await;
-    let posted = agent
-        .post_form(
-            &action,
-            &[
-                ("interaction", &interaction),
-                ("username", user),
-                ("password", password),
-            ],
-            None,
-        )
-        .await;
-    assert_eq!(posted.status, 303, "{}", posted.body);
-    let callback = posted.location.unwrap();
-    let done = agent.browse(&callback).await;
-    assert_eq!(
-        done.status(),
-        302,
-        "callback: {}",
-        done.text().await.unwrap_or_default()
-    );
-    assert_eq!(location(&done, &callback), start);
 }
 
 async fn echoed(agent: &Agent, url: &str) -> (u16, Option<Echoed>) {
@@ -594,7 +555,7 @@ async fn totp_is_asked_after_the_password_and_a_code_works_once() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(
-        claims_of(body["id_token"].as_str().unwrap())["amr"],
+        sekisho_tests::jwt_claims(body["id_token"].as_str().unwrap())["amr"],
         json!(["pwd", "otp", "mfa"])
     );
     // The same code in a new sign-in (another browser) is refused: no reuse.
@@ -880,7 +841,7 @@ async fn sessions_and_keys_survive_a_restart_and_rotation_keeps_old_tokens_valid
     })
     .await;
     let agent = Agent::new();
-    proxy_login(&agent, &stack, "alice", ALICE_PASSWORD).await;
+    agent.proxy_login(&stack, "alice", ALICE_PASSWORD).await;
     let app = format!("{}/hello", stack.origin);
     let (status, echoed_before) = echoed(&agent, &app).await;
     assert_eq!(status, 200);

@@ -16,23 +16,15 @@
     reason = "tests panic with context"
 )]
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sekisho::seal::Sealer;
-use sekisho::session::{CookieCodec, SessionState};
 use sekisho_tests::echo::Echoed;
+// The claims of a JWT, unverified (the assertion's signature is checked by other suites).
+use sekisho_tests::jwt_claims as claims_of;
 use sekisho_tests::{
     Agent, Idp, IdpOptions, Proxy, audit_records, location, session_cookies_set, stack,
 };
 use serde_json::Value;
 
 const SESSION: &str = "_sekisho";
-
-/// The claims of a JWT, unverified (the assertion's signature is checked by other suites).
-fn claims_of(jwt: &str) -> Value {
-    let body = jwt.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).expect("base64url")).expect("JSON")
-}
 
 /// Signs in `user` and returns the agent and the page it landed on.
 async fn signed_in(idp: &Idp, proxy: &Proxy, user: &str) -> (Agent, String) {
@@ -53,19 +45,6 @@ async fn upstream_view(agent: &Agent, url: &str) -> Echoed {
     let response = agent.api(url).await;
     assert_eq!(response.status(), 200, "{url}");
     Echoed(response.json().await.expect("echo JSON"))
-}
-
-/// The session in the agent's cookie, opened with the proxy's key.
-fn session_of(proxy: &Proxy, agent: &Agent) -> SessionState {
-    let sealer = Sealer::new([proxy.cookie_key.as_slice()]).expect("sealer");
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::COOKIE,
-        http::HeaderValue::from_str(&agent.cookie_header()).expect("cookie header"),
-    );
-    CookieCodec::new(SESSION, false)
-        .read(&sealer, &headers)
-        .expect("a session cookie")
 }
 
 #[tokio::test]
@@ -137,7 +116,7 @@ async fn id_tokens_are_no_bearer_credentials_and_a_signed_out_provider_session_e
         .unwrap();
     assert!(registered.status().is_success());
     let (agent, landed) = signed_in(&idp, &proxy, "alice").await;
-    let session = session_of(&proxy, &agent);
+    let session = proxy.session_of(&agent);
     let id_token = session
         .id_token
         .clone()

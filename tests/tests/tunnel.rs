@@ -10,40 +10,15 @@
     reason = "tests panic with context"
 )]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use sekisho_tests::raw::connect_tunnel as connect;
 use sekisho_tests::{Agent, audit_records, eventually, stack};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// How long a signed-out session's tunnel may stay open (the bound is 10 s).
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
-
-/// Sends `CONNECT authority` with `headers` to the proxy; the status, the response head, and
-/// the stream (positioned after the head).
-async fn connect(proxy: SocketAddr, authority: &str, headers: &str) -> (u16, String, TcpStream) {
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{headers}\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).await.unwrap();
-        assert_eq!(
-            n, 1,
-            "the proxy closed before the end of the head: {head:?}"
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    (status, head, stream)
-}
 
 #[tokio::test]
 async fn tunnels_are_admitted_relayed_refused_and_closed_with_their_session() {
