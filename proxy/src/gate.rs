@@ -49,6 +49,10 @@ pub enum Authenticated {
         values: IdentityValues,
         /// [`crate::session::sid_hash`] of the token.
         token_hash: String,
+        /// The token's `iat` (Unix seconds).
+        issued_at: u64,
+        /// The token's `exp` (Unix seconds).
+        expires_at: u64,
     },
 }
 

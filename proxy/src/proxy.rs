@@ -245,13 +245,19 @@ impl Proxy {
         self
     }
 
-    /// Closes the tunnels whose session stopped being live or whose token expired; the app
-    /// calls it every `server.timeouts.tunnel_session_check`.
+    /// Closes the tunnels whose session stopped being live or whose token expired or was
+    /// revoked; the app calls it every `server.timeouts.tunnel_session_check`.
     pub fn sweep_tunnels(&self) {
         let sessions = self.gate.sessions();
-        self.tunnels.sweep(crate::session::unix_now(), |open| {
-            sessions.is_live(&open.state)
-        });
+        self.tunnels.sweep(
+            crate::session::unix_now(),
+            |open| sessions.is_live(&open.state),
+            |identity, issued_at| {
+                sessions
+                    .provider_session_revoked(identity, issued_at)
+                    .is_none()
+            },
+        );
     }
 
     /// Attributes each request's connections to their containers with `attribution`.

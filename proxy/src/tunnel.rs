@@ -1,13 +1,14 @@
 //! TCP tunnels: a client's HTTP CONNECT to a tunnel route (`from: tcp+https://HOST:PORT`),
 //! admitted by the gate like any request, becomes a byte relay to the route's `tcp://` upstream.
 //! This module keeps the open tunnels, closes them when what admitted them ends — the session
-//! (logout, revocation, expiry, refused refresh) or the bearer token (its `exp`) — and relays
-//! the bytes with the idle and absolute limits. The door itself is `proxy/tunnel_door.rs`.
+//! (logout, revocation, expiry, refused refresh, the provider's back-channel logout) or the
+//! bearer token (its `exp`, or its provider session or user signed out) — and relays the bytes
+//! with the idle and absolute limits. The door itself is `proxy/tunnel_door.rs`.
 //!
 //! A session's `Ended` event closes its tunnels at once; a sweep every
 //! `server.timeouts.tunnel_session_check` (default 2 s, at most 10 s) closes those whose session
 //! stopped being live without an event (expiry, a revocation made elsewhere) or whose token
-//! expired, so a tunnel never outlives its credential by more than that.
+//! expired or was revoked, so a tunnel never outlives its credential by more than that.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
 
-use crate::session::OpenSession;
+use crate::session::{Identity, OpenSession};
 use crate::sessions::events::{SessionChange, SessionEvent, SessionSubscriber};
 
 /// Relay buffer per direction.
@@ -80,6 +81,10 @@ pub enum Holder {
     Bearer {
         /// [`crate::session::sid_hash`] of the token.
         token_hash: String,
+        /// Whose token (its provider session and user may be signed out meanwhile).
+        identity: Arc<Identity>,
+        /// Its `iat`.
+        issued_at: u64,
         /// Its `exp`.
         expires_at: Option<u64>,
     },
@@ -163,12 +168,23 @@ impl Tunnels {
         }
     }
 
-    /// Closes the tunnels whose session is no longer live (`live` says) or whose token expired
-    /// by `now` (Unix seconds). Called every `server.timeouts.tunnel_session_check`.
-    pub fn sweep(&self, now: u64, live: impl Fn(&OpenSession) -> bool) {
+    /// Closes the tunnels whose session is no longer live (`live` says), or whose token expired
+    /// by `now` (Unix seconds) or was revoked (`token_live` says, given its identity and
+    /// `iat`). Called every `server.timeouts.tunnel_session_check`.
+    pub fn sweep(
+        &self,
+        now: u64,
+        live: impl Fn(&OpenSession) -> bool,
+        token_live: impl Fn(&Identity, u64) -> bool,
+    ) {
         self.close_where(CloseReason::CredentialExpired, |holder| match holder {
             Holder::Session(session) => !live(session),
-            Holder::Bearer { expires_at, .. } => expires_at.is_some_and(|exp| exp <= now),
+            Holder::Bearer {
+                expires_at,
+                identity,
+                issued_at,
+                ..
+            } => expires_at.is_some_and(|exp| exp <= now) || !token_live(identity, *issued_at),
         });
     }
 
@@ -340,15 +356,30 @@ mod tests {
         assert_eq!(reason, CloseReason::Idle);
 
         let tunnels = Arc::new(Tunnels::default());
-        let registration = tunnels.register(Holder::Bearer {
-            token_hash: "t".into(),
+        let bearer = |sub: &str| Holder::Bearer {
+            token_hash: format!("t-{sub}"),
+            identity: Arc::new(crate::session::test_identity(sub)),
+            issued_at: 50,
             expires_at: Some(100),
-        });
+        };
+        let registration = tunnels.register(bearer("alice"));
+        let revoked = tunnels.register(bearer("mallory"));
         let (client, _client_far) = tokio::io::duplex(64);
         let (upstream, _upstream_far) = tokio::io::duplex(64);
-        tunnels.sweep(99, |_| true);
+        // A token whose provider session or user was signed out closes at the next sweep.
+        let token_live = |identity: &Identity, issued_at: u64| {
+            assert_eq!(issued_at, 50);
+            identity.sub != "mallory"
+        };
+        tunnels.sweep(99, |_| true, token_live);
         assert!(registration.closed.borrow().is_none(), "not yet expired");
-        tunnels.sweep(100, |_| true);
+        assert_eq!(
+            *revoked.closed.borrow(),
+            Some(CloseReason::CredentialExpired),
+            "revoked"
+        );
+        drop(revoked);
+        tunnels.sweep(100, |_| true, |_, _| true);
         let reason = relay(
             client,
             upstream,

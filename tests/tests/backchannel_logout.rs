@@ -151,14 +151,14 @@ async fn auth_records(
     pick(audit_records(dir))
 }
 
-/// The close record of the tunnel, once written.
-async fn tunnel_close_record(dir: &std::path::Path, what: &str) -> Value {
+/// The close record of a tunnel closed for `reason`, once written.
+async fn tunnel_close_record(dir: &std::path::Path, reason: &str) -> Value {
     let closed = |records: Vec<Value>| {
-        records
-            .into_iter()
-            .find(|r| r["unmapped"]["event"] == "tunnel_closed")
+        records.into_iter().find(|r| {
+            r["unmapped"]["event"] == "tunnel_closed" && r["unmapped"]["reason"] == reason
+        })
     };
-    eventually(what, || {
+    eventually(&format!("a tunnel's close record ({reason})"), || {
         let found = closed(audit_records(dir)).is_some();
         async move { found }
     })
@@ -225,6 +225,14 @@ async fn a_sign_out_at_the_provider_ends_the_cookie_session_its_tunnel_and_its_b
     let same_session = mint(sid.clone()).await;
     let other_session = mint("another-provider-session".into()).await;
     assert_eq!(status_bearer(&same_session, &landed).await, 200);
+    // A tunnel held by that access token.
+    let (status, head, mut token_tunnel) = connect_tunnel(
+        proxy.http,
+        "db.internal:5432",
+        &format!("Authorization: Bearer {same_session}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
     let (bob, bob_landed) = signed_in(&idp, &proxy, "bob").await;
     let bob_cookies = bob.cookies();
     assert_eq!(status_with(&bob_cookies, &bob_landed).await, 200);
@@ -278,15 +286,24 @@ async fn a_sign_out_at_the_provider_ends_the_cookie_session_its_tunnel_and_its_b
     assert!(location(&again, &landed).starts_with(&idp.issuer));
     assert_eq!(status_bearer(&same_session, &landed).await, 401);
     assert_eq!(echo.hits(), hits, "nothing of alice's reached the upstream");
-    // The tunnel was closed by the session's end (announced at once, not found by the
-    // periodic check, whose records say credential_expired).
+    // The session's tunnel was closed by the session's end (announced at once, not found by
+    // the periodic check, whose records say credential_expired).
     let mut rest = Vec::new();
     tokio::time::timeout(sekisho_tests::DEADLINE, tunnel.read_to_end(&mut rest))
         .await
         .expect("the tunnel outlived its session")
         .expect("the tunnel ends cleanly");
-    let closed = tunnel_close_record(&proxy.audit_dir(), "the tunnel's close record").await;
-    assert_eq!(closed["unmapped"]["reason"], "session_ended", "{closed:#}");
+    let closed = tunnel_close_record(&proxy.audit_dir(), "session_ended").await;
+    assert_eq!(
+        closed["unmapped"]["user"], "alice@example.com",
+        "{closed:#}"
+    );
+    // The access token's tunnel closes at the next tunnel check (2 s by default).
+    tokio::time::timeout(sekisho_tests::DEADLINE, token_tunnel.read_to_end(&mut rest))
+        .await
+        .expect("the token's tunnel outlived its provider session")
+        .expect("the tunnel ends cleanly");
+    tunnel_close_record(&proxy.audit_dir(), "credential_expired").await;
     // Others are untouched.
     assert_eq!(status_with(&bob_cookies, &bob_landed).await, 200);
     assert_eq!(status_bearer(&other_session, &landed).await, 200);

@@ -81,17 +81,23 @@ impl Gate {
                 .provider_session_revoked(&verified.identity, verified.issued_at)
             {
                 Some(why) => Err(OidcError::Rejected(why.to_owned())),
-                None => Ok((verified.identity, verified.expires_at)),
+                None => Ok(verified),
             }
         });
         match verified {
-            Ok((identity, expires_at)) => {
+            Ok(crate::oidc::Verified {
+                identity,
+                expires_at,
+                issued_at,
+            }) => {
                 self.sessions
                     .bearer_used(facts.record.client_ip, expires_at);
                 Ok(Authenticated::Bearer {
                     values: IdentityValues::new(&identity),
                     identity: Arc::new(identity),
                     token_hash: crate::session::sid_hash(token),
+                    issued_at,
+                    expires_at,
                 })
             }
             Err(OidcError::Unavailable | OidcError::Discovery(_)) => Err(ProxyError::Unavailable {

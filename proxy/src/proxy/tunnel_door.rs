@@ -181,13 +181,14 @@ impl Proxy {
             Some(Authenticated::Bearer {
                 identity,
                 token_hash,
+                issued_at,
+                expires_at,
                 ..
             }) => Some(Holder::Bearer {
                 token_hash: token_hash.clone(),
-                expires_at: identity
-                    .claims
-                    .get("exp")
-                    .and_then(serde_json::Value::as_u64),
+                identity: identity.clone(),
+                issued_at: *issued_at,
+                expires_at: Some(*expires_at),
             }),
             None => None,
         };
