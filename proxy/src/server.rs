@@ -301,6 +301,14 @@ fn tls_acceptor(
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver { by_name, default }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Session resumption by stateless tickets (TLS 1.3 and 1.2), their key rotated every 6 h: a
+    // returning client skips the certificate signature and key exchange. Without a ticketer
+    // rustls resumes from a 256-entry in-memory cache, and a TLS 1.3 ticket only once.
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| ServerError::Certificate {
+            path: "(session tickets)".into(),
+            reason: e.to_string(),
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

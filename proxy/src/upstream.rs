@@ -25,6 +25,9 @@ use url::Url;
 use crate::connection::UpstreamConnection;
 use crate::error::{BoxError, ProxyBody, ProxyError};
 
+/// Idle pooled connections kept per upstream target.
+const MAX_IDLE_PER_TARGET: usize = 64;
+
 /// A route's upstream targets and the client that reaches them.
 pub struct Upstream {
     /// The route's id, for log lines.
@@ -80,7 +83,10 @@ impl Upstream {
         client
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90));
+            .pool_idle_timeout(Duration::from_secs(90))
+            // A burst opens as many upstream connections as it needs; afterwards at most this
+            // many stay open per target, each holding its buffers (as nginx's `keepalive N`).
+            .pool_max_idle_per_host(MAX_IDLE_PER_TARGET);
         if route.upstream_http2 {
             client.http2_only(true);
         }
