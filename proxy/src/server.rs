@@ -112,6 +112,12 @@ impl Listeners {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight connections finish (up to 10 s).
+    ///
+    /// The proxy listeners are served by [`worker_count`] threads, one per core, each with its
+    /// own single-threaded runtime accepting from the same sockets (nginx's worker model): a
+    /// connection, its requests and their upstream connections (one pool per worker, see
+    /// `upstream.rs`) stay on the thread that accepted it, with no hand-off between threads per
+    /// request. The admin listener and background work stay on the caller's runtime.
     pub async fn serve(
         self,
         proxy: Arc<Proxy>,
@@ -121,18 +127,57 @@ impl Listeners {
         // Every connection holds a receiver; a send asks them to finish, and the sender's
         // `closed` says when the last one has.
         let (stop, stopped) = watch::channel(());
+        // Workers keep driving their connections until told to exit.
+        let (exit, exiting) = watch::channel(false);
         let protocols = Arc::new(Protocols::new(&timeouts));
-        let mut tasks = tokio::task::JoinSet::new();
-        let listeners = [
-            self.http.map(|l| (l, None, false)),
-            self.https.map(|(l, acceptor)| (l, Some(acceptor), false)),
-            self.admin.map(|l| (l, None, true)),
-        ];
-        for (listener, tls, admin) in listeners.into_iter().flatten() {
-            tasks.spawn(accept_loop(
+        let mut proxy_listeners = Vec::new();
+        for (listener, tls) in [
+            self.http.map(|l| (l, None)),
+            self.https.map(|(l, acceptor)| (l, Some(acceptor))),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            match listener.into_std() {
+                Ok(listener) => proxy_listeners.push((listener, tls)),
+                Err(e) => tracing::error!(error = %e, "cannot hand a listener to the workers"),
+            }
+        }
+        let mut workers = Vec::new();
+        for index in 0..worker_count() {
+            let mut sockets = Vec::new();
+            for (listener, tls) in &proxy_listeners {
+                match listener.try_clone() {
+                    Ok(socket) => sockets.push((socket, tls.clone())),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot share a listener with worker {index}")
+                    }
+                }
+            }
+            let worker = Worker {
+                index,
+                listeners: sockets,
+                proxy: proxy.clone(),
+                handshake_timeout: timeouts.tls_handshake,
+                protocols: protocols.clone(),
+                stopped: stopped.clone(),
+                exiting: exiting.clone(),
+            };
+            match std::thread::Builder::new()
+                .name(format!("sekisho-w{index}"))
+                .spawn(move || worker.run())
+            {
+                Ok(thread) => workers.push(thread),
+                Err(e) => tracing::error!(error = %e, "cannot start worker thread {index}"),
+            }
+        }
+        drop(proxy_listeners);
+        let mut admin = tokio::task::JoinSet::new();
+        if let Some(listener) = self.admin {
+            admin.spawn(accept_loop(
                 listener,
-                tls,
-                admin,
+                None,
+                true,
                 proxy.clone(),
                 timeouts.tls_handshake,
                 protocols.clone(),
@@ -140,9 +185,10 @@ impl Listeners {
             ));
         }
         drop(stopped);
+        drop(exiting);
         shutdown.await;
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+        admin.abort_all();
+        while admin.join_next().await.is_some() {}
         let _ = stop.send(());
         if tokio::time::timeout(Duration::from_secs(10), stop.closed())
             .await
@@ -150,6 +196,92 @@ impl Listeners {
         {
             tracing::warn!("connections still open after 10 s; closing them");
         }
+        let _ = exit.send(true);
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// How many worker threads serve the proxy listeners: one per core.
+pub fn worker_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+thread_local! {
+    static WORKER_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the worker thread this runs on (0 off the workers: the admin listener, tests).
+pub fn worker_index() -> usize {
+    WORKER_INDEX.with(std::cell::Cell::get)
+}
+
+/// One worker thread: a single-threaded runtime accepting from its copies of the listeners.
+struct Worker {
+    index: usize,
+    listeners: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>,
+    proxy: Arc<Proxy>,
+    handshake_timeout: Duration,
+    protocols: Arc<Protocols>,
+    stopped: watch::Receiver<()>,
+    exiting: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn run(self) {
+        let Worker {
+            index,
+            listeners,
+            proxy,
+            handshake_timeout,
+            protocols,
+            stopped,
+            mut exiting,
+        } = self;
+        WORKER_INDEX.with(|cell| cell.set(index));
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, worker = index, "cannot start a worker's runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let mut accepts = tokio::task::JoinSet::new();
+            for (socket, tls) in listeners {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => {
+                        accepts.spawn(accept_loop(
+                            listener,
+                            tls,
+                            false,
+                            proxy.clone(),
+                            handshake_timeout,
+                            protocols.clone(),
+                            stopped.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, worker = index, "cannot accept on a listener")
+                    }
+                }
+            }
+            let mut signal = stopped;
+            let _ = signal.changed().await;
+            drop(signal);
+            accepts.abort_all();
+            while accepts.join_next().await.is_some() {}
+            // The connections finish on this runtime; it keeps running them until told to exit.
+            let _ = exiting.wait_for(|exit| *exit).await;
+        });
     }
 }
 

@@ -34,7 +34,9 @@ pub struct Upstream {
     route: String,
     targets: Vec<Target>,
     next: AtomicUsize,
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    /// One client (one connection pool) per worker thread (`server::worker_index`): a pooled
+    /// connection is driven by the worker that opened it, and only that worker's requests use it.
+    clients: Vec<Client<HttpsConnector<HttpConnector>, ProxyBody>>,
     http2: bool,
     timeouts: RouteTimeouts,
 }
@@ -111,7 +113,9 @@ impl Upstream {
                 .map(|url| Target::new(url, rewrite.clone()))
                 .collect::<Result<_, _>>()?,
             next: AtomicUsize::new(0),
-            client: client.build(connector),
+            clients: (0..crate::server::worker_count())
+                .map(|_| client.build(connector.clone()))
+                .collect(),
             http2: route.upstream_http2,
             timeouts: route.timeouts,
         })
@@ -126,6 +130,17 @@ impl Upstream {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % len;
         self.targets.get(i)
+    }
+
+    /// The calling worker's client.
+    fn client(&self) -> &Client<HttpsConnector<HttpConnector>, ProxyBody> {
+        let index = crate::server::worker_index() % self.clients.len().max(1);
+        // `clients` has one entry per worker, at least one.
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "index is reduced modulo the non-zero length"
+        )]
+        &self.clients[index]
     }
 
     /// Sends `request` (already rewritten) and waits for the response head within the route's
@@ -143,19 +158,21 @@ impl Upstream {
         // Kept for the log line of a failure (reference-counted, no copy of the text).
         let (scheme, authority) = (parts.uri.scheme().cloned(), parts.uri.authority().cloned());
         let request = Request::from_parts(parts, body);
-        let response =
-            tokio::time::timeout(self.timeouts.response_header, self.client.request(request))
-                .await
-                .map_err(|_| ProxyError::GatewayTimeout)?
-                .map_err(|e| ProxyError::BadGateway {
-                    detail: format!(
-                        "route {}: {}://{}: {}",
-                        self.route,
-                        scheme.as_ref().map_or("", |s| s.as_str()),
-                        authority.as_ref().map_or("", |a| a.as_str()),
-                        crate::oidc::error_chain(&e)
-                    ),
-                })?;
+        let response = tokio::time::timeout(
+            self.timeouts.response_header,
+            self.client().request(request),
+        )
+        .await
+        .map_err(|_| ProxyError::GatewayTimeout)?
+        .map_err(|e| ProxyError::BadGateway {
+            detail: format!(
+                "route {}: {}://{}: {}",
+                self.route,
+                scheme.as_ref().map_or("", |s| s.as_str()),
+                authority.as_ref().map_or("", |a| a.as_str()),
+                crate::oidc::error_chain(&e)
+            ),
+        })?;
         let connection = response
             .extensions()
             .get::<HttpInfo>()

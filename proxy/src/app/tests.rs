@@ -121,6 +121,92 @@ async fn the_app_serves_from_ready_to_shutdown_between_a_start_and_a_stop_record
     assert_eq!(requests, 1, "the request is recorded: {records:#?}");
 }
 
+/// Shutdown on the worker threads: a request in flight when the stop comes is answered before
+/// the app returns, an idle keep-alive connection is closed, and nothing new is accepted.
+#[tokio::test]
+async fn a_request_in_flight_at_shutdown_is_answered_and_idle_connections_are_closed() {
+    let tmp = tempdir();
+    let (mut config, path) = config(tmp.path());
+    // An upstream that answers only when told to.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (got_request_tx, got_request_rx) = tokio::sync::oneshot::channel::<()>();
+    let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut socket, _) = upstream.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = got_request_tx.send(());
+        let _ = answer_rx.await;
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+            .await
+            .unwrap();
+        // Keep the socket open until the proxy is done with it.
+        let _ = socket.read(&mut buf).await;
+    });
+    let mut route = config.routes[0].clone();
+    route.public = true;
+    route.to = vec![url::Url::parse(&format!("http://{upstream_addr}")).unwrap()];
+    config.routes = vec![route];
+    let app = App::start(config, path).await.unwrap();
+    let http = app.addresses().http.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(
+        async {
+            let _ = stop_rx.await;
+        },
+        |_| {},
+    ));
+
+    // An idle keep-alive connection (one request answered, then quiet).
+    let mut idle = tokio::net::TcpStream::connect(http).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = idle.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 404"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+
+    // A request the upstream holds.
+    let mut slow = tokio::net::TcpStream::connect(http).await.unwrap();
+    slow.write_all(b"GET /x HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    got_request_rx.await.unwrap();
+
+    stop_tx.send(()).unwrap();
+    // The idle connection is closed (EOF) while the slow request is still open.
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest).await.unwrap();
+    assert!(
+        rest.is_empty(),
+        "nothing more on the idle connection: {rest:?}"
+    );
+    assert!(
+        !running.is_finished(),
+        "shutdown waits for the request in flight"
+    );
+    answer_tx.send(()).unwrap();
+    let mut response = String::new();
+    slow.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("slow"), "{response}");
+    running.await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(http).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
+
 #[tokio::test]
 async fn a_listener_that_cannot_bind_stops_the_start_before_the_audit_log_is_opened() {
     let tmp = tempdir();

@@ -136,7 +136,10 @@ fn init_tracing() {
 
 /// The multi-threaded runtime the service runs on.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Requests are served by the listeners' own worker threads (`server.rs`, one per core);
+    // this runtime carries the admin listener and background work, and one thread is plenty.
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the runtime")
