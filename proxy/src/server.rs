@@ -1,17 +1,19 @@
 //! Listeners: plain HTTP and TLS (rustls, SNI over several certificates, ALPN h2/http1.1),
-//! HTTP/1.1 and HTTP/2 with upgrades, phase timeouts, and graceful shutdown.
+//! HTTP/1.1 and HTTP/2 with upgrades, phase timeouts, graceful shutdown, and the worker threads
+//! (one per core) that serve the proxy listeners.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sekisho_config::{Config, TlsCertificate};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::Connection;
@@ -143,8 +145,21 @@ impl Listeners {
                 Err(e) => tracing::error!(error = %e, "cannot hand a listener to the workers"),
             }
         }
+        let count = worker_count();
+        let (inboxes, mut receivers): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::unbounded_channel()).unzip();
+        let dealer = Arc::new(Dealer {
+            inboxes,
+            next: AtomicUsize::new(0),
+        });
+        let serving = Serving {
+            proxy: proxy.clone(),
+            handshake_timeout: timeouts.tls_handshake,
+            protocols: protocols.clone(),
+            stopped: stopped.clone(),
+        };
         let mut workers = Vec::new();
-        for index in 0..worker_count() {
+        for (index, inbox) in receivers.drain(..).enumerate() {
             let mut sockets = Vec::new();
             for (listener, tls) in &proxy_listeners {
                 match listener.try_clone() {
@@ -157,10 +172,9 @@ impl Listeners {
             let worker = Worker {
                 index,
                 listeners: sockets,
-                proxy: proxy.clone(),
-                handshake_timeout: timeouts.tls_handshake,
-                protocols: protocols.clone(),
-                stopped: stopped.clone(),
+                inbox,
+                dealer: dealer.clone(),
+                serving: serving.clone(),
                 exiting: exiting.clone(),
             };
             match std::thread::Builder::new()
@@ -174,17 +188,9 @@ impl Listeners {
         drop(proxy_listeners);
         let mut admin = tokio::task::JoinSet::new();
         if let Some(listener) = self.admin {
-            admin.spawn(accept_loop(
-                listener,
-                None,
-                true,
-                proxy.clone(),
-                timeouts.tls_handshake,
-                protocols.clone(),
-                stopped.clone(),
-            ));
+            admin.spawn(accept_loop(listener, None, true, serving.clone(), None));
         }
-        drop(stopped);
+        drop((stopped, serving, dealer));
         drop(exiting);
         shutdown.await;
         admin.abort_all();
@@ -221,14 +227,14 @@ pub fn worker_index() -> usize {
     WORKER_INDEX.with(std::cell::Cell::get)
 }
 
-/// One worker thread: a single-threaded runtime accepting from its copies of the listeners.
+/// One worker thread: a single-threaded runtime accepting from its copies of the listeners and
+/// serving the connections dealt to it.
 struct Worker {
     index: usize,
     listeners: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>,
-    proxy: Arc<Proxy>,
-    handshake_timeout: Duration,
-    protocols: Arc<Protocols>,
-    stopped: watch::Receiver<()>,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+    dealer: Arc<Dealer>,
+    serving: Serving,
     exiting: watch::Receiver<bool>,
 }
 
@@ -237,10 +243,9 @@ impl Worker {
         let Worker {
             index,
             listeners,
-            proxy,
-            handshake_timeout,
-            protocols,
-            stopped,
+            mut inbox,
+            dealer,
+            serving,
             mut exiting,
         } = self;
         WORKER_INDEX.with(|cell| cell.set(index));
@@ -263,10 +268,8 @@ impl Worker {
                             listener,
                             tls,
                             false,
-                            proxy.clone(),
-                            handshake_timeout,
-                            protocols.clone(),
-                            stopped.clone(),
+                            serving.clone(),
+                            Some(dealer.clone()),
                         ));
                     }
                     Err(e) => {
@@ -274,7 +277,20 @@ impl Worker {
                     }
                 }
             }
-            let mut signal = stopped;
+            drop(dealer);
+            let dealt = serving.clone();
+            accepts.spawn(async move {
+                while let Some(Handoff { stream, conn, tls }) = inbox.recv().await {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => serve_connection(stream, conn, tls, &dealt),
+                        Err(e) => {
+                            tracing::debug!(peer = %conn.peer, error = %e, "connection lost in hand-off")
+                        }
+                    }
+                }
+            });
+            let mut signal = serving.stopped.clone();
+            drop(serving);
             let _ = signal.changed().await;
             drop(signal);
             accepts.abort_all();
@@ -285,14 +301,36 @@ impl Worker {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    admin: bool,
+/// What every connection task needs.
+#[derive(Clone)]
+struct Serving {
     proxy: Arc<Proxy>,
     handshake_timeout: Duration,
     protocols: Arc<Protocols>,
     stopped: watch::Receiver<()>,
+}
+
+/// A connection accepted by one worker for another to serve.
+struct Handoff {
+    stream: std::net::TcpStream,
+    conn: Connection,
+    tls: Option<TlsAcceptor>,
+}
+
+/// The workers' inboxes, and whose turn the next connection is: connections are dealt out in
+/// turn, whichever worker happened to accept them (a burst of connects wakes one worker first,
+/// and it would otherwise take them all).
+struct Dealer {
+    inboxes: Vec<mpsc::UnboundedSender<Handoff>>,
+    next: AtomicUsize,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    admin: bool,
+    serving: Serving,
+    dealer: Option<Arc<Dealer>>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -315,10 +353,6 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let tls = tls.clone();
-        let protocols = protocols.clone();
-        let stopped = stopped.clone();
         let conn = Connection {
             peer,
             local,
@@ -327,27 +361,69 @@ async fn accept_loop(
             client_certificate: None,
             admin,
         };
-        // Two kinds of task, each sized for its own state: a plain connection's task must not
-        // carry room for a TLS session it does not have (an idle connection keeps its task).
-        match tls {
-            None => {
-                tokio::spawn(conn::serve(
-                    stream,
-                    Protocol::Sniff,
-                    proxy,
-                    conn,
-                    protocols,
-                    stopped,
-                ));
+        if let Some(dealer) = &dealer {
+            let turn = dealer.next.fetch_add(1, Ordering::Relaxed) % dealer.inboxes.len().max(1);
+            if turn != worker_index()
+                && let Some(inbox) = dealer.inboxes.get(turn)
+            {
+                match stream.into_std() {
+                    Ok(stream) => {
+                        let handoff = Handoff {
+                            stream,
+                            conn,
+                            tls: tls.clone(),
+                        };
+                        if let Err(refused) = inbox.send(handoff) {
+                            // That worker is gone (shutting down): serve it here.
+                            let Handoff { stream, conn, tls } = refused.0;
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => serve_connection(stream, conn, tls, &serving),
+                                Err(e) => {
+                                    tracing::debug!(%peer, error = %e, "connection lost in hand-off")
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "connection lost in hand-off"),
+                }
+                continue;
             }
-            Some(acceptor) => {
-                tokio::spawn(Box::pin(async move {
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+        }
+        serve_connection(stream, conn, tls.clone(), &serving);
+    }
+}
+
+/// Spawns the task that serves one accepted connection on this thread's runtime.
+fn serve_connection(
+    stream: TcpStream,
+    conn: Connection,
+    tls: Option<TlsAcceptor>,
+    serving: &Serving,
+) {
+    let Serving {
+        proxy,
+        handshake_timeout,
+        protocols,
+        stopped,
+    } = serving.clone();
+    let peer = conn.peer;
+    // Two kinds of task, each sized for its own state: a plain connection's task must not
+    // carry room for a TLS session it does not have (an idle connection keeps its task).
+    match tls {
+        None => {
+            tokio::spawn(conn::serve(
+                stream,
+                Protocol::Sniff,
+                proxy,
+                conn,
+                protocols,
+                stopped,
+            ));
+        }
+        Some(acceptor) => {
+            tokio::spawn(Box::pin(async move {
+                let stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -358,18 +434,17 @@ async fn accept_loop(
                             return;
                         }
                     };
-                    let protocol = match stream.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => Protocol::Http2,
-                        _ => Protocol::Http1,
-                    };
-                    let conn = Connection {
-                        client_certificate: client_certificate(&stream),
-                        tls_version: tls_version(&stream),
-                        ..conn
-                    };
-                    conn::serve(stream, protocol, proxy, conn, protocols, stopped).await;
-                }));
-            }
+                let protocol = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                let conn = Connection {
+                    client_certificate: client_certificate(&stream),
+                    tls_version: tls_version(&stream),
+                    ..conn
+                };
+                conn::serve(stream, protocol, proxy, conn, protocols, stopped).await;
+            }));
         }
     }
 }
