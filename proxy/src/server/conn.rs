@@ -4,8 +4,9 @@
 //!
 //! An idle HTTP/1.1 keep-alive connection inside hyper keeps a read buffer (8–16 KiB), a write
 //! buffer (8 KiB) and its dispatcher: tens of kilobytes per connection, for nothing, on a fleet of
-//! browsers that each hold a few connections open. So once a connection has been quiet for
-//! [`PARK_AFTER`] with no request in flight and nothing unread, it is *parked*: hyper is asked to
+//! browsers that each hold a few connections open. So once a connection that has served a
+//! request has been quiet for [`PARK_AFTER`] with no request in flight and nothing unread, it is
+//! *parked*: hyper is asked to
 //! finish (it is idle, so it just stops, writing nothing), the socket is taken back without a
 //! shutdown, and the connection waits for readability holding only the socket. The next byte
 //! starts a new hyper connection on the same socket, with whatever hyper had read handed back in
@@ -347,13 +348,17 @@ struct Activity {
     read_since_write: AtomicBool,
     /// Requests whose response has not been sent completely.
     in_flight: AtomicU32,
+    /// Whether a request has been served: a connection that never sent one is not parked, so
+    /// it stays under the header timeout (`server.timeouts.read_header`), not the idle one.
+    served: AtomicBool,
     /// Set before asking hyper to stop for parking: its shutdown of the socket is skipped.
     parking: AtomicBool,
 }
 
 impl Activity {
     fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
+        self.served.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
             && !self.read_since_write.load(Ordering::Relaxed)
     }
 }
@@ -364,6 +369,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.served.store(true, Ordering::Relaxed);
         InFlight(activity)
     }
 }
