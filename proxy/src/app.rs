@@ -230,20 +230,13 @@ impl App {
                 }
             });
         }
-        let discovery = {
-            let proxy = proxy.clone();
-            async move {
-                if let Err(e) = proxy.oidc().discover().await {
-                    tracing::warn!(error = %e, "provider discovery failed at startup; retrying on demand");
-                }
-            }
-        };
         if self_provided {
             // The provider is this very process: it answers once the listeners accept, so
             // discovery runs beside serving.
-            background.spawn(discovery);
-        } else {
-            discovery.await;
+            background.spawn(discover_until_done(proxy.clone()));
+        } else if let Err(e) = proxy.oidc().discover().await {
+            tracing::warn!(error = %e, "provider discovery failed at startup; retrying every {} s (and on demand); /readyz says not ready until it succeeds", DISCOVERY_RETRY.as_secs());
+            background.spawn(discover_until_done(proxy.clone()));
         }
         Ok(App {
             proxy,
@@ -305,6 +298,21 @@ impl App {
             .record(Event::lifecycle(Lifecycle::Stop, true, "sekisho stopped"));
         self.proxy.audit().close();
         tracing::info!("sekisho stopped");
+    }
+}
+
+/// How often discovery is retried in the background until it succeeds.
+const DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs provider discovery until it succeeds (at once, then every [`DISCOVERY_RETRY`]), so
+/// that an instance started before its provider turns ready without waiting for a login.
+async fn discover_until_done(proxy: Arc<Proxy>) {
+    let mut tick = tokio::time::interval(DISCOVERY_RETRY);
+    loop {
+        tick.tick().await;
+        if proxy.oidc().discover().await.is_ok() {
+            return;
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub(crate) mod facts;
 pub mod gate;
 pub mod headers;
+pub mod health;
 pub mod hex;
 pub mod idp;
 pub mod metrics;

@@ -40,9 +40,23 @@ pub fn render(
     counters: &Counters,
     nic: &NicStatus,
     attribution: &crate::attribution::AttributionStatus,
+    readiness: &crate::health::Readiness,
 ) -> Response<ProxyBody> {
     let m = audit.metrics();
     let mut text = String::new();
+    let _ = write!(
+        text,
+        "# HELP sekisho_ready 1 when every required readiness check passes (/readyz answers 200).\n# TYPE sekisho_ready gauge\nsekisho_ready {}\n# HELP sekisho_readiness_check_failing 1 while the readiness check fails.\n# TYPE sekisho_readiness_check_failing gauge\n",
+        u8::from(readiness.ready())
+    );
+    for check in &readiness.checks {
+        let _ = writeln!(
+            text,
+            "sekisho_readiness_check_failing{{check=\"{}\"}} {}",
+            check.name,
+            u8::from(check.status == crate::health::Status::Failing)
+        );
+    }
     let mut counter = |name: &str, help: &str, value: u64| {
         let _ = write!(
             text,

@@ -128,6 +128,20 @@ struct Discovered {
     jwks_uri: Url,
 }
 
+/// How far provider discovery has come ([`OidcProvider::discovery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// Metadata and JWKS fetched; `keys` signing keys known.
+    Done {
+        /// Keys in the JWKS.
+        keys: usize,
+    },
+    /// Not attempted yet, or the first attempt still running.
+    Pending,
+    /// The last attempt failed: why.
+    Failed(String),
+}
+
 /// The relying party for one configured provider.
 pub struct OidcProvider {
     config: Oidc,
@@ -135,6 +149,8 @@ pub struct OidcProvider {
     discovered: RwLock<Option<Arc<Discovered>>>,
     jwks: RwLock<Arc<CoreJsonWebKeySet>>,
     last_discovery_attempt: Mutex<Option<Instant>>,
+    /// Why the last discovery failed, until one succeeds (for `/readyz`).
+    last_discovery_error: Mutex<Option<String>>,
     last_jwks_refresh: Mutex<Option<Instant>>,
     bearer_cache: RwLock<HashMap<String, Verified>>,
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
@@ -181,6 +197,7 @@ impl OidcProvider {
             discovered: RwLock::new(None),
             jwks: RwLock::new(Arc::new(CoreJsonWebKeySet::new(Vec::new()))),
             last_discovery_attempt: Mutex::new(None),
+            last_discovery_error: Mutex::new(None),
             last_jwks_refresh: Mutex::new(None),
             bearer_cache: RwLock::new(HashMap::new()),
             allowed_algs,
@@ -191,6 +208,24 @@ impl OidcProvider {
     /// Runs discovery now (at startup), so the first login does not wait for it.
     pub async fn discover(&self) -> Result<(), OidcError> {
         self.discovered().await.map(|_| ())
+    }
+
+    /// Whether the provider's metadata and JWKS have been fetched (discovery fetches both),
+    /// for the readiness check.
+    pub fn discovery(&self) -> Discovery {
+        if self.discovered.read().ok().is_some_and(|d| d.is_some()) {
+            let keys = self.jwks.read().map(|k| k.keys().len()).unwrap_or(0);
+            return Discovery::Done { keys };
+        }
+        match self
+            .last_discovery_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+        {
+            Some(error) => Discovery::Failed(error),
+            None => Discovery::Pending,
+        }
     }
 
     async fn discovered(&self) -> Result<Arc<Discovered>, OidcError> {
@@ -246,6 +281,9 @@ impl OidcProvider {
                     if let Ok(mut slot) = self.discovered.write() {
                         *slot = Some(d.clone());
                     }
+                    if let Ok(mut error) = self.last_discovery_error.lock() {
+                        *error = None;
+                    }
                     tracing::info!(issuer = %d.issuer.as_str(), "provider discovered");
                     return Ok(d);
                 }
@@ -253,6 +291,9 @@ impl OidcProvider {
             }
         }
         tracing::warn!(error = %last_error, "provider discovery failed");
+        if let Ok(mut error) = self.last_discovery_error.lock() {
+            *error = Some(last_error.clone());
+        }
         Err(OidcError::Discovery(last_error))
     }
 

@@ -324,6 +324,9 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        if let Some(probe) = self.probe(&request, &conn) {
+            return probe;
+        }
         let started = Instant::now();
         let request_id = self.request_ids.next();
         let browser = is_browser(request.headers());

@@ -17,6 +17,7 @@ pub mod echo;
 pub mod netns;
 pub mod pki;
 pub mod raw;
+pub mod tmpfs;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

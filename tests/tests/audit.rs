@@ -9,9 +9,10 @@
 )]
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use sekisho_tests::tmpfs::Tmpfs;
 use sekisho_tests::{
     Agent, Idp, IdpOptions, audit_records, audit_verify, no_redirect_client, regex_escape, stack,
 };
@@ -331,52 +332,6 @@ async fn kill_9_under_strict_load_leaves_a_verifiable_log_with_every_answered_re
     proxy.terminate().await;
     let (ok, report) = audit_verify(&dir);
     assert!(ok, "after restart the log verifies fully: {report}");
-}
-
-/// A small tmpfs the test mounts (as root) and removes.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let status = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .status()
-            .expect("running mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (the test suite runs as root, like the eBPF tests)"
-        );
-        Tmpfs(dir)
-    }
-
-    /// Fills the file system; returns the filler's path.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write as _;
-        let path = self.0.join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 4096];
-        while file.write_all(&chunk).is_ok() {}
-        let _ = file.write_all(&[0u8]);
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 async fn disk_full_stack(

@@ -14,9 +14,56 @@ use crate::connection::Connection;
 use crate::error::{BoxError, ProxyBody, ProxyError};
 use crate::facts::Facts;
 use crate::gate::{Access, Ask, Challenge, Denial, Verdict};
+use crate::health::{self, Readiness};
 use crate::target::Target;
 
 impl Proxy {
+    /// `GET`/`HEAD /healthz` and `/readyz` on the admin listener, answered before anything
+    /// else: no login (probes carry no credentials; the listener is private), no audit record
+    /// (an orchestrator probes every few seconds, and `/healthz` must answer while the audit
+    /// log cannot be written — with `on_failure: deny` every other request is refused then).
+    /// `None` for every other request.
+    pub(super) fn probe<B>(
+        &self,
+        request: &Request<B>,
+        conn: &Connection,
+    ) -> Option<Response<ProxyBody>> {
+        if !conn.admin || !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return None;
+        }
+        match request.uri().path() {
+            "/healthz" => Some(health::alive()),
+            "/readyz" => {
+                let readiness = self.readiness();
+                if !readiness.ready() {
+                    tracing::debug!(failing = %readiness.failing(), "/readyz: not ready");
+                }
+                Some(readiness.response())
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs the readiness checks. A new check is one line here (and a function in health.rs).
+    pub fn readiness(&self) -> Readiness {
+        let required = |xdp: Option<bool>| xdp.unwrap_or(false);
+        Readiness {
+            checks: vec![
+                health::provider(self.oidc()),
+                health::audit(&self.audit),
+                health::nic_guard(
+                    &self.nic,
+                    required(self.config.xdp.as_ref().map(|x| x.required)),
+                ),
+                health::attribution(
+                    &self.attribution,
+                    required(self.config.attribution.as_ref().map(|a| a.required)),
+                ),
+                health::shared_state(),
+            ],
+        }
+    }
+
     /// Serves a request that came to the admin listener.
     pub(super) async fn admin<B>(
         &self,
@@ -42,6 +89,7 @@ impl Proxy {
                 &self.counters,
                 &self.nic,
                 &self.attribution,
+                &self.readiness(),
             ));
         }
         let request_id = facts.request_id().to_owned();
