@@ -288,8 +288,11 @@ impl App {
             true,
             records::started_message(addresses),
         ));
-        self.background
-            .spawn(watch::watch_config(self.config_path, self.proxy.clone()));
+        self.background.spawn(watch::watch_config(
+            self.config_path,
+            self.proxy.clone(),
+            self.listeners.certificates(),
+        ));
         self.listeners
             .serve(self.proxy.clone(), self.timeouts, shutdown)
             .await;

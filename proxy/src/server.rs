@@ -2,15 +2,12 @@
 //! HTTP/1.1 and HTTP/2 with upgrades, phase timeouts, graceful shutdown, and the worker threads
 //! (one per core) that serve the proxy listeners.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 use sekisho_config::{Config, TlsCertificate};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -20,7 +17,10 @@ use crate::connection::Connection;
 use crate::policy::ClientCertificate;
 use crate::proxy::Proxy;
 
+mod certificates;
 mod conn;
+
+pub use certificates::{Certificates, FilesState};
 
 pub use conn::set_memory_release;
 use conn::{Protocol, Protocols};
@@ -52,6 +52,8 @@ pub struct Listeners {
     http: Option<TcpListener>,
     https: Option<(TcpListener, TlsAcceptor)>,
     admin: Option<TcpListener>,
+    /// The TLS listener's certificates, reloadable.
+    certificates: Option<Arc<Certificates>>,
 }
 
 impl std::fmt::Debug for Listeners {
@@ -73,9 +75,10 @@ impl Listeners {
             ),
             None => None,
         };
+        let mut certificates = None;
         let https = match config.server.https_listen {
             Some(addr) => {
-                let acceptor = tls_acceptor(
+                let (acceptor, resolver) = tls_acceptor(
                     &config.server.tls,
                     config.server.client_ca_file.as_deref(),
                     config.server.require_client_certificate,
@@ -83,6 +86,7 @@ impl Listeners {
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| ServerError::Bind { addr, source })?;
+                certificates = Some(resolver);
                 Some((listener, acceptor))
             }
             None => None,
@@ -97,7 +101,17 @@ impl Listeners {
                 })?),
                 None => None,
             };
-        Ok(Listeners { http, https, admin })
+        Ok(Listeners {
+            http,
+            https,
+            admin,
+            certificates,
+        })
+    }
+
+    /// The TLS listener's certificates (to reload them), when there is one.
+    pub fn certificates(&self) -> Option<Arc<Certificates>> {
+        self.certificates.clone()
     }
 
     /// The bound admin listener address, when configured.
@@ -452,25 +466,15 @@ fn serve_connection(
 /// A TLS acceptor serving each certificate by SNI (the first one when SNI is absent or unknown),
 /// verifying client certificates against `client_ca` when set (mTLS; optional unless
 /// `require_client_certificate`).
+/// The certificates are read from their files once here and again at each
+/// [`Certificates::reload`].
 fn tls_acceptor(
     certificates: &[TlsCertificate],
     client_ca: Option<&Path>,
     require_client_certificate: bool,
-) -> Result<TlsAcceptor, ServerError> {
+) -> Result<(TlsAcceptor, Arc<Certificates>), ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut by_name = HashMap::new();
-    let mut default = None;
-    for cert in certificates {
-        let key = load_certified_key(cert, &provider)?;
-        for name in names_of(&key) {
-            by_name.entry(name).or_insert_with(|| key.clone());
-        }
-        default.get_or_insert(key);
-    }
-    let default = default.ok_or_else(|| ServerError::Certificate {
-        path: "(none)".into(),
-        reason: "no certificate configured".into(),
-    })?;
+    let resolver = Arc::new(Certificates::load(certificates, provider.clone())?);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Certificate {
@@ -506,7 +510,7 @@ fn tls_acceptor(
             builder.with_client_cert_verifier(verifier.build().map_err(|e| err(e.to_string()))?)
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { by_name, default }));
+    let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // Session resumption by stateless tickets (TLS 1.3 and 1.2), their key rotated every 6 h: a
     // returning client skips the certificate signature and key exchange. Without a ticketer
@@ -516,59 +520,7 @@ fn tls_acceptor(
             path: "(session tickets)".into(),
             reason: e.to_string(),
         })?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-#[derive(Debug)]
-struct SniResolver {
-    by_name: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = hello.server_name() else {
-            return Some(self.default.clone());
-        };
-        let name = name.to_ascii_lowercase();
-        if let Some(key) = self.by_name.get(&name) {
-            return Some(key.clone());
-        }
-        // One wildcard level: "*.example.com" serves "app.example.com".
-        if let Some((_, parent)) = name.split_once('.')
-            && let Some(key) = self.by_name.get(&format!("*.{parent}"))
-        {
-            return Some(key.clone());
-        }
-        Some(self.default.clone())
-    }
-}
-
-fn load_certified_key(
-    cert: &TlsCertificate,
-    provider: &rustls::crypto::CryptoProvider,
-) -> Result<Arc<CertifiedKey>, ServerError> {
-    let err = |path: &Path, reason: String| ServerError::Certificate {
-        path: path.display().to_string(),
-        reason,
-    };
-    let cert_pem =
-        std::fs::read(&cert.cert_file).map_err(|e| err(&cert.cert_file, e.to_string()))?;
-    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(&cert.cert_file, e.to_string()))?;
-    if chain.is_empty() {
-        return Err(err(&cert.cert_file, "no certificate in file".into()));
-    }
-    let key_pem = std::fs::read(&cert.key_file).map_err(|e| err(&cert.key_file, e.to_string()))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| err(&cert.key_file, e.to_string()))?
-        .ok_or_else(|| err(&cert.key_file, "no private key in file".into()))?;
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| err(&cert.key_file, e.to_string()))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+    Ok((TlsAcceptor::from(Arc::new(config)), resolver))
 }
 
 /// The verified client certificate of an mTLS connection: SHA-256 of the DER certificate and of
@@ -600,19 +552,5 @@ fn tls_version(
         rustls::ProtocolVersion::TLSv1_3 => Some("1.3"),
         rustls::ProtocolVersion::TLSv1_2 => Some("1.2"),
         _ => Some("other"),
-    }
-}
-
-/// DNS names (SAN) of a certificate's leaf.
-fn names_of(key: &CertifiedKey) -> Vec<String> {
-    let Some(leaf) = key.cert.first() else {
-        return Vec::new();
-    };
-    match webpki::EndEntityCert::try_from(leaf) {
-        Ok(cert) => cert
-            .valid_dns_names()
-            .map(|n| n.to_ascii_lowercase())
-            .collect(),
-        Err(_) => Vec::new(),
     }
 }

@@ -1,6 +1,7 @@
 //! Operating sekisho end to end: `/healthz` and `/readyz` on the admin listener (ready with the
 //! real provider; not ready, naming the check, with the provider unreachable or the audit disk
-//! full).
+//! full), and TLS certificates reloaded from their files without a restart — a bad new one
+//! refused, and no request failing across reloads under load.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,10 +9,13 @@
     reason = "tests panic with context"
 )]
 
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use sekisho_tests::pki::{Issued, TestCa};
 use sekisho_tests::tmpfs::Tmpfs;
-use sekisho_tests::{IdpOptions, ProxyOptions, eventually, stack};
+use sekisho_tests::{IdpOptions, ProxyOptions, audit_records, eventually, stack};
 use serde_json::Value;
 
 const ADMIN: &str = "admin:\n  listen: 127.0.0.1:0\n  policy: admins\npolicies:\n  admins:\n    allow:\n      and:\n        - groups: {has: admins}\n";
@@ -165,4 +169,242 @@ async fn a_full_audit_disk_makes_the_instance_unready_until_space_returns() {
         async move { get(&readyz).await.0 == 200 }
     })
     .await;
+}
+
+/// Writes `issued`'s certificate and key over the proxy's `tls.crt` and `tls.key`.
+fn install(dir: &Path, issued: &Issued) {
+    sekisho_tests::write_atomically(
+        &dir.join("tls.crt"),
+        &std::fs::read_to_string(&issued.cert).unwrap(),
+    );
+    sekisho_tests::write_atomically(
+        &dir.join("tls.key"),
+        &std::fs::read_to_string(&issued.key).unwrap(),
+    );
+}
+
+/// Whether a new connection's handshake presents a certificate `ca` issued (the client trusts
+/// only `ca`, and pools nothing).
+async fn serves_certificate_of(url: &str, ca: &TestCa) -> bool {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&ca.cert).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    client.get(url).send().await.is_ok()
+}
+
+fn reload_records(dir: &Path) -> Vec<Value> {
+    audit_records(dir)
+        .into_iter()
+        .filter(|r| r["unmapped"]["event"] == "reload")
+        .collect()
+}
+
+const TLS_ROUTES: &str = "  - id: app\n    from: http://127.0.0.1\n    to: http://{echo}\n  - id: app-tls\n    from: https://127.0.0.1\n    to: http://{echo}\n";
+
+#[tokio::test]
+async fn certificates_reload_from_their_files_and_a_bad_one_is_refused() {
+    let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |o| {
+        o.tls = true;
+        o.routes_yaml = TLS_ROUTES.into();
+    })
+    .await;
+    let dir = proxy.config_path.parent().unwrap().to_owned();
+    let token = idp.bearer("alice").await;
+    let url = format!("{}/x", proxy.tls_base().unwrap());
+    let (ca_a, ca_b) = (TestCa::new("ca a"), TestCa::new("ca b"));
+    let a = ca_a.server("a", "IP:127.0.0.1,DNS:localhost");
+    let b = ca_b.server("b", "IP:127.0.0.1,DNS:localhost");
+    assert!(!serves_certificate_of(&url, &ca_a).await);
+
+    install(&dir, &a);
+    eventually("new handshakes present certificate A", || {
+        serves_certificate_of(&url, &ca_a)
+    })
+    .await;
+    // A connection made under A keeps working across the next swap.
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&ca_a.cert).unwrap()).unwrap();
+    let kept = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .build()
+        .unwrap();
+    assert_eq!(
+        kept.get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    install(&dir, &b);
+    eventually("new handshakes present certificate B", || {
+        serves_certificate_of(&url, &ca_b)
+    })
+    .await;
+    assert_eq!(
+        kept.get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the established connection is untouched"
+    );
+
+    // Not a certificate at all: refused, B stays.
+    std::fs::write(dir.join("tls.crt"), "-----BEGIN CERTIFICATE-----\nbroken\n").unwrap();
+    eventually("the broken certificate's refusal is recorded", || {
+        let done = reload_records(&proxy.audit_dir())
+            .iter()
+            .any(|r| r["status_id"] == 2);
+        async move { done }
+    })
+    .await;
+    assert!(serves_certificate_of(&url, &ca_b).await, "B still served");
+    // A's certificate with B's key: the key does not belong to it.
+    std::fs::copy(&a.cert, dir.join("tls.crt")).unwrap();
+    eventually("the mismatched key's refusal is recorded", || {
+        let done = reload_records(&proxy.audit_dir()).iter().any(|r| {
+            r["status_id"] == 2
+                && r["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("does not belong")
+        });
+        async move { done }
+    })
+    .await;
+    assert!(serves_certificate_of(&url, &ca_b).await, "B still served");
+    assert!(!serves_certificate_of(&url, &ca_a).await);
+
+    let records = reload_records(&proxy.audit_dir());
+    let applied = records.iter().filter(|r| r["status_id"] == 1).count();
+    assert!(applied >= 2, "A and B applied: {records:?}");
+    let refused: Vec<&Value> = records.iter().filter(|r| r["status_id"] == 2).collect();
+    assert!(
+        refused.iter().all(|r| r["message"]
+            .as_str()
+            .unwrap()
+            .contains("TLS certificates not reloaded, the running ones stay in use")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["message"].as_str().unwrap().contains("tls.crt")),
+        "the refusal names the file: {refused:?}"
+    );
+    assert!(proxy.logs().contains("TLS certificates not reloaded"));
+}
+
+#[tokio::test]
+async fn no_request_fails_across_certificate_reloads_under_load() {
+    let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |o| {
+        o.tls = true;
+        o.routes_yaml = TLS_ROUTES.into();
+    })
+    .await;
+    let dir = proxy.config_path.parent().unwrap().to_owned();
+    let token = idp.bearer("alice").await;
+    let url = format!("{}/x", proxy.tls_base().unwrap());
+    let (ca_a, ca_b) = (TestCa::new("ca a"), TestCa::new("ca b"));
+    let a = ca_a.server("a", "IP:127.0.0.1");
+    let b = ca_b.server("b", "IP:127.0.0.1");
+    install(&dir, &a);
+    eventually("certificate A served", || {
+        serves_certificate_of(&url, &ca_a)
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for worker in 0..6 {
+        let mut builder = reqwest::Client::builder().tls_built_in_root_certs(false);
+        for ca in [&ca_a, &ca_b] {
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&ca.cert).unwrap()).unwrap(),
+            );
+        }
+        // Half the workers handshake for every request, half keep their connections.
+        if worker % 2 == 0 {
+            builder = builder.pool_max_idle_per_host(0);
+        }
+        let client = builder.build().unwrap();
+        let (stop, ok, failed, url, token) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            url.clone(),
+            token.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = match client.get(&url).bearer_auth(&token).send().await {
+                    Ok(response) if response.status() == 200 => response
+                        .bytes()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Ok(response) => Err(format!("status {}", response.status())),
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("failed request: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    let before = ok.load(Ordering::Relaxed);
+    eventually("load is running", || {
+        let ok = ok.clone();
+        async move { ok.load(Ordering::Relaxed) > before + 50 }
+    })
+    .await;
+    install(&dir, &b);
+    eventually("certificate B served under load", || {
+        serves_certificate_of(&url, &ca_b)
+    })
+    .await;
+    let before = ok.load(Ordering::Relaxed);
+    eventually("requests under B", || {
+        let ok = ok.clone();
+        async move { ok.load(Ordering::Relaxed) > before + 50 }
+    })
+    .await;
+    install(&dir, &a);
+    eventually("certificate A served again under load", || {
+        serves_certificate_of(&url, &ca_a)
+    })
+    .await;
+    let before = ok.load(Ordering::Relaxed);
+    eventually("requests under A again", || {
+        let ok = ok.clone();
+        async move { ok.load(Ordering::Relaxed) > before + 50 }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("requests across two certificate reloads: {ok} succeeded, {failed} failed");
+    assert!(ok > 150, "{ok} requests");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    let refused = reload_records(&proxy.audit_dir())
+        .into_iter()
+        .filter(|r| r["status_id"] == 2)
+        .count();
+    assert_eq!(refused, 0, "no reload was refused");
 }

@@ -1,15 +1,24 @@
-//! Configuration reloads: on SIGHUP and whenever the file's contents change.
+//! Reloads: the configuration on SIGHUP and whenever the file's contents change; the TLS
+//! listener's certificates and keys then too, and whenever their files change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::audit::{Event, Lifecycle};
 use crate::proxy::Proxy;
+use crate::server::{Certificates, FilesState};
 
 /// Reloads routes and policies on SIGHUP and whenever the configuration file changes (checked
 /// every second). An invalid file is reported in full and the running set is kept; the refusal
 /// is an unsuccessful reload record (a successful reload is recorded by [`Proxy::reload`]).
-pub(super) async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
+/// `certificates` are read again at each of those, and when their files change
+/// ([`CertificateWatch`]).
+pub(super) async fn watch_config(
+    path: PathBuf,
+    proxy: Arc<Proxy>,
+    certificates: Option<Arc<Certificates>>,
+) {
+    let mut certificates = certificates.map(CertificateWatch::new);
     let mut last = fingerprint(&path);
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -32,7 +41,11 @@ pub(super) async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
             false
         };
         let current = fingerprint(&path);
-        if !signalled && current == last {
+        let changed = current != last;
+        if let Some(certificates) = &mut certificates {
+            certificates.poll(&proxy, signalled || changed);
+        }
+        if !signalled && !changed {
             continue;
         }
         last = current;
@@ -66,6 +79,61 @@ pub(super) async fn watch_config(path: PathBuf, proxy: Arc<Proxy>) {
                         "configuration not reloaded ({} errors; first: {first})",
                         errors.errors.len()
                     ),
+                ));
+            }
+        }
+    }
+}
+
+/// The TLS certificates and the state of their files, polled every second.
+///
+/// A change is acted on once the files have stayed the same for one poll, so that replacing a
+/// certificate and then its key is read as one change, not as a mismatched pair in between.
+/// A reload is recorded (success or refusal) in the audit log; a refused set leaves the running
+/// one in place and is not retried until the files change again (or the next SIGHUP).
+struct CertificateWatch {
+    certificates: Arc<Certificates>,
+    /// The files as they were when last read.
+    loaded: FilesState,
+    /// The files as they were at the previous poll.
+    seen: FilesState,
+}
+
+impl CertificateWatch {
+    fn new(certificates: Arc<Certificates>) -> Self {
+        let state = certificates.files_state();
+        CertificateWatch {
+            certificates,
+            loaded: state.clone(),
+            seen: state,
+        }
+    }
+
+    /// Reloads when `forced` (SIGHUP, a configuration change) or when the files changed and
+    /// have settled.
+    fn poll(&mut self, proxy: &Proxy, forced: bool) {
+        let now = self.certificates.files_state();
+        let settled = now == self.seen;
+        self.seen = now.clone();
+        if !forced && !(settled && now != self.loaded) {
+            return;
+        }
+        self.loaded = now;
+        match self.certificates.reload() {
+            Ok(names) => {
+                tracing::info!(names = ?names, "TLS certificates reloaded; new handshakes use them");
+                proxy.record(Event::lifecycle(
+                    Lifecycle::Reload,
+                    true,
+                    format!("TLS certificates reloaded (names: {})", names.join(", ")),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificates not reloaded; the running ones stay in use");
+                proxy.record(Event::lifecycle(
+                    Lifecycle::Reload,
+                    false,
+                    format!("TLS certificates not reloaded, the running ones stay in use: {e}"),
                 ));
             }
         }
