@@ -49,6 +49,13 @@ pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigErrors> {
         .map_err(|errors| ConfigErrors { errors })
 }
 
+/// Like [`parse`], but secrets are neither read nor validated (as [`load_without_secrets`]):
+/// for a configuration carried elsewhere, such as a Kubernetes ConfigMap.
+pub fn parse_without_secrets(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    parse::document(source, file, &|_| None, parse::Secrets::Placeholders)
+        .map_err(|errors| ConfigErrors { errors })
+}
+
 /// The text of the configuration file, or the error naming it.
 fn read(path: &Path) -> Result<String, ConfigErrors> {
     std::fs::read_to_string(path).map_err(|source| ConfigErrors {

@@ -408,3 +408,62 @@ async fn no_request_fails_across_certificate_reloads_under_load() {
         .count();
     assert_eq!(refused, 0, "no reload was refused");
 }
+
+/// Runs `sekisho check ARGS…` from the workspace; (success, stdout + stderr).
+fn check_deployment(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(sekisho_tests::sekisho_binary())
+        .arg("check")
+        .args(args)
+        .current_dir(sekisho_tests::workspace())
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_shipped_systemd_unit_and_kubernetes_manifests_pass_sekisho_check() {
+    let unit = "examples/systemd/sekisho.service";
+    let drop_in = "examples/systemd/sekisho-kernel-layers.conf";
+    let (ok, out) = check_deployment(&["-c", "examples/systemd/sekisho.yaml", "--systemd", unit]);
+    assert!(ok && out.contains("ok (0 warnings)"), "{out}");
+    for manifest in [
+        "examples/kubernetes/sekisho.yaml",
+        "examples/kubernetes/sekisho-node.yaml",
+    ] {
+        let (ok, out) = check_deployment(&["--kubernetes", manifest]);
+        assert!(ok && out.contains("ok (0 warnings)"), "{manifest}: {out}");
+    }
+
+    // The same configuration with the NIC guard: the drop-in is needed, and enough.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sekisho.yaml");
+    let example =
+        std::fs::read_to_string(sekisho_tests::workspace().join("examples/systemd/sekisho.yaml"))
+            .unwrap();
+    std::fs::write(
+        &config,
+        format!("{example}xdp:\n  interfaces: [eth0]\n  protected_ports: [22]\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (ok, out) = check_deployment(&["-c", config, "--systemd", unit]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("examples/systemd/sekisho.service:")
+            && out.contains("error: AmbientCapabilities lacks CAP_BPF"),
+        "{out}"
+    );
+    let (ok, out) = check_deployment(&["-c", config, "--systemd", unit, drop_in]);
+    assert!(ok && out.contains("ok (0 warnings)"), "{out}");
+    // And the drop-in without kernel layers is warned about, not refused.
+    let (ok, out) = check_deployment(&[
+        "-c",
+        "examples/systemd/sekisho.yaml",
+        "--systemd",
+        unit,
+        drop_in,
+    ]);
+    assert!(ok && out.contains("warning: CAP_BPF is granted"), "{out}");
+}

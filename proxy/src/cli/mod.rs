@@ -5,6 +5,7 @@
 mod audit;
 mod client;
 mod config;
+mod deploy;
 mod idp;
 mod policy;
 mod quickstart;
@@ -38,11 +39,19 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Validate a configuration file and print its routes.
+    /// Validate a configuration file and print its routes; with --systemd or --kubernetes,
+    /// check a deployment against the configuration it runs (exit status 1 on errors).
     Check {
-        /// Configuration file.
-        #[arg(short, long)]
-        config: PathBuf,
+        /// Configuration file (with --systemd: else the one ExecStart names; with
+        /// --kubernetes: else the ConfigMap each sekisho container mounts).
+        #[arg(short, long, required_unless_present_any = ["systemd", "kubernetes"])]
+        config: Option<PathBuf>,
+        /// A systemd unit and its drop-ins, in the order systemd applies them.
+        #[arg(long, num_args = 1.., conflicts_with = "kubernetes")]
+        systemd: Vec<PathBuf>,
+        /// Kubernetes manifests (several documents per file are fine).
+        #[arg(long, num_args = 1..)]
+        kubernetes: Vec<PathBuf>,
     },
     /// Test and explain policies.
     #[command(subcommand)]
@@ -98,7 +107,11 @@ enum Command {
 pub fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Run { config } => serve::run(&config),
-        Command::Check { config } => config::check(&config),
+        Command::Check {
+            config,
+            systemd,
+            kubernetes,
+        } => config::check(config.as_deref(), &systemd, &kubernetes),
         Command::Policy(command) => policy::run(*command),
         Command::Audit(command) => audit::run(command),
         Command::GenCookieKey => config::gen_cookie_key(),
