@@ -115,7 +115,8 @@ impl CertificateWatch {
         let now = self.certificates.files_state();
         let settled = now == self.seen;
         self.seen = now.clone();
-        if !forced && !(settled && now != self.loaded) {
+        let changed = settled && now != self.loaded;
+        if !forced && !changed {
             return;
         }
         self.loaded = now;
