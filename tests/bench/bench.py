@@ -73,7 +73,9 @@ def cpu_ticks(pid):
     return int(fields[14 - 3]) + int(fields[15 - 3])
 
 
-def cpu(pids):
+def _tree_sum(pids, measure):
+    """The sum of measure(pid) over PIDS and all their descendants (processes gone meanwhile and
+    unreadable ones count 0)."""
     seen, todo, total = set(), [int(p) for p in pids], 0
     while todo:
         pid = todo.pop()
@@ -81,11 +83,15 @@ def cpu(pids):
             continue
         seen.add(pid)
         try:
-            total += cpu_ticks(pid)
+            total += measure(pid)
         except (OSError, ValueError):
             continue
         todo.extend(_children(pid))
-    print(total)
+    return total
+
+
+def cpu(pids):
+    print(_tree_sum(pids, cpu_ticks))
 
 
 def json_get(path, key):
@@ -294,23 +300,17 @@ def report(results, clk_tck, idle_path=None, hs_path=None):
         sys.exit(3)
 
 
+def _vm_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def _rss_kib(pids):
     """VmRSS of PIDs and their descendants, in KiB."""
-    seen, todo, total = set(), [int(p) for p in pids], 0
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-        todo.extend(_children(pid))
-    return total
+    return _tree_sum(pids, _vm_rss_kib)
 
 
 def _h2_frame(kind, flags, stream, payload=b""):
@@ -480,12 +480,7 @@ def handshakes(pid_text, host, port, count, mode, clk_tck):
                     pass  # the TLS 1.3 ticket arrives after the handshake; read to the end
                 session = s.session
     def ticks():
-        total = 0
-        for pid in pids:
-            total += cpu_ticks(pid)
-            for kid in _children(pid):
-                total += cpu_ticks(kid)
-        return total
+        return _tree_sum(pids, cpu_ticks)
     c0, t0, reused, suite = ticks(), time.monotonic(), 0, None
     for _ in range(count):
         with socket.create_connection((host, int(port))) as raw:
