@@ -366,34 +366,31 @@ async fn no_request_fails_across_certificate_reloads_under_load() {
             }
         }));
     }
-    let before = ok.load(Ordering::Relaxed);
-    eventually("load is running", || {
+    // Fifty more successful requests after each step: the load goes on through every swap.
+    let fifty_more = |what: &'static str| {
         let ok = ok.clone();
-        async move { ok.load(Ordering::Relaxed) > before + 50 }
-    })
-    .await;
+        async move {
+            let before = ok.load(Ordering::Relaxed);
+            eventually(what, || {
+                let ok = ok.clone();
+                async move { ok.load(Ordering::Relaxed) > before + 50 }
+            })
+            .await;
+        }
+    };
+    fifty_more("load is running").await;
     install(&dir, &b);
     eventually("certificate B served under load", || {
         serves_certificate_of(&url, &ca_b)
     })
     .await;
-    let before = ok.load(Ordering::Relaxed);
-    eventually("requests under B", || {
-        let ok = ok.clone();
-        async move { ok.load(Ordering::Relaxed) > before + 50 }
-    })
-    .await;
+    fifty_more("requests under B").await;
     install(&dir, &a);
     eventually("certificate A served again under load", || {
         serves_certificate_of(&url, &ca_a)
     })
     .await;
-    let before = ok.load(Ordering::Relaxed);
-    eventually("requests under A again", || {
-        let ok = ok.clone();
-        async move { ok.load(Ordering::Relaxed) > before + 50 }
-    })
-    .await;
+    fifty_more("requests under A again").await;
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.await.unwrap();
