@@ -14,9 +14,11 @@ pub use audit::{Admin, Audit, Durability, OnFailure, Otlp};
 mod strip;
 pub use strip::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
 mod attribution;
+mod shared_state;
 mod upstream_tls;
 mod xdp;
 pub use attribution::{Attribution, BypassMode};
+pub use shared_state::{Redis, RedisAddress, RedisTls, SharedState};
 pub use upstream_tls::{CaBundle, TlsPrivateKey, UpstreamClientAuth, UpstreamTls, UpstreamVerify};
 pub use xdp::{AutoBan, PortProtocol, ProtectedPort, SynRateLimit, Xdp, XdpInterface, XdpMode};
 
@@ -55,6 +57,9 @@ pub struct Config {
     pub xdp: Option<Xdp>,
     /// The socket hooks (`attribution:`), when configured.
     pub attribution: Option<Attribution>,
+    /// The store several instances share state through (`shared_state:`); absent: this
+    /// instance keeps everything to itself.
+    pub shared_state: Option<SharedState>,
 }
 
 /// The built-in OpenID provider, served on sekisho's own listeners for requests to the issuer's

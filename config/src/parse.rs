@@ -7,6 +7,7 @@ mod audit;
 pub(crate) mod idp;
 mod policy;
 mod route_options;
+mod shared_state;
 mod strip;
 pub(crate) mod upstream_tls;
 mod xdp;
@@ -45,6 +46,7 @@ const TOP_LEVEL: &[&str] = &[
     "strip_request_headers",
     "upstream_tls",
     "xdp",
+    "shared_state",
     "attribution",
 ];
 /// Keys of `server`.
@@ -261,6 +263,7 @@ impl Parser<'_> {
         let admin = self.optional(&map, "admin", |p, f| p.admin(f, &policies));
         let xdp = self.optional(&map, "xdp", |p, f| p.xdp(f, server.as_ref()));
         let attribution = self.optional(&map, "attribution", Self::attribution);
+        let shared_state = self.optional(&map, "shared_state", Self::shared_state);
         let identity_provider = self.optional(&map, "identity_provider", |p, f| {
             p.identity_provider(f, state_dir.as_deref())
         });
@@ -293,6 +296,7 @@ impl Parser<'_> {
             strip_request_headers: strip_request_headers?,
             xdp: xdp?,
             attribution: attribution?,
+            shared_state: shared_state?,
         })
     }
 

@@ -23,6 +23,27 @@ use crate::policy::{EmailAddress, PolicyMode};
 /// What is wrong with one scalar value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ValueError {
+    /// A `shared_state.redis.url` that is not a Redis address.
+    #[error(
+        "`{0}` is not a Redis address: write redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or unix:///PATH/TO/redis.sock"
+    )]
+    RedisUrl(String),
+    /// A Redis URL carrying credentials (not echoed: they may be the password).
+    #[error(
+        "the Redis URL must not carry a user name or password: write them as `username` and `password` (which can come from a file or the environment)"
+    )]
+    RedisUrlCredentials,
+    /// A Redis user name that is empty or holds spaces.
+    #[error("a Redis user name must be a non-empty word without spaces")]
+    RedisUsername,
+    /// A key prefix that is empty, too long or holds spaces.
+    #[error("`{0}` is not a key prefix: write 1 to 64 characters without spaces, like `sekisho:`")]
+    RedisKeyPrefix(String),
+    /// `tls` under a `redis://` or `unix://` URL.
+    #[error(
+        "`tls` is set but the URL is not rediss://: write rediss://HOST:PORT to speak TLS to Redis"
+    )]
+    RedisTlsWithoutRediss,
     /// A tunnel route's `from` that is not `tcp+https://host:port` (or `tcp+http`).
     #[error(
         "`{0}` is not a tunnel address: write tcp+https://HOST:PORT (or tcp+http://HOST:PORT, served to loopback clients only), with the port and no path"
@@ -1702,5 +1723,60 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+}
+
+/// A Redis server address, its database number and whether TLS is asked for (`rediss://`):
+/// `redis://HOST[:PORT][/DB]`, `rediss://HOST[:PORT][/DB]` or `unix:///PATH`. Credentials in
+/// the URL, a query or a fragment are refused.
+pub(crate) fn redis_url(
+    input: &str,
+) -> Result<(crate::model::RedisAddress, u32, bool), ValueError> {
+    use crate::model::RedisAddress;
+    let text = input.trim();
+    let bad = || ValueError::RedisUrl(text.to_owned());
+    let url = Url::parse(text).map_err(|_| bad())?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ValueError::RedisUrlCredentials);
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad());
+    }
+    match url.scheme() {
+        "unix" => {
+            if url.host_str().is_some_and(|h| !h.is_empty()) || url.port().is_some() {
+                return Err(bad());
+            }
+            let path = url.to_file_path().map_err(|()| bad())?;
+            if !path.is_absolute() || url.path().ends_with('/') {
+                return Err(bad());
+            }
+            Ok((RedisAddress::Unix(path), 0, false))
+        }
+        scheme @ ("redis" | "rediss") => {
+            let host = match url.host() {
+                Some(Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+                Some(Host::Ipv4(ip)) => ip.to_string(),
+                Some(Host::Ipv6(ip)) => ip.to_string(),
+                _ => return Err(bad()),
+            };
+            let database = match url.path() {
+                "" | "/" => 0,
+                path => path
+                    .strip_prefix('/')
+                    .filter(|n| {
+                        !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(bad)?,
+            };
+            let port = url.port().unwrap_or(6379);
+            Ok((
+                RedisAddress::Tcp { host, port },
+                database,
+                scheme == "rediss",
+            ))
+        }
+        _ => Err(bad()),
     }
 }

@@ -219,6 +219,13 @@ impl App {
             background.spawn(idp.clone().maintain());
         }
         let proxy = Arc::new(proxy);
+        if let Some(shared) = proxy.shared_state() {
+            // Other instances' changes apply here; this one's reach them.
+            let replica: Arc<dyn crate::shared::Replica> = proxy.clone();
+            shared.attach(Arc::downgrade(&replica));
+            tracing::info!(server = %shared.server(), "shared state: Redis configured");
+            background.spawn(shared.clone().run());
+        }
         {
             // Tunnels close when their session or token stops being live.
             let proxy = proxy.clone();

@@ -186,12 +186,31 @@ pub fn attribution(attribution: &AttributionStatus, required: bool) -> Check {
 }
 
 /// State shared between instances (Redis): not implemented yet, so never configured.
-pub fn shared_state() -> Check {
+pub fn shared_state(shared: Option<&crate::shared::SharedState>) -> Check {
+    let (status, detail) = match shared {
+        None => (
+            Status::NotConfigured,
+            "no shared_state section (this instance's state is its own)".to_owned(),
+        ),
+        Some(link) if link.connected() => (
+            Status::Ok,
+            format!("connected to Redis at {}", link.server()),
+        ),
+        Some(link) => (
+            Status::Degraded,
+            format!(
+                "Redis at {} unreachable ({}); serving from the local copy, {} changes queued",
+                link.server(),
+                link.last_error().unwrap_or_else(|| "connecting".to_owned()),
+                link.queued()
+            ),
+        ),
+    };
     Check {
         name: "shared_state",
         required: false,
-        status: Status::NotConfigured,
-        detail: "no shared_state section (this instance's state is its own)".to_owned(),
+        status,
+        detail,
     }
 }
 

@@ -28,6 +28,7 @@ pub mod seal;
 pub mod server;
 pub mod session;
 pub mod sessions;
+pub mod shared;
 pub mod target;
 pub mod tunnel;
 pub mod upstream;

@@ -41,6 +41,7 @@ pub fn render(
     nic: &NicStatus,
     attribution: &crate::attribution::AttributionStatus,
     readiness: &crate::health::Readiness,
+    shared: Option<&crate::shared::SharedState>,
 ) -> Response<ProxyBody> {
     let m = audit.metrics();
     let mut text = String::new();
@@ -274,6 +275,9 @@ pub fn render(
                 c.bypasses.load(Ordering::Relaxed)
             );
         }
+    }
+    if let Some(shared) = shared {
+        shared.render_metrics(&mut text);
     }
     let mut response = Response::new(full(text));
     response.headers_mut().insert(

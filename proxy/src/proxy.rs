@@ -65,6 +65,9 @@ pub const JWKS_PATH: &str = "/.well-known/sekisho/jwks.json";
 /// Why sekisho could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The shared-state link cannot be set up.
+    #[error("{0}")]
+    SharedState(#[source] crate::shared::SharedError),
     /// The session keys are unusable.
     #[error("session keys: {0}")]
     Keys(#[source] SealError),
@@ -125,6 +128,8 @@ pub struct Proxy {
     pub tunnels: Arc<crate::tunnel::Tunnels>,
     /// Command-line sign-in codes waiting for their exchange.
     cli_codes: cli_login::PendingCodes,
+    /// The link to the other instances, when `shared_state` is configured.
+    shared: Option<Arc<crate::shared::SharedState>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -203,20 +208,24 @@ impl Proxy {
         };
         // Whatever follows a session's life subscribes to its events.
         let mut events = SessionEvents::default();
-        events.subscribe(audit.clone());
+        events.subscribe_local(audit.clone());
         events.subscribe(signer.clone());
         if let NicStatus::Attached(guard) = &nic {
             events.subscribe(guard.clone());
         }
         let tunnels = Arc::new(crate::tunnel::Tunnels::default());
         events.subscribe(tunnels.clone());
-        let sessions = Sessions::new(
-            &config.session,
-            sealer,
-            oidc.clone(),
-            Arc::new(revoked),
-            events,
-        );
+        let revoked = Arc::new(revoked);
+        let shared = match &config.shared_state {
+            Some(shared) => {
+                let link = crate::shared::SharedState::new(&shared.redis, revoked.clone())
+                    .map_err(StartError::SharedState)?;
+                events.subscribe_local(link.clone());
+                Some(link)
+            }
+            None => None,
+        };
+        let sessions = Sessions::new(&config.session, sealer, oidc.clone(), revoked, events);
         let counters = Arc::new(Counters::default());
         Ok(Proxy {
             routing: RwLock::new(Arc::new(routing)),
@@ -234,6 +243,7 @@ impl Proxy {
             attribution: crate::attribution::AttributionStatus::Off,
             tunnels,
             cli_codes: cli_login::PendingCodes::default(),
+            shared,
             config,
         })
     }
@@ -264,6 +274,11 @@ impl Proxy {
     pub fn with_attribution(mut self, attribution: crate::attribution::AttributionStatus) -> Self {
         self.attribution = attribution;
         self
+    }
+
+    /// The link to the other instances, when `shared_state` is configured.
+    pub fn shared_state(&self) -> Option<&Arc<crate::shared::SharedState>> {
+        self.shared.as_ref()
     }
 
     /// The OpenID relying party (for startup discovery).
@@ -607,6 +622,25 @@ impl RequestIds {
             self.prefix,
             self.counter.fetch_add(1, Ordering::Relaxed)
         )
+    }
+}
+
+impl crate::shared::Replica for Proxy {
+    /// A state used at another instance's callback is refused here too.
+    fn state_used(&self, key: &str, until: u64) {
+        if let Ok(mut used) = self.used_states.lock() {
+            used.claim(key, crate::session::unix_now(), until);
+        }
+    }
+
+    /// A session event from another instance.
+    fn session_event(&self, event: &crate::sessions::events::SessionEvent) {
+        self.gate.sessions().remote_event(event);
+    }
+
+    /// A failure at another instance.
+    fn failure(&self, client_ip: std::net::IpAddr) {
+        self.gate.sessions().remote_failure(client_ip);
     }
 }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// Why the revocation list could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,33 @@ struct SubjectRevocation {
     until: u64,
 }
 
+/// One entry of the list, as it is replicated to other instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// A session or a provider session, by its key, until `until`.
+    Session {
+        /// The key.
+        key: String,
+        /// When the entry stops mattering (Unix seconds).
+        until: u64,
+    },
+    /// A subject's sessions that started at or before `before`, until `until`.
+    Subject {
+        /// The subject's key.
+        key: String,
+        /// The latest start time revoked (Unix seconds).
+        before: u64,
+        /// When the entry stops mattering (Unix seconds).
+        until: u64,
+    },
+}
+
+/// Hears of every revocation made on this instance (the shared-state link).
+pub trait RevocationSink: Send + Sync + std::fmt::Debug {
+    /// `entry` was revoked here; must not block.
+    fn revoked(&self, entry: &Revocation);
+}
+
 /// Revoked session ids (hashed) with the time after which they no longer matter, and revoked
 /// subjects (hashed) with the time their revocation reaches back to.
 #[derive(Debug)]
@@ -58,6 +85,8 @@ pub struct RevocationList {
     file: PathBuf,
     /// Serialises appends and compactions; counts the lines appended since the last compaction.
     writer: Mutex<usize>,
+    /// Where local revocations are replicated (set once, when shared state is configured).
+    sink: OnceLock<Arc<dyn RevocationSink>>,
 }
 
 impl RevocationList {
@@ -100,6 +129,7 @@ impl RevocationList {
             subjects: RwLock::new(subjects),
             file: file.to_owned(),
             writer: Mutex::new(0),
+            sink: OnceLock::new(),
         };
         list.compact()?;
         Ok((list, malformed))
@@ -142,6 +172,13 @@ impl RevocationList {
         let Some(entry) = self.insert_subject(subject_hash, before, until, now) else {
             return Ok(false);
         };
+        if let Some(sink) = self.sink.get() {
+            sink.revoked(&Revocation::Subject {
+                key: subject_hash.to_owned(),
+                before: entry.before,
+                until: entry.until,
+            });
+        }
         let list = self.clone();
         let line = format!("{subject_hash} {} {}\n", entry.until, entry.before);
         tokio::task::spawn_blocking(move || list.append(&line, now))
@@ -193,6 +230,12 @@ impl RevocationList {
         if !self.insert(sid_hash, until, now) {
             return Ok(false);
         }
+        if let Some(sink) = self.sink.get() {
+            sink.revoked(&Revocation::Session {
+                key: sid_hash.to_owned(),
+                until,
+            });
+        }
         let list = self.clone();
         let line = format!("{sid_hash} {until}\n");
         tokio::task::spawn_blocking(move || list.append(&line, now))
@@ -201,6 +244,60 @@ impl RevocationList {
                 path: self.file.clone(),
             })??;
         Ok(true)
+    }
+
+    /// Replicates every local revocation from now on to `sink` (once; later calls are ignored).
+    pub fn replicate_to(&self, sink: Arc<dyn RevocationSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Applies an entry another instance revoked: in memory at once, and appended to the file
+    /// on a blocking thread (not waited for: the entry also lives in the shared store). Not
+    /// replicated back. True when it changed something.
+    pub fn merge(self: &Arc<Self>, entry: Revocation, now: u64) -> bool {
+        let line = match &entry {
+            Revocation::Session { key, until } => self
+                .insert(key, *until, now)
+                .then(|| format!("{key} {until}\n")),
+            Revocation::Subject { key, before, until } => self
+                .insert_subject(key, *before, *until, now)
+                .map(|merged| format!("{key} {} {}\n", merged.until, merged.before)),
+        };
+        let Some(line) = line else {
+            return false;
+        };
+        let list = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = list.append(&line, now) {
+                tracing::error!(error = %e, "a revocation from another instance is in memory but not on disk");
+            }
+        });
+        true
+    }
+
+    /// Every live entry at `now` (for pushing to the shared store after a reconnection).
+    pub fn entries(&self, now: u64) -> Vec<Revocation> {
+        let mut all: Vec<Revocation> = match self.entries.read() {
+            Ok(entries) => entries
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(key, until)| Revocation::Session {
+                    key: key.clone(),
+                    until: *until,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Ok(subjects) = self.subjects.read() {
+            all.extend(subjects.iter().filter(|(_, entry)| entry.until > now).map(
+                |(key, entry)| Revocation::Subject {
+                    key: key.clone(),
+                    before: entry.before,
+                    until: entry.until,
+                },
+            ));
+        }
+        all
     }
 
     /// Records the entry in memory; false when it changes nothing.

@@ -365,6 +365,7 @@ impl Sessions {
                 session,
                 source: source.clone(),
                 expires_at: indexed.expires_at,
+                login_at: indexed.login_at,
             });
         }
         Ok(ProviderLogoutOutcome {
@@ -419,6 +420,30 @@ impl Sessions {
             })
     }
 
+    /// Applies a session event from another instance: the provider index learns (or forgets)
+    /// the session, so a back-channel logout received here ends it too, and the subscribers to
+    /// every instance's events hear it (not this instance's audit log, nor the link that
+    /// brought it).
+    pub fn remote_event(&self, event: &SessionEvent) {
+        match event.change {
+            SessionChange::Started | SessionChange::Refreshed => self.index.insert(
+                &event.session,
+                &ProviderKeys::of(&event.identity),
+                event.login_at,
+                event.expires_at,
+                unix_now(),
+                || event.identity.clone(),
+            ),
+            SessionChange::Ended(_) => self.index.remove(&event.session),
+        }
+        self.events.publish_remote(event);
+    }
+
+    /// Applies a failure from another instance (auto-bans count every instance's).
+    pub fn remote_failure(&self, source: std::net::IpAddr) {
+        self.events.failure_remote(source);
+    }
+
     fn publish(&self, change: SessionChange, state: &SessionState, source: EventSource) {
         let identity = Arc::new(state.identity.clone());
         let session = state.sid_hash();
@@ -440,6 +465,7 @@ impl Sessions {
             session,
             source,
             expires_at,
+            login_at: state.login_at,
         });
     }
 

@@ -1269,6 +1269,7 @@ mod tests {
                 host: None,
             },
             expires_at,
+            login_at: 0,
         }
     }
 

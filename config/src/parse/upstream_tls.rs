@@ -129,7 +129,7 @@ impl Parser<'_> {
     }
 
     /// A CA bundle: at least one certificate, each usable as a trust anchor.
-    fn ca_bundle(&mut self, field: &Field<'_>) -> Option<CaBundle> {
+    pub(super) fn ca_bundle(&mut self, field: &Field<'_>) -> Option<CaBundle> {
         let written = self.path(field)?;
         let file = self.base_dir.join(written);
         if self.secrets == Secrets::Placeholders {

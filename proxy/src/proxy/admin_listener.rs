@@ -59,7 +59,7 @@ impl Proxy {
                     &self.attribution,
                     required(self.config.attribution.as_ref().map(|a| a.required)),
                 ),
-                health::shared_state(),
+                health::shared_state(self.shared.as_deref()),
             ],
         }
     }
@@ -90,6 +90,7 @@ impl Proxy {
                 &self.nic,
                 &self.attribution,
                 &self.readiness(),
+                self.shared.as_deref(),
             ));
         }
         let request_id = facts.request_id().to_owned();

@@ -135,11 +135,18 @@ impl Proxy {
         self.gate.start_login(target, &return_to).await
     }
 
-    /// Marks a state as used; false when it already was (a replayed callback).
+    /// Marks a state as used; false when it already was (a replayed callback). States are
+    /// kept by their hash, which is also what the other instances are told.
     fn claim_state(&self, state: &str, now: u64) -> bool {
-        let Ok(mut used) = self.used_states.lock() else {
-            return false;
+        let key = crate::session::sid_hash(state);
+        let until = now.saturating_add(FLOW_LIFETIME.as_secs());
+        let claimed = match self.used_states.lock() {
+            Ok(mut used) => used.claim(&key, now, until),
+            Err(_) => return false,
         };
-        used.claim(state, now, now.saturating_add(FLOW_LIFETIME.as_secs()))
+        if claimed && let Some(shared) = &self.shared {
+            shared.publish(crate::shared::Message::StateUsed { key, until });
+        }
+        claimed
     }
 }

@@ -92,6 +92,8 @@ pub struct SessionEvent {
     pub source: EventSource,
     /// Unix seconds when the session ends at the latest (its absolute lifetime).
     pub expires_at: u64,
+    /// Unix seconds of the session's sign-in.
+    pub login_at: u64,
 }
 
 impl SessionEvent {
@@ -147,42 +149,82 @@ pub trait SessionSubscriber: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Which events a subscriber hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Events of this instance and of the others (through the shared state).
+    Everywhere,
+    /// Events of this instance only: its audit log (each instance records what it did) and
+    /// the shared-state link (which sends them to the others).
+    Local,
+}
+
 /// The subscribers, fixed when the application is wired.
 #[derive(Debug, Default)]
 pub struct SessionEvents {
-    subscribers: Vec<Arc<dyn SessionSubscriber>>,
+    subscribers: Vec<(Arc<dyn SessionSubscriber>, Scope)>,
 }
 
 impl SessionEvents {
-    /// Adds a subscriber (at wiring time).
+    /// Adds a subscriber to the events of every instance (at wiring time).
     pub fn subscribe(&mut self, subscriber: Arc<dyn SessionSubscriber>) {
-        self.subscribers.push(subscriber);
+        self.subscribers.push((subscriber, Scope::Everywhere));
+    }
+
+    /// Adds a subscriber to this instance's own events only (at wiring time).
+    pub fn subscribe_local(&mut self, subscriber: Arc<dyn SessionSubscriber>) {
+        self.subscribers.push((subscriber, Scope::Local));
+    }
+
+    fn everywhere(&self) -> impl Iterator<Item = &Arc<dyn SessionSubscriber>> {
+        self.subscribers
+            .iter()
+            .filter(|(_, scope)| *scope == Scope::Everywhere)
+            .map(|(s, _)| s)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<dyn SessionSubscriber>> {
+        self.subscribers.iter().map(|(s, _)| s)
     }
 
     /// Tells every subscriber.
     pub fn publish(&self, event: &SessionEvent) {
-        for subscriber in &self.subscribers {
+        for subscriber in self.all() {
             subscriber.session_event(event);
+        }
+    }
+
+    /// Tells the subscribers to every instance's events of an event on another instance.
+    pub fn publish_remote(&self, event: &SessionEvent) {
+        for subscriber in self.everywhere() {
+            subscriber.session_event(event);
+        }
+    }
+
+    /// Tells the subscribers to every instance's events of a failure on another instance.
+    pub fn failure_remote(&self, source: IpAddr) {
+        for subscriber in self.everywhere() {
+            subscriber.failure(source);
         }
     }
 
     /// Tells every subscriber that a live session was used.
     pub fn session_used(&self, source: IpAddr, session: &str, expires_at: u64) {
-        for subscriber in &self.subscribers {
+        for subscriber in self.all() {
             subscriber.session_used(source, session, expires_at);
         }
     }
 
     /// Tells every subscriber of a failure from `source`.
     pub fn failure(&self, source: IpAddr) {
-        for subscriber in &self.subscribers {
+        for subscriber in self.all() {
             subscriber.failure(source);
         }
     }
 
     /// Tells every subscriber that a bearer token was used.
     pub fn bearer_used(&self, source: IpAddr, expires_at: u64) {
-        for subscriber in &self.subscribers {
+        for subscriber in self.all() {
             subscriber.bearer_used(source, expires_at);
         }
     }
@@ -234,6 +276,7 @@ mod tests {
                 host: Some("app.example.com".into()),
             },
             expires_at: 100,
+            login_at: 50,
         }
     }
 
