@@ -17,6 +17,7 @@ pub mod echo;
 pub mod netns;
 pub mod pki;
 pub mod raw;
+pub mod redis;
 pub mod tmpfs;
 
 use std::collections::BTreeMap;
@@ -514,6 +515,9 @@ pub struct ProxyOptions {
     pub extra_tls_certificates: Vec<(String, String)>,
     /// With `tls`: a CA (PEM) for client certificates (mTLS, optional for clients).
     pub client_ca_pem: Option<String>,
+    /// The session cookie key; absent: a fresh one. Instances given the same key accept each
+    /// other's cookies (several instances behind one load balancer).
+    pub cookie_key: Option<[u8; 32]>,
 }
 
 impl ProxyOptions {
@@ -532,6 +536,7 @@ impl ProxyOptions {
             oidc_yaml: String::new(),
             extra_tls_certificates: Vec::new(),
             client_ca_pem: None,
+            cookie_key: None,
         }
     }
 }
@@ -608,6 +613,9 @@ impl Proxy {
         let dir = tmp.path().to_owned();
         let mut key = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).expect("random");
+        if let Some(shared) = options.cookie_key {
+            key = shared;
+        }
         std::fs::write(
             dir.join("cookie.key"),
             base64::engine::general_purpose::STANDARD.encode(key),
@@ -898,6 +906,15 @@ impl Default for Agent {
     }
 }
 
+/// A login stopped just before the callback.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The authorization URL sekisho sent the browser to.
+    pub authorize: String,
+    /// The callback URL the IdP sent the browser back to, not yet requested.
+    pub callback: String,
+}
+
 /// The steps of a completed login, for replay tests.
 #[derive(Debug, Clone)]
 pub struct Login {
@@ -986,9 +1003,14 @@ impl Agent {
         }
     }
 
-    /// Logs in through the real IdP login form, starting from `start` (a proxy URL), following
-    /// every hop by hand. Panics with the hop that failed.
-    pub async fn login(&self, start: &str, issuer: &str, user: &str, password: &str) -> Login {
+    /// The hops of [`Agent::login`] up to, not including, the request to sekisho's callback.
+    pub async fn until_callback(
+        &self,
+        start: &str,
+        issuer: &str,
+        user: &str,
+        password: &str,
+    ) -> Pending {
         let first = self.browse(start).await;
         assert_eq!(
             first.status(),
@@ -1026,6 +1048,23 @@ impl Agent {
         let back = self.browse(&resume).await;
         assert_eq!(back.status(), 303, "IdP resume answered {}", back.status());
         let callback = location(&back, &resume);
+        assert!(
+            callback.contains("/.sekisho/callback?"),
+            "IdP sent the browser to {callback}"
+        );
+        Pending {
+            authorize,
+            callback,
+        }
+    }
+
+    /// Logs in through the real IdP login form, starting from `start` (a proxy URL), following
+    /// every hop by hand. Panics with the hop that failed.
+    pub async fn login(&self, start: &str, issuer: &str, user: &str, password: &str) -> Login {
+        let Pending {
+            authorize,
+            callback,
+        } = self.until_callback(start, issuer, user, password).await;
         let done = self.browse(&callback).await;
         let status = done.status();
         assert_eq!(

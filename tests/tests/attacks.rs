@@ -25,7 +25,7 @@ use sekisho::seal::Sealer;
 use sekisho::session::{CookieCodec, SessionState, unix_now};
 use sekisho_tests::echo::{Echo, Echoed};
 use sekisho_tests::raw::{self, RawResponse, exchange, get, single};
-use sekisho_tests::{Agent, Idp, IdpOptions, Proxy, location, no_redirect_client, stack};
+use sekisho_tests::{Agent, Idp, IdpOptions, Pending, Proxy, location, no_redirect_client, stack};
 use serde_json::{Value, json};
 
 /// The session cookie's name on plain HTTP.
@@ -187,7 +187,8 @@ async fn a_login_started_at_a_scheme_relative_path_lands_on_the_same_origin() {
         (format!("{base}/.//evil.com/x"), "/evil.com/x"),
     ] {
         let agent = Agent::new();
-        let callback = until_callback(&agent, &start, &idp.issuer, "alice", "alice-pw")
+        let callback = agent
+            .until_callback(&start, &idp.issuer, "alice", "alice-pw")
             .await
             .callback;
         let done = agent.browse(&callback).await;
@@ -851,70 +852,6 @@ async fn session_cookies_of_either_scheme_never_reach_the_upstream() {
 // ---------------------------------------------------------------------------------------------
 // 4. Callback attacks
 
-/// A login stopped just before the callback.
-#[derive(Debug)]
-struct Pending {
-    /// The authorization URL sekisho sent the browser to.
-    authorize: String,
-    /// The callback URL the IdP sent the browser back to, not yet requested.
-    callback: String,
-}
-
-/// The hops of `Agent::login` up to, not including, the request to sekisho's callback.
-async fn until_callback(
-    agent: &Agent,
-    start: &str,
-    issuer: &str,
-    user: &str,
-    password: &str,
-) -> Pending {
-    let first = agent.browse(start).await;
-    assert_eq!(
-        first.status(),
-        302,
-        "expected a redirect to the IdP from {start}"
-    );
-    let authorize = location(&first, start);
-    assert!(
-        authorize.starts_with(issuer),
-        "redirected to {authorize}, not the IdP {issuer}"
-    );
-    let to_interaction = agent.browse(&authorize).await;
-    assert_eq!(
-        to_interaction.status(),
-        303,
-        "IdP /auth answered {}",
-        to_interaction.status()
-    );
-    let interaction = location(&to_interaction, &authorize);
-    let login_url = format!("{}/login", interaction.trim_end_matches('/'));
-    let posted = agent
-        .send(
-            no_redirect_client()
-                .post(&login_url)
-                .form(&[("login", user), ("password", password)]),
-        )
-        .await;
-    assert_eq!(
-        posted.status(),
-        303,
-        "IdP login answered {}",
-        posted.status()
-    );
-    let resume = location(&posted, &login_url);
-    let back = agent.browse(&resume).await;
-    assert_eq!(back.status(), 303, "IdP resume answered {}", back.status());
-    let callback = location(&back, &resume);
-    assert!(
-        callback.contains("/.sekisho/callback?"),
-        "IdP sent the browser to {callback}"
-    );
-    Pending {
-        authorize,
-        callback,
-    }
-}
-
 /// `url` with query parameter `name` replaced by `value` (or removed when `None`).
 fn with_param(url: &str, name: &str, value: Option<&str>) -> String {
     let mut parsed = url::Url::parse(url).unwrap();
@@ -1020,14 +957,14 @@ async fn a_replayed_callback_is_refused() {
     let Pending {
         authorize,
         callback,
-    } = until_callback(
-        &agent,
-        &format!("{}/", proxy.base()),
-        &idp.issuer,
-        "alice",
-        "alice-pw",
-    )
-    .await;
+    } = agent
+        .until_callback(
+            &format!("{}/", proxy.base()),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await;
     let before = agent.cookies();
     assert!(
         before.keys().any(|k| k.starts_with("_sekisho_flow_")),
@@ -1068,15 +1005,15 @@ async fn a_replayed_callback_is_refused() {
 async fn a_callback_from_another_browser_is_refused() {
     let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
     let victim = Agent::new();
-    let callback = until_callback(
-        &victim,
-        &format!("{}/", proxy.base()),
-        &idp.issuer,
-        "alice",
-        "alice-pw",
-    )
-    .await
-    .callback;
+    let callback = victim
+        .until_callback(
+            &format!("{}/", proxy.base()),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await
+        .callback;
 
     // Login CSRF: the attacker's callback URL in a browser that never started this login.
     assert_callback_refused(&BTreeMap::new(), &callback, 401, "fresh browser").await;
@@ -1101,15 +1038,15 @@ async fn a_callback_from_another_browser_is_refused() {
 async fn callbacks_with_an_altered_state_or_an_error_are_refused() {
     let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
     let agent = Agent::new();
-    let callback = until_callback(
-        &agent,
-        &format!("{}/", proxy.base()),
-        &idp.issuer,
-        "alice",
-        "alice-pw",
-    )
-    .await
-    .callback;
+    let callback = agent
+        .until_callback(
+            &format!("{}/", proxy.base()),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await
+        .callback;
     let cookies = agent.cookies();
     let state = param(&callback, "state");
     let other = |c: char| if c == 'A' { "B" } else { "A" };
@@ -1192,15 +1129,15 @@ async fn callbacks_with_an_altered_state_or_an_error_are_refused() {
 async fn a_stolen_code_is_useless_in_another_browsers_flow() {
     let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
     let victim = Agent::new();
-    let victim_callback = until_callback(
-        &victim,
-        &format!("{}/", proxy.base()),
-        &idp.issuer,
-        "alice",
-        "alice-pw",
-    )
-    .await
-    .callback;
+    let victim_callback = victim
+        .until_callback(
+            &format!("{}/", proxy.base()),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await
+        .callback;
 
     // The attacker starts a flow of their own and injects the victim's code into it: state and
     // flow cookie match, but the PKCE verifier (and nonce) belong to the attacker's flow.
