@@ -85,3 +85,6 @@ impl Parser<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

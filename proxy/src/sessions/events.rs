@@ -301,6 +301,29 @@ mod tests {
     }
 
     #[test]
+    fn another_instances_events_reach_only_the_subscribers_to_every_instance() {
+        let (everywhere, local) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+        let mut events = SessionEvents::default();
+        events.subscribe(everywhere.clone());
+        events.subscribe_local(local.clone());
+        events.publish(&event(SessionChange::Started));
+        events.publish_remote(&event(SessionChange::Ended(EndReason::Logout)));
+        let seen = |s: &Seen| s.0.lock().unwrap().iter().map(|(c, _)| *c).collect::<Vec<_>>();
+        assert_eq!(
+            seen(&everywhere),
+            [
+                SessionChange::Started,
+                SessionChange::Ended(EndReason::Logout)
+            ]
+        );
+        assert_eq!(
+            seen(&local),
+            [SessionChange::Started],
+            "the audit log and the link hear this instance's events only"
+        );
+    }
+
+    #[test]
     fn records_name_the_activity_and_outcome() {
         let cases = [
             (SessionChange::Started, AuthActivity::Login, true),
