@@ -390,7 +390,10 @@ impl SharedState {
         let was_up = flag.swap(false, Ordering::Relaxed);
         self.counters.disconnects.fetch_add(1, Ordering::Relaxed);
         let text = format!("{what}: {error}");
-        if was_up {
+        // The first failure after start is said out loud too (a wrong password, a bad
+        // certificate); repeats are debug.
+        let first = self.counters.disconnects.load(Ordering::Relaxed) == 1;
+        if was_up || first {
             tracing::warn!(server = %self.server(), error = %text, queued = self.queued(), "shared state: Redis unreachable; serving from the local copy and queueing changes");
         } else {
             tracing::debug!(server = %self.server(), error = %text, "shared state: connecting failed");

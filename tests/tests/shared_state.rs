@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sekisho_tests::echo::Echo;
-use sekisho_tests::redis::Redis;
+use sekisho_tests::redis::{ACL_PASSWORD, Redis};
 use sekisho_tests::{
     Agent, CLIENT_SECRET, Idp, IdpOptions, Pending, Proxy, ProxyOptions, audit_records, eventually,
     no_redirect_client,
@@ -96,7 +96,7 @@ async fn instances_share_sessions_revocations_and_used_states_through_redis_and_
     let idp = Idp::start(IdpOptions::default()).await;
     let echo = Echo::start().await;
     let mut options = ProxyOptions::new(&idp.issuer);
-    options.extra_yaml = format!("{ADMIN}{}", redis.shared_state_yaml());
+    options.extra_yaml = format!("{ADMIN}{}", redis.shared_state_yaml(""));
     let a = Proxy::start(&options, echo.addr).await;
     options.cookie_key = Some(a.cookie_key.clone().try_into().unwrap());
     let b = Proxy::start(&options, echo.addr).await;
@@ -253,4 +253,58 @@ async fn instances_share_sessions_revocations_and_used_states_through_redis_and_
             200
         );
     }
+}
+
+#[tokio::test]
+async fn redis_over_tls_with_a_least_privilege_user_and_a_wrong_password_says_why() {
+    let redis = Redis::start_tls().await;
+    let idp = Idp::start(IdpOptions::default()).await;
+    let echo = Echo::start().await;
+    let mut options = ProxyOptions::new(&idp.issuer);
+    options.extra_yaml = format!("{ADMIN}{}", redis.shared_state_yaml(ACL_PASSWORD));
+    let good = Proxy::start(&options, echo.addr).await;
+    options.extra_yaml = format!("{ADMIN}{}", redis.shared_state_yaml("not-the-password"));
+    let refused = Proxy::start(&options, echo.addr).await;
+    idp.register_client("sekisho", CLIENT_SECRET, &good.origins(), "RS256")
+        .await;
+    shared_state_is(&good, "ok").await;
+    eventually(
+        "the instance with the wrong password says why it is degraded",
+        || async {
+            let (_, check) = shared_check(&refused).await;
+            check["status"] == "degraded" && check["detail"].to_string().contains("WRONGPASS")
+        },
+    )
+    .await;
+
+    // The narrow ACL user is enough for everything the link does: a login and a logout land
+    // in the stream and the revocation in its sorted set, and no write was refused.
+    let alice = Agent::new();
+    alice
+        .login(
+            &format!("{}/app", good.base()),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await;
+    logout(&alice.cookies(), &good).await;
+    eventually("the revocation is in Redis", || async {
+        redis.cli(&["ZCARD", "sekisho:revocations"]).trim() == "1"
+    })
+    .await;
+    let entries: u64 = redis
+        .cli(&["XLEN", "sekisho:events"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        entries >= 4,
+        "used state, session start, revocation and session end were streamed: {entries}"
+    );
+    assert!(
+        !good.logs().contains("Redis refused"),
+        "a write was refused: {}",
+        good.logs()
+    );
 }

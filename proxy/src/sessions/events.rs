@@ -308,7 +308,13 @@ mod tests {
         events.subscribe_local(local.clone());
         events.publish(&event(SessionChange::Started));
         events.publish_remote(&event(SessionChange::Ended(EndReason::Logout)));
-        let seen = |s: &Seen| s.0.lock().unwrap().iter().map(|(c, _)| *c).collect::<Vec<_>>();
+        let seen = |s: &Seen| {
+            s.0.lock()
+                .unwrap()
+                .iter()
+                .map(|(c, _)| *c)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             seen(&everywhere),
             [

@@ -34,7 +34,12 @@ fn every_key_is_parsed() {
         }
     );
     assert_eq!(redis.database, 2);
-    let ca = redis.tls.clone().expect("rediss means TLS").ca.expect("a CA");
+    let ca = redis
+        .tls
+        .clone()
+        .expect("rediss means TLS")
+        .ca
+        .expect("a CA");
     assert_eq!(ca.certificates.len(), 1);
     assert_eq!(redis.username.as_deref(), Some("sekisho"));
     assert_eq!(
