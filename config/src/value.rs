@@ -1112,6 +1112,61 @@ fn is_dot_segment(segment: &str) -> bool {
     decoded == "." || decoded == ".."
 }
 
+/// A Redis server address, its database number and whether TLS is asked for (`rediss://`):
+/// `redis://HOST[:PORT][/DB]`, `rediss://HOST[:PORT][/DB]` or `unix:///PATH`. Credentials in
+/// the URL, a query or a fragment are refused.
+pub(crate) fn redis_url(
+    input: &str,
+) -> Result<(crate::model::RedisAddress, u32, bool), ValueError> {
+    use crate::model::RedisAddress;
+    let text = input.trim();
+    let bad = || ValueError::RedisUrl(text.to_owned());
+    let url = Url::parse(text).map_err(|_| bad())?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ValueError::RedisUrlCredentials);
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad());
+    }
+    match url.scheme() {
+        "unix" => {
+            if url.host_str().is_some_and(|h| !h.is_empty()) || url.port().is_some() {
+                return Err(bad());
+            }
+            let path = url.to_file_path().map_err(|()| bad())?;
+            if !path.is_absolute() || url.path().ends_with('/') {
+                return Err(bad());
+            }
+            Ok((RedisAddress::Unix(path), 0, false))
+        }
+        scheme @ ("redis" | "rediss") => {
+            let host = match url.host() {
+                Some(Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+                Some(Host::Ipv4(ip)) => ip.to_string(),
+                Some(Host::Ipv6(ip)) => ip.to_string(),
+                _ => return Err(bad()),
+            };
+            let database = match url.path() {
+                "" | "/" => 0,
+                path => path
+                    .strip_prefix('/')
+                    .filter(|n| {
+                        !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(bad)?,
+            };
+            let port = url.port().unwrap_or(6379);
+            Ok((
+                RedisAddress::Tcp { host, port },
+                database,
+                scheme == "rediss",
+            ))
+        }
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1723,60 +1778,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-}
-
-/// A Redis server address, its database number and whether TLS is asked for (`rediss://`):
-/// `redis://HOST[:PORT][/DB]`, `rediss://HOST[:PORT][/DB]` or `unix:///PATH`. Credentials in
-/// the URL, a query or a fragment are refused.
-pub(crate) fn redis_url(
-    input: &str,
-) -> Result<(crate::model::RedisAddress, u32, bool), ValueError> {
-    use crate::model::RedisAddress;
-    let text = input.trim();
-    let bad = || ValueError::RedisUrl(text.to_owned());
-    let url = Url::parse(text).map_err(|_| bad())?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ValueError::RedisUrlCredentials);
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad());
-    }
-    match url.scheme() {
-        "unix" => {
-            if url.host_str().is_some_and(|h| !h.is_empty()) || url.port().is_some() {
-                return Err(bad());
-            }
-            let path = url.to_file_path().map_err(|()| bad())?;
-            if !path.is_absolute() || url.path().ends_with('/') {
-                return Err(bad());
-            }
-            Ok((RedisAddress::Unix(path), 0, false))
-        }
-        scheme @ ("redis" | "rediss") => {
-            let host = match url.host() {
-                Some(Host::Domain(name)) if !name.is_empty() => name.to_owned(),
-                Some(Host::Ipv4(ip)) => ip.to_string(),
-                Some(Host::Ipv6(ip)) => ip.to_string(),
-                _ => return Err(bad()),
-            };
-            let database = match url.path() {
-                "" | "/" => 0,
-                path => path
-                    .strip_prefix('/')
-                    .filter(|n| {
-                        !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit())
-                    })
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(bad)?,
-            };
-            let port = url.port().unwrap_or(6379);
-            Ok((
-                RedisAddress::Tcp { host, port },
-                database,
-                scheme == "rediss",
-            ))
-        }
-        _ => Err(bad()),
     }
 }

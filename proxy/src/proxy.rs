@@ -582,6 +582,18 @@ fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static str
     {
         changed.push("identity_headers");
     }
+    let redis = |c: &Config| {
+        c.shared_state.as_ref().map(|s| {
+            let r = &s.redis;
+            (
+                format!("{r:?}"),
+                r.password.as_ref().map(|p| p.expose().to_owned()),
+            )
+        })
+    };
+    if redis(running) != redis(reloaded) {
+        changed.push("shared_state");
+    }
     changed
 }
 
