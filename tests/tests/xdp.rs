@@ -738,3 +738,97 @@ async fn connection_attempts_are_rate_limited_and_drops_are_summarised_in_the_au
     assert_eq!(count("banned"), 0, "{text}");
     drop(service);
 }
+
+#[tokio::test]
+async fn sessions_and_failures_at_another_instance_open_close_and_ban_at_this_guard_through_redis()
+{
+    // Two instances share a real Redis: this one guards the interface, the other (no guard,
+    // its own port) is where the client signs in, signs out and fails.
+    let redis = sekisho_tests::redis::Redis::start().await;
+    let topology = Topology::new();
+    let pins = Bpffs::mount();
+    topology.server.enter();
+    let service = std::net::TcpListener::bind((SERVER, 0)).unwrap();
+    let protected = service.local_addr().unwrap();
+    let shared = redis.shared_state_yaml("");
+    let (idp, echo, guard) = stack(Default::default(), "ES256", |o| {
+        options_with(
+            o,
+            &topology,
+            &pins,
+            &protected.port().to_string(),
+            "  auto_ban: {failures: 3, window: 1m, ban: 1h}\n",
+        );
+        o.extra_yaml.push_str(&shared);
+    })
+    .await;
+    let mut options = ProxyOptions::new(&idp.issuer);
+    options.http_listen = format!("{SERVER}:0");
+    options.routes_yaml =
+        format!("  - id: app\n    from: http://{SERVER}\n    to: http://{{echo}}\n");
+    options.extra_yaml = shared.clone();
+    options.cookie_key = Some(guard.cookie_key.clone().try_into().unwrap());
+    let other = Proxy::start(&options, echo.addr).await;
+    let mut origins = guard.origins();
+    origins.extend(other.origins());
+    idp.register_client("sekisho", sekisho_tests::CLIENT_SECRET, &origins, "ES256")
+        .await;
+    for proxy in [&guard, &other] {
+        sekisho_tests::eventually("both instances connected to Redis", || async {
+            proxy.logs().contains("shared state: connected to Redis")
+        })
+        .await;
+    }
+
+    topology.client.enter();
+    expect_dropped(CLIENT.into(), protected, "before any sign-in").await;
+    let alice = Agent::new();
+    sign_in(&topology, &alice, &other.base(), &idp, "alice").await;
+    topology.client.enter();
+    expect_connects(
+        CLIENT.into(),
+        protected,
+        "alice signed in at the other instance from this address",
+    )
+    .await;
+    let out = alice
+        .browse(&format!("{}/.sekisho/logout", other.base()))
+        .await;
+    assert_eq!(out.status(), 302);
+    sekisho_tests::eventually(
+        "the guard withdraws the address signed out elsewhere",
+        || async {
+            connect(CLIENT.into(), protected, DROPPED_WITHIN)
+                .await
+                .is_err()
+        },
+    )
+    .await;
+
+    // Failures at the other instance count towards this guard's ban.
+    let from_other = reqwest::Client::builder()
+        .local_address(IpAddr::from(CLIENT_OTHER))
+        .build()
+        .unwrap();
+    for attempt in 1..=3 {
+        let response = from_other
+            .get(format!("{}/hello", other.base()))
+            .bearer_auth(format!("forged.token.{attempt}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "attempt {attempt}");
+    }
+    sekisho_tests::eventually(
+        "the guard bans the source that failed elsewhere",
+        || async {
+            connect(CLIENT_OTHER.into(), guard.http, DROPPED_WITHIN)
+                .await
+                .is_err()
+        },
+    )
+    .await;
+    expect_dropped(CLIENT_OTHER.into(), protected, "the banned source").await;
+    expect_connects(CLIENT.into(), guard.http, "another source").await;
+    drop(service);
+}
