@@ -152,9 +152,21 @@ impl From<Change> for SessionChange {
 }
 
 impl Message {
+    /// Reads a message from a stream entry's body: at most 64 KiB of JSON of a known kind,
+    /// without unknown fields, whose content passes [`Message::validate`].
+    pub fn decode(body: &[u8]) -> Result<Message, String> {
+        if body.len() > MAX_MESSAGE {
+            return Err(format!("{} bytes, more than {MAX_MESSAGE}", body.len()));
+        }
+        let message: Message =
+            serde_json::from_slice(body).map_err(|e| format!("not a message: {e}"))?;
+        message.validate().map_err(str::to_owned)?;
+        Ok(message)
+    }
+
     /// Checks what a message from the stream claims: keys are revocation-list keys (16
     /// base64url characters), times are sane. A message that fails is dropped and counted.
-    fn validate(&self) -> Result<(), &'static str> {
+    pub fn validate(&self) -> Result<(), &'static str> {
         let key = |k: &str| {
             (k.len() == 16
                 && k.bytes()
@@ -756,15 +768,11 @@ impl SharedState {
         if field(b"from") == Some(self.instance.as_bytes()) {
             return;
         }
-        let Some(body) = field(b"m").filter(|m| m.len() <= MAX_MESSAGE) else {
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let message: Message = match serde_json::from_slice(body) {
+        let message = match Message::decode(field(b"m").unwrap_or_default()) {
             Ok(message) => message,
-            Err(e) => {
+            Err(reason) => {
                 self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "shared state: a stream entry is not a message; skipped");
+                tracing::warn!(reason, "shared state: a stream entry was refused");
                 return;
             }
         };
@@ -786,7 +794,7 @@ impl SharedState {
     fn apply(&self, message: Message) -> bool {
         if let Err(reason) = message.validate() {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(reason, "shared state: a message was refused");
+            tracing::warn!(%reason, "shared state: a message was refused");
             return false;
         }
         let now = crate::session::unix_now();
