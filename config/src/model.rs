@@ -12,7 +12,9 @@ use url::Url;
 mod audit;
 pub use audit::{Admin, Audit, Durability, OnFailure, Otlp};
 mod strip;
+mod tracing;
 pub use strip::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
+pub use tracing::Tracing;
 mod attribution;
 mod shared_state;
 mod upstream_tls;
@@ -60,6 +62,8 @@ pub struct Config {
     /// The store several instances share state through (`shared_state:`); absent: this
     /// instance keeps everything to itself.
     pub shared_state: Option<SharedState>,
+    /// Request traces exported over OTLP (`tracing:`), when configured.
+    pub tracing: Option<Tracing>,
 }
 
 /// The built-in OpenID provider, served on sekisho's own listeners for requests to the issuer's

@@ -9,6 +9,7 @@ mod policy;
 mod route_options;
 mod shared_state;
 mod strip;
+mod tracing;
 pub(crate) mod upstream_tls;
 mod xdp;
 
@@ -48,6 +49,7 @@ const TOP_LEVEL: &[&str] = &[
     "xdp",
     "shared_state",
     "attribution",
+    "tracing",
 ];
 /// Keys of `server`.
 const SERVER: &[&str] = &[
@@ -264,6 +266,7 @@ impl Parser<'_> {
         let xdp = self.optional(&map, "xdp", |p, f| p.xdp(f, server.as_ref()));
         let attribution = self.optional(&map, "attribution", Self::attribution);
         let shared_state = self.optional(&map, "shared_state", Self::shared_state);
+        let tracing = self.optional(&map, "tracing", Self::tracing);
         let identity_provider = self.optional(&map, "identity_provider", |p, f| {
             p.identity_provider(f, state_dir.as_deref())
         });
@@ -297,6 +300,7 @@ impl Parser<'_> {
             xdp: xdp?,
             attribution: attribution?,
             shared_state: shared_state?,
+            tracing: tracing?,
         })
     }
 

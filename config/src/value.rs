@@ -279,6 +279,11 @@ pub(crate) enum ValueError {
     /// A heartbeat multiple out of range.
     #[error("`{0}` is not a heartbeat multiple; write a whole number from 1 to 10000")]
     HeartbeatMultiple(String),
+    /// A trace sample ratio that is not a number from 0 to 1.
+    #[error(
+        "`{0}` is not a sample ratio; write a number from 0 to 1, like `0.1` (one request in ten)"
+    )]
+    SampleRatio(String),
     /// A queue length out of range.
     #[error("`{0}` is not a queue length; write a whole number from 1 to 16777216")]
     QueueSize(String),

@@ -137,8 +137,8 @@ impl Parser<'_> {
         }
     }
 
-    /// `audit.otlp`.
-    fn otlp(&mut self, field: &Field<'_>) -> Option<Otlp> {
+    /// An OTLP/HTTP exporter: `audit.otlp`, `tracing.otlp`.
+    pub(super) fn otlp(&mut self, field: &Field<'_>) -> Option<Otlp> {
         let map = self.walk.mapping(field, OTLP)?;
         let endpoint = self
             .walk

@@ -1298,3 +1298,40 @@ fn tunnel_session_checks_are_at_most_ten_seconds_apart() {
         "at most 10s",
     );
 }
+
+#[test]
+fn tracing_takes_an_otlp_exporter_and_a_sample_ratio_from_zero_to_one() {
+    assert!(parse_ok(BASE).tracing.is_none());
+    let source = format!(
+        "{BASE}tracing:\n  otlp:\n    endpoint: http://collector:4318/v1/traces\n    headers: {{authorization: {{env: OTLP_AUTHORIZATION}}}}\n"
+    );
+    let tracing = parse_ok(&source).tracing.expect("tracing");
+    assert_eq!(tracing.sample_ratio, 1.0, "every new trace by default");
+    assert_eq!(
+        tracing.otlp.endpoint.as_str(),
+        "http://collector:4318/v1/traces"
+    );
+    assert_eq!(tracing.otlp.headers.len(), 1);
+    let source = format!(
+        "{BASE}tracing:\n  otlp: {{endpoint: http://collector:4318/v1/traces}}\n  sample_ratio: 0.1\n"
+    );
+    assert_eq!(parse_ok(&source).tracing.map(|t| t.sample_ratio), Some(0.1));
+
+    let source = format!(
+        "{BASE}tracing:\n  otlp: {{endpoint: http://collector:4318/v1/traces}}\n  sample_ratio: 1.5\n"
+    );
+    assert_only(
+        &parse_err(&source),
+        pos_of(&source, "1.5"),
+        "tracing.sample_ratio",
+        "`1.5` is not a sample ratio; write a number from 0 to 1",
+    );
+    let source = format!("{BASE}tracing:\n  sample_ratio: 0.5\n");
+    let errors = parse_err(&source);
+    assert!(
+        errors.iter().any(|e| e.to_string().contains("otlp")),
+        "the exporter is required: {errors:?}"
+    );
+    let source = format!("{BASE}tracing:\n  otlp: {{endpoint: ftp://collector/v1/traces}}\n");
+    assert!(!parse_err(&source).is_empty());
+}
