@@ -18,6 +18,7 @@ pub mod idp;
 pub mod metrics;
 pub mod normalize;
 pub mod oidc;
+pub mod otlp;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;
