@@ -306,6 +306,7 @@ impl App {
         self.background.abort_all();
         self.proxy
             .record(Event::lifecycle(Lifecycle::Stop, true, "sekisho stopped"));
+        self.proxy.close_traces();
         self.proxy.audit().close();
         tracing::info!("sekisho stopped");
     }

@@ -24,6 +24,17 @@ pub enum Origin {
     Internal,
 }
 
+impl Origin {
+    /// The name in spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Downstream => "downstream",
+            Origin::Upstream => "upstream",
+            Origin::Internal => "internal",
+        }
+    }
+}
+
 /// A failed request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
@@ -77,7 +88,22 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    /// Where this error came from.
+    /// The error's name in spans (`error.type`): one fixed word per variant.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::Unauthenticated { .. } => "unauthenticated",
+            ProxyError::Forbidden { .. } => "forbidden",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::BadGateway { .. } => "bad_gateway",
+            ProxyError::GatewayTimeout => "gateway_timeout",
+            ProxyError::Unavailable { .. } => "unavailable",
+            ProxyError::Internal { .. } => "internal",
+        }
+    }
+
+    /// Where the failure originated.
     pub fn origin(&self) -> Origin {
         match self {
             ProxyError::BadRequest { .. }

@@ -1,6 +1,7 @@
 //! What the request path learns about a request, phase by phase, for its audit record: filled
 //! in as the phases run, turned into one [`HttpEvent`] when the response head is ready.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap};
@@ -9,8 +10,10 @@ use http::{Request, Response};
 use crate::audit::{Decision, Door, Event, HttpEvent, Query};
 use crate::connection::Connection;
 use crate::error::{ProxyBody, ProxyError};
+use crate::metrics::RouteDurations;
 use crate::sessions::events::EventSource;
 use crate::target::Target;
+use crate::traces::{Attribute, Trace};
 
 /// Longest path or user agent kept in a record (an attacker chooses them).
 const MAX_TEXT: usize = 2048;
@@ -21,6 +24,11 @@ const MAX_TEXT: usize = 2048;
 pub(crate) struct Facts {
     /// The record under construction.
     pub record: HttpEvent,
+    /// The request's span: its phases are noted here as they pass (nothing is kept unless
+    /// the span is sampled).
+    pub trace: Trace,
+    /// The latency histograms of the configured route the request reached.
+    pub durations: Option<Arc<RouteDurations>>,
 }
 
 impl Facts {
@@ -85,6 +93,8 @@ impl Facts {
                 upstream_container: None,
                 attribution_unavailable: false,
             },
+            trace: Trace::default(),
+            durations: None,
         }
     }
 
@@ -119,6 +129,16 @@ impl Facts {
             record.decision = Decision::Error;
         }
         record.detail = Some(error.to_string());
+        self.trace.event("refused", || {
+            let mut attributes = vec![
+                Attribute::text("error.type", error.kind()),
+                Attribute::text("sekisho.error.origin", error.origin().as_str()),
+            ];
+            if let ProxyError::BadRequest { reason } = error {
+                attributes.push(Attribute::text("sekisho.reason", reason));
+            }
+            attributes
+        });
     }
 
     /// The record of the request, now that its response head is ready.

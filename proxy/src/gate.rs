@@ -28,6 +28,7 @@ use crate::policy::{self, Effect, RegoEngines};
 use crate::session::{Identity, IdentityValues, OpenSession};
 use crate::sessions::Sessions;
 use crate::target::Target;
+use crate::traces::Attribute;
 
 mod credential;
 pub(crate) mod login;
@@ -250,6 +251,9 @@ impl Gate {
         let (policy, mode, rego, check) = match ask.access {
             Access::Public => {
                 facts.record.decision = Decision::Public;
+                facts.trace.event("policy decided", || {
+                    vec![Attribute::text("sekisho.decision", "public")]
+                });
                 return Ok(Verdict::Admitted(None));
             }
             Access::Policy {
@@ -273,6 +277,14 @@ impl Gate {
             .authenticate(ask.headers, codec, cookies, facts)
             .await?;
         facts.record.actor = auth.as_ref().map(Authenticated::actor);
+        facts.trace.event("credential checked", || {
+            let credential = match &auth {
+                Some(Authenticated::Session { .. }) => "session",
+                Some(Authenticated::Bearer { .. }) => "bearer",
+                None => "none",
+            };
+            vec![Attribute::text("sekisho.credential", credential)]
+        });
         let input = policy::Input {
             identity: auth.as_ref().map(Authenticated::identity),
             method: ask.method,
@@ -299,6 +311,19 @@ impl Gate {
             (Effect::Deny, _) => false,
         };
         facts.record.policy = Some(Arc::from(policy.path.as_str()));
+        facts.trace.event("policy decided", || {
+            vec![
+                Attribute::text(
+                    "sekisho.policy.effect",
+                    match decision.effect {
+                        Effect::Allow => "allow",
+                        Effect::Deny => "deny",
+                    },
+                ),
+                Attribute::string("sekisho.policy", policy.path.as_str()),
+                Attribute::text("sekisho.admitted", if allowed { "true" } else { "false" }),
+            ]
+        });
         if allowed {
             facts.record.rule = Some(explanation);
             facts.record.decision = Decision::Allow;
@@ -327,6 +352,10 @@ impl Gate {
             } else {
                 Decision::Unauthenticated
             };
+            let refusal = facts.record.decision.as_str();
+            facts.trace.event("refused", || {
+                vec![Attribute::text("sekisho.refusal", refusal)]
+            });
             return Ok(Verdict::Refused(response));
         };
         tracing::info!(request_id, sub = ?auth.identity().sub, explanation = %explanation, "denied");
@@ -339,6 +368,9 @@ impl Gate {
         };
         facts.record.rule = Some(explanation);
         facts.record.decision = Decision::Deny;
+        facts.trace.event("refused", || {
+            vec![Attribute::text("sekisho.refusal", "deny")]
+        });
         Ok(Verdict::Refused(
             ProxyError::Forbidden { reason }.into_response(&request_id, ask.browser),
         ))

@@ -31,6 +31,7 @@ pub mod session;
 pub mod sessions;
 pub mod shared;
 pub mod target;
+pub mod traces;
 pub mod tunnel;
 pub mod upstream;
 pub mod xdp;

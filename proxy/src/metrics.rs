@@ -1,5 +1,6 @@
 //! Operator metrics: the request path's counters and the Prometheus text of `/metrics` on the
-//! admin listener (these counters and the audit log's).
+//! admin listener (these counters and the audit log's). The request path's histograms and
+//! labelled counters live in `metrics/requests.rs`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,12 @@ use http::header::{self, HeaderValue};
 use crate::audit::AuditLog;
 use crate::error::{ProxyBody, full};
 use crate::xdp::NicStatus;
+
+mod requests;
+pub use requests::{
+    AuthFailure, AuthFailures, FetchErrors, Histogram, NO_ROUTE, RefreshCounts, RequestDurations,
+    RouteDurations, Sources,
+};
 
 /// Counters exposed for operators (and asserted by tests).
 #[derive(Debug, Default)]
@@ -32,6 +39,10 @@ pub struct Counters {
     pub backchannel_refused: AtomicU64,
     /// Back-channel logout tokens that could not be checked or carried out (503, 500).
     pub backchannel_failed: AtomicU64,
+    /// Request latencies by route and decision.
+    pub durations: RequestDurations,
+    /// Credentials refused, by reason.
+    pub auth_failures: AuthFailures,
 }
 
 /// `/metrics`, in the Prometheus text format.
@@ -42,6 +53,7 @@ pub fn render(
     attribution: &crate::attribution::AttributionStatus,
     readiness: &crate::health::Readiness,
     shared: Option<&crate::shared::SharedState>,
+    sources: &Sources<'_>,
 ) -> Response<ProxyBody> {
     let m = audit.metrics();
     let mut text = String::new();
@@ -279,6 +291,7 @@ pub fn render(
     if let Some(shared) = shared {
         shared.render_metrics(&mut text);
     }
+    requests::render(&mut text, counters, sources);
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

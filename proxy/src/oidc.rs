@@ -156,6 +156,8 @@ pub struct OidcProvider {
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
     /// Logout tokens accepted, until they expire.
     seen_logout_tokens: logout_token::SeenTokens,
+    /// Failed fetches of the metadata and keys (for `/metrics`).
+    fetch_errors: crate::metrics::FetchErrors,
 }
 
 impl std::fmt::Debug for OidcProvider {
@@ -202,7 +204,13 @@ impl OidcProvider {
             bearer_cache: RwLock::new(HashMap::new()),
             allowed_algs,
             seen_logout_tokens: logout_token::SeenTokens::default(),
+            fetch_errors: crate::metrics::FetchErrors::default(),
         })
+    }
+
+    /// Failed fetches of the provider's metadata and keys, by kind.
+    pub fn fetch_errors(&self) -> &crate::metrics::FetchErrors {
+        &self.fetch_errors
     }
 
     /// Runs discovery now (at startup), so the first login does not wait for it.
@@ -291,6 +299,9 @@ impl OidcProvider {
             }
         }
         tracing::warn!(error = %last_error, "provider discovery failed");
+        self.fetch_errors
+            .discovery
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut error) = self.last_discovery_error.lock() {
             *error = Some(last_error.clone());
         }
@@ -702,6 +713,9 @@ impl OidcProvider {
             }
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "JWKS refresh failed");
+                self.fetch_errors
+                    .jwks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 false
             }
         }

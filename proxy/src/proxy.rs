@@ -84,6 +84,9 @@ pub enum StartError {
     /// A `rego` policy rule did not load.
     #[error(transparent)]
     Rego(#[from] policy::RegoError),
+    /// The span exporter could not start.
+    #[error("tracing: {0}")]
+    Tracing(String),
     /// An upstream client could not be built.
     #[error("route {route}: {source}")]
     Upstream {
@@ -130,6 +133,8 @@ pub struct Proxy {
     cli_codes: cli_login::PendingCodes,
     /// The link to the other instances, when `shared_state` is configured.
     shared: Option<Arc<crate::shared::SharedState>>,
+    /// Request traces (`tracing:`), when configured, and the word that its exporter is done.
+    tracer: Option<(crate::traces::Tracer, Mutex<std::sync::mpsc::Receiver<()>>)>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -147,11 +152,17 @@ pub struct Routing {
     table: RouteTable,
     upstreams: Vec<Upstream>,
     rego: RegoEngines,
+    /// Each route's latency histograms, by index (kept across reloads by route id).
+    durations: Vec<Arc<crate::metrics::RouteDurations>>,
 }
 
 impl Routing {
-    /// Builds the routing of a validated configuration.
-    pub fn new(config: &Config) -> Result<Self, StartError> {
+    /// Builds the routing of a validated configuration; each route counts its latencies on
+    /// `durations`' histograms for its id.
+    pub fn new(
+        config: &Config,
+        durations: &crate::metrics::RequestDurations,
+    ) -> Result<Self, StartError> {
         let upstreams = config
             .routes
             .iter()
@@ -167,6 +178,11 @@ impl Routing {
             table: RouteTable::new(config.routes.clone()),
             upstreams,
             rego,
+            durations: config
+                .routes
+                .iter()
+                .map(|r| durations.for_route(&r.id))
+                .collect(),
         })
     }
 }
@@ -191,7 +207,16 @@ impl Proxy {
             )
             .map_err(StartError::Signing)?,
         );
-        let routing = Routing::new(&config)?;
+        let counters = Arc::new(Counters::default());
+        let routing = Routing::new(&config, &counters.durations)?;
+        let tracer = match &config.tracing {
+            Some(tracing) => {
+                let (tracer, done) =
+                    crate::traces::Tracer::start(tracing).map_err(StartError::Tracing)?;
+                Some((tracer, Mutex::new(done)))
+            }
+            None => None,
+        };
         let oidc = Arc::new(OidcProvider::new(config.oidc.clone()).map_err(StartError::Oidc)?);
         let h = &config.identity_headers;
         let identity_names = [&h.user, &h.email, &h.groups, &h.jwt_assertion]
@@ -226,7 +251,6 @@ impl Proxy {
             None => None,
         };
         let sessions = Sessions::new(&config.session, sealer, oidc.clone(), revoked, events);
-        let counters = Arc::new(Counters::default());
         Ok(Proxy {
             routing: RwLock::new(Arc::new(routing)),
             gate: Gate::new(sessions, oidc, audit.clone(), counters.clone()),
@@ -244,6 +268,7 @@ impl Proxy {
             tunnels,
             cli_codes: cli_login::PendingCodes::default(),
             shared,
+            tracer,
             config,
         })
     }
@@ -309,7 +334,7 @@ impl Proxy {
     /// finish under the routing they started with. Settings that need a restart (listeners,
     /// provider, session keys, signing key) are kept, and each difference is logged.
     pub fn reload(&self, config: &Config) -> Result<usize, StartError> {
-        let routing = Routing::new(config)?;
+        let routing = Routing::new(config, &self.counters.durations)?;
         if let Some(idp) = &self.idp {
             idp.reload(config);
         }
@@ -352,6 +377,7 @@ impl Proxy {
             jiff::Timestamp::now(),
             self.config.audit.record_query,
         );
+        facts.trace = self.begin_trace(request.headers(), &conn);
         // Session cookies this request re-issued (refresh, activity) or cleared: every response
         // carries them, whatever it is (forwarded, denied, an error, a login redirect, the admin
         // listener), or the browser keeps a cookie whose refresh token is already spent.
@@ -386,9 +412,27 @@ impl Proxy {
             e.into_response(&request_id, browser)
         };
         self.attribution.annotate(&mut facts.record, &conn);
+        let trace = std::mem::take(&mut facts.trace);
+        let durations = facts.durations.take();
+        let decision = facts.record.decision;
+        let mut span = match &self.tracer {
+            Some(_) => trace.end(&facts.record),
+            None => None,
+        };
         let event = facts.event(started.elapsed(), &response);
-        if let Err(unrecorded) = self.audit.commit(event).await {
-            response = self.unrecorded(unrecorded, response, &request_id, browser);
+        let committed = match self.audit.commit(event).await {
+            Ok(()) => "audit record committed",
+            Err(unrecorded) => {
+                response = self.unrecorded(unrecorded, response, &request_id, browser);
+                "audit record not committed"
+            }
+        };
+        self.counters
+            .durations
+            .observe(durations.as_deref(), decision, started.elapsed());
+        if let (Some(mut span), Some((tracer, _))) = (span.take(), &self.tracer) {
+            span.close(response.status().as_u16(), committed);
+            tracer.export(span);
         }
         for cookie in cookies {
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -397,6 +441,35 @@ impl Proxy {
             response.headers_mut().insert("x-request-id", id);
         }
         response
+    }
+
+    /// The request's trace: continued from a trusted proxy's `traceparent`, else new; with
+    /// tracing off, only whether the peer's trace headers may pass.
+    fn begin_trace(&self, headers: &HeaderMap, conn: &Connection) -> crate::traces::Trace {
+        let trusted =
+            crate::headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
+        match &self.tracer {
+            Some((tracer, _)) => tracer.begin(headers, trusted),
+            None => crate::traces::Trace::off(trusted),
+        }
+    }
+
+    /// The span exporter's counters, when tracing is on.
+    pub fn trace_metrics(&self) -> Option<&crate::otlp::ExportMetrics> {
+        self.tracer.as_ref().map(|(tracer, _)| tracer.metrics())
+    }
+
+    /// Stops the span exporter after it has sent what it holds, waiting at most one export
+    /// timeout (`tracing.otlp.timeout`).
+    pub fn close_traces(&self) {
+        if let (Some((tracer, done)), Some(config)) = (&self.tracer, &self.config.tracing) {
+            tracer.close();
+            if let Ok(done) = done.lock()
+                && done.recv_timeout(config.otlp.timeout).is_err()
+            {
+                tracing::warn!("spans still unexported at shutdown were dropped");
+            }
+        }
     }
 
     /// A response whose record could not be made durable: with `on_failure: deny` it is

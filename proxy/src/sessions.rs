@@ -8,6 +8,7 @@
 //! that a provider's logout can announce their end.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use http::header::{HeaderMap, HeaderValue};
 use sekisho_config::Scheme;
 
 use crate::error::ProxyError;
+use crate::metrics::RefreshCounts;
 use crate::oidc::{OidcError, OidcProvider, Tokens};
 use crate::revocation::{RevocationError, RevocationList};
 use crate::seal::Sealer;
@@ -50,9 +52,24 @@ pub enum Presented {
     /// A cookie that did not open (tampered, another key, malformed): cleared.
     Rejected(SessionRejection),
     /// A session that is over (expired, revoked, refresh refused): cleared.
-    Over,
+    Over(Over),
     /// A live session (a refreshed or touched one already re-issued).
     Live(Arc<OpenSession>),
+}
+
+/// Why a presented session is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// Past its absolute lifetime.
+    Expired,
+    /// Idle for longer than the idle lifetime.
+    Idle,
+    /// Signed out here (on the revocation list).
+    Revoked,
+    /// Its provider session, or its user, was signed out by the provider.
+    ProviderLogout,
+    /// The provider refused its refresh.
+    RefreshRefused,
 }
 
 /// What a provider said has ended (a verified back-channel logout token).
@@ -93,6 +110,7 @@ pub struct Sessions {
     idle_lifetime: Duration,
     events: SessionEvents,
     index: ProviderIndex,
+    refresh_counts: RefreshCounts,
 }
 
 impl Sessions {
@@ -116,6 +134,7 @@ impl Sessions {
             idle_lifetime: config.idle_lifetime,
             events,
             index: ProviderIndex::default(),
+            refresh_counts: RefreshCounts::default(),
         }
     }
 
@@ -125,6 +144,11 @@ impl Sessions {
             Scheme::Https => &self.secure_cookies,
             Scheme::Http => &self.plain_cookies,
         }
+    }
+
+    /// Refreshes at the provider, by outcome (for `/metrics`).
+    pub fn refresh_counts(&self) -> &RefreshCounts {
+        &self.refresh_counts
     }
 
     /// The sealer (login flow cookies and sign-out tokens are sealed with the session keys).
@@ -160,17 +184,20 @@ impl Sessions {
         {
             tracing::debug!(%rejection, sid = %session.sid_hash, "session ended");
             set_cookies.extend(codec.clear());
-            return Ok(Presented::Over);
+            return Ok(Presented::Over(match rejection {
+                SessionRejection::Idle => Over::Idle,
+                _ => Over::Expired,
+            }));
         }
         if self.revoked.is_revoked(&session.sid_hash) {
             tracing::debug!(sid = %session.sid_hash, "revoked session presented");
             set_cookies.extend(codec.clear());
-            return Ok(Presented::Over);
+            return Ok(Presented::Over(Over::Revoked));
         }
         if let Some(why) = self.provider_revoked(&session.provider, session.state.login_at, false) {
             tracing::debug!(sid = %session.sid_hash, why, "session of a signed-out provider session presented");
             set_cookies.extend(codec.clear());
-            return Ok(Presented::Over);
+            return Ok(Presented::Over(Over::ProviderLogout));
         }
         let mut fresh: Option<SessionState> = None;
         if session.state.refresh_due(now) {
@@ -179,7 +206,7 @@ impl Sessions {
                 RefreshOutcome::Refreshed(state) => fresh = Some(*state),
                 RefreshOutcome::Ended => {
                     set_cookies.extend(codec.clear());
-                    return Ok(Presented::Over);
+                    return Ok(Presented::Over(Over::RefreshRefused));
                 }
                 RefreshOutcome::Kept => {}
             }
@@ -512,11 +539,15 @@ impl Sessions {
                     fresh.id_token = tokens.id_token;
                 }
                 tracing::info!(sid = %state.sid_hash(), "session refreshed");
+                self.refresh_counts
+                    .refreshed
+                    .fetch_add(1, Ordering::Relaxed);
                 self.publish(SessionChange::Refreshed, &fresh, source());
                 RefreshOutcome::Refreshed(Box::new(fresh))
             }
             Err(OidcError::Refused(reason) | OidcError::Rejected(reason)) => {
                 tracing::info!(sid = %state.sid_hash(), %reason, "provider refused the refresh; session ended");
+                self.refresh_counts.refused.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = self
                     .revoked
                     .revoke(&state.sid_hash(), self.revoke_until(state), unix_now())
@@ -533,6 +564,7 @@ impl Sessions {
             }
             Err(e) => {
                 tracing::warn!(sid = %state.sid_hash(), error = %e, "refresh failed; session kept until the provider answers");
+                self.refresh_counts.failed.fetch_add(1, Ordering::Relaxed);
                 RefreshOutcome::Kept
             }
         };

@@ -151,6 +151,8 @@ pub struct Metrics {
     pub syncs: AtomicU64,
     /// Requests refused with 503 because of the audit log (`on_failure: deny`).
     pub requests_refused: AtomicU64,
+    /// Records in the channel, not yet taken by the writer (gauge).
+    pub queued: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -390,7 +392,14 @@ impl AuditLog {
         let Some(tx) = guard.as_ref() else {
             return Err(closed(event));
         };
-        match tx.try_send(Message::Event(event, waiter)) {
+        // Counted before it is sent, so that the writer never takes away what was not added.
+        let queued = &self.shared.metrics.queued;
+        queued.fetch_add(1, Ordering::Relaxed);
+        let sent = tx.try_send(Message::Event(event, waiter));
+        if sent.is_err() {
+            queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(message)) => {
                 self.shared
@@ -763,6 +772,10 @@ impl Writer {
                     None
                 };
             }
+            self.shared
+                .metrics
+                .queued
+                .fetch_sub(events.len() as u64, Ordering::Relaxed);
             self.write_batch(events);
             self.housekeeping(!flushes.is_empty());
             for done in flushes {

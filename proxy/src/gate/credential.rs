@@ -12,9 +12,10 @@ use super::{Authenticated, Gate};
 use crate::audit::AuthActivity;
 use crate::error::ProxyError;
 use crate::facts::Facts;
+use crate::metrics::AuthFailure;
 use crate::oidc::OidcError;
 use crate::session::{CookieCodec, IdentityValues};
-use crate::sessions::Presented;
+use crate::sessions::{Over, Presented};
 
 impl Gate {
     /// Authenticates by bearer token (when an `Authorization: Bearer` header is present) or by
@@ -52,8 +53,21 @@ impl Gate {
             .await?
         {
             Presented::Live(session) => Ok(Some(Authenticated::Session { session })),
-            Presented::Absent | Presented::Over => Ok(None),
+            Presented::Absent => Ok(None),
+            Presented::Over(over) => {
+                self.counters.auth_failures.count(match over {
+                    Over::Expired => AuthFailure::SessionExpired,
+                    Over::Idle => AuthFailure::SessionIdle,
+                    Over::Revoked => AuthFailure::SessionRevoked,
+                    Over::ProviderLogout => AuthFailure::ProviderLogout,
+                    Over::RefreshRefused => AuthFailure::RefreshRefused,
+                });
+                Ok(None)
+            }
             Presented::Rejected(rejection) => {
+                self.counters
+                    .auth_failures
+                    .count(AuthFailure::CookieInvalid);
                 self.counters
                     .invalid_cookies
                     .fetch_add(1, Ordering::Relaxed);
@@ -75,12 +89,16 @@ impl Gate {
     /// session was signed out (here, or at the provider: back-channel logout) or its user was
     /// signed out by the provider after it was issued.
     async fn bearer(&self, token: &str, facts: &Facts) -> Result<Authenticated, ProxyError> {
+        let mut revoked = false;
         let verified = self.oidc.verify_bearer(token).await.and_then(|verified| {
             match self
                 .sessions
                 .provider_session_revoked(&verified.identity, verified.issued_at)
             {
-                Some(why) => Err(OidcError::Rejected(why.to_owned())),
+                Some(why) => {
+                    revoked = true;
+                    Err(OidcError::Rejected(why.to_owned()))
+                }
                 None => Ok(verified),
             }
         });
@@ -107,6 +125,11 @@ impl Gate {
                 self.counters
                     .rejected_tokens
                     .fetch_add(1, Ordering::Relaxed);
+                self.counters.auth_failures.count(if revoked {
+                    AuthFailure::BearerRevoked
+                } else {
+                    AuthFailure::BearerInvalid
+                });
                 self.sessions.failure(facts.record.client_ip);
                 self.audit.keep(facts.source().auth(
                     AuthActivity::CredentialRejected,

@@ -91,6 +91,16 @@ impl Proxy {
                 &self.attribution,
                 &self.readiness(),
                 self.shared.as_deref(),
+                &crate::metrics::Sources {
+                    refreshes: self.gate.sessions().refresh_counts(),
+                    provider: self.gate.oidc().fetch_errors(),
+                    traces: self.trace_metrics(),
+                    audit_queue: self
+                        .audit
+                        .metrics()
+                        .queued
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                },
             ));
         }
         let request_id = facts.request_id().to_owned();

@@ -23,6 +23,7 @@ use crate::headers::{
 };
 use crate::session::{CookieCodec, strip_own_cookies, unix_now};
 use crate::target::Target;
+use crate::traces::Attribute;
 use crate::upstream::{IdleTimeout, splice_upgrades};
 
 impl Proxy {
@@ -101,12 +102,22 @@ impl Proxy {
         if let (true, Some(auth)) = (route.pass_identity_headers, auth) {
             self.set_identity_headers(&mut parts.headers, auth, &route.id)?;
         }
+        // The upstream's parent is sekisho's span (the client's own trace headers never pass
+        // unless a trusted proxy sent them).
+        facts.trace.propagate(&mut parts.headers);
         let body = IdleTimeout::new(body, route.timeouts.idle).boxed_unsync();
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        facts.trace.event("upstream request sent", Vec::new);
         let sent = routed
             .upstream
             .send(Request::from_parts(parts, body))
             .await?;
+        facts.trace.event("upstream response headers received", || {
+            vec![Attribute::int(
+                "http.response.status_code",
+                i64::from(sent.response.status().as_u16()),
+            )]
+        });
         facts.record.upstream_connection = sent.connection;
         let mut response = sent.response;
 

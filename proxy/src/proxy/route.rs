@@ -15,6 +15,7 @@ use crate::normalize::{Address, Views};
 use crate::policy::RegoEngines;
 use crate::routes::Match;
 use crate::target::Target;
+use crate::traces::Attribute;
 use crate::upstream::Upstream;
 
 /// The route a request matched, with what the later phases need of it.
@@ -106,6 +107,10 @@ impl Proxy {
         let upstream = routing.upstreams.get(index).ok_or(ProxyError::Internal {
             detail: "route without upstream".into(),
         })?;
+        facts.durations = routing.durations.get(index).cloned();
+        facts.trace.event("route matched", || {
+            vec![Attribute::string("sekisho.route", route.id.as_str())]
+        });
         Ok(Routed {
             index,
             route,
