@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""A minimal OTLP/HTTP logs receiver for sekisho's tests, decoding with the OpenTelemetry
-project's own Python protobuf bindings (the `opentelemetry-proto` package from PyPI), not with
-sekisho's code.
+"""A minimal OTLP/HTTP logs and traces receiver for sekisho's tests, decoding with the
+OpenTelemetry project's own Python protobuf bindings (the `opentelemetry-proto` package from
+PyPI), not with sekisho's code.
 
     python3 otlp_receiver.py OUT.jsonl [HEAD.json]
 
 Listens on 127.0.0.1 (port 0), prints {"event": "listening", "http": "127.0.0.1:PORT"} on
 stdout, and appends one JSON object per received log record to OUT.jsonl: its body, time,
 severity, attributes, the resource's attributes and the request's Authorization header.
+Spans posted to /v1/traces are appended too, one object each with "signal": "span": the ids
+in lower-case hex, name, kind, flags, trace state, status, attributes, events and resource.
 With HEAD.json, also keeps there the newest checkpoint line received (the body of a record
 with `"type":"checkpoint"`, exactly as sekisho wrote it; replaced atomically): the signed head
 that `sekisho audit verify --head HEAD.json` checks a log against, kept off the proxy's host.
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 
 HEAD_LOCK = threading.Lock()
@@ -57,15 +60,22 @@ def value_of(any_value):
     return getattr(any_value, kind) if kind else None
 
 
+def attributes_of(attributes):
+    return {kv.key: value_of(kv.value) for kv in attributes}
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
-        if self.path != "/v1/logs":
+        if self.path not in ("/v1/logs", "/v1/traces"):
             self.send_error(404)
             return
         if self.headers.get("Content-Type") != "application/x-protobuf":
             self.send_error(415)
             return
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/v1/traces":
+            self.traces(body)
+            return
         request = logs_service_pb2.ExportLogsServiceRequest()
         try:
             request.ParseFromString(body)
@@ -90,6 +100,46 @@ class Handler(BaseHTTPRequestHandler):
                             "authorization": self.headers.get("Authorization"),
                         }) + "\n")
         response = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(response)))
+        self.end_headers()
+        self.wfile.write(response)
+
+    def traces(self, body):
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as error:
+            self.send_error(400, str(error))
+            return
+        with open(sys.argv[1], "a", encoding="utf-8") as out:
+            for resource_spans in request.resource_spans:
+                resource = attributes_of(resource_spans.resource.attributes)
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        out.write(json.dumps({
+                            "signal": "span",
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
+                            "trace_state": span.trace_state,
+                            "flags": span.flags,
+                            "name": span.name,
+                            "kind": span.kind,
+                            "start_time_unix_nano": span.start_time_unix_nano,
+                            "end_time_unix_nano": span.end_time_unix_nano,
+                            "status_code": span.status.code,
+                            "attributes": attributes_of(span.attributes),
+                            "events": [
+                                {"name": event.name, "attributes": attributes_of(event.attributes)}
+                                for event in span.events
+                            ],
+                            "resource": resource,
+                            "scope": scope_spans.scope.name,
+                            "authorization": self.headers.get("Authorization"),
+                        }) + "\n")
+        response = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", str(len(response)))
