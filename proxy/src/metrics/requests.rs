@@ -145,7 +145,7 @@ impl RequestDurations {
         let name = "sekisho_request_duration_seconds";
         let _ = write!(
             text,
-            "# HELP {name} Time from a request's arrival to its response head, by route and decision.\n# TYPE {name} histogram\n"
+            "# HELP {name} Time from a request's arrival until its response head is released (its audit record committed), by route and decision.\n# TYPE {name} histogram\n"
         );
         let mut each = |route: &str, durations: &RouteDurations| {
             for (decision, histogram) in DECISIONS.iter().zip(&durations.by_decision) {

@@ -61,13 +61,18 @@ impl Proxy {
         } else {
             sekisho_config::Scheme::Http
         };
-        let found = routing.table.routes().iter().find(|route| {
-            route.tunnel.is_some()
-                && route.from.host == host
-                && route.from.port == Some(port)
-                && route.from.scheme == scheme
-        });
-        let Some(route) = found else {
+        let found = routing
+            .table
+            .routes()
+            .iter()
+            .enumerate()
+            .find(|(_, route)| {
+                route.tunnel.is_some()
+                    && route.from.host == host
+                    && route.from.port == Some(port)
+                    && route.from.scheme == scheme
+            });
+        let Some((index, route)) = found else {
             facts.record.host.clone_from(&host);
             facts.record.port = Some(port);
             return Err(ProxyError::NoRoute);
@@ -76,6 +81,7 @@ impl Proxy {
             return Err(ProxyError::NoRoute);
         };
         facts.record.route = Some(Arc::from(route.id.as_str()));
+        facts.durations = routing.durations.get(index).cloned();
         facts.record.host.clone_from(&host);
         facts.record.port = Some(port);
         facts.record.path = String::new();

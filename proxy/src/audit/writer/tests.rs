@@ -96,6 +96,11 @@ fn records_are_chained_signed_and_indexed() {
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.lines, 11, "10 records and a checkpoint");
     assert_eq!(log.metrics().records_written.load(Ordering::Relaxed), 10);
+    assert_eq!(
+        log.metrics().queued.load(Ordering::Relaxed),
+        0,
+        "the writer took every record it was handed"
+    );
     let files = log_files(&config.dir).unwrap();
     let index = std::fs::read_to_string(index_path(&files[0].path)).unwrap();
     let block: IndexBlock = serde_json::from_str(index.lines().next().unwrap()).unwrap();
