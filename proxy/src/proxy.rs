@@ -444,13 +444,13 @@ impl Proxy {
     }
 
     /// The request's trace: continued from a trusted proxy's `traceparent`, else new; with
-    /// tracing off, only whether the peer's trace headers may pass.
+    /// tracing off, only whether the peer's trace headers may pass (a trusted proxy's, valid).
     fn begin_trace(&self, headers: &HeaderMap, conn: &Connection) -> crate::traces::Trace {
         let trusted =
             crate::headers::is_trusted(conn.peer.ip(), &self.config.server.trusted_proxies);
         match &self.tracer {
             Some((tracer, _)) => tracer.begin(headers, trusted),
-            None => crate::traces::Trace::off(trusted),
+            None => crate::traces::Trace::off(headers, trusted),
         }
     }
 

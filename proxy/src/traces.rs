@@ -147,7 +147,8 @@ impl Sampler {
 pub struct Trace {
     /// The span's ids; `None` when tracing is off.
     context: Option<SpanContext>,
-    /// The immediate peer is a trusted proxy: its trace headers are believed.
+    /// The immediate peer is a trusted proxy: its trace headers are believed (with tracing
+    /// off: and its `traceparent` is valid, so they may pass as they are).
     peer_trusted: bool,
     /// What a sampled span records; `None` for unsampled spans and when tracing is off.
     recording: Option<Box<Recording>>,
@@ -243,12 +244,13 @@ pub(crate) struct FinishedSpan {
 }
 
 impl Trace {
-    /// Tracing is off: nothing is recorded, and the trace headers pass only from a trusted
-    /// proxy (as the rest of a request's headers would).
-    pub fn off(peer_trusted: bool) -> Self {
+    /// Tracing is off: nothing is recorded, and the trace headers of `headers` pass only from
+    /// a trusted proxy, and only with a valid `traceparent` (read on the stack; nothing is
+    /// allocated).
+    pub fn off(headers: &HeaderMap, peer_trusted: bool) -> Self {
         Trace {
             context: None,
-            peer_trusted,
+            peer_trusted: peer_trusted && incoming_parent(headers).is_some(),
             recording: None,
         }
     }
@@ -367,12 +369,7 @@ impl FinishedSpan {
 /// A trusted caller's valid `traceparent` (exactly one) and its `tracestate` (at most
 /// [`MAX_TRACESTATE`] bytes, else dropped).
 fn incoming(headers: &HeaderMap) -> Option<(TraceParent, Option<HeaderValue>)> {
-    let mut values = headers.get_all(TRACEPARENT).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let parent = traceparent::parse(value.as_bytes())?;
+    let parent = incoming_parent(headers)?;
     let mut states = headers.get_all(TRACESTATE).iter();
     let tracestate = match (states.next(), states.next()) {
         (Some(one), None) if one.len() <= MAX_TRACESTATE => Some(one.clone()),
@@ -390,6 +387,16 @@ fn incoming(headers: &HeaderMap) -> Option<(TraceParent, Option<HeaderValue>)> {
         _ => None,
     };
     Some((parent, tracestate))
+}
+
+/// The one valid `traceparent` of `headers` (several lines are none).
+fn incoming_parent(headers: &HeaderMap) -> Option<TraceParent> {
+    let mut values = headers.get_all(TRACEPARENT).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    traceparent::parse(value.as_bytes())
 }
 
 /// `ratio` × 2^56, the sampling threshold of new traces.

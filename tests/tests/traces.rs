@@ -446,10 +446,19 @@ async fn metrics_count_latencies_by_route_and_decision_and_failures_by_reason() 
 
     let token = idp.bearer("alice").await;
     for _ in 0..3 {
-        assert_eq!(
-            send(&format!("{base}/a"), Some(&token), &[]).await.status,
-            200
-        );
+        // Tracing is off: a client's trace headers still never reach the upstream.
+        let sent = send(
+            &format!("{base}/a"),
+            Some(&token),
+            &[
+                ("traceparent", &client_parent("01")),
+                ("tracestate", "vendor=spoofed"),
+            ],
+        )
+        .await;
+        assert_eq!(sent.status, 200);
+        assert!(sent.upstream_header("traceparent").is_empty());
+        assert!(sent.upstream_header("tracestate").is_empty());
     }
     let refused = send(
         &format!("{base}/b"),

@@ -83,11 +83,15 @@ fn an_untrusted_or_malformed_parent_starts_a_new_trace_and_is_not_passed_on() {
 #[test]
 fn with_tracing_off_trace_headers_pass_only_from_a_trusted_proxy() {
     let incoming = headers(&[("traceparent", PARENT), ("tracestate", "a=b")]);
-    let out = sent(&Trace::off(false), &incoming);
+    let out = sent(&Trace::off(&incoming, false), &incoming);
     assert!(out.get(TRACEPARENT).is_none() && out.get(TRACESTATE).is_none());
-    let out = sent(&Trace::off(true), &incoming);
+    let out = sent(&Trace::off(&incoming, true), &incoming);
     assert_eq!(out[TRACEPARENT], PARENT);
     assert_eq!(out[TRACESTATE], "a=b");
+    // Even from a trusted proxy, a malformed traceparent never passes as it is.
+    let malformed = headers(&[("traceparent", "00-zz"), ("tracestate", "a=b")]);
+    let out = sent(&Trace::off(&malformed, true), &malformed);
+    assert!(out.get(TRACEPARENT).is_none() && out.get(TRACESTATE).is_none());
     assert!(Trace::default().context().is_none());
 }
 
