@@ -10,11 +10,13 @@ use crate::value::ValueError;
 mod attribution;
 mod idp;
 mod route;
+mod upstream_health;
 mod upstream_tls;
 mod xdp;
 pub(crate) use attribution::AttributionProblem;
 pub(crate) use idp::IdpProblem;
 pub(crate) use route::RouteProblem;
+pub(crate) use upstream_health::UpstreamHealthProblem;
 pub(crate) use upstream_tls::UpstreamTlsProblem;
 pub(crate) use xdp::XdpProblem;
 
@@ -320,6 +322,9 @@ pub(crate) enum Problem {
     /// A problem in a route's options.
     #[error(transparent)]
     Route(#[from] RouteProblem),
+    /// A problem in a route's target health settings (`upstream_health`, `health_check`).
+    #[error(transparent)]
+    UpstreamHealth(#[from] UpstreamHealthProblem),
     /// A problem in upstream TLS settings (`upstream_tls`, a route's `tls_*` keys).
     #[error(transparent)]
     UpstreamTls(#[from] UpstreamTlsProblem),

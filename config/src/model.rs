@@ -17,10 +17,12 @@ pub use strip::{HeaderPattern, STRIPPED_NAMES, STRIPPED_PREFIXES};
 pub use tracing::Tracing;
 mod attribution;
 mod shared_state;
+mod upstream_health;
 mod upstream_tls;
 mod xdp;
 pub use attribution::{Attribution, BypassMode};
 pub use shared_state::{Redis, RedisAddress, RedisTls, SharedState};
+pub use upstream_health::{HealthCheck, UpstreamHealth};
 pub use upstream_tls::{CaBundle, TlsPrivateKey, UpstreamClientAuth, UpstreamTls, UpstreamVerify};
 pub use xdp::{AutoBan, PortProtocol, ProtectedPort, SynRateLimit, Xdp, XdpInterface, XdpMode};
 
@@ -333,6 +335,9 @@ pub struct Route {
     pub upstream_http2: bool,
     /// Upstream timeouts.
     pub timeouts: RouteTimeouts,
+    /// How the route's targets are judged: passive ejection after connect failures
+    /// (`upstream_health`) and the optional active probe (`health_check`).
+    pub upstream_health: UpstreamHealth,
     /// Path test replacing `from`'s path prefix when set (`path: {exact|prefix|regex}`).
     pub path: Option<crate::policy::PathMatch>,
     /// Methods this route serves (uppercase); empty means all.

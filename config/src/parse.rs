@@ -10,6 +10,7 @@ mod route_options;
 mod shared_state;
 mod strip;
 mod tracing;
+mod upstream_health;
 pub(crate) mod upstream_tls;
 mod xdp;
 
@@ -123,6 +124,8 @@ const ROUTE: &[&str] = &[
     "remove_request_headers",
     "prefix_rewrite",
     "tunnel",
+    "upstream_health",
+    "health_check",
 ];
 /// Keys of a route's `tunnel`.
 const TUNNEL: &[&str] = &["idle_timeout", "max_duration"];
@@ -810,6 +813,7 @@ impl Parser<'_> {
         let timeouts = self.or_default(&map, "timeouts", Self::route_timeouts, || {
             RouteTimeouts::default()
         });
+        let upstream_health = self.upstream_health(&map, !is_tunnel && map.has("to"));
         let policy = match map.get("policy") {
             Some(f) => self.route_policy(&f, policies),
             None => Some(Arc::new(Policy::authenticated_users(&format!(
@@ -848,6 +852,7 @@ impl Parser<'_> {
             pass_identity_headers: pass_identity_headers?,
             upstream_http2: upstream_http2?,
             timeouts: timeouts?,
+            upstream_health: upstream_health?,
             path: path?,
             methods: methods?,
             policy: policy?,

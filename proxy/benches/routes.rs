@@ -118,6 +118,7 @@ fn route(id: &str, host: &str, path: PathMatch) -> Route {
             response_header: Duration::from_secs(30),
             idle: Duration::from_secs(60),
         },
+        upstream_health: sekisho_config::UpstreamHealth::default(),
         path: Some(path),
         methods: Vec::new(),
         policy: Arc::new(Policy::authenticated_users(id)),

@@ -106,6 +106,7 @@ fn route(index: usize, prefix: &str) -> Route {
         pass_identity_headers: true,
         upstream_http2: false,
         timeouts: RouteTimeouts::default(),
+        upstream_health: sekisho_config::UpstreamHealth::default(),
         path: None,
         methods: Vec::new(),
         policy: Arc::new(Policy::authenticated_users(&format!("routes[{index}]"))),

@@ -33,6 +33,7 @@ fn route(id: &str, from: &str) -> Route {
             response_header: Duration::from_secs(30),
             idle: Duration::from_secs(60),
         },
+        upstream_health: sekisho_config::UpstreamHealth::default(),
         path: None,
         methods: Vec::new(),
         policy: Arc::new(Policy::authenticated_users(id)),
