@@ -54,6 +54,7 @@ pub fn render(
     readiness: &crate::health::Readiness,
     shared: Option<&crate::shared::SharedState>,
     sources: &Sources<'_>,
+    upstreams: &[crate::upstream::Upstream],
 ) -> Response<ProxyBody> {
     let m = audit.metrics();
     let mut text = String::new();
@@ -292,6 +293,7 @@ pub fn render(
         shared.render_metrics(&mut text);
     }
     requests::render(&mut text, counters, sources);
+    crate::upstream::write_metrics(upstreams, &mut text);
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

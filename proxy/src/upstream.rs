@@ -1,19 +1,25 @@
 //! Forwarding to upstreams: one pooled hyper client per route (HTTP/1.1, or HTTP/2 — h2c for
 //! `http`, ALPN for `https` — when the route asks) with the route's own TLS client (`tls`),
-//! round-robin over the route's targets, the response-header timeout, body idle timeouts, and
-//! WebSocket upgrades.
+//! round-robin over the route's healthy targets with a retry on the next one when a bodiless
+//! idempotent request could not reach its target (`upstream/health.rs` keeps the targets'
+//! health; `upstream/probe.rs` runs the active health checks), the response-header timeout,
+//! body idle timeouts, and WebSocket upgrades.
 
+pub mod health;
+mod probe;
 mod tls;
 
+use std::fmt::Write as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, Empty};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
@@ -24,6 +30,7 @@ use url::Url;
 
 use crate::connection::UpstreamConnection;
 use crate::error::{BoxError, ProxyBody, ProxyError};
+use health::Health;
 
 /// Idle pooled connections kept per upstream target.
 const MAX_IDLE_PER_TARGET: usize = 64;
@@ -39,6 +46,12 @@ pub struct Upstream {
     clients: Vec<Client<HttpsConnector<HttpConnector>, ProxyBody>>,
     http2: bool,
     timeouts: RouteTimeouts,
+    /// The targets' health, shared by every worker (and the probes).
+    health: Arc<Health>,
+    /// Requests sent again to another target after their first could not be reached.
+    retries: AtomicU64,
+    /// The active health checks; dropping the upstream (a reload, shutdown) stops them.
+    _probes: Option<probe::Probes>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -105,31 +118,85 @@ impl Upstream {
             }
             (None, _) => None,
         };
+        let targets: Vec<Target> = route
+            .to
+            .iter()
+            .map(|url| Target::new(url, rewrite.clone()))
+            .collect::<Result<_, _>>()?;
+        // Fresh health at every start and reload: a reloaded route starts with every target in
+        // rotation, and its probes restart with it.
+        let health = Arc::new(Health::new(
+            &route.id,
+            targets.iter().map(|t| t.base.clone()).collect(),
+            &route.upstream_health,
+        ));
+        let probes = match &route.upstream_health.check {
+            Some(check) if !targets.is_empty() => {
+                // A client of its own (same connector and TLS, no pooling): probes open a fresh
+                // connection each time and never share the workers' pools.
+                let mut probe_client = client.clone();
+                probe_client.pool_max_idle_per_host(0);
+                probe::Probes::start(
+                    probe_client.build(connector.clone()),
+                    check,
+                    &targets,
+                    health.clone(),
+                    route.upstream_http2,
+                )
+            }
+            _ => None,
+        };
         Ok(Upstream {
             route: route.id.clone(),
-            targets: route
-                .to
-                .iter()
-                .map(|url| Target::new(url, rewrite.clone()))
-                .collect::<Result<_, _>>()?,
+            targets,
             next: AtomicUsize::new(0),
             clients: (0..crate::server::worker_count())
                 .map(|_| client.build(connector.clone()))
                 .collect(),
             http2: route.upstream_http2,
             timeouts: route.timeouts,
+            health,
+            retries: AtomicU64::new(0),
+            _probes: probes,
         })
     }
 
-    /// The target for the next request (round-robin); `None` for a forward-auth-only route,
-    /// which has none.
-    pub fn pick(&self) -> Option<&Target> {
+    /// Whether the route has no targets (forward-auth only).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The index of the target for the next request: round-robin over the targets in
+    /// rotation, or, when none is, the one round-robin would have chosen (a route with every
+    /// target out still tries one rather than fail without trying).
+    fn pick(&self, now: u64) -> Option<usize> {
         let len = self.targets.len();
         if len == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % len;
-        self.targets.get(i)
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % len;
+        (0..len)
+            .map(|k| (start + k) % len)
+            .find(|&i| self.health.is_available(i, now))
+            .or(Some(start))
+    }
+
+    /// The target to retry on after `tried` (in the order tried): the next one after the last
+    /// tried that is in rotation and not yet tried, else the next not yet tried at all.
+    fn next_target(&self, tried: &[usize], now: u64) -> Option<usize> {
+        let len = self.targets.len();
+        let last = tried.last().copied().unwrap_or(0);
+        let untried = (1..=len)
+            .map(|k| (last + k) % len)
+            .filter(|i| !tried.contains(i));
+        let mut fallback = None;
+        for i in untried {
+            if self.health.is_available(i, now) {
+                return Some(i);
+            }
+            fallback = fallback.or(Some(i));
+        }
+        fallback
     }
 
     /// The calling worker's client.
@@ -143,36 +210,124 @@ impl Upstream {
         &self.clients[index]
     }
 
-    /// Sends `request` (already rewritten) and waits for the response head within the route's
-    /// response-header timeout. Bodies stream both ways, each under the idle timeout. A failure
-    /// (connection, TLS handshake, protocol) is a 502 whose log detail names the route, the
-    /// target and the whole cause chain (like `invalid peer certificate: UnknownIssuer`). The
-    /// answer names the pooled connection the request went out on.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Sent, ProxyError> {
-        let (mut parts, body) = request.into_parts();
+    /// Sends `outgoing` to a target in rotation, and waits for the response head within the
+    /// route's response-header timeout. Bodies stream both ways, each under the idle timeout.
+    ///
+    /// When the target cannot be reached — the connection cannot be made (a connect failure,
+    /// which also counts towards the target's ejection), or a pooled connection closes before
+    /// any answer — a request that can be replayed is sent again to the next target, each
+    /// target at most once: an idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose
+    /// body is known to be empty, since a body is consumed by the attempt that failed. Other
+    /// failures, a response-header timeout, and every failure of other requests are final.
+    ///
+    /// A failure (connection, TLS handshake, protocol) is a 502 whose log detail names the
+    /// route, each target tried and the whole cause chain (like `invalid peer certificate:
+    /// UnknownIssuer`). `record` is set to the `host:port` of each target as it is tried, so it
+    /// names the one that answered, or the last that failed. The answer names the pooled
+    /// connection the request went out on.
+    pub async fn send(
+        &self,
+        outgoing: Outgoing<'_>,
+        record: &mut Option<String>,
+    ) -> Result<Sent, ProxyError> {
+        let Outgoing {
+            mut parts,
+            body,
+            path,
+            host,
+        } = outgoing;
         parts.version = if self.http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
-        // Kept for the log line of a failure (reference-counted, no copy of the text).
-        let (scheme, authority) = (parts.uri.scheme().cloned(), parts.uri.authority().cloned());
-        let request = Request::from_parts(parts, body);
-        let response = tokio::time::timeout(
-            self.timeouts.response_header,
-            self.client().request(request),
-        )
-        .await
-        .map_err(|_| ProxyError::GatewayTimeout)?
-        .map_err(|e| ProxyError::BadGateway {
-            detail: format!(
-                "route {}: {}://{}: {}",
-                self.route,
-                scheme.as_ref().map_or("", |s| s.as_str()),
-                authority.as_ref().map_or("", |a| a.as_str()),
-                crate::oidc::error_chain(&e)
-            ),
+        // The client's URI, for its query (each target gets its own URI).
+        let original = std::mem::take(&mut parts.uri);
+        let now = self.health.now();
+        let mut index = self.pick(now).ok_or_else(|| ProxyError::BadGateway {
+            detail: format!("route {} has no upstream (forward-auth only)", self.route),
         })?;
+        // What a replay needs; taken only when there is another target to replay on.
+        let replay =
+            (self.targets.len() > 1 && is_idempotent(&parts.method) && body.is_end_stream())
+                .then(|| (parts.method.clone(), parts.headers.clone()));
+        let mut next = Some((parts, body));
+        let mut tried: Vec<usize> = Vec::new();
+        let mut detail = String::new();
+        loop {
+            let Some(target) = self.targets.get(index) else {
+                return Err(ProxyError::Internal {
+                    detail: format!("route {}: no target {index}", self.route),
+                });
+            };
+            *record = target.host.to_str().ok().map(str::to_owned);
+            let (mut parts, body) = match (next.take(), &replay) {
+                (Some(first), _) => first,
+                (None, Some((method, headers))) => {
+                    let mut request = Request::new(empty());
+                    *request.method_mut() = method.clone();
+                    *request.version_mut() = if self.http2 {
+                        Version::HTTP_2
+                    } else {
+                        Version::HTTP_11
+                    };
+                    *request.headers_mut() = headers.clone();
+                    request.into_parts()
+                }
+                (None, None) => {
+                    return Err(ProxyError::Internal {
+                        detail: format!("route {}: a retry without a request", self.route),
+                    });
+                }
+            };
+            parts.uri = target.uri_for(path, original.query())?;
+            parts.headers.insert(
+                header::HOST,
+                host.clone().unwrap_or_else(|| target.host.clone()),
+            );
+            let outcome = tokio::time::timeout(
+                self.timeouts.response_header,
+                self.client().request(Request::from_parts(parts, body)),
+            )
+            .await
+            .map_err(|_| ProxyError::GatewayTimeout)?;
+            let error = match outcome {
+                Ok(response) => {
+                    self.health.succeeded(index);
+                    return Ok(self.sent(response));
+                }
+                Err(error) => error,
+            };
+            let connect = error.is_connect();
+            if connect {
+                self.health.connect_failed(index, self.health.now());
+            }
+            if detail.is_empty() {
+                let _ = write!(detail, "route {}: ", self.route);
+            } else {
+                detail.push_str("; then ");
+            }
+            let _ = write!(
+                detail,
+                "{}: {}",
+                target.base,
+                crate::oidc::error_chain(&error)
+            );
+            tried.push(index);
+            let retry = replay.is_some() && (connect || closed_before_answer(&error));
+            match self.next_target(&tried, self.health.now()) {
+                Some(following) if retry => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(route = %self.route, failed = %target.base, next = ?self.targets.get(following).map(|t| &t.base), "target not reached; retrying on the next");
+                    index = following;
+                }
+                _ => return Err(ProxyError::BadGateway { detail }),
+            }
+        }
+    }
+
+    /// A response, its body under the idle timeout, with the connection it came on.
+    fn sent(&self, response: Response<hyper::body::Incoming>) -> Sent {
         let connection = response
             .extensions()
             .get::<HttpInfo>()
@@ -181,11 +336,101 @@ impl Upstream {
                 remote: info.remote_addr(),
             });
         let idle = self.timeouts.idle;
-        Ok(Sent {
+        Sent {
             response: response.map(|body| IdleTimeout::new(body, idle).boxed_unsync()),
             connection,
-        })
+        }
     }
+
+    /// Appends this route's target metrics (Prometheus text, without the HELP and TYPE lines
+    /// [`write_metrics_help`] writes once for all routes) to `text`.
+    fn write_metrics(&self, text: &mut String) {
+        let route = label(&self.route);
+        let now = self.health.now();
+        for (name, available, ejections) in self.health.report(now) {
+            let target = label(name);
+            let _ = writeln!(
+                text,
+                "sekisho_upstream_target_healthy{{route=\"{route}\",target=\"{target}\"}} {}",
+                u8::from(available)
+            );
+            let _ = writeln!(
+                text,
+                "sekisho_upstream_ejections_total{{route=\"{route}\",target=\"{target}\"}} {ejections}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "sekisho_upstream_retries_total{{route=\"{route}\"}} {}",
+            self.retries.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// The upstream metrics of every route that has targets, in the Prometheus text format:
+/// `sekisho_upstream_target_healthy{route,target}` (1 while the target is in rotation),
+/// `sekisho_upstream_ejections_total{route,target}` and `sekisho_upstream_retries_total{route}`.
+/// They start again from zero when a reload rebuilds the routes.
+pub fn write_metrics(upstreams: &[Upstream], text: &mut String) {
+    text.push_str(
+        "# HELP sekisho_upstream_target_healthy 1 while the target is in rotation (not ejected, not failing its health check).\n# TYPE sekisho_upstream_target_healthy gauge\n\
+         # HELP sekisho_upstream_ejections_total Times the target was ejected after consecutive connect failures.\n# TYPE sekisho_upstream_ejections_total counter\n\
+         # HELP sekisho_upstream_retries_total Requests sent again to another target after theirs could not be reached.\n# TYPE sekisho_upstream_retries_total counter\n",
+    );
+    for upstream in upstreams.iter().filter(|u| !u.is_empty()) {
+        upstream.write_metrics(text);
+    }
+}
+
+/// A Prometheus label value: `\`, `"` and line feeds escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Whether a request with `method` may be sent again (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Whether the request went out on a pooled connection that closed before any answer (the
+/// upstream shut it down as the request was sent): nothing was answered, and a replayable
+/// request may go to another target.
+fn closed_before_answer(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            return hyper.is_incomplete_message() || hyper.is_canceled();
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// An empty request body, for a replay.
+fn empty() -> ProxyBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A request ready for a route's upstream but for the target: [`Upstream::send`] sets the URI
+/// and `Host` of each target it tries.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The request head, its headers rewritten; its URI is the client's (for the query).
+    pub parts: http::request::Parts,
+    /// The body (under the idle timeout).
+    pub body: ProxyBody,
+    /// The normalised request path, before `prefix_rewrite` and the target's base path.
+    pub path: &'a str,
+    /// The `Host` to send instead of each target's own (`preserve_host`).
+    pub host: Option<HeaderValue>,
 }
 
 /// An upstream's response and the connection it came on.
@@ -233,6 +478,12 @@ impl Target {
             host,
             rewrite,
         })
+    }
+
+    /// The URI of the active health check's `path` (with its query) on this target: the
+    /// target's base path, then `path`; `prefix_rewrite` does not apply.
+    fn probe_uri(&self, path: &str) -> Result<Uri, http::uri::InvalidUri> {
+        format!("{}{path}", self.base).parse()
     }
 
     /// The URI for a request path (normalised) and query on this target: the route's

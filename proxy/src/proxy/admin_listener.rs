@@ -101,6 +101,7 @@ impl Proxy {
                         .queued
                         .load(std::sync::atomic::Ordering::Relaxed),
                 },
+                &routing.upstreams,
             ));
         }
         let request_id = facts.request_id().to_owned();

@@ -1,7 +1,8 @@
 //! Phase: forward. The request is rewritten for the upstream — hop-by-hop, spoofable identity
 //! and sekisho's own headers stripped, X-Forwarded-* rebuilt, the identity headers and the
-//! signed assertion added — sent over the route's pooled client, and the response (or the
-//! WebSocket splice) handed back. The upstream connection used is recorded.
+//! signed assertion added — sent over the route's pooled client to a target in rotation (another
+//! one when a replayable request could not reach it), and the response (or the WebSocket
+//! splice) handed back. The target and the upstream connection used are recorded.
 
 use std::sync::atomic::Ordering;
 
@@ -25,6 +26,7 @@ use crate::session::{CookieCodec, strip_own_cookies, unix_now};
 use crate::target::Target;
 use crate::traces::Attribute;
 use crate::upstream::{IdleTimeout, splice_upgrades};
+use crate::upstream::{IdleTimeout, Outgoing, splice_upgrades};
 
 impl Proxy {
     /// Sends an admitted request to its route's upstream.
@@ -54,16 +56,12 @@ impl Proxy {
             });
         }
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
-        let target_url = routed
-            .upstream
-            .pick()
-            .ok_or_else(|| ProxyError::BadGateway {
+        if routed.upstream.is_empty() {
+            return Err(ProxyError::BadGateway {
                 detail: format!("route {} has no upstream (forward-auth only)", route.id),
-            })?;
-        let uri = target_url.uri_for(&target.path, request.uri().query())?;
-        facts.record.upstream = target_url.host.to_str().ok().map(str::to_owned);
+            });
+        }
         let (mut parts, body) = request.into_parts();
-        parts.uri = uri;
         let keep_te_trailers = route.upstream_http2
             && parts
                 .headers
@@ -84,18 +82,20 @@ impl Proxy {
                 .headers
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
+        // `Host`: the client's with `preserve_host`, else each target's own (set as it is tried).
         let host = if route.preserve_host {
             let text = match target.port {
                 Some(p) => format!("{}:{p}", target.host),
                 None => target.host.clone(),
             };
-            HeaderValue::from_str(&text).map_err(|_| ProxyError::BadRequest {
-                reason: "malformed Host",
-            })?
+            Some(
+                HeaderValue::from_str(&text).map_err(|_| ProxyError::BadRequest {
+                    reason: "malformed Host",
+                })?,
+            )
         } else {
-            target_url.host.clone()
+            None
         };
-        parts.headers.insert(header::HOST, host);
         if let Ok(id) = HeaderValue::from_str(request_id) {
             parts.headers.insert("x-request-id", id);
         }
@@ -108,9 +108,15 @@ impl Proxy {
         let body = IdleTimeout::new(body, route.timeouts.idle).boxed_unsync();
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         facts.trace.event("upstream request sent", Vec::new);
+        let outgoing = Outgoing {
+            parts,
+            body,
+            path: &target.path,
+            host,
+        };
         let sent = routed
             .upstream
-            .send(Request::from_parts(parts, body))
+            .send(outgoing, &mut facts.record.upstream)
             .await?;
         facts.trace.event("upstream response headers received", || {
             vec![Attribute::int(
