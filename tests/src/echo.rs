@@ -1,12 +1,15 @@
 //! The echo upstream: answers every request with a JSON description of what it received
 //! (method, path, query, version, headers, body length), counts hits, and echoes raw bytes after
 //! a WebSocket handshake. Speaks HTTP/1.1 and h2c. `/slow` never answers (timeout tests);
-//! `/bytes/N` answers with N bytes (large-response tests).
+//! `/bytes/N` answers with N bytes (large-response tests); `/.echo/health` answers with the
+//! status set by [`Echo::set_health`] (200 at first) and is not counted as a hit (health check
+//! tests). Every answer names the echo's address in `x-echo-addr` and the JSON's `echo`, and
+//! [`Echo::stop`] stops it (failover tests).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -25,6 +28,19 @@ pub struct Echo {
     /// Where it listens.
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// What `/.echo/health` answers, and how often it was asked.
+    health: Arc<HealthPath>,
+    /// Set to `true` to stop: the listener closes and open connections shut down gracefully.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// The state of the `/.echo/health` path.
+#[derive(Debug)]
+struct HealthPath {
+    /// The status it answers.
+    status: AtomicU16,
+    /// Requests it received.
+    probes: AtomicUsize,
 }
 
 impl Echo {
@@ -33,25 +49,69 @@ impl Echo {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
         let addr = listener.local_addr().expect("echo address");
         let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
+        let health = Arc::new(HealthPath {
+            status: AtomicU16::new(200),
+            probes: AtomicUsize::new(0),
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (counter, health_path) = (hits.clone(), health.clone());
         tokio::spawn(async move {
+            let mut accept_stopped = stopped.clone();
             loop {
-                let Ok((stream, peer)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = stopping(&mut accept_stopped) => return,
+                };
+                let Ok((stream, peer)) = accepted else {
                     continue;
                 };
-                let counter = counter.clone();
+                let (counter, health_path) = (counter.clone(), health_path.clone());
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        let counter = counter.clone();
-                        async move { Ok::<_, Infallible>(answer(request, peer, &counter).await) }
+                        let (counter, health_path) = (counter.clone(), health_path.clone());
+                        async move {
+                            Ok::<_, Infallible>(
+                                answer(request, peer, addr, &counter, &health_path).await,
+                            )
+                        }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => return,
+                        () = stopping(&mut stopped) => {}
+                    }
+                    // Stopping: the request in progress is answered, then the connection closes.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
                 });
             }
         });
-        Echo { addr, hits }
+        Echo {
+            addr,
+            hits,
+            health,
+            stop: Arc::new(stop),
+        }
+    }
+
+    /// Stops the server: it accepts no more connections (connecting is refused once the
+    /// listener is closed), and its open connections close after the request in progress.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Sets the status `/.echo/health` answers.
+    pub fn set_health(&self, status: u16) {
+        self.health.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Requests `/.echo/health` received so far.
+    pub fn health_probes(&self) -> usize {
+        self.health.probes.load(Ordering::SeqCst)
     }
 
     /// Requests received so far.
@@ -60,11 +120,31 @@ impl Echo {
     }
 }
 
+/// Resolves once [`Echo::stop`] was called; never when every [`Echo`] was dropped without it
+/// (a test that drops its echo still has it serving, as before stopping existed).
+async fn stopping(stopped: &mut tokio::sync::watch::Receiver<bool>) {
+    if stopped.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn answer(
     mut request: Request<Incoming>,
     peer: SocketAddr,
+    own: SocketAddr,
     hits: &AtomicUsize,
+    health: &HealthPath,
 ) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/.echo/health" {
+        health.probes.fetch_add(1, Ordering::SeqCst);
+        let status = StatusCode::from_u16(health.status.load(Ordering::SeqCst))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Response::builder()
+            .status(status)
+            .header("x-echo-addr", own.to_string())
+            .body(Full::new(Bytes::from_static(b"health\n")))
+            .expect("health response");
+    }
     hits.fetch_add(1, Ordering::SeqCst);
     if request.uri().path() == "/slow" {
         std::future::pending::<()>().await;
@@ -135,10 +215,12 @@ async fn answer(
         "peer": peer.to_string(),
         "headers": headers,
         "body_len": body_len,
+        "echo": own.to_string(),
     });
     Response::builder()
         .header("content-type", "application/json")
         .header("x-upstream", "echo")
+        .header("x-echo-addr", own.to_string())
         .body(Full::new(Bytes::from(description.to_string())))
         .expect("echo response")
 }
