@@ -20,10 +20,13 @@ use sekisho_tests::{IdpOptions, Proxy, audit_records, eventually, stack};
 /// The admin listener, for `/metrics`.
 const ADMIN: &str = "admin:\n  listen: 127.0.0.1:0\n  policy: admins\npolicies:\n  admins:\n    allow:\n      and:\n        - groups: {has: admins}\n";
 
-/// A port that was just free: bound, then released (connecting to it is refused).
-fn dead_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
+/// A port nobody listens on while the socket lives: bound but not listening, so connecting to
+/// it is refused and no other process is given it.
+fn dead_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let port = socket.local_addr().expect("address").port();
+    (socket, port)
 }
 
 /// One route `id` on the plain listener to `targets`, with `more` (route keys, each line
@@ -184,7 +187,7 @@ async fn no_get_fails_when_one_of_two_upstreams_stops_under_load() {
 #[tokio::test]
 async fn a_post_with_a_body_is_not_replayed_and_unreachable_targets_get_a_502_naming_each() {
     let live = Echo::start().await;
-    let (dead, dead2) = (dead_port(), dead_port());
+    let ((_held, dead), (_held2, dead2)) = (dead_port(), dead_port());
     let dead_target = format!("http://127.0.0.1:{dead}");
     let routes = format!(
         "{}  - id: nowhere\n    from: http://127.0.0.1/nowhere\n    to: [http://127.0.0.1:{dead}, http://127.0.0.1:{dead2}]\n",
@@ -247,7 +250,7 @@ async fn a_post_with_a_body_is_not_replayed_and_unreachable_targets_get_a_502_na
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 502);
+    assert_eq!(response.status(), 502, "{:?}", response.headers());
     let id = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
