@@ -730,6 +730,64 @@ mod tests {
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// The upstream of a route to three targets that ejects at the first connect failure.
+    fn three_targets() -> Upstream {
+        let source = "server:\n  http_listen: 127.0.0.1:8080\noidc:\n  issuer: https://idp.example.com\n  client_id: c\n  client_secret: {env: X}\nsession:\n  keys: [{env: K}]\nsigning:\n  key: {env: S}\nroutes:\n  - id: app\n    from: http://app.example.com\n    to: [http://127.0.0.1:1, http://127.0.0.1:2, http://127.0.0.1:3]\n    upstream_health: {eject_after: 1}\n";
+        let config = sekisho_config::parse_without_secrets(source, std::path::Path::new("s.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let route = config.routes.first().unwrap_or_else(|| panic!("one route"));
+        Upstream::new(route).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn requests_go_round_robin_over_the_targets_in_rotation() {
+        let upstream = three_targets();
+        let picks: Vec<Option<usize>> = (0..4).map(|_| upstream.pick(0)).collect();
+        assert_eq!(picks, [Some(0), Some(1), Some(2), Some(0)]);
+        upstream.health.connect_failed(1, 0);
+        // The rotation goes on from where it was; target 1's turns go to the next in rotation.
+        let picks: Vec<Option<usize>> = (0..4).map(|_| upstream.pick(1)).collect();
+        assert_eq!(picks, [Some(2), Some(2), Some(0), Some(2)]);
+        // With every target out, the one round-robin would have chosen is tried anyway.
+        upstream.health.connect_failed(0, 1);
+        upstream.health.connect_failed(2, 1);
+        let picks: Vec<Option<usize>> = (0..3).map(|_| upstream.pick(2)).collect();
+        assert_eq!(picks, [Some(2), Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn a_retry_goes_to_an_untried_target_in_rotation_first() {
+        let upstream = three_targets();
+        assert_eq!(upstream.next_target(&[0], 0), Some(1));
+        assert_eq!(upstream.next_target(&[2], 0), Some(0));
+        assert_eq!(upstream.next_target(&[0, 1], 0), Some(2));
+        assert_eq!(
+            upstream.next_target(&[0, 1, 2], 0),
+            None,
+            "each target once"
+        );
+        // Target 1 ejected: it comes after the others, but is still tried last.
+        upstream.health.connect_failed(1, 0);
+        assert_eq!(upstream.next_target(&[0], 1), Some(2));
+        assert_eq!(upstream.next_target(&[0, 2], 1), Some(1));
+    }
+
+    #[test]
+    fn only_bodiless_idempotent_requests_are_replayable() {
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            assert!(is_idempotent(&method), "{method}");
+        }
+        for method in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&method), "{method}");
+        }
+    }
+
+    #[test]
+    fn metric_labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
     #[test]
     fn a_prefix_is_replaced_segment_by_segment() {
         let cases = [
