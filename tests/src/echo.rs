@@ -1,9 +1,9 @@
 //! The echo upstream: answers every request with a JSON description of what it received
 //! (method, path, query, version, headers, body length), counts hits, and echoes raw bytes after
 //! a WebSocket handshake. Speaks HTTP/1.1 and h2c. `/slow` never answers (timeout tests);
-//! `/bytes/N` answers with N bytes (large-response tests); `/.echo/health` answers with the
-//! status set by [`Echo::set_health`] (200 at first) and is not counted as a hit (health check
-//! tests). Every answer names the echo's address in `x-echo-addr` and the JSON's `echo`, and
+//! `/bytes/N` answers with N bytes (large-response tests); `/.echo/health` and every path under
+//! it answer with the status set by [`Echo::set_health`] (200 at first) and are not counted as
+//! hits (health check tests). Every answer names the echo's address in `x-echo-addr` and the JSON's `echo`, and
 //! [`Echo::stop`] stops it (failover tests).
 
 use std::convert::Infallible;
@@ -41,6 +41,8 @@ struct HealthPath {
     status: AtomicU16,
     /// Requests it received.
     probes: AtomicUsize,
+    /// Of those, the paths asked (with their query), in order.
+    asked: std::sync::Mutex<Vec<String>>,
 }
 
 impl Echo {
@@ -52,6 +54,7 @@ impl Echo {
         let health = Arc::new(HealthPath {
             status: AtomicU16::new(200),
             probes: AtomicUsize::new(0),
+            asked: std::sync::Mutex::new(Vec::new()),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (counter, health_path) = (hits.clone(), health.clone());
@@ -109,9 +112,15 @@ impl Echo {
         self.health.status.store(status, Ordering::SeqCst);
     }
 
-    /// Requests `/.echo/health` received so far.
+    /// Requests `/.echo/health` (or under it) received so far.
     pub fn health_probes(&self) -> usize {
         self.health.probes.load(Ordering::SeqCst)
+    }
+
+    /// How many of those asked exactly `path_and_query`.
+    pub fn health_probes_of(&self, path_and_query: &str) -> usize {
+        let asked = self.health.asked.lock().expect("health paths");
+        asked.iter().filter(|p| *p == path_and_query).count()
     }
 
     /// Requests received so far.
@@ -135,7 +144,15 @@ async fn answer(
     hits: &AtomicUsize,
     health: &HealthPath,
 ) -> Response<Full<Bytes>> {
-    if request.uri().path() == "/.echo/health" {
+    let path = request.uri().path();
+    if path == "/.echo/health" || path.starts_with("/.echo/health/") {
+        if let Some(asked) = request.uri().path_and_query() {
+            health
+                .asked
+                .lock()
+                .expect("health paths")
+                .push(asked.as_str().to_owned());
+        }
         health.probes.fetch_add(1, Ordering::SeqCst);
         let status = StatusCode::from_u16(health.status.load(Ordering::SeqCst))
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -2,7 +2,8 @@
 //! fails no GET (each is retried on the survivor, and the stopped one is ejected), a POST with a
 //! body is never replayed on another target, a request that reaches no target gets the 502 and
 //! an audit record naming every target tried, and the active health check takes a target out
-//! of rotation while it fails and back when it recovers.
+//! of rotation while it fails and back when it recovers; a reload replaces the probes (the old
+//! ones stop).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -329,4 +330,54 @@ async fn a_target_failing_its_health_check_is_skipped_until_it_recovers() {
         async move { get(client, url, token).await == (200, Some(b.addr)) }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_reload_replaces_the_health_checks_and_the_old_ones_stop() {
+    let (a, b) = (Echo::start().await, Echo::start().await);
+    let (_idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |o| {
+        o.routes_yaml = route(
+            "checked",
+            &[target(&a), target(&b)],
+            "    health_check: {path: /.echo/health/v1, interval: 1s}\n",
+        );
+    })
+    .await;
+    eventually("the first probes", || {
+        let a = &a;
+        async move { a.health_probes_of("/.echo/health/v1") > 0 }
+    })
+    .await;
+    let original = std::fs::read_to_string(&proxy.config_path).unwrap();
+    assert!(original.contains("/.echo/health/v1"));
+    sekisho_tests::write_atomically(
+        &proxy.config_path,
+        &original.replace("/.echo/health/v1", "/.echo/health/v2"),
+    );
+    // Two probes of the new path are an interval apart: by the second, the reload that started
+    // them has long swapped the routes, and the old probes are stopped.
+    eventually("the new probes", || {
+        let a = &a;
+        async move { a.health_probes_of("/.echo/health/v2") >= 2 }
+    })
+    .await;
+    let old = (
+        a.health_probes_of("/.echo/health/v1"),
+        b.health_probes_of("/.echo/health/v1"),
+    );
+    // Two more intervals of new probes, and not one more of the old.
+    eventually("more new probes", || {
+        let a = &a;
+        async move { a.health_probes_of("/.echo/health/v2") >= 4 }
+    })
+    .await;
+    assert_eq!(
+        (
+            a.health_probes_of("/.echo/health/v1"),
+            b.health_probes_of("/.echo/health/v1")
+        ),
+        old,
+        "the replaced route's probes stopped"
+    );
+    assert!(b.health_probes_of("/.echo/health/v2") >= 1);
 }
