@@ -168,6 +168,12 @@ fn flags(route: &Route) -> Vec<&'static str> {
     if route.cors_allow_preflight {
         flags.push("cors_preflight");
     }
+    if route.upstream_health.check.is_some() {
+        flags.push("health_check");
+    }
+    if route.upstream_health.eject_after == 0 && !route.to.is_empty() {
+        flags.push("no_ejection");
+    }
     if !route.remove_request_headers.is_empty() {
         flags.push("headers_removed");
     }

@@ -236,11 +236,12 @@ impl Upstream {
             path,
             host,
         } = outgoing;
-        parts.version = if self.http2 {
+        let version = if self.http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
+        parts.version = version;
         // The client's URI, for its query (each target gets its own URI).
         let original = std::mem::take(&mut parts.uri);
         let now = self.health.now();
@@ -266,11 +267,7 @@ impl Upstream {
                 (None, Some((method, headers))) => {
                     let mut request = Request::new(empty());
                     *request.method_mut() = method.clone();
-                    *request.version_mut() = if self.http2 {
-                        Version::HTTP_2
-                    } else {
-                        Version::HTTP_11
-                    };
+                    *request.version_mut() = version;
                     *request.headers_mut() = headers.clone();
                     request.into_parts()
                 }

@@ -1138,7 +1138,7 @@ admin:     http 127.0.0.1:9901 (metrics, audit review)
 routes:
   app            https://app.example.com/ -> http://127.0.0.1:9000/  (websockets)
                  policy staff (enforce)
-  api            https://app.example.com/api methods GET, POST, PUT, DELETE -> http://10.0.1.10:8080/v1, http://10.0.1.11:8080/v1  (h2, preserve_host)
+  api            https://app.example.com/api methods GET, POST, PUT, DELETE -> http://10.0.1.10:8080/v1, http://10.0.1.11:8080/v1  (h2, preserve_host, health_check)
                  policy api-clients (enforce)
   versioned-api  https://app.example.com/ path regex \"^/v[0-9]+/\" methods GET, HEAD -> http://10.0.1.20:8080/  (error_details)
                  policy inline (report)
