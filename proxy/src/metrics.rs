@@ -52,9 +52,7 @@ pub fn render(
     nic: &NicStatus,
     attribution: &crate::attribution::AttributionStatus,
     readiness: &crate::health::Readiness,
-    shared: Option<&crate::shared::SharedState>,
     sources: &Sources<'_>,
-    upstreams: &[crate::upstream::Upstream],
 ) -> Response<ProxyBody> {
     let m = audit.metrics();
     let mut text = String::new();
@@ -289,11 +287,11 @@ pub fn render(
             );
         }
     }
-    if let Some(shared) = shared {
+    if let Some(shared) = sources.shared {
         shared.render_metrics(&mut text);
     }
     requests::render(&mut text, counters, sources);
-    crate::upstream::write_metrics(upstreams, &mut text);
+    crate::upstream::write_metrics(sources.upstreams, &mut text);
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -284,6 +284,10 @@ pub struct Sources<'a> {
     pub traces: Option<&'a ExportMetrics>,
     /// Records waiting for the audit writer.
     pub audit_queue: u64,
+    /// The link to the other instances, when `shared_state` is configured.
+    pub shared: Option<&'a crate::shared::SharedState>,
+    /// The routes' upstreams (their targets' health).
+    pub upstreams: &'a [crate::upstream::Upstream],
 }
 
 /// Renders the request path's metrics.

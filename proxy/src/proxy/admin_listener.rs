@@ -90,7 +90,6 @@ impl Proxy {
                 &self.nic,
                 &self.attribution,
                 &self.readiness(),
-                self.shared.as_deref(),
                 &crate::metrics::Sources {
                     refreshes: self.gate.sessions().refresh_counts(),
                     provider: self.gate.oidc().fetch_errors(),
@@ -100,8 +99,9 @@ impl Proxy {
                         .metrics()
                         .queued
                         .load(std::sync::atomic::Ordering::Relaxed),
+                    shared: self.shared.as_deref(),
+                    upstreams: &routing.upstreams,
                 },
-                &routing.upstreams,
             ));
         }
         let request_id = facts.request_id().to_owned();

@@ -25,7 +25,6 @@ use crate::headers::{
 use crate::session::{CookieCodec, strip_own_cookies, unix_now};
 use crate::target::Target;
 use crate::traces::Attribute;
-use crate::upstream::{IdleTimeout, splice_upgrades};
 use crate::upstream::{IdleTimeout, Outgoing, splice_upgrades};
 
 impl Proxy {
