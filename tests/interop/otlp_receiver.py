@@ -99,12 +99,7 @@ class Handler(BaseHTTPRequestHandler):
                             "scope": scope_logs.scope.name,
                             "authorization": self.headers.get("Authorization"),
                         }) + "\n")
-        response = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(response)))
-        self.end_headers()
-        self.wfile.write(response)
+        self.reply(logs_service_pb2.ExportLogsServiceResponse())
 
     def traces(self, body):
         request = trace_service_pb2.ExportTraceServiceRequest()
@@ -139,7 +134,11 @@ class Handler(BaseHTTPRequestHandler):
                             "scope": scope_spans.scope.name,
                             "authorization": self.headers.get("Authorization"),
                         }) + "\n")
-        response = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        self.reply(trace_service_pb2.ExportTraceServiceResponse())
+
+    def reply(self, message):
+        """Answers 200 with `message` (an export response) as protobuf."""
+        response = message.SerializeToString()
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", str(len(response)))

@@ -852,6 +852,18 @@ async fn session_cookies_of_either_scheme_never_reach_the_upstream() {
 // ---------------------------------------------------------------------------------------------
 // 4. Callback attacks
 
+/// alice's login from `proxy`'s root, stopped just before the callback.
+async fn alice_until_callback(agent: &Agent, idp: &Idp, proxy: &Proxy) -> Pending {
+    agent
+        .until_callback(
+            &format!("{}/", proxy.base()),
+            &idp.issuer,
+            "alice",
+            "alice-pw",
+        )
+        .await
+}
+
 /// `url` with query parameter `name` replaced by `value` (or removed when `None`).
 fn with_param(url: &str, name: &str, value: Option<&str>) -> String {
     let mut parsed = url::Url::parse(url).unwrap();
@@ -957,14 +969,7 @@ async fn a_replayed_callback_is_refused() {
     let Pending {
         authorize,
         callback,
-    } = agent
-        .until_callback(
-            &format!("{}/", proxy.base()),
-            &idp.issuer,
-            "alice",
-            "alice-pw",
-        )
-        .await;
+    } = alice_until_callback(&agent, &idp, &proxy).await;
     let before = agent.cookies();
     assert!(
         before.keys().any(|k| k.starts_with("_sekisho_flow_")),
@@ -1005,15 +1010,7 @@ async fn a_replayed_callback_is_refused() {
 async fn a_callback_from_another_browser_is_refused() {
     let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
     let victim = Agent::new();
-    let callback = victim
-        .until_callback(
-            &format!("{}/", proxy.base()),
-            &idp.issuer,
-            "alice",
-            "alice-pw",
-        )
-        .await
-        .callback;
+    let callback = alice_until_callback(&victim, &idp, &proxy).await.callback;
 
     // Login CSRF: the attacker's callback URL in a browser that never started this login.
     assert_callback_refused(&BTreeMap::new(), &callback, 401, "fresh browser").await;
@@ -1038,15 +1035,7 @@ async fn a_callback_from_another_browser_is_refused() {
 async fn callbacks_with_an_altered_state_or_an_error_are_refused() {
     let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
     let agent = Agent::new();
-    let callback = agent
-        .until_callback(
-            &format!("{}/", proxy.base()),
-            &idp.issuer,
-            "alice",
-            "alice-pw",
-        )
-        .await
-        .callback;
+    let callback = alice_until_callback(&agent, &idp, &proxy).await.callback;
     let cookies = agent.cookies();
     let state = param(&callback, "state");
     let other = |c: char| if c == 'A' { "B" } else { "A" };
@@ -1129,15 +1118,7 @@ async fn callbacks_with_an_altered_state_or_an_error_are_refused() {
 async fn a_stolen_code_is_useless_in_another_browsers_flow() {
     let (idp, _echo, proxy) = stack(IdpOptions::default(), "RS256", |_| {}).await;
     let victim = Agent::new();
-    let victim_callback = victim
-        .until_callback(
-            &format!("{}/", proxy.base()),
-            &idp.issuer,
-            "alice",
-            "alice-pw",
-        )
-        .await
-        .callback;
+    let victim_callback = alice_until_callback(&victim, &idp, &proxy).await.callback;
 
     // The attacker starts a flow of their own and injects the victim's code into it: state and
     // flow cookie match, but the PKCE verifier (and nonce) belong to the attacker's flow.
