@@ -3,7 +3,8 @@
 
 Subcommands:
   free-port                      print a TCP port the kernel just handed out on 127.0.0.1 (racy, see run.sh)
-  cpu PID...                     print utime+stime, in clock ticks, of PIDs and all their descendants
+  cpu PID...                     print utime+stime and stime (kernel), in clock ticks, of PIDs and
+                                 all their descendants, as "TOTAL:KERNEL"
   json-get FILE KEY              print one top-level key of the first JSON line of FILE
   cookie JAR PREFIX...           print a Cookie header value with the jar's cookies named PREFIX*
   refresh-cookie HEADERS COOKIE  print COOKIE updated by the Set-Cookie lines of a response's HEADERS
@@ -90,8 +91,19 @@ def _tree_sum(pids, measure):
     return total
 
 
+def kernel_ticks(pid):
+    """stime (field 15 of /proc/PID/stat) of one process, all its threads."""
+    return int(_stat_fields(pid)[15 - 3])
+
+
 def cpu(pids):
-    print(_tree_sum(pids, cpu_ticks))
+    print(f"{_tree_sum(pids, cpu_ticks)}:{_tree_sum(pids, kernel_ticks)}")
+
+
+def _ticks(text):
+    """(total, kernel) from `cpu`'s "TOTAL:KERNEL"."""
+    total, _, kernel = text.partition(":")
+    return int(total), int(kernel or 0)
 
 
 def json_get(path, key):
@@ -200,7 +212,9 @@ def record(out, round_, target, wrk_out, cpu0, cpu1, up0, up1):
                 stats = json.loads(line[len("BENCH "):])
     if stats is None:
         sys.exit(f"no BENCH line in wrk output {wrk_out}")
-    stats.update(round=int(round_), target=target, cpu_ticks=int(cpu1) - int(cpu0), upstream_ticks=int(up1) - int(up0))
+    (c0, k0), (c1, k1) = _ticks(cpu0), _ticks(cpu1)
+    stats.update(round=int(round_), target=target, cpu_ticks=c1 - c0, kernel_ticks=k1 - k0,
+                 upstream_ticks=_ticks(up1)[0] - _ticks(up0)[0])
     with open(out, "a") as f:
         f.write(json.dumps(stats) + "\n")
     return stats
@@ -215,6 +229,7 @@ def _derive(r, tick):
         "p50_ms": r["p50_us"] / 1000,
         "p99_ms": r["p99_us"] / 1000,
         "cpu_us": r["cpu_ticks"] * tick * 1e6 / n,
+        "kernel_us": r.get("kernel_ticks", 0) * tick * 1e6 / n,
         "up_us": r["upstream_ticks"] * tick * 1e6 / n,
         "cores": r["cpu_ticks"] * tick / secs,
         "errors": errors,
@@ -236,15 +251,15 @@ def report(results, clk_tck, idle_path=None, hs_path=None):
     print()
     print("per-round raw numbers (CPU = the process(es) under test; for direct, the upstream itself)")
     print(f"{'round':>5}  {'target':<22} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'CPU µs/req':>10} {'upstr µs/req':>12} {'cores used':>10} {'B/resp':>6} {'errors':>6}")
+          f"{'CPU µs/req':>10} {'kernel µs':>9} {'upstr µs/req':>12} {'cores used':>10} {'B/resp':>6} {'errors':>6}")
     for r in runs:
         d = _derive(r, tick)
         print(f"{r['round']:>5}  {LABELS[r['target']]:<22} {r['requests']:>9} {d['rps']:>9.0f} {d['p50_ms']:>8.3f} "
-              f"{d['p99_ms']:>8.3f} {d['cpu_us']:>10.1f} {d['up_us']:>12.1f} {d['cores']:>10.2f} {d['bytes']:>6.0f} {d['errors']:>6}")
+              f"{d['p99_ms']:>8.3f} {d['cpu_us']:>10.1f} {d['kernel_us']:>9.1f} {d['up_us']:>12.1f} {d['cores']:>10.2f} {d['bytes']:>6.0f} {d['errors']:>6}")
     print()
     medians = {}
     print("median over rounds")
-    print(f"{'target':<22} {'rounds':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>10} {'upstr µs/req':>12}")
+    print(f"{'target':<22} {'rounds':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>10} {'kernel µs':>9} {'upstr µs/req':>12}")
     for target in ORDER:
         rows = [_derive(r, tick) for r in runs if r["target"] == target]
         if not rows:
@@ -252,7 +267,7 @@ def report(results, clk_tck, idle_path=None, hs_path=None):
         m = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
         medians[target] = m
         print(f"{LABELS[target]:<22} {len(rows):>6} {m['rps']:>9.0f} {m['p50_ms']:>8.3f} {m['p99_ms']:>8.3f} "
-              f"{m['cpu_us']:>10.1f} {m['up_us']:>12.1f}")
+              f"{m['cpu_us']:>10.1f} {m['kernel_us']:>9.1f} {m['up_us']:>12.1f}")
     print()
     if "sekisho" in medians and "strict" in medians:
         s, t = medians["sekisho"], medians["strict"]

@@ -14,6 +14,9 @@ use serde::Serialize;
 
 use crate::session::{Identity, OpenSession};
 
+mod http_record;
+mod json;
+
 /// The OCSF schema version the records follow.
 pub const OCSF_VERSION: &str = "1.7.0";
 
@@ -514,7 +517,7 @@ impl Event {
     /// Appends this event as one JSON object (no `seq`/`prev_hash`: the chain adds them).
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         match self {
-            Event::Http(e) => serde_json::to_writer(out, &HttpRecord::new(e)),
+            Event::Http(e) => http_record::write(e, out),
             Event::Auth(e) => serde_json::to_writer(out, &AuthRecord::new(e)),
             Event::Lifecycle(e) => serde_json::to_writer(out, &LifecycleRecord::new(e)),
             Event::Network(e) => serde_json::to_writer(out, &NetworkRecord::new(e)),
@@ -587,6 +590,7 @@ fn source(client_ip: IpAddr, peer: SocketAddr) -> Endpoint {
     }
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct Upstream<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -635,11 +639,13 @@ struct Session<'a> {
     credential_uid: Option<&'static str>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct Idp<'a> {
     name: &'a str,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct ActorRecord<'a> {
     user: User<'a>,
@@ -649,6 +655,7 @@ struct ActorRecord<'a> {
     authorizations: Vec<Authorization<'a>>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct Authorization<'a> {
     decision: &'static str,
@@ -656,6 +663,7 @@ struct Authorization<'a> {
     policy: Option<PolicyRecord<'a>>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct PolicyRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -664,6 +672,7 @@ struct PolicyRecord<'a> {
     desc: Option<&'a str>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct Url<'a> {
     scheme: &'static str,
@@ -675,6 +684,7 @@ struct Url<'a> {
     query_string: Option<&'a str>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct HttpRequest<'a> {
     uid: &'a str,
@@ -687,6 +697,7 @@ struct HttpRequest<'a> {
     length: Option<u64>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct HttpResponse {
     code: u16,
@@ -696,6 +707,7 @@ struct HttpResponse {
     latency: u64,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct Tls<'a> {
     version: &'static str,
@@ -703,11 +715,13 @@ struct Tls<'a> {
     certificate: Option<Certificate<'a>>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct Certificate<'a> {
     fingerprints: [Fingerprint<'a>; 1],
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct Fingerprint<'a> {
     algorithm_id: u8,
@@ -920,7 +934,9 @@ fn head<'a>(
     }
 }
 
-/// HTTP Activity (4002).
+/// HTTP Activity (4002), as serde's derive writes it: the reference the hand-written writer
+/// (`record/http_record.rs`, what the log uses) is tested against.
+#[cfg(test)]
 #[derive(Serialize)]
 struct HttpRecord<'a> {
     #[serde(flatten)]
@@ -969,6 +985,7 @@ fn version_text(version: Version) -> &'static str {
     }
 }
 
+#[cfg(test)]
 impl<'a> HttpRecord<'a> {
     fn new(e: &'a HttpEvent) -> Self {
         let allowed = matches!(e.decision, Decision::Allow | Decision::Public);
@@ -1673,5 +1690,164 @@ mod tests {
         assert_eq!(life["class_uid"], 6002);
         assert_eq!(life["activity_name"], "Update");
         assert_eq!(life["unmapped"]["event"], "reload");
+    }
+
+    /// What the log writes for an HTTP event, and what serde's derive writes for the documented
+    /// shape: the same bytes.
+    fn assert_written_as_serde_writes(e: &HttpEvent) {
+        let mut fast = Vec::new();
+        http_record::write(e, &mut fast).unwrap();
+        let reference = serde_json::to_vec(&HttpRecord::new(e)).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&fast),
+            String::from_utf8_lossy(&reference)
+        );
+    }
+
+    fn container(id: u64) -> Container {
+        Container {
+            cgroup_id: id,
+            cgroup: Some(format!("/kubepods/pod-{id}/\"odd\"\n")),
+            id: Some("c".repeat(64)),
+            runtime: Some("containerd"),
+            pod_uid: Some("pod-uid".into()),
+            qos: Some("burstable"),
+            unit: None,
+            pid: Some(42),
+            process: Some("curl".into()),
+        }
+    }
+
+    #[test]
+    fn the_hand_written_http_record_is_what_serde_writes_for_every_kind_of_request() {
+        let base = http_event();
+        assert_written_as_serde_writes(&base);
+        let variants: &[fn(&mut HttpEvent)] = &[
+            |e| {
+                e.decision = Decision::Allow;
+                e.status = 200;
+                e.method = Method::GET;
+                e.version = Version::HTTP_11;
+            },
+            |e| {
+                e.decision = Decision::Public;
+                e.actor = None;
+                e.policy = None;
+                e.rule = None;
+            },
+            |e| {
+                e.decision = Decision::Login;
+                e.status = 302;
+                e.actor = None;
+                e.route = None;
+                e.upstream = None;
+            },
+            |e| {
+                e.decision = Decision::Unauthenticated;
+                e.status = 401;
+                e.actor = None;
+                e.tls_version = None;
+                e.client_certificate = None;
+            },
+            |e| {
+                e.decision = Decision::Error;
+                e.status = 400;
+                e.detail = Some("malformed \"path\"\n\u{1}".into());
+                e.method = Method::from_bytes(b"PURGE").unwrap();
+                e.version = Version::HTTP_10;
+            },
+            |e| {
+                e.policy = None;
+                e.rule = Some("rule only".into());
+                e.report_only_deny = true;
+                e.query = Query::Kept("a=\"1\"&b=\\x\t".into());
+                e.port = None;
+            },
+            |e| {
+                e.policy = Some(Arc::from("policy only"));
+                e.rule = None;
+                e.query = Query::None;
+                e.user_agent = None;
+                e.bytes_in = None;
+                e.bytes_out = Some(u64::MAX);
+                e.latency = Duration::from_secs(u64::MAX);
+            },
+            |e| {
+                e.client_ip = e.peer.ip();
+                e.peer = "[2001:db8::1]:65535".parse().unwrap();
+                e.client_ip = e.peer.ip();
+                e.upstream = Some("upstream-without-port".into());
+                e.upstream_connection = Some(crate::connection::UpstreamConnection {
+                    local: "[::1]:40000".parse().unwrap(),
+                    remote: "[::1]:8080".parse().unwrap(),
+                });
+            },
+            |e| {
+                e.upstream = Some("host:notaport".into());
+                e.route = None;
+                e.door = Door::ForwardAuth;
+                e.attribution_unavailable = true;
+            },
+            |e| {
+                e.upstream = None;
+                e.door = Door::Admin;
+                e.container = Some(container(7));
+                e.upstream_container = Some(Container {
+                    cgroup_id: 9,
+                    ..Container::default()
+                });
+            },
+            |e| {
+                let mut identity = identity();
+                identity.email_verified = Some(false);
+                identity.name = None;
+                identity.groups.clear();
+                identity.sub = "weird \"sub\" \u{7f} é".into();
+                e.actor = Some(Actor::Bearer {
+                    identity: Arc::new(identity),
+                    token_hash: "tokenhash".into(),
+                });
+            },
+            |e| {
+                let mut identity = identity();
+                identity.email_verified = None;
+                identity.email = None;
+                e.actor = Some(Actor::Bearer {
+                    identity: Arc::new(identity),
+                    token_hash: "tokenhash".into(),
+                });
+                e.time = jiff::Timestamp::from_second(0).unwrap();
+            },
+        ];
+        for variant in variants {
+            let mut e = http_event();
+            variant(&mut e);
+            assert_written_as_serde_writes(&e);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_request_text_is_written_as_serde_writes_it(
+            host in ".*", path in ".*", agent in proptest::option::of(".*"),
+            detail in proptest::option::of(".*"), rule in proptest::option::of(".*"),
+            query in ".*", sub in ".*", group in ".*", nanos in 0..i64::MAX,
+        ) {
+            let mut e = http_event();
+            e.host = host;
+            e.path = path;
+            e.user_agent = agent;
+            e.detail = detail;
+            e.rule = rule;
+            e.query = Query::Kept(query);
+            e.time = jiff::Timestamp::from_nanosecond(i128::from(nanos)).unwrap();
+            let mut identity = identity();
+            identity.sub = sub;
+            identity.groups.push(group);
+            e.actor = Some(Actor::Bearer { identity: Arc::new(identity), token_hash: "h".into() });
+            let mut fast = Vec::new();
+            http_record::write(&e, &mut fast).unwrap();
+            proptest::prop_assert_eq!(fast, serde_json::to_vec(&HttpRecord::new(&e)).unwrap());
+        }
     }
 }
