@@ -1,11 +1,13 @@
-//! Forwarding to upstreams: one pooled hyper client per route (HTTP/1.1, or HTTP/2 — h2c for
-//! `http`, ALPN for `https` — when the route asks) with the route's own TLS client (`tls`),
+//! Forwarding to upstreams: per route and worker, a pool of HTTP/1.1 connections
+//! (`upstream/pool.rs`), or hyper-util's client for HTTP/2 (h2c for `http`, ALPN for `https`)
+//! when the route asks, with the route's own TLS client (`tls`),
 //! round-robin over the route's healthy targets with a retry on the next one when a bodiless
 //! idempotent request could not reach its target (`upstream/health.rs` keeps the targets'
 //! health; `upstream/probe.rs` runs the active health checks), the response-header timeout,
 //! body idle timeouts, and WebSocket upgrades.
 
 pub mod health;
+mod pool;
 mod probe;
 mod tls;
 
@@ -35,15 +37,22 @@ use health::Health;
 /// Idle pooled connections kept per upstream target.
 const MAX_IDLE_PER_TARGET: usize = 64;
 
+/// The workers' connection pools: sekisho's own for HTTP/1.1 (`upstream/pool.rs`), hyper-util's
+/// for HTTP/2, where one multiplexed connection per target serves every request.
+enum Clients {
+    Http1(Vec<pool::Pool>),
+    Http2(Vec<Client<HttpsConnector<HttpConnector>, ProxyBody>>),
+}
+
 /// A route's upstream targets and the client that reaches them.
 pub struct Upstream {
     /// The route's id, for log lines.
     route: String,
     targets: Vec<Target>,
     next: AtomicUsize,
-    /// One client (one connection pool) per worker thread (`server::worker_index`): a pooled
-    /// connection is driven by the worker that opened it, and only that worker's requests use it.
-    clients: Vec<Client<HttpsConnector<HttpConnector>, ProxyBody>>,
+    /// One connection pool per worker thread (`server::worker_index`): a pooled connection is
+    /// driven by the worker that opened it, and only that worker's requests use it.
+    clients: Clients,
     http2: bool,
     timeouts: RouteTimeouts,
     /// The targets' health, shared by every worker (and the probes).
@@ -79,8 +88,9 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(route.timeouts.connect));
         http.set_nodelay(true);
+        let tls_config = tls::client_config(&route.tls)?;
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls::client_config(&route.tls)?)
+            .with_tls_config(tls_config.clone())
             .https_or_http();
         // `tls_server_name`: SNI and certificate verification use it instead of the URL's host.
         let builder = match &route.tls.server_name {
@@ -118,10 +128,11 @@ impl Upstream {
             }
             (None, _) => None,
         };
+        let target_count = route.to.len();
         let targets: Vec<Target> = route
             .to
             .iter()
-            .map(|url| Target::new(url, rewrite.clone()))
+            .map(|url| Target::new(url, rewrite.clone(), route.tls.server_name.as_ref()))
             .collect::<Result<_, _>>()?;
         // Fresh health at every start and reload: a reloaded route starts with every target in
         // rotation, and its probes restart with it.
@@ -150,9 +161,28 @@ impl Upstream {
             route: route.id.clone(),
             targets,
             next: AtomicUsize::new(0),
-            clients: (0..crate::server::worker_count())
-                .map(|_| client.build(connector.clone()))
-                .collect(),
+            clients: if route.upstream_http2 {
+                Clients::Http2(
+                    (0..crate::server::worker_count())
+                        .map(|_| client.build(connector.clone()))
+                        .collect(),
+                )
+            } else {
+                let mut tls_config = tls_config;
+                tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let tls_config = Arc::new(tls_config);
+                Clients::Http1(
+                    (0..crate::server::worker_count())
+                        .map(|_| {
+                            pool::Pool::new(
+                                target_count,
+                                tls_config.clone(),
+                                route.timeouts.connect,
+                            )
+                        })
+                        .collect(),
+                )
+            },
             http2: route.upstream_http2,
             timeouts: route.timeouts,
             health,
@@ -199,15 +229,45 @@ impl Upstream {
         fallback
     }
 
-    /// The calling worker's client.
-    fn client(&self) -> &Client<HttpsConnector<HttpConnector>, ProxyBody> {
-        let index = crate::server::worker_index() % self.clients.len().max(1);
-        // `clients` has one entry per worker, at least one.
-        #[allow(
-            clippy::indexing_slicing,
-            reason = "index is reduced modulo the non-zero length"
-        )]
-        &self.clients[index]
+    /// Sends `request` (absolute URI, `Host` set) to target `index` over the calling worker's
+    /// pool.
+    async fn exchange(
+        &self,
+        index: usize,
+        target: &Target,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Sent, Unreached> {
+        let worker = crate::server::worker_index();
+        match &self.clients {
+            Clients::Http1(pools) => {
+                let pool = pools
+                    .get(worker % pools.len().max(1))
+                    .ok_or(Unreached::NoPool)?;
+                // HTTP/1.1 sends the origin form (`/path?query`).
+                *request.uri_mut() = request
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+                let answer = pool
+                    .send(index, &target.endpoint, request)
+                    .await
+                    .map_err(Unreached::Pool)?;
+                let idle = self.timeouts.idle;
+                Ok(Sent {
+                    response: answer
+                        .response
+                        .map(|body| IdleTimeout::new(body, idle).boxed_unsync()),
+                    connection: Some(answer.connection),
+                })
+            }
+            Clients::Http2(clients) => {
+                let client = clients
+                    .get(worker % clients.len().max(1))
+                    .ok_or(Unreached::NoPool)?;
+                let response = client.request(request).await.map_err(Unreached::Legacy)?;
+                Ok(self.sent(response))
+            }
+        }
     }
 
     /// Sends `outgoing` to a target in rotation, and waits for the response head within the
@@ -284,14 +344,14 @@ impl Upstream {
             );
             let outcome = tokio::time::timeout(
                 self.timeouts.response_header,
-                self.client().request(Request::from_parts(parts, body)),
+                self.exchange(index, target, Request::from_parts(parts, body)),
             )
             .await
             .map_err(|_| ProxyError::GatewayTimeout)?;
             let error = match outcome {
-                Ok(response) => {
+                Ok(sent) => {
                     self.health.succeeded(index);
-                    return Ok(self.sent(response));
+                    return Ok(sent);
                 }
                 Err(error) => error,
             };
@@ -304,14 +364,9 @@ impl Upstream {
             } else {
                 detail.push_str("; then ");
             }
-            let _ = write!(
-                detail,
-                "{}: {}",
-                target.base,
-                crate::oidc::error_chain(&error)
-            );
+            let _ = write!(detail, "{}: {}", target.base, error.chain());
             tried.push(index);
-            let retry = replay.is_some() && (connect || closed_before_answer(&error));
+            let retry = replay.is_some() && (connect || error.closed_before_answer());
             match self.next_target(&tried, self.health.now()) {
                 Some(following) if retry => {
                     self.retries.fetch_add(1, Ordering::Relaxed);
@@ -395,18 +450,56 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Whether the request went out on a pooled connection that closed before any answer (the
-/// upstream shut it down as the request was sent): nothing was answered, and a replayable
-/// request may go to another target.
-fn closed_before_answer(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
-            return hyper.is_incomplete_message() || hyper.is_canceled();
+/// Why a target did not answer.
+#[derive(Debug)]
+enum Unreached {
+    /// From sekisho's HTTP/1.1 pool.
+    Pool(pool::Failure),
+    /// From hyper-util's client (HTTP/2).
+    Legacy(hyper_util::client::legacy::Error),
+    /// No pool for this worker (cannot happen: one per worker).
+    NoPool,
+}
+
+impl Unreached {
+    /// Whether the connection could not be made (counts towards the target's ejection).
+    fn is_connect(&self) -> bool {
+        match self {
+            Unreached::Pool(e) => e.is_connect(),
+            Unreached::Legacy(e) => e.is_connect(),
+            Unreached::NoPool => false,
         }
-        source = cause.source();
     }
-    false
+
+    /// Whether the request went out on a pooled connection that closed before any answer
+    /// (the upstream shut it down as the request was sent): nothing was answered, and a
+    /// replayable request may go to another target.
+    fn closed_before_answer(&self) -> bool {
+        match self {
+            Unreached::Pool(e) => e.closed_before_answer(),
+            Unreached::Legacy(e) => {
+                let mut source: Option<&(dyn std::error::Error + 'static)> =
+                    std::error::Error::source(e);
+                while let Some(cause) = source {
+                    if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+                        return hyper.is_incomplete_message() || hyper.is_canceled();
+                    }
+                    source = cause.source();
+                }
+                false
+            }
+            Unreached::NoPool => false,
+        }
+    }
+
+    /// The error and its causes, for the log and the record's detail.
+    fn chain(&self) -> String {
+        match self {
+            Unreached::Pool(e) => crate::oidc::error_chain(e),
+            Unreached::Legacy(e) => crate::oidc::error_chain(e),
+            Unreached::NoPool => "no connection pool for this worker".to_owned(),
+        }
+    }
 }
 
 /// An empty request body, for a replay.
@@ -448,6 +541,8 @@ pub struct Target {
     pub host: HeaderValue,
     /// The route's `prefix_rewrite`, applied before `base` is put in front.
     rewrite: Option<PrefixRewrite>,
+    /// Where its HTTP/1.1 connections go.
+    endpoint: pool::Endpoint,
 }
 
 /// A route's `prefix_rewrite` with the path prefix it replaces.
@@ -460,7 +555,13 @@ struct PrefixRewrite {
 }
 
 impl Target {
-    fn new(url: &Url, rewrite: Option<PrefixRewrite>) -> Result<Self, ProxyError> {
+    fn new(
+        url: &Url,
+        rewrite: Option<PrefixRewrite>,
+        server_name: Option<&rustls::pki_types::ServerName<'static>>,
+    ) -> Result<Self, ProxyError> {
+        let endpoint = pool::Endpoint::new(url, server_name)
+            .map_err(|detail| ProxyError::Internal { detail })?;
         let authority = authority(url);
         let host = HeaderValue::from_str(&authority).map_err(|_| ProxyError::Internal {
             detail: format!("upstream {url} has an invalid host"),
@@ -474,6 +575,7 @@ impl Target {
             base,
             host,
             rewrite,
+            endpoint,
         })
     }
 
@@ -717,7 +819,7 @@ mod tests {
             prefix: prefix.to_owned(),
             replacement: replacement.to_owned(),
         });
-        Target::new(&url, rewrite).unwrap_or_else(|e| panic!("{upstream}: {e}"))
+        Target::new(&url, rewrite, None).unwrap_or_else(|e| panic!("{upstream}: {e}"))
     }
 
     fn uri(target: &Target, path: &str, query: Option<&str>) -> String {

@@ -4,6 +4,7 @@
 # See tests/bench/README.md. Environment knobs (defaults in brackets):
 #   DURATION [10s]  CONNECTIONS [32]  THREADS [1]  ROUNDS [3]  WARMUP [2s, 0 to skip]
 #   IDLE_CONNECTIONS [10000; 0 skips the idle-memory phase]  HANDSHAKES [2000; 0 skips]
+#   NGINX_WORKERS [1; the nginx proxy's worker_processes, e.g. auto (one per core, as sekisho)]
 #   KEEP_TMP [unset; 1 keeps the temp dir with configs and logs]
 #   SEKISHO_BIN [unset; a prebuilt sekisho binary to measure instead of building the workspace]
 #   BASE_BIN [unset; a second sekisho binary (e.g. the previous commit's) measured in the same
@@ -19,6 +20,7 @@ ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-2s}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 HANDSHAKES=${HANDSHAKES:-2000}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
 # 10,000 idle connections need more descriptors than the usual 1024 (sekisho and the client
 # inherit this limit).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -78,19 +80,20 @@ $(cat "$TMP/$name.log" 2>/dev/null)"
 }
 
 # ---------------------------------------------------------------- nginx instances
-# start_nginx NAME HTTP_BLOCK_BODY: runs `nginx` (master + 1 worker, foreground) from $TMP/NAME,
+# start_nginx NAME HTTP_BLOCK_BODY [WORKERS]: runs `nginx` (master + WORKERS workers, default 1,
+# foreground) from $TMP/NAME,
 # listening on 127.0.0.1:@PORT@; sets NAME_PID (the master) and NAME_PORT.
 # nginx cannot listen on port 0, so the port comes from `bench.py free-port`, which binds port 0
 # and closes the socket again. That is racy: another process may take the port before nginx binds
 # it. A lost race shows up as nginx exiting with "Address already in use" (we retry with a new port)
 # or, in theory, as someone else answering on the port (the body check below catches that).
 start_nginx() {
-    local name=$1 body=$2 dir=$TMP/$1 attempt port pid i
+    local name=$1 body=$2 workers=${3:-1} dir=$TMP/$1 attempt port pid i
     mkdir -p "$dir/tmp"
     for attempt in 1 2 3 4 5; do
         port=$("${PY[@]}" free-port) port2=$("${PY[@]}" free-port) port3=$("${PY[@]}" free-port)
         cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $workers;
 daemon off;
 master_process on;
 pid $dir/nginx.pid;
@@ -176,7 +179,7 @@ start_nginx NGX "    upstream backend {
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
         }
-    }"
+    }" "$NGINX_WORKERS"
 NGINX=http://127.0.0.1:$NGX_PORT
 NGINX_H2=http://127.0.0.1:$NGX_PORT2
 NGINX_TLS=https://localhost:$NGX_PORT3
@@ -442,5 +445,5 @@ if [[ -s $TMP/sekisho.log ]]; then
 fi
 
 echo "sekisho load benchmark — $(nproc) cores, $(uname -r), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, CLK_TCK=$CLK_TCK"
-echo "upstream: nginx (1 worker) return 200 \"ok\\n\"; nginx proxy: 1 worker, keepalive 64 pool; sekisho: release, SEKISHO_LOG=warn${BASE_BIN:+; base: $BASE_BIN}"
+echo "upstream: nginx (1 worker) return 200 \"ok\\n\"; nginx proxy: $NGINX_WORKERS worker(s), keepalive 64 pool; sekisho: release, SEKISHO_LOG=warn${BASE_BIN:+; base: $BASE_BIN}"
 "${PY[@]}" report "$RESULTS" "$CLK_TCK" "$IDLE" "$HS"
