@@ -190,9 +190,7 @@ impl Pool {
         &self,
         endpoint: &Endpoint,
     ) -> Result<(http1::SendRequest<ProxyBody>, UpstreamConnection), Failure> {
-        let tcp = tokio::time::timeout(self.connect_timeout, open(endpoint))
-            .await
-            .map_err(|_| Failure::ConnectTimeout(self.connect_timeout))??;
+        let tcp = open(endpoint, self.connect_timeout).await?;
         let connection = UpstreamConnection {
             local: tcp.local_addr().map_err(Failure::Connect)?,
             remote: tcp.peer_addr().map_err(Failure::Connect)?,
@@ -237,28 +235,36 @@ where
     });
 }
 
-/// The first address of `endpoint` that accepts a TCP connection.
-async fn open(endpoint: &Endpoint) -> Result<TcpStream, Failure> {
-    let addresses: Vec<SocketAddr> =
-        tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
-            .await
-            .map_err(Failure::Resolve)?
-            .collect();
-    let mut last = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{} resolved to no address", endpoint.host),
-    );
-    for address in addresses {
-        match TcpStream::connect(address).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = e,
+/// The first address of `endpoint` that accepts a TCP connection within `timeout`, tried in
+/// the resolver's order, each given an equal share of the time left (a dual-stack name whose
+/// first address is unreachable still gets to its second).
+async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<TcpStream, Failure> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let addresses: Vec<SocketAddr> = tokio::time::timeout_at(
+        deadline,
+        tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)),
+    )
+    .await
+    .map_err(|_| Failure::ConnectTimeout(timeout))?
+    .map_err(Failure::Resolve)?
+    .collect();
+    if addresses.is_empty() {
+        return Err(Failure::Resolve(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} resolved to no address", endpoint.host),
+        )));
+    }
+    let mut last = None;
+    for (i, address) in addresses.iter().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let share = left / u32::try_from(addresses.len() - i).unwrap_or(u32::MAX);
+        match tokio::time::timeout(share, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = Some(Failure::Connect(e)),
+            Err(_) => last = Some(Failure::ConnectTimeout(timeout)),
         }
     }
-    Err(if last.kind() == io::ErrorKind::NotFound {
-        Failure::Resolve(last)
-    } else {
-        Failure::Connect(last)
-    })
+    Err(last.unwrap_or(Failure::ConnectTimeout(timeout)))
 }
 
 impl Slot {
