@@ -379,8 +379,30 @@ impl Body for Returning {
 
 impl Drop for Returning {
     fn drop(&mut self) {
-        if let (true, Some(back)) = (self.ended || self.body.is_end_stream(), self.back.take()) {
-            back.slot.put(back.sender, back.connection);
+        let Some(Back {
+            mut sender,
+            connection,
+            slot,
+        }) = self.back.take()
+        else {
+            return;
+        };
+        if !(self.ended || self.body.is_end_stream()) {
+            // Not read to the end: the connection closes with the sender.
+            return;
+        }
+        if sender.is_ready() {
+            slot.put(sender, connection);
+            return;
+        }
+        // The response is done but the request is not (its body still going up, after an early
+        // answer): back only once it is, so that no request ever waits on this connection.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    slot.put(sender, connection);
+                }
+            });
         }
     }
 }
@@ -464,6 +486,8 @@ mod tests {
             locals.push(answer.connection.local);
             assert_eq!(answer.connection.remote, addr);
             assert_eq!(read(answer).await, "ok");
+            // Back at once, from the body's drop: no task, no wait.
+            assert_eq!(pool.idle[0].0.lock().unwrap().len(), 1);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert!(locals.iter().all(|l| *l == locals[0]), "{locals:?}");
