@@ -26,13 +26,13 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
     let (activity_id, activity_name) = http_activity(&e.method);
 
     // The OCSF head.
-    o.uint("class_uid", HTTP_ACTIVITY.uid.into());
+    o.number("class_uid", HTTP_ACTIVITY.uid);
     o.str("class_name", HTTP_ACTIVITY.name);
-    o.uint("category_uid", HTTP_ACTIVITY.category_uid.into());
+    o.number("category_uid", HTTP_ACTIVITY.category_uid);
     o.str("category_name", HTTP_ACTIVITY.category_name);
-    o.uint("activity_id", activity_id.into());
+    o.number("activity_id", activity_id);
     o.str("activity_name", activity_name);
-    o.uint(
+    o.number(
         "type_uid",
         u64::from(HTTP_ACTIVITY.uid) * 100 + u64::from(activity_id),
     );
@@ -43,9 +43,9 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
             &format_args!("{}: {activity_name}", HTTP_ACTIVITY.name),
         ),
     }
-    o.int("time", millis(e.time));
+    o.number("time", millis(e.time));
     o.display("time_dt", &e.time);
-    o.uint("severity_id", severity_id);
+    o.number("severity_id", severity_id);
     o.str(
         "severity",
         match severity_id {
@@ -54,7 +54,7 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
             _ => "Medium",
         },
     );
-    o.uint("status_id", if success { 1 } else { 2 });
+    o.number("status_id", if success { 1 } else { 2 });
     o.str("status", if success { "Success" } else { "Failure" });
     o.display("status_code", &e.status);
     o.opt_str("status_detail", e.detail.as_deref());
@@ -70,9 +70,9 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
     });
 
     // HTTP Activity.
-    o.uint("action_id", if allowed { 1 } else { 2 });
+    o.number("action_id", if allowed { 1 } else { 2 });
     o.str("action", if allowed { "Allowed" } else { "Denied" });
-    o.uint("disposition_id", if allowed { 1 } else { 2 });
+    o.number("disposition_id", if allowed { 1 } else { 2 });
     o.str("disposition", if allowed { "Allowed" } else { "Blocked" });
     o.object("http_request", |o| {
         o.str("uid", &e.request_id);
@@ -81,7 +81,7 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
         o.object("url", |o| {
             o.str("scheme", e.scheme);
             o.str("hostname", &e.host);
-            o.opt_uint("port", e.port.map(u64::from));
+            o.opt_number("port", e.port);
             o.str("path", &e.path);
             o.opt_str(
                 "query_string",
@@ -93,12 +93,12 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
             );
         });
         o.opt_str("user_agent", e.user_agent.as_deref());
-        o.opt_uint("length", e.bytes_in);
+        o.opt_number("length", e.bytes_in);
     });
     o.object("http_response", |o| {
-        o.uint("code", e.status.into());
-        o.opt_uint("length", e.bytes_out);
-        o.uint(
+        o.number("code", e.status);
+        o.opt_number("length", e.bytes_out);
+        o.number(
             "latency",
             u64::try_from(e.latency.as_millis()).unwrap_or(u64::MAX),
         );
@@ -106,7 +106,7 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
     o.object("src_endpoint", |o| {
         o.display("ip", &e.client_ip);
         if e.client_ip == e.peer.ip() {
-            o.uint("port", e.peer.port().into());
+            o.number("port", e.peer.port());
         } else {
             o.displays("intermediate_ips", &[&e.peer.ip()]);
         }
@@ -124,7 +124,7 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
             if let Some(connection) = &e.upstream_connection {
                 o.display("ip", &connection.remote.ip());
             }
-            o.opt_uint(
+            o.opt_number(
                 "port",
                 e.upstream_connection
                     .map(|c| c.remote.port())
@@ -143,7 +143,7 @@ fn members(o: &mut Object<'_>, e: &HttpEvent) -> Result<(), serde_json::Error> {
             if let Some(value) = &e.client_certificate {
                 o.object("certificate", |o| {
                     o.objects("fingerprints", [value], |o, value| {
-                        o.uint("algorithm_id", 3);
+                        o.number("algorithm_id", 3);
                         o.str("algorithm", "SHA-256");
                         o.str("value", value);
                     });

@@ -44,25 +44,18 @@ impl<'o> Object<'o> {
         }
     }
 
-    /// An unsigned number member.
-    pub(super) fn uint(&mut self, key: &'static str, value: u64) {
+    /// An integer member.
+    pub(super) fn number(&mut self, key: &'static str, value: impl itoa::Integer) {
         self.key(key);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    /// An unsigned number member, when there is one.
-    pub(super) fn opt_uint(&mut self, key: &'static str, value: Option<u64>) {
+    /// An integer member, when there is one.
+    pub(super) fn opt_number(&mut self, key: &'static str, value: Option<impl itoa::Integer>) {
         if let Some(value) = value {
-            self.uint(key, value);
+            self.number(key, value);
         }
-    }
-
-    /// A signed number member.
-    pub(super) fn int(&mut self, key: &'static str, value: i64) {
-        self.key(key);
-        self.out
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     /// `true` or `false`.
@@ -221,8 +214,8 @@ mod tests {
         Object::write(&mut out, |o| {
             o.str("a", "x");
             o.opt_str("skipped", None);
-            o.uint("n", 18_446_744_073_709_551_615);
-            o.int("i", -5);
+            o.number("n", u64::MAX);
+            o.number("i", -5_i64);
             o.bool("b", false);
             o.object("o", |o| o.display("ip", &std::net::Ipv6Addr::LOCALHOST));
             o.objects("list", ["g1", "g\"2"], |o, name| o.str("name", name));
