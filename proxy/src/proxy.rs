@@ -519,7 +519,10 @@ impl Proxy {
         }
     }
 
-    /// The phases in order; each one either hands on or answers.
+    /// The phases in order; each one either hands on or answers. The doors other than a
+    /// route's (tunnel, provider, admin listener, forward-auth, sekisho's endpoints) are boxed:
+    /// their state would otherwise size every request's future (copied at each await) to the
+    /// largest of them.
     async fn process<B>(
         &self,
         request: Request<B>,
@@ -536,9 +539,7 @@ impl Proxy {
         // A CONNECT is a tunnel (proxy/tunnel_door.rs), on the proxy listeners only.
         if request.method() == Method::CONNECT && !conn.admin {
             let routing = self.routing();
-            return self
-                .tunnel(request, conn, &routing, browser, facts, cookies)
-                .await;
+            return Box::pin(self.tunnel(request, conn, &routing, browser, facts, cookies)).await;
         }
         // Phase: normalise (target.rs).
         let target = Target::read(&request, &conn, &self.config.server.trusted_proxies)?;
@@ -550,16 +551,14 @@ impl Proxy {
         {
             facts.record.route = Some(Arc::from("sekisho-idp"));
             facts.record.decision = Decision::Allow;
-            return Ok(idp
-                .handle(request, &target.path, target.forwarded.client_ip)
-                .await);
+            return Ok(
+                Box::pin(idp.handle(request, &target.path, target.forwarded.client_ip)).await,
+            );
         }
         let routing = self.routing();
         if conn.admin {
             // The admin listener (proxy/admin_listener.rs).
-            return self
-                .admin(request, conn, &target, &routing, facts, cookies)
-                .await;
+            return Box::pin(self.admin(request, conn, &target, &routing, facts, cookies)).await;
         }
 
         // Phase: sekisho's own endpoints (proxy/endpoints.rs).
@@ -569,14 +568,16 @@ impl Proxy {
         }
         if target.path == AUTH_PATH {
             // Forward-auth (proxy/forward_auth.rs).
-            return self
-                .forward_auth(request, conn, &target, &routing, browser, facts, cookies)
-                .await;
+            return Box::pin(
+                self.forward_auth(request, conn, &target, &routing, browser, facts, cookies),
+            )
+            .await;
         }
         if target.path.starts_with("/.sekisho/") {
-            return self
-                .sekisho_endpoint(request, &target, &routing, request_id, facts, cookies)
-                .await;
+            return Box::pin(
+                self.sekisho_endpoint(request, &target, &routing, request_id, facts, cookies),
+            )
+            .await;
         }
 
         // Phase: route (proxy/route.rs).

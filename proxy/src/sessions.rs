@@ -202,7 +202,9 @@ impl Sessions {
         let mut fresh: Option<SessionState> = None;
         if session.state.refresh_due(now) {
             let key = presented_session_key(headers, codec, &session.state);
-            match self.refresh(&session.state, &key, source).await {
+            // Boxed: the refresh (a token request to the provider) is rare, and its state would
+            // otherwise make every request's future kilobytes larger (and copied at each await).
+            match Box::pin(self.refresh(&session.state, &key, source)).await {
                 RefreshOutcome::Refreshed(state) => fresh = Some(*state),
                 RefreshOutcome::Ended => {
                     set_cookies.extend(codec.clear());

@@ -34,9 +34,6 @@ use crate::connection::UpstreamConnection;
 use crate::error::{BoxError, ProxyBody, ProxyError};
 use health::Health;
 
-/// Idle pooled connections kept per upstream target.
-const MAX_IDLE_PER_TARGET: usize = 64;
-
 /// The workers' connection pools: sekisho's own for HTTP/1.1 (`upstream/pool.rs`), hyper-util's
 /// for HTTP/2, where one multiplexed connection per target serves every request.
 enum Clients {
@@ -111,7 +108,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             // A burst opens as many upstream connections as it needs; afterwards at most this
             // many stay open per target, each holding its buffers (as nginx's `keepalive N`).
-            .pool_max_idle_per_host(MAX_IDLE_PER_TARGET);
+            .pool_max_idle_per_host(pool::MAX_IDLE);
         if route.upstream_http2 {
             client.http2_only(true);
         }

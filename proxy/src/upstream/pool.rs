@@ -32,7 +32,7 @@ use crate::error::ProxyBody;
 
 /// Idle connections kept per target and worker (as nginx's `keepalive N`); a burst opens as
 /// many as it needs.
-const MAX_IDLE: usize = 64;
+pub(super) const MAX_IDLE: usize = 64;
 
 /// An idle connection unused for this long is closed rather than reused (the upstream may
 /// have closed its end already; nginx's own upstream keep-alive timeout is 60 s).
@@ -179,7 +179,9 @@ impl Pool {
                 },
             }
         }
-        let (mut sender, connection) = self.connect(endpoint).await?;
+        // Boxed: a new connection (resolver, TCP, TLS handshake) is the rare case, and its
+        // state would otherwise size every request's future.
+        let (mut sender, connection) = Box::pin(self.connect(endpoint)).await?;
         sender.ready().await.map_err(Failure::Http)?;
         let response = sender.send_request(request).await.map_err(Failure::Http)?;
         Ok(Answer::new(response, sender, connection, slot))
