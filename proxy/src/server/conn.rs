@@ -51,24 +51,47 @@ pub fn set_memory_release(release: fn()) {
     let _ = RELEASE_MEMORY.set(release);
 }
 
-/// Calls the release function, at most once per [`RELEASE_INTERVAL`] on this thread.
+/// Calls the release function, at most once per [`RELEASE_INTERVAL`] on this thread, and once
+/// more at the end of an interval in which it was asked again: the pages freed by connections
+/// that park after the call (a burst of them parks within the same second) go back too, not
+/// whenever the next connection happens to park.
 fn release_memory() {
     thread_local! {
         static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+        static PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
     let Some(release) = RELEASE_MEMORY.get() else {
         return;
     };
     let now = std::time::Instant::now();
-    let due = LAST.with(|last| match last.get() {
-        Some(at) if now.duration_since(at) < RELEASE_INTERVAL => false,
+    let wait = LAST.with(|last| match last.get() {
+        Some(at) if now.duration_since(at) < RELEASE_INTERVAL => {
+            Some(RELEASE_INTERVAL.saturating_sub(now.duration_since(at)))
+        }
         _ => {
             last.set(Some(now));
-            true
+            None
         }
     });
-    if due {
+    let Some(wait) = wait else {
         release();
+        return;
+    };
+    // Already one to come on this thread: it will release these pages too.
+    if PENDING.with(|pending| pending.replace(true)) {
+        return;
+    }
+    // This runs on a worker thread's (current-thread) runtime, so the task runs on this
+    // thread, whose heap it releases.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            PENDING.with(|pending| pending.set(false));
+            LAST.with(|last| last.set(Some(std::time::Instant::now())));
+            release();
+        });
+    } else {
+        PENDING.with(|pending| pending.set(false));
     }
 }
 
