@@ -479,7 +479,7 @@ impl Unreached {
                     std::error::Error::source(e);
                 while let Some(cause) = source {
                     if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
-                        return hyper.is_incomplete_message() || hyper.is_canceled();
+                        return pool::unanswered(hyper);
                     }
                     source = cause.source();
                 }

@@ -104,10 +104,16 @@ impl Failure {
     /// sent): a replayable request may go elsewhere.
     pub(super) fn closed_before_answer(&self) -> bool {
         match self {
-            Failure::Http(e) => e.is_incomplete_message() || e.is_canceled(),
+            Failure::Http(e) => unanswered(e),
             _ => false,
         }
     }
+}
+
+/// Whether hyper gave up on an exchange because its connection closed before any answer:
+/// the request was not sent (canceled) or its response never began (incomplete message).
+pub(super) fn unanswered(error: &hyper::Error) -> bool {
+    error.is_incomplete_message() || error.is_canceled()
 }
 
 /// One worker's pooled connections to each of a route's targets.
