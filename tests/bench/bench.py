@@ -332,8 +332,10 @@ def _h2_frame(kind, flags, stream, payload=b""):
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
 
 
-def _hpack_literal(name, value):
-    """A literal header field without indexing, no Huffman (RFC 7541 §6.2.2), short strings."""
+def _hpack_literal(name, value, indexed=False):
+    """A literal header field, no Huffman: without indexing (RFC 7541 §6.2.2), or with incremental
+    indexing (§6.2.1: the server keeps it in its HPACK table for the connection's life, as browsers
+    ask for their cookie, user agent and authority)."""
     name, value = name.encode(), value.encode()
     def string(b):
         if len(b) < 127:
@@ -345,7 +347,7 @@ def _hpack_literal(name, value):
             n //= 128
         out.append(n)
         return bytes(out) + b
-    return b"\x00" + string(name) + string(value)
+    return (b"\x40" if indexed else b"\x00") + string(name) + string(value)
 
 
 def _recv_h1(sock):
@@ -435,7 +437,8 @@ def idle(pid_text, url, count, proto, cookie="", metrics_url=""):
         lines = [f"GET {path} HTTP/1.1", f"Host: {u.netloc}"] + [f"{k}: {v}" for k, v in extra]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     else:
-        block = b"".join(_hpack_literal(k, v) for k, v in
+        # Indexed, like a browser's: what the server keeps of them is part of an idle connection.
+        block = b"".join(_hpack_literal(k, v, indexed=True) for k, v in
                          [(":method", "GET"), (":scheme", "http"), (":path", path), (":authority", u.netloc)] + extra)
         request = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0)
                    + _h2_frame(1, 0x4 | 0x1, 1, block))  # HEADERS, END_HEADERS | END_STREAM
