@@ -138,12 +138,25 @@ fn string(out: &mut Vec<u8>, value: &str) {
 fn escape(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none of them needs escaping (nearly all of a record).
+        if let Some(word) = bytes
+            .get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            && !needs_escape(u64::from_le_bytes(word))
+        {
+            i += 8;
+            continue;
+        }
+        let b = bytes.get(i).copied().unwrap_or_default();
+        i += 1;
         if b >= 0x20 && b != b'"' && b != b'\\' {
             continue;
         }
-        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
-        start = i + 1;
+        let at = i - 1;
+        out.extend_from_slice(bytes.get(start..at).unwrap_or_default());
+        start = i;
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -160,6 +173,20 @@ fn escape(out: &mut Vec<u8>, value: &str) {
         }
     }
     out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+}
+
+/// Whether any of the eight bytes in `word` is a control character, `"` or `\\` (the bytes JSON
+/// escapes), by the usual word-at-a-time tests: a byte below 0x20 borrows out of `byte - 0x20`, and
+/// an equal byte is zero after the XOR. Bytes of 0x80 and above never count (`!word` masks them).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    below_space
+        | zero_byte(word ^ (ONES * u64::from(b'"')))
+        | zero_byte(word ^ (ONES * u64::from(b'\\')))
+        != 0
 }
 
 /// A `fmt::Write` that escapes what it is given into a JSON string's body.
@@ -198,6 +225,26 @@ mod tests {
                 serde_json::to_vec(value).unwrap(),
                 "{value:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_word_test_finds_every_byte_json_escapes_in_every_position() {
+        for byte in 0..=u8::MAX {
+            let escaped = byte < 0x20 || byte == b'"' || byte == b'\\';
+            for at in 0..8 {
+                for filler in [b'a', 0x7f, 0xff, 0x20] {
+                    let mut word = [filler; 8];
+                    if let Some(slot) = word.get_mut(at) {
+                        *slot = byte;
+                    }
+                    assert_eq!(
+                        needs_escape(u64::from_le_bytes(word)),
+                        escaped,
+                        "byte {byte:#04x} at {at} among {filler:#04x}"
+                    );
+                }
+            }
         }
     }
 
