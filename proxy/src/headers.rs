@@ -258,6 +258,22 @@ pub fn sanitize_request_headers(
     }
 }
 
+/// Replaces each value by a copy of its bytes, keeping its sensitivity (HPACK never indexes a
+/// sensitive value).
+///
+/// For headers about to go out on an HTTP/2 connection. HPACK keeps the values it indexes in its
+/// dynamic table for as long as the connection lives, and a value hyper parsed is a slice of the
+/// read buffer it was parsed from (8 KiB and more): one indexed value would keep that whole
+/// buffer, belonging to another connection, alive with this one.
+pub fn copy_values(headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+}
+
 /// Removes hop-by-hop headers from a message (request or response), honouring `Connection`:
 /// every element of every `Connection` line that is a valid header name is removed; elements
 /// that are not (a non-ASCII byte, a space) are ignored without affecting the others.

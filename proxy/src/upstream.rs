@@ -261,6 +261,8 @@ impl Upstream {
                 let client = clients
                     .get(worker % clients.len().max(1))
                     .ok_or(Unreached::NoPool)?;
+                // The client connection's read buffer must not live on in this one's HPACK table.
+                crate::headers::copy_values(request.headers_mut());
                 let response = client.request(request).await.map_err(Unreached::Legacy)?;
                 Ok(self.sent(response))
             }

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes};
-use http::{HeaderMap, HeaderValue, Request};
+use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -336,18 +336,8 @@ async fn serve_http1<S: Parkable>(
 /// after a single request. Copying the few bytes of each value lets the buffer go.
 fn with_own_header_values(response: http::Response<ProxyBody>) -> http::Response<OwnTrailers> {
     let (mut parts, body) = response.into_parts();
-    own_values(&mut parts.headers);
+    crate::headers::copy_values(&mut parts.headers);
     http::Response::from_parts(parts, OwnTrailers(body))
-}
-
-/// Replaces each value by a copy of it (keeping its sensitivity, which tells HPACK never to index).
-fn own_values(headers: &mut HeaderMap) {
-    for value in headers.values_mut() {
-        if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
-            owned.set_sensitive(value.is_sensitive());
-            *value = owned;
-        }
-    }
 }
 
 /// A response body whose trailers (gRPC's status, from an HTTP/2 upstream) own their values too.
@@ -365,7 +355,7 @@ impl Body for OwnTrailers {
             frame.map(|frame| {
                 frame.map(|frame| match frame.into_trailers() {
                     Ok(mut trailers) => {
-                        own_values(&mut trailers);
+                        crate::headers::copy_values(&mut trailers);
                         Frame::trailers(trailers)
                     }
                     Err(frame) => frame,
@@ -614,6 +604,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, HeaderValue};
     use http_body_util::BodyExt as _;
 
     /// The values parsed from an upstream's response, as hyper makes them: slices of one buffer.
