@@ -208,7 +208,8 @@ pub struct TlsCertificate {
 pub struct ServerTimeouts {
     /// Time allowed for a client to send the request head (default 10s).
     pub read_header: Duration,
-    /// Idle keep-alive connection lifetime (default 60s).
+    /// Idle keep-alive connection lifetime (default 60s): an HTTP/1.1 connection with no request,
+    /// an HTTP/2 connection with no request open (then a GOAWAY).
     pub idle: Duration,
     /// TLS handshake limit (default 10s).
     pub tls_handshake: Duration,

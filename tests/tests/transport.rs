@@ -1074,3 +1074,98 @@ async fn an_idle_keep_alive_connection_is_parked_and_serves_on() {
     drop(stream);
     wait_gauge(admin, "sekisho_connections_parked", 0).await;
 }
+
+/// A request body that sends one chunk, then waits for `finish` before ending.
+struct Held {
+    first: Option<Bytes>,
+    finish: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        std::future::Future::poll(Pin::new(&mut self.finish), cx).map(|_| None)
+    }
+}
+
+/// `server.timeouts.idle` holds for HTTP/2 as for HTTP/1.1: a connection with no request open
+/// for that long gets a GOAWAY and closes, although its client answers every keep-alive ping.
+/// A request open for longer than the timeout (its body still coming) does not count as idle:
+/// the connection serves another request after it.
+#[tokio::test]
+async fn an_http2_connection_with_no_request_for_the_idle_timeout_is_closed() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let (idp, echo, proxy) = stack(IdpOptions::default(), "ES256", |o| {
+        o.server_yaml = "  timeouts:\n    idle: 1s\n".into();
+    })
+    .await;
+    let token = bearer(&idp).await;
+    let stream = TcpStream::connect(proxy.http).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let ended = tokio::spawn(connection);
+    let url = format!("http://{}/upload", proxy.http);
+
+    // A request whose body is held open for three idle timeouts.
+    let (finish, held) = tokio::sync::oneshot::channel();
+    let request = http::Request::post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Either::Left(Held {
+            first: Some(Bytes::from_static(b"first part")),
+            finish: held,
+        }))
+        .unwrap();
+    let answer = tokio::spawn(sender.send_request(request));
+    sekisho_tests::eventually("the request at the upstream", || async { echo.hits() >= 1 }).await;
+    // Not synchronisation: the time passing is what is under test.
+    tokio::time::sleep(IDLE * 3).await;
+    assert!(!ended.is_finished(), "closed while a request was open");
+    finish.send(()).unwrap();
+    let response = answer.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let echoed: serde_json::Value = serde_json::from_slice(&echoed).unwrap();
+    assert_eq!(echoed["body_len"], 10, "{echoed}");
+
+    // The connection still serves: no GOAWAY was sent during the long request.
+    let before_last = Instant::now();
+    let request = http::Request::get(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Either::Right(
+            http_body_util::Empty::<Bytes>::new(),
+        ))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+
+    // Then nothing: the server closes it, no sooner than the idle timeout.
+    let closed = tokio::time::timeout(DEADLINE, ended)
+        .await
+        .expect("the idle connection is closed within the deadline")
+        .unwrap();
+    assert!(
+        closed.is_ok(),
+        "a clean close (GOAWAY), not an error: {closed:?}"
+    );
+    assert!(
+        before_last.elapsed() >= IDLE,
+        "closed {:?} after the last request was sent, before the idle timeout",
+        before_last.elapsed()
+    );
+}

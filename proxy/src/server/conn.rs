@@ -166,7 +166,7 @@ pub async fn serve<S: Parkable>(
     proxy: Arc<Proxy>,
     conn: Connection,
     protocols: Arc<Protocols>,
-    mut shutdown: watch::Receiver<()>,
+    shutdown: watch::Receiver<()>,
 ) {
     let counters = proxy.counters.clone();
     counters.connections_open.fetch_add(1, Ordering::Relaxed);
@@ -190,28 +190,117 @@ pub async fn serve<S: Parkable>(
     };
     let io = Prefixed { prefix, inner: io };
     if protocol == Protocol::Http2 {
-        let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            Box::pin(async move {
-                let response = proxy.handle(request, conn).await;
-                Ok::<_, std::convert::Infallible>(with_own_header_values(response))
-            })
-        });
-        // Boxed, like the HTTP/1.1 connection below, so that the task is sized for neither.
-        let mut connection = Box::pin(protocols.http2.serve_connection(TokioIo::new(io), service));
-        let outcome = tokio::select! {
-            outcome = connection.as_mut() => outcome,
-            _ = shutdown.changed() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
-        if let Err(e) = outcome {
-            tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
-        }
+        serve_http2(io, proxy, conn, &protocols, shutdown).await;
         return;
     }
     serve_http1(io, proxy, conn, &protocols, shutdown).await;
+}
+
+/// HTTP/2 until the client closes, the server stops, or no request has been open for the idle
+/// timeout (`server.timeouts.idle`, as for HTTP/1.1): then a GOAWAY, and the connection closes.
+/// hyper's keep-alive pings only find dead peers; a live client that answers them but sends no
+/// request would otherwise hold its connection, and h2's buffers, for ever.
+async fn serve_http2<S: Parkable>(
+    io: Prefixed<S>,
+    proxy: Arc<Proxy>,
+    conn: Connection,
+    protocols: &Protocols,
+    mut shutdown: watch::Receiver<()>,
+) {
+    let requests = Arc::new(Requests::new());
+    let service = {
+        let requests = requests.clone();
+        service_fn(move |request| {
+            let proxy = proxy.clone();
+            let open = Open::start(requests.clone());
+            Box::pin(async move {
+                let response = proxy.handle(request, conn).await;
+                Ok::<_, std::convert::Infallible>(with_own_header_values(response, open))
+            })
+        })
+    };
+    // Boxed, like the HTTP/1.1 connection, so that the task is sized for neither.
+    let mut connection = Box::pin(protocols.http2.serve_connection(TokioIo::new(io), service));
+    let mut stopping = false;
+    let outcome = loop {
+        let check = requests.next_check(protocols.idle);
+        tokio::select! {
+            outcome = connection.as_mut() => break outcome,
+            () = tokio::time::sleep_until(check), if !stopping => {
+                if requests.quiet_for(protocols.idle) {
+                    tracing::debug!(peer = %conn.peer, "HTTP/2 connection idle: GOAWAY");
+                    connection.as_mut().graceful_shutdown();
+                    stopping = true;
+                }
+            }
+            _ = shutdown.changed(), if !stopping => {
+                connection.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The requests of one HTTP/2 connection: how many are open, and when one last started or ended.
+struct Requests {
+    epoch: tokio::time::Instant,
+    open: AtomicU32,
+    /// Milliseconds from `epoch` to the last start or end of a request.
+    last: AtomicU64,
+}
+
+impl Requests {
+    fn new() -> Self {
+        Requests {
+            epoch: tokio::time::Instant::now(),
+            open: AtomicU32::new(0),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.epoch + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
+    /// No request open, and none started or ended for `idle`.
+    fn quiet_for(&self, idle: Duration) -> bool {
+        self.open.load(Ordering::Relaxed) == 0 && self.last().elapsed() >= idle
+    }
+
+    /// When to look again: `idle` after the last request, or after now while one is open.
+    fn next_check(&self, idle: Duration) -> tokio::time::Instant {
+        if self.open.load(Ordering::Relaxed) > 0 {
+            tokio::time::Instant::now() + idle
+        } else {
+            self.last() + idle
+        }
+    }
+}
+
+/// One open HTTP/2 request, until its response body is dropped.
+struct Open(Arc<Requests>);
+
+impl Open {
+    fn start(requests: Arc<Requests>) -> Self {
+        requests.open.fetch_add(1, Ordering::Relaxed);
+        requests.touch();
+        Open(requests)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
 }
 
 /// HTTP/1.1 in cycles: hyper while there is traffic, the bare socket while there is none.
@@ -334,14 +423,21 @@ async fn serve_http1<S: Parkable>(
 /// connection's read buffer (8 KiB and more), so one indexed value would pin a whole buffer to the
 /// client connection, a fresh one per response: measured, 8 KiB more per idle HTTP/2 connection
 /// after a single request. Copying the few bytes of each value lets the buffer go.
-fn with_own_header_values(response: http::Response<ProxyBody>) -> http::Response<OwnTrailers> {
+/// The body keeps its request counted as open (`open`) until it is dropped.
+fn with_own_header_values(
+    response: http::Response<ProxyBody>,
+    open: Open,
+) -> http::Response<OwnTrailers> {
     let (mut parts, body) = response.into_parts();
     crate::headers::copy_values(&mut parts.headers);
-    http::Response::from_parts(parts, OwnTrailers(body))
+    http::Response::from_parts(parts, OwnTrailers { body, _open: open })
 }
 
 /// A response body whose trailers (gRPC's status, from an HTTP/2 upstream) own their values too.
-struct OwnTrailers(ProxyBody);
+struct OwnTrailers {
+    body: ProxyBody,
+    _open: Open,
+}
 
 impl Body for OwnTrailers {
     type Data = Bytes;
@@ -351,7 +447,7 @@ impl Body for OwnTrailers {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.0).poll_frame(cx).map(|frame| {
+        Pin::new(&mut self.body).poll_frame(cx).map(|frame| {
             frame.map(|frame| {
                 frame.map(|frame| match frame.into_trailers() {
                     Ok(mut trailers) => {
@@ -365,11 +461,11 @@ impl Body for OwnTrailers {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
+        self.body.size_hint()
     }
 }
 
@@ -647,7 +743,8 @@ mod tests {
         let mut response = http::Response::new(body.boxed_unsync());
         *response.headers_mut() = headers;
 
-        let (parts, body) = with_own_header_values(response).into_parts();
+        let (parts, body) =
+            with_own_header_values(response, Open::start(Arc::new(Requests::new()))).into_parts();
         let collected = body.collect().await.unwrap_or_else(|e| panic!("{e}"));
         let trailers = collected.trailers().cloned().unwrap_or_default();
 
