@@ -20,11 +20,14 @@ pub(super) async fn serve(
     path: PathBuf,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    // Transparent huge pages off for this process (the allocator asks for them). With them, the
+    // Transparent huge pages off for this process (the allocator asks for them), unless
+    // MIMALLOC_ALLOW_THP says otherwise (the allocator reads it too: 0 off, 1 on). With them, the
     // kernel backs the heap 2 MiB at a time, so the untouched part of every connection's buffers
-    // is resident too: an idle HTTP/2 connection measured 40 KiB of RSS with them, 24 without
-    // (tests/bench). The CPU cost of the smaller pages is in the same benchmark.
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+    // is resident: an idle HTTP/2 connection measured 41 KiB of RSS with them, 25 without. The
+    // measured costs are in tests/bench/README.md.
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none()
+        && let Err(e) = rustix::thread::disable_transparent_huge_pages(true)
+    {
         tracing::warn!(error = %e, "could not turn transparent huge pages off; idle connections will hold more memory");
     }
     let app = App::start(config, path).await?;
