@@ -423,6 +423,7 @@ async fn serve_http1<S: Parkable>(
 /// connection's read buffer (8 KiB and more), so one indexed value would pin a whole buffer to the
 /// client connection, a fresh one per response: measured, 8 KiB more per idle HTTP/2 connection
 /// after a single request. Copying the few bytes of each value lets the buffer go.
+///
 /// The body keeps its request counted as open (`open`) until it is dropped.
 fn with_own_header_values(
     response: http::Response<ProxyBody>,
