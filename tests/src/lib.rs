@@ -518,6 +518,8 @@ pub struct ProxyOptions {
     /// The session cookie key; absent: a fresh one. Instances given the same key accept each
     /// other's cookies (several instances behind one load balancer).
     pub cookie_key: Option<[u8; 32]>,
+    /// More environment variables for the sekisho process (kept across restarts).
+    pub env: Vec<(String, String)>,
 }
 
 impl ProxyOptions {
@@ -537,6 +539,7 @@ impl ProxyOptions {
             extra_tls_certificates: Vec::new(),
             client_ca_pem: None,
             cookie_key: None,
+            env: Vec::new(),
         }
     }
 }
@@ -559,6 +562,7 @@ pub struct Proxy {
     pub config_path: PathBuf,
     process: Process,
     dir: PathBuf,
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -568,7 +572,7 @@ impl Proxy {
         let (tmp, key) = Self::configure(options, echo);
         let dir = tmp.path().to_owned();
         let config_path = dir.join("sekisho.yaml");
-        let (process, ready) = Self::spawn_process(&dir).await;
+        let (process, ready) = Self::spawn_process(&dir, &options.env).await;
         let mut proxy = Proxy {
             http: "0.0.0.0:0".parse().expect("addr"),
             https: None,
@@ -577,6 +581,7 @@ impl Proxy {
             config_path,
             process,
             dir,
+            env: options.env.clone(),
             _tmp: Some(tmp),
         };
         proxy.apply_ready(&ready);
@@ -675,7 +680,7 @@ impl Proxy {
 
     /// Starts `sekisho run` on the configuration in `dir`, logging at `sekisho=debug,info`, or
     /// at the `SEKISHO_LOG` of the environment when set (the tunnel benchmark's `warn`).
-    async fn spawn_process(dir: &Path) -> (Process, Value) {
+    async fn spawn_process(dir: &Path, env: &[(String, String)]) -> (Process, Value) {
         let log = std::env::var("SEKISHO_LOG").unwrap_or_else(|_| "sekisho=debug,info".into());
         let mut command = Command::new(sekisho_binary());
         command
@@ -683,7 +688,8 @@ impl Proxy {
             .arg("-c")
             .arg(dir.join("sekisho.yaml"))
             .env("SEKISHO_TEST_CLIENT_SECRET", CLIENT_SECRET)
-            .env("SEKISHO_LOG", log);
+            .env("SEKISHO_LOG", log)
+            .envs(env.iter().map(|(k, v)| (k, v)));
         Process::spawn(
             "sekisho",
             command,
@@ -695,7 +701,7 @@ impl Proxy {
     /// Stops and starts the same configuration again (new ports).
     pub async fn restart(&mut self) {
         self.process.stop().await;
-        let (process, ready) = Self::spawn_process(&self.dir).await;
+        let (process, ready) = Self::spawn_process(&self.dir, &self.env).await;
         self.process = process;
         self.apply_ready(&ready);
     }
@@ -777,7 +783,7 @@ impl Proxy {
 
     /// Starts the proxy again after [`Self::kill`] or [`Self::terminate`] (new ports).
     pub async fn start_again(&mut self) {
-        let (process, ready) = Self::spawn_process(&self.dir).await;
+        let (process, ready) = Self::spawn_process(&self.dir, &self.env).await;
         self.process = process;
         self.apply_ready(&ready);
     }
