@@ -263,8 +263,11 @@ impl Worker {
             mut exiting,
         } = self;
         WORKER_INDEX.with(|cell| cell.set(index));
+        // I/O and timers only: a worker spawns no processes and handles no signals (the
+        // process driver would otherwise look for exited children at every park).
         let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_io()
+            .enable_time()
             .build()
         {
             Ok(runtime) => runtime,
