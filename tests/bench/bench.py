@@ -237,10 +237,11 @@ def _derive(r, tick):
     }
 
 
-LABELS = {"direct": "direct (upstream)", "nginx": "nginx proxy", "sekisho": "sekisho (auth'd)",
+LABELS = {"direct": "direct (upstream)", "nginx": "nginx proxy", "floor": "bare hyper proxy",
+          "sekisho": "sekisho (auth'd)",
           "strict": "sekisho, strict audit", "base": "base sekisho", "nginx-tls": "nginx, TLS",
           "sekisho-tls": "sekisho, TLS", "base-tls": "base sekisho, TLS"}
-ORDER = ["direct", "nginx", "sekisho", "strict", "base", "nginx-tls", "sekisho-tls", "base-tls"]
+ORDER = ["direct", "nginx", "floor", "sekisho", "strict", "base", "nginx-tls", "sekisho-tls", "base-tls"]
 # The CPU target of issue 14: sekisho per authenticated request ≤ 1.3 × nginx's plain proxying.
 TARGET_RATIO = 1.3
 
@@ -281,6 +282,13 @@ def report(results, clk_tck, idle_path=None, hs_path=None):
             verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
             print(f"{LABELS[ours]} ÷ {LABELS[theirs]}, CPU per request: {medians[ours]['cpu_us']:.1f} / "
                   f"{medians[theirs]['cpu_us']:.1f} = {ratio:.2f}  → {verdict} the ≤ {TARGET_RATIO} target")
+    if "floor" in medians and "nginx" in medians and medians["nginx"]["cpu_us"] > 0:
+        f, n, s = medians["floor"], medians["nginx"], medians.get("sekisho")
+        print(f"{LABELS['floor']} ÷ {LABELS['nginx']}, CPU per request: {f['cpu_us']:.1f} / {n['cpu_us']:.1f} = "
+              f"{f['cpu_us'] / n['cpu_us']:.2f} (the runtime, server, client and pool alone)")
+        if s:
+            print(f"{LABELS['sekisho']} − {LABELS['floor']}: {s['cpu_us'] - f['cpu_us']:.1f} µs per request "
+                  f"({s['kernel_us'] - f['kernel_us']:.1f} of it kernel): what sekisho's own work costs")
     for new, old in (("sekisho", "base"), ("sekisho-tls", "base-tls")):
         if new in medians and old in medians and medians[old]["cpu_us"] > 0:
             print(f"{LABELS[new]} ÷ {LABELS[old]}, CPU per request: {medians[new]['cpu_us']:.1f} / "

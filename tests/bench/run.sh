@@ -9,6 +9,8 @@
 #   SEKISHO_BIN [unset; a prebuilt sekisho binary to measure instead of building the workspace]
 #   BASE_BIN [unset; a second sekisho binary (e.g. the previous commit's) measured in the same
 #             run, interleaved, as "base": before/after on the same machine state]
+#   FLOOR_BIN [unset; the bare hyper proxy of tests/examples/hyper_floor.rs, measured as
+#              "floor": what the runtime, server, client and pool cost without sekisho's work]
 # Exit status: 0 whether or not the CPU target is met (this is a benchmark, not a test);
 # 1 on a setup failure; 3 when a measured run saw errors or non-2xx answers (numbers invalid).
 set -euo pipefail
@@ -267,6 +269,19 @@ if [[ -n ${BASE_BIN:-} ]]; then
     BASE_PID=$base_PID BASE=$base_URL BASE_TLS=$base_TLS
 fi
 
+# The bare hyper proxy, when given (`FLOOR_BIN`, tests/examples/hyper_floor.rs): the same
+# runtime shape, server, client and pool as sekisho with nothing else, towards the same upstream.
+if [[ -n ${FLOOR_BIN:-} ]]; then
+    [[ -x $FLOOR_BIN ]] || die "FLOOR_BIN=$FLOOR_BIN is not an executable"
+    "$FLOOR_BIN" 127.0.0.1:0 "127.0.0.1:$UP_PORT" >"$TMP/floor.out" 2>"$TMP/floor.log" &
+    FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+    wait_line "$TMP/floor.out" "$FLOOR_PID" floor
+    FLOOR=http://$("${PY[@]}" json-get "$TMP/floor.out" http)
+    [[ $(curl -sS --max-time 5 "$FLOOR/") == ok ]] || die "the bare hyper proxy does not answer ok"
+    log "floor: $FLOOR_BIN (pid $FLOOR_PID) on $FLOOR"
+fi
+
 # Register sekisho at the IdP now that its port is known.
 curl -sS --fail-with-body --max-time 10 -H 'Content-Type: application/json' -o "$TMP/register.out" \
     -d "{\"client_id\":\"sekisho\",\"client_secret\":\"$CLIENT_SECRET\",
@@ -335,6 +350,7 @@ run_wrk() {
         direct) url=$UPSTREAM/ pids=$UP_PID ;;
         nginx) url=$NGINX/ pids=$NGX_PID ;;
         nginx-tls) url=$NGINX_TLS/ pids=$NGX_PID ;;
+        floor) url=$FLOOR/ pids=$FLOOR_PID ;;
         sekisho) url=$SEKISHO/ pids=$SEK_PID cookie=COOKIE ;;
         sekisho-tls) url=$SEKISHO_TLS/ pids=$SEK_PID cookie=COOKIE_TLS ;;
         strict) url=$STRICT/ pids=$STRICT_PID cookie=COOKIE ;;
@@ -372,7 +388,9 @@ run_wrk() {
 order() {
     local round=$1 first=sekisho second=base
     if [[ -n ${BASE_BIN:-} ]] && (( round % 2 == 0 )); then first=base second=sekisho; fi
-    TARGETS=(direct nginx "$first")
+    TARGETS=(direct nginx)
+    [[ -n ${FLOOR_BIN:-} ]] && TARGETS+=(floor)
+    TARGETS+=("$first")
     [[ -n ${BASE_BIN:-} ]] && TARGETS+=("$second")
     TARGETS+=(nginx-tls "$first-tls")
     [[ -n ${BASE_BIN:-} ]] && TARGETS+=("$second-tls")
