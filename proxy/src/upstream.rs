@@ -273,8 +273,8 @@ impl Upstream {
     /// route's response-header timeout. Bodies stream both ways, each under the idle timeout.
     ///
     /// When the target cannot be reached — the connection cannot be made (a connect failure,
-    /// which also counts towards the target's ejection), or a pooled connection closes before
-    /// any answer — a request that can be replayed is sent again to the next target, each
+    /// which also counts towards the target's ejection), or a pooled connection closes (or is
+    /// reset) before any answer — a request that can be replayed is sent again to the next target, each
     /// target at most once: an idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose
     /// body is known to be empty, since a body is consumed by the attempt that failed. Other
     /// failures, a response-header timeout, and every failure of other requests are final.
@@ -470,8 +470,8 @@ impl Unreached {
         }
     }
 
-    /// Whether the request went out on a pooled connection that closed before any answer
-    /// (the upstream shut it down as the request was sent): nothing was answered, and a
+    /// Whether the request went out on a pooled connection that closed or was reset before any
+    /// answer (the upstream shut it down as the request was sent): nothing was answered, and a
     /// replayable request may go to another target.
     fn closed_before_answer(&self) -> bool {
         match self {

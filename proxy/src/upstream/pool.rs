@@ -111,9 +111,29 @@ impl Failure {
 }
 
 /// Whether hyper gave up on an exchange because its connection closed before any answer:
-/// the request was not sent (canceled) or its response never began (incomplete message).
+/// the request was not sent (canceled), its response never began (incomplete message), or
+/// the connection was reset or broken under it (an upstream closing a keep-alive connection
+/// with the request unread answers it with a reset). Only a replayable request (idempotent,
+/// no body) is sent again on such a failure, as nginx's `proxy_next_upstream error` does.
 pub(super) fn unanswered(error: &hyper::Error) -> bool {
-    error.is_incomplete_message() || error.is_canceled()
+    error.is_incomplete_message() || error.is_canceled() || broken(error)
+}
+
+/// Whether the cause of `error` is the connection being reset, aborted or broken.
+fn broken(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// One worker's pooled connections to each of a route's targets.
@@ -528,6 +548,23 @@ mod tests {
             assert_eq!(read(answer).await, "bye");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_reset_before_any_answer_is_closed_before_answer() {
+        // An upstream that reads the request and resets the connection without answering: what
+        // a keep-alive connection closed by its upstream as the request arrived looks like.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut head).await;
+            stream.set_zero_linger().unwrap();
+        });
+        let failure = pool().send(0, &endpoint(addr), get()).await.unwrap_err();
+        assert!(!failure.is_connect(), "{failure}");
+        assert!(failure.closed_before_answer(), "{failure:?}");
     }
 
     #[tokio::test]
