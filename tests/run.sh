@@ -13,7 +13,9 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets --no-fail-fast
 tests/fuzz.sh
-# (`--all-targets` above built the bare hyper proxy example the benchmark measures as its floor.)
+# The bare hyper proxy the benchmark measures as its floor (`cargo test` builds examples but does
+# not put them at target/debug/examples/NAME).
+cargo build -p sekisho-tests --example hyper_floor
 target="${CARGO_TARGET_DIR:-$root/target}/debug"
 SEKISHO_BIN="$target/sekisho" FLOOR_BIN="$target/examples/hyper_floor" DURATION=1s ROUNDS=1 \
     WARMUP=0 IDLE_CONNECTIONS=200 HANDSHAKES=50 tests/bench/run.sh
