@@ -58,12 +58,20 @@ fn datagram_arrives(source: IpAddr, server: &std::net::UdpSocket, within: Durati
     client
         .send_to(payload.as_bytes(), server.local_addr().unwrap())
         .unwrap();
-    server.set_read_timeout(Some(within)).unwrap();
+    let deadline = std::time::Instant::now() + within;
     let mut buffer = [0u8; 128];
     loop {
+        // What is left of `within` (a signal interrupting the wait must not extend it).
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        server.set_read_timeout(Some(left)).unwrap();
         match server.recv_from(&mut buffer) {
             Ok((n, _)) if buffer.get(..n) == Some(payload.as_bytes()) => return true,
             Ok(_) => continue,
+            // A signal to this thread (a child process of another test exiting): wait on.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e)
                 if matches!(
                     e.kind(),
